@@ -1,0 +1,243 @@
+"""What a connector module provides: an inbound source, outbound actions, or both.
+
+An inbound source turns a webhook into normalised events in four steps, each of which may
+reject the request with a 4xx before anything is stored:
+``verify`` (raw bytes, constant time) → ``decode`` (bytes → JSON) → ``validate`` (pydantic
+model of the payload) → ``delivery_id`` (for redelivery detection). ``normalise`` runs in
+the worker, from the stored raw body.
+
+An outbound connector exposes named async actions. Each returns an :class:`Outcome`; the
+shared runner in ``hub.actions`` does retries, backoff, rate limits, dead letters and
+recording, so a connector only says what happened.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from hub.events import NormalisedEvent
+from hub.verify import AuthError
+
+if TYPE_CHECKING:
+    import aiohttp
+    from redis.asyncio import Redis
+
+    from hub.settings import Settings
+
+
+class BadPayload(Exception):
+    """The body is not what this source sends (→ 400). `code` is the machine-readable reason."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def summarise_validation(e: ValidationError, limit: int = 3) -> str:
+    """A short human sentence from a pydantic error, e.g. `alerts.0.status: Field required`."""
+    parts = []
+    for err in e.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{loc}: {err['msg']}")
+    more = len(e.errors()) - limit
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+JSON_TYPES = ("application/json",)
+
+
+def is_json_content_type(ct: str) -> bool:
+    return ct in JSON_TYPES or (ct.startswith("application/") and ct.endswith("+json"))
+
+
+class InboundSource:
+    """Base class for a webhook sender. Subclasses set the class vars and override hooks."""
+
+    name: ClassVar[str]
+    #: Headers worth keeping with the event (never auth or signature headers).
+    recorded_headers: ClassVar[tuple[str, ...]] = ("User-Agent",)
+    #: The settings attributes holding this source's credentials, e.g. ("github_webhook_secret",).
+    credential_settings: ClassVar[tuple[str, ...]] = ()
+    model: ClassVar[type[BaseModel]]
+
+    def missing_credentials(self, settings: Settings) -> str | None:
+        """Name of the variable to set when no credential is configured, else None."""
+        if any(getattr(settings, attr) for attr in self.credential_settings):
+            return None
+        return " or ".join(a.upper() for a in self.credential_settings)
+
+    def accepts_content_type(self, content_type: str) -> bool:
+        return is_json_content_type(content_type)
+
+    def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
+        """Raise AuthError unless the request is authentic; return how it was verified."""
+        raise NotImplementedError
+
+    def decode(self, body: bytes, content_type: str) -> Any:
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BadPayload("malformed_json", f"body is not valid JSON: {e}") from None
+
+    def validate(self, data: Any, headers: Mapping[str, str]) -> BaseModel:
+        try:
+            return self.model.model_validate(data)
+        except ValidationError as e:
+            raise BadPayload("invalid_payload", f"not a {self.name} webhook: {summarise_validation(e)}") from None
+
+    def delivery_id(self, payload: BaseModel, headers: Mapping[str, str], body: bytes) -> str:
+        """The sender's id for this delivery, identical across its retries."""
+        raise NotImplementedError
+
+    def normalise(
+        self, payload: BaseModel, headers: Mapping[str, str], options: Mapping[str, Any] | None = None
+    ) -> list[NormalisedEvent]:
+        """Turn a validated payload into events. `options` is this source's catalog section."""
+        raise NotImplementedError
+
+    def parse(self, body: bytes, headers: Mapping[str, str], content_type: str) -> BaseModel:
+        """decode + validate, as the ingress and the worker both need it."""
+        return self.validate(self.decode(body, content_type), headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outbound
+
+
+OutcomeState = Literal["succeeded", "retryable", "permanent", "skipped"]
+
+
+@dataclass
+class Outcome:
+    """What one attempt of an action did. Connectors return it; the runner records it."""
+
+    state: OutcomeState
+    status: int | None = None
+    detail: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+    retry_after: float | None = None
+    response: str = ""
+    #: True when the attempt may have reached the outside system (timeout after sending):
+    #: creations must look up before creating again.
+    ambiguous: bool = False
+
+
+@dataclass
+class ActionCall:
+    """One attempt of one action instance, as a connector sees it."""
+
+    event_id: str
+    action_id: str
+    idempotency_key: str
+    params: dict[str, Any]
+    attempt: int = 1
+    #: The previous attempt may have reached the outside system.
+    after_ambiguous: bool = False
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 6
+    base_delay: float = 1.0
+    max_delay: float = 300.0
+    #: An action older than this is not worth performing any more (seconds).
+    deadline: float = 24 * 3600
+
+
+RESPONSE_KEEP = 2000
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        import time
+
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def classify_status(status: int, body: str, headers: Mapping[str, str], extra_retryable: tuple[int, ...] = ()
+                    ) -> Outcome:
+    """The one shared rule: 2xx ok; 5xx, 429 (and connector extras) retry; other 4xx permanent."""
+    trimmed = body[:RESPONSE_KEEP]
+    if 200 <= status < 300:
+        return Outcome("succeeded", status, response=trimmed)
+    if status >= 500 or status == 429 or status in extra_retryable:
+        return Outcome("retryable", status, detail=f"HTTP {status}", response=trimmed,
+                       retry_after=parse_retry_after(headers.get("Retry-After")))
+    return Outcome("permanent", status, detail=f"HTTP {status}: {trimmed[:200]}", response=trimmed)
+
+
+ActionFn = Callable[[ActionCall], Awaitable[Outcome]]
+
+
+class Connector:
+    """Base class for an outbound system. One instance per worker process."""
+
+    name: ClassVar[str]
+    #: Default client-side rate limit, e.g. "120/min"; overridden by <NAME>_RATE_LIMIT.
+    default_rate_limit: ClassVar[str | None] = None
+    retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
+    #: Status codes this system uses for "slow down" besides 429 (Statuspage: 420).
+    extra_retryable: ClassVar[tuple[int, ...]] = ()
+
+    def __init__(self, settings: Settings, http: aiohttp.ClientSession, redis: Redis) -> None:
+        self.settings = settings
+        self.http = http
+        self.redis = redis
+
+    def missing_config(self) -> str | None:
+        """A reason this connector is disabled (e.g. "SLACK_WEBHOOK_URL unset"), or None."""
+        return None
+
+    def actions(self) -> dict[str, ActionFn]:
+        raise NotImplementedError
+
+    def rate_limit_key(self, call: ActionCall) -> str | None:
+        """Identity of the credential a call spends (rate limits are per credential)."""
+        return self.name
+
+    async def request(self, method: str, url: str, *, json_body: Any = None, headers: Mapping[str, str] | None = None,
+                      timeout: float = 10.0, data: Any = None) -> tuple[Outcome, Any]:
+        """Send one HTTP request and classify it. Returns (outcome, parsed JSON body or None).
+
+        Connection errors before sending are retryable and unambiguous; a timeout or a reset
+        after the request went out is retryable and *ambiguous*.
+        """
+        import asyncio
+
+        import aiohttp
+
+        try:
+            async with self.http.request(method, url, json=json_body, data=data, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                text = await resp.text(errors="replace")
+                outcome = classify_status(resp.status, text, resp.headers, self.extra_retryable)
+        except aiohttp.ClientConnectorError as e:
+            return Outcome("retryable", None, detail=f"connection failed: {e.os_error or e}"), None
+        except (TimeoutError, asyncio.TimeoutError):
+            return Outcome("retryable", None, detail=f"timed out after {timeout:g}s", ambiguous=True), None
+        except aiohttp.ClientError as e:
+            return Outcome("retryable", None, detail=f"{type(e).__name__}: {e}", ambiguous=True), None
+        parsed = None
+        if text:
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+        return outcome, parsed

@@ -1,0 +1,184 @@
+"""GitHub: receives `deployment`, `deployment_status`, `workflow_run` and `ping` webhooks.
+
+Auth: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>`; no timestamp, so
+redelivery is recognised by `X-GitHub-Delivery` (GitHub keeps it on manual redelivery).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.base import BadPayload, InboundSource
+from hub.events import Kind, Link, NormalisedEvent
+from hub.settings import Settings
+from hub.verify import AuthError, check_hex_hmac
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Repo(_Loose):
+    full_name: str = ""
+    name: str = ""
+    html_url: str = ""
+
+
+class User(_Loose):
+    login: str = ""
+
+
+class Deployment(_Loose):
+    id: int | str
+    sha: str = ""
+    ref: str = ""
+    environment: str = ""
+    description: str | None = None
+    creator: User | None = None
+    created_at: datetime | None = None
+    url: str = ""
+
+
+class DeploymentStatus(_Loose):
+    id: int | str = 0
+    state: str
+    environment: str | None = None
+    description: str | None = None
+    target_url: str | None = None
+    log_url: str | None = None
+    created_at: datetime | None = None
+
+
+class WorkflowRun(_Loose):
+    id: int | str
+    name: str | None = ""
+    status: str | None = None
+    conclusion: str | None = None
+    head_sha: str = ""
+    head_branch: str | None = ""
+    html_url: str = ""
+    path: str = ""
+    updated_at: datetime | None = None
+    actor: User | None = None
+
+
+class GitHubPayload(_Loose):
+    action: str | None = None
+    repository: Repo | None = None
+    sender: User | None = None
+    deployment: Deployment | None = None
+    deployment_status: DeploymentStatus | None = None
+    workflow_run: WorkflowRun | None = None
+    zen: str | None = None
+    hook_id: int | None = None
+    event_name: str = Field("", exclude=True)
+
+
+#: What each GitHub event must carry for the hub to use it.
+_REQUIRED = {"deployment": ("deployment",), "deployment_status": ("deployment", "deployment_status"),
+             "workflow_run": ("workflow_run",)}
+
+#: Workflows whose completed runs count as deploys when the catalog does not say.
+DEFAULT_DEPLOY_WORKFLOWS = ("deploy", "release", "cd")
+
+
+class GitHubSource(InboundSource):
+    name = "github"
+    recorded_headers = ("X-GitHub-Event", "X-GitHub-Delivery", "X-GitHub-Hook-ID", "User-Agent",
+                        "X-GitHub-Enterprise-Host")
+    credential_settings = ("github_webhook_secret",)
+    model = GitHubPayload
+
+    def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
+        sig = headers.get("X-Hub-Signature-256")
+        if not sig:
+            raise AuthError("missing_signature", "X-Hub-Signature-256 header missing (set the webhook secret "
+                                                 "in GitHub to GITHUB_WEBHOOK_SECRET)")
+        scheme, _, digest = sig.strip().partition("=")
+        if scheme != "sha256" or not check_hex_hmac(settings.github_webhook_secret, body, [digest]):
+            raise AuthError("bad_signature", "X-Hub-Signature-256 does not match GITHUB_WEBHOOK_SECRET")
+        return "hmac-sha256 (X-Hub-Signature-256)"
+
+    def validate(self, data: Any, headers: Mapping[str, str]) -> BaseModel:
+        event = headers.get("X-GitHub-Event", "")
+        if not event:
+            raise BadPayload("missing_event", "X-GitHub-Event header missing")
+        payload = super().validate(data, headers)
+        assert isinstance(payload, GitHubPayload)
+        for attr in _REQUIRED.get(event, ()):
+            if getattr(payload, attr) is None:
+                raise BadPayload("invalid_payload", f"not a GitHub {event} webhook: {attr}: Field required")
+        payload.event_name = event
+        return payload
+
+    def delivery_id(self, payload: BaseModel, headers: Mapping[str, str], body: bytes) -> str:
+        delivery = headers.get("X-GitHub-Delivery", "").strip()
+        if not delivery:
+            raise BadPayload("missing_delivery", "X-GitHub-Delivery header missing")
+        return delivery[:200]
+
+    def normalise(self, payload: BaseModel, headers: Mapping[str, str],
+                  options: Mapping[str, Any] | None = None) -> list[NormalisedEvent]:
+        assert isinstance(payload, GitHubPayload)
+        event = headers.get("X-GitHub-Event", "")
+        repo = payload.repository.full_name if payload.repository else ""
+        service = payload.repository.name if payload.repository else ""
+        if event == "ping":
+            return [NormalisedEvent(kind=Kind.PING, source=self.name, fingerprint=f"github:ping:{payload.hook_id}",
+                                    title=f"GitHub ping: {payload.zen or ''}".strip())]
+        if event == "deployment" and payload.deployment:
+            d = payload.deployment
+            return [self._deploy(Kind.DEPLOY_STARTED, d, repo, service, d.environment, d.description or "",
+                                 d.url, d.created_at, "created")]
+        if event == "deployment_status" and payload.deployment and payload.deployment_status:
+            d, s = payload.deployment, payload.deployment_status
+            kind = {"success": Kind.DEPLOY_SUCCEEDED, "failure": Kind.DEPLOY_FAILED,
+                    "error": Kind.DEPLOY_FAILED}.get(s.state)
+            if kind is None:
+                return []
+            url = s.target_url or s.log_url or d.url
+            return [self._deploy(kind, d, repo, service, s.environment or d.environment, s.description or "",
+                                 url, s.created_at, s.state)]
+        if event == "workflow_run" and payload.workflow_run:
+            return self._workflow_run(payload.workflow_run, payload.action, repo, service, options or {})
+        return []
+
+    def _deploy(self, kind: Kind, d: Deployment, repo: str, service: str, env: str, description: str,
+                url: str, at: datetime | None, state: str) -> NormalisedEvent:
+        verb = {Kind.DEPLOY_STARTED: "started", Kind.DEPLOY_SUCCEEDED: "succeeded"}.get(kind, "failed")
+        return NormalisedEvent(
+            kind=kind, source=self.name, fingerprint=f"github:deploy:{repo}:{d.id}",
+            services=[service] if service else [], environment=env or None, status=state,
+            title=f"Deploy of {repo}@{(d.ref or d.sha[:7])} to {env} {verb}",
+            summary=description, links=[Link(href=url, text="deployment")] if url else [], occurred_at=at,
+            attributes={"repository": repo, "sha": d.sha, "ref": d.ref, "deployment_id": d.id,
+                        "author": d.creator.login if d.creator else "", "url": url},
+        )
+
+    def _workflow_run(self, run: WorkflowRun, action: str | None, repo: str, service: str,
+                      options: Mapping[str, Any]) -> list[NormalisedEvent]:
+        names = [n.lower() for n in options.get("deploy_workflows", DEFAULT_DEPLOY_WORKFLOWS)]
+        name = (run.name or "").lower()
+        if action != "completed" or not any(n in name for n in names):
+            return []
+        kind = {"success": Kind.DEPLOY_SUCCEEDED, "failure": Kind.DEPLOY_FAILED,
+                "timed_out": Kind.DEPLOY_FAILED}.get(run.conclusion or "")
+        if kind is None:
+            return []
+        env = str(options.get("workflow_environment", "production"))
+        return [NormalisedEvent(
+            kind=kind, source=self.name, fingerprint=f"github:workflow:{repo}:{run.id}",
+            services=[service] if service else [], environment=env, status=run.conclusion,
+            title=f"Workflow {run.name} on {repo}@{run.head_branch} {run.conclusion}",
+            links=[Link(href=run.html_url, text="workflow run")] if run.html_url else [],
+            occurred_at=run.updated_at,
+            attributes={"repository": repo, "sha": run.head_sha, "ref": run.head_branch or "",
+                        "author": run.actor.login if run.actor else "", "url": run.html_url},
+        )]
+
+
+source = GitHubSource()

@@ -1,0 +1,59 @@
+"""Slack incoming webhook: action `notify`.
+
+Idempotency: Slack does not deduplicate messages. The runner records a success before the
+job returns and never re-sends a recorded success on retry or replay (unless forced); the
+remaining window (crash between Slack's 200 and the record) can at worst repeat one message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy
+
+SEVERITY_EMOJI = {"SEV1": ":red_circle:", "SEV2": ":large_orange_circle:", "SEV3": ":large_yellow_circle:",
+                  "SEV4": ":white_circle:"}
+
+
+def build_message(params: dict[str, Any]) -> dict[str, Any]:
+    """Text plus blocks: a header line, the summary, then links and ids as context."""
+    text = str(params.get("text") or params.get("title") or "incident-hub notification")
+    severity = params.get("severity")
+    head = f"{SEVERITY_EMOJI.get(str(severity), '')} *{severity}* {text}".strip() if severity else text
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": head[:3000]}}]
+    if params.get("summary"):
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": str(params["summary"])[:3000]}})
+    context = [f"<{link['href']}|{link.get('text') or link['href']}>" for link in params.get("links") or []
+               if isinstance(link, dict) and link.get("href")]
+    context += [f"{k}: `{v}`" for k, v in (params.get("ids") or {}).items() if v]
+    if context:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": c[:300]} for c in context[:10]]})
+    return {"text": head[:3000], "blocks": blocks}
+
+
+class Slack(Connector):
+    name = "slack"
+    default_rate_limit = "1/s"
+    retry_policy = RetryPolicy(max_attempts=6, base_delay=1.0, max_delay=120.0, deadline=6 * 3600)
+
+    def missing_config(self) -> str | None:
+        return None if self.settings.slack_webhook_url else "slack not configured (SLACK_WEBHOOK_URL)"
+
+    def actions(self) -> dict[str, ActionFn]:
+        return {"notify": self.notify}
+
+    def rate_limit_key(self, call: ActionCall) -> str | None:
+        return "slack:" + str(call.params.get("webhook_url") or "default")
+
+    async def notify(self, call: ActionCall) -> Outcome:
+        url = call.params.get("webhook_url") or self.settings.slack_webhook_url
+        assert url
+        outcome, _ = await self.request("POST", url, json_body=build_message(call.params))
+        if outcome.state == "succeeded" and outcome.response.strip() != "ok":
+            # Slack answers 200 with the plain body `ok`; anything else is an error string.
+            return Outcome("permanent", outcome.status, detail=f"Slack answered {outcome.response[:100]!r}",
+                           response=outcome.response)
+        return outcome
+
+
+connector = Slack

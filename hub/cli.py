@@ -1,0 +1,148 @@
+"""`incident-hub` command line: serve, worker, run, and the operator commands.
+
+Each operator command lives in its own module and registers itself through
+`COMMAND_MODULES`; this file only wires processes and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from hub.settings import Settings, SettingsError, load_settings
+
+#: Modules with `register(subparsers)` adding more subcommands.
+COMMAND_MODULES: tuple[str, ...] = ("hub.commands",)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as e:
+        print(f"incident-hub: bad configuration: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def with_redis(settings: Settings) -> Settings:
+    """Settings with REDIS_URL filled in: the embedded Redis when it is unset."""
+    if settings.redis_url:
+        return settings
+    from hub.embedded_redis import ensure_daemon
+
+    url = ensure_daemon(settings.hub_data_dir)
+    print(f"incident-hub: REDIS_URL unset, using the embedded Redis at {url}", file=sys.stderr)
+    return settings.model_copy(update={"redis_url": url})
+
+
+def _logging() -> None:
+    logging.basicConfig(level=os.environ.get("HUB_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from hub.web import create_app
+
+    settings = with_redis(_settings())
+    _logging()
+    host = args.host or settings.hub_host
+    port = args.port or settings.hub_port
+    web.run_app(create_app(settings), host=host, port=port, access_log=None,
+                print=lambda _: print(f"incident-hub: serving on http://{host}:{port}", file=sys.stderr))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from hub.worker import run_worker
+
+    settings = with_redis(_settings())
+    _logging()
+    run_worker(settings)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Everything in one terminal: embedded Redis (unless REDIS_URL), web, one worker."""
+    settings = _settings()
+    env = dict(os.environ)
+    redis = None
+    if not settings.redis_url:
+        from hub.embedded_redis import EmbeddedRedis
+
+        redis = EmbeddedRedis(settings.hub_data_dir / "redis", port=args.redis_port, own_session=True).start()
+        env["REDIS_URL"] = redis.url
+        print(f"incident-hub: embedded Redis on {redis.url} (AOF in {redis.dir})", file=sys.stderr)
+    exe = [sys.executable, "-m", "hub"]
+    children = [subprocess.Popen([*exe, "serve"], env=env)]
+    children += [subprocess.Popen([*exe, "worker"], env=env) for _ in range(args.workers)]
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping and all(c.poll() is None for c in children):
+            time.sleep(0.2)
+        if not stopping:
+            print("incident-hub: a process exited; stopping the others", file=sys.stderr)
+            stop(signal.SIGTERM, None)
+        for c in children:
+            try:
+                c.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                c.kill()
+                c.wait()
+    finally:
+        if redis:
+            redis.stop()
+    print("incident-hub: stopped", file=sys.stderr)
+    return 0 if stopping else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="incident-hub",
+        description="Self-hosted integration hub for incident webhooks. Configuration comes from the "
+                    "environment (and .env); see README.md and docs/DESIGN.md.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the webhook ingress and admin API (HUB_HOST:HUB_PORT)")
+    p.add_argument("--host", help="listen address (default HUB_HOST, 0.0.0.0)")
+    p.add_argument("--port", type=int, help="listen port (default HUB_PORT, 8080)")
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a worker process (arq) that performs the actions")
+    p.set_defaults(fn=cmd_worker)
+
+    p = sub.add_parser("run", help="start embedded Redis (if REDIS_URL is unset), the web process and workers")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--redis-port", type=int, default=None, help="embedded Redis port (default: a free one)")
+    p.set_defaults(fn=cmd_run)
+
+    for name in COMMAND_MODULES:
+        register: Callable[[argparse._SubParsersAction], None] = importlib.import_module(name).register
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

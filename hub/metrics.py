@@ -1,0 +1,27 @@
+"""Prometheus metrics. One registry per process; web and worker expose their own."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+WEBHOOKS_RECEIVED = Counter("hub_webhooks_received_total", "Webhook requests received", ["source"])
+WEBHOOKS_ACCEPTED = Counter("hub_webhooks_accepted_total", "Webhooks recorded and queued (202)",
+                            ["source", "result"])
+WEBHOOKS_REJECTED = Counter("hub_webhooks_rejected_total", "Webhooks refused", ["source", "reason"])
+INGEST_SECONDS = Histogram("hub_ingest_seconds", "Ingress handling time, verify to answer", ["source"],
+                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+QUEUE_DEPTH = Gauge("hub_queue_depth", "Jobs waiting in the arq queue")
+PENDING_EVENTS = Gauge("hub_pending_events", "Events not yet in a final state")
+DEAD_LETTERS = Gauge("hub_dead_letters", "Actions in the dead-letter list")
+EVENTS_FINISHED = Counter("hub_events_finished_total", "Events reaching a final state", ["source", "state"])
+PROCESSING_SECONDS = Histogram("hub_event_processing_seconds", "Time from receipt to final state", ["source"],
+                               buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800))
+ACTIONS = Counter("hub_actions_total", "Action attempts by connector and outcome", ["connector", "outcome"])
+ACTION_SECONDS = Histogram("hub_action_seconds", "Outbound call duration", ["connector"])
+RETRIES = Counter("hub_action_retries_total", "Action attempts scheduled for retry", ["connector"])
+DEAD_LETTERED = Counter("hub_actions_dead_lettered_total", "Actions moved to the dead-letter list", ["connector"])
+SWEPT = Counter("hub_sweeper_requeued_total", "Stuck events re-enqueued by the sweeper")
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST

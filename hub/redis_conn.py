@@ -1,0 +1,46 @@
+"""One place that turns REDIS_URL into a client, so web, worker and CLI connect alike.
+
+Besides `redis://`, `rediss://` and `unix://`, a Sentinel URL is accepted:
+`redis+sentinel://[:password@]host1:26379,host2:26379/<master-name>[/<db>]`.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from arq.connections import ArqRedis
+from redis.asyncio.sentinel import Sentinel
+
+#: Short timeouts: the ingress must answer 503 quickly when Redis is away, not hang.
+SOCKET_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 2.0
+
+
+def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT, max_connections: int | None = None) -> ArqRedis:
+    """An ArqRedis client (a redis.asyncio.Redis that can also enqueue arq jobs)."""
+    if url.startswith("redis+sentinel://"):
+        return _sentinel(url, socket_timeout)
+    kwargs = {"socket_timeout": socket_timeout, "socket_connect_timeout": CONNECT_TIMEOUT,
+              "health_check_interval": 15}
+    if max_connections:
+        kwargs["max_connections"] = max_connections
+    return ArqRedis.from_url(url, **kwargs)
+
+
+def _sentinel(url: str, socket_timeout: float) -> ArqRedis:
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else None
+    hosts = []
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    for hp in netloc.split(","):
+        host, _, port = hp.partition(":")
+        hosts.append((host, int(port or 26379)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError("Sentinel URL needs the master name: redis+sentinel://host:26379/mymaster")
+    master = path[0]
+    db = int(path[1]) if len(path) > 1 else 0
+    sentinel = Sentinel(hosts, socket_timeout=socket_timeout, socket_connect_timeout=CONNECT_TIMEOUT,
+                        sentinel_kwargs={"password": password} if password else None)
+    return sentinel.master_for(master, redis_class=ArqRedis, db=db, password=password,
+                               socket_timeout=socket_timeout, socket_connect_timeout=CONNECT_TIMEOUT)

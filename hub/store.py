@@ -1,0 +1,270 @@
+"""The Redis data model: events, their actions and timelines, indexes, dedup, dead letters.
+
+Keys (all under ``hub:``; Redis Cluster is not supported, as arq does not support it):
+
+=============================  ======  ==================================================
+``hub:ev:{id}``                hash    the event record: source, state, received_at (ms),
+                                       delivery_id, body (raw bytes), headers (JSON of the
+                                       non-secret headers), verified, events (normalised)
+``hub:ev:{id}:actions``        hash    action id → action record (JSON)
+``hub:ev:{id}:timeline``       list    timeline entries (JSON), oldest first
+``hub:dedup:{source}:{hash}``  string  delivery id → event id, for HUB_DEDUP_WINDOW
+``hub:idx:all``                zset    event id by received ms (listing, newest first)
+``hub:idx:source:{s}``         zset    same, per source
+``hub:idx:state:{s}``          zset    same, per state (moved on every transition)
+``hub:idx:kind:{k}``           zset    same, per normalised kind (written by the worker)
+``hub:pending``                zset    non-final events by last touch ms (the sweeper's view)
+``hub:dead``                   zset    "{event id}/{action id}" dead letters by time
+``hub:workers``                zset    worker id by last heartbeat ms
+=============================  ======  ==================================================
+
+Every per-event key expires after HUB_RETENTION; the sweeper trims the indexes by score, so
+nothing ever scans all events.
+
+The ingress writes an event with **one** round trip: a Lua script checks the dedup key,
+writes the record, the indexes and arq's job, and enqueues it, atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from hub.settings import Settings
+
+PREFIX = "hub:"
+IDX_ALL = PREFIX + "idx:all"
+PENDING = PREFIX + "pending"
+DEAD = PREFIX + "dead"
+WORKERS = PREFIX + "workers"
+KINDS = PREFIX + "idx:kinds"
+
+ARQ_QUEUE = "arq:queue"
+ARQ_JOB_PREFIX = "arq:job:"
+ARQ_JOB_EXPIRES_MS = 86_400_000
+PROCESS_JOB = "process_event"
+
+STATES = ("accepted", "processing", "done", "partially_failed", "dead")
+FINAL_STATES = frozenset({"done", "partially_failed", "dead"})
+ACTION_FINAL = frozenset({"succeeded", "skipped", "dead"})
+
+
+def ev_key(event_id: str) -> str:
+    return f"{PREFIX}ev:{event_id}"
+
+
+def actions_key(event_id: str) -> str:
+    return f"{PREFIX}ev:{event_id}:actions"
+
+
+def timeline_key(event_id: str) -> str:
+    return f"{PREFIX}ev:{event_id}:timeline"
+
+
+def source_idx(source: str) -> str:
+    return f"{PREFIX}idx:source:{source}"
+
+
+def state_idx(state: str) -> str:
+    return f"{PREFIX}idx:state:{state}"
+
+
+def kind_idx(kind: str) -> str:
+    return f"{PREFIX}idx:kind:{kind}"
+
+
+def dedup_key(source: str, delivery_id: str) -> str:
+    digest = hashlib.sha256(delivery_id.encode()).hexdigest()[:32]
+    return f"{PREFIX}dedup:{source}:{digest}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_event_id(ms: int | None = None) -> str:
+    """Time-ordered id: 12 hex digits of ms since the epoch + 8 random hex digits."""
+    return f"ev_{(ms or now_ms()):012x}{secrets.token_hex(4)}"
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), default=str)
+
+
+def arq_job(function: str, args: list[Any], enqueue_ms: int, job_try: int | None = None) -> bytes:
+    """A job in arq's own format, serialised as JSON (the worker's deserializer is json.loads)."""
+    return dumps({"t": job_try, "f": function, "a": args, "k": {}, "et": enqueue_ms}).encode()
+
+
+_INGEST_LUA = """
+local prev = redis.call('GET', KEYS[1])
+if prev then return prev end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 8))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('RPUSH', KEYS[9], ARGV[7])
+redis.call('EXPIRE', KEYS[9], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
+redis.call('PSETEX', KEYS[7], ARGV[6], ARGV[5])
+redis.call('ZADD', KEYS[8], ARGV[4], ARGV[1])
+return false
+"""
+
+
+@dataclass
+class IngestResult:
+    event_id: str
+    duplicate: bool
+
+
+class Store:
+    """Async access to the data model above. Cheap to construct; holds no state of its own."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.retention = int(settings.hub_retention)
+        self.dedup_window = int(settings.hub_dedup_window)
+        self._ingest = redis.register_script(_INGEST_LUA)
+
+    # -- ingress ---------------------------------------------------------------------------
+
+    async def ingest(self, source: str, delivery_id: str, body: bytes, headers: dict[str, str],
+                     content_type: str, verified: str) -> IngestResult:
+        """Record + dedup + enqueue in one atomic round trip."""
+        ms = now_ms()
+        event_id = new_event_id(ms)
+        entry = dumps({"at": ms, "type": "received", "source": source, "delivery_id": delivery_id,
+                       "size": len(body), "verified": verified})
+        fields: list[Any] = [
+            "source", source, "state", "accepted", "received_at", ms, "updated_at", ms,
+            "delivery_id", delivery_id, "content_type", content_type, "headers", dumps(headers),
+            "verified", verified, "size", len(body), "body", body,
+        ]
+        keys = [dedup_key(source, delivery_id), ev_key(event_id), IDX_ALL, source_idx(source),
+                state_idx("accepted"), PENDING, ARQ_JOB_PREFIX + event_id, ARQ_QUEUE, timeline_key(event_id)]
+        argv = [event_id, self.dedup_window, self.retention, ms, arq_job(PROCESS_JOB, [event_id], ms),
+                ARQ_JOB_EXPIRES_MS, entry, *fields]
+        prev = await self._ingest(keys=keys, args=argv)
+        if prev:
+            return IngestResult(prev.decode() if isinstance(prev, bytes) else prev, True)
+        return IngestResult(event_id, False)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def get(self, event_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.hgetall(ev_key(event_id))
+        if not raw:
+            return None
+        rec: dict[str, Any] = {}
+        for k, v in raw.items():
+            key = k.decode()
+            rec[key] = v if key == "body" else v.decode("utf-8", "replace")
+        for key in ("received_at", "updated_at", "size", "runs"):
+            if key in rec:
+                rec[key] = int(rec[key])
+        for key in ("headers", "events"):
+            if key in rec:
+                rec[key] = json.loads(rec[key])
+        rec["id"] = event_id
+        return rec
+
+    async def actions(self, event_id: str) -> dict[str, dict[str, Any]]:
+        raw = await self.redis.hgetall(actions_key(event_id))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def timeline(self, event_id: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in await self.redis.lrange(timeline_key(event_id), 0, -1)]
+
+    # -- writing (worker) --------------------------------------------------------------------
+
+    async def transition(self, event_id: str, received_ms: int, old: str, new: str,
+                         note: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Move an event between states, keeping the state indexes and the pending set exact."""
+        ms = now_ms()
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(ev_key(event_id), mapping={"state": new, "updated_at": ms, **fields})
+            if old != new:
+                p.zrem(state_idx(old), event_id)
+                p.zadd(state_idx(new), {event_id: received_ms})
+            if new in FINAL_STATES:
+                p.zrem(PENDING, event_id)
+            else:
+                p.zadd(PENDING, {event_id: ms})
+            p.rpush(timeline_key(event_id), dumps({"at": ms, "type": "state", "state": new, **(note or {})}))
+            p.expire(timeline_key(event_id), self.retention)
+            await p.execute()
+
+    async def record_parsed(self, event_id: str, received_ms: int, events: list[dict[str, Any]]) -> None:
+        ms = now_ms()
+        kinds = sorted({e["kind"] for e in events})
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(ev_key(event_id), mapping={"events": dumps(events), "kinds": ",".join(kinds)})
+            for kind in kinds:
+                p.zadd(kind_idx(kind), {event_id: received_ms})
+                p.sadd(KINDS, kind)
+            p.rpush(timeline_key(event_id), dumps({"at": ms, "type": "parsed", "events": len(events),
+                                                    "kinds": kinds}))
+            await p.execute()
+
+    async def add_timeline(self, event_id: str, entry: dict[str, Any]) -> None:
+        async with self.redis.pipeline(transaction=False) as p:
+            p.rpush(timeline_key(event_id), dumps({"at": now_ms(), **entry}))
+            p.expire(timeline_key(event_id), self.retention)
+            await p.execute()
+
+    async def save_action(self, event_id: str, record: dict[str, Any], timeline: dict[str, Any] | None = None
+                          ) -> None:
+        """Write an action record (and its dead-letter entry) in one transaction."""
+        ms = now_ms()
+        dead_member = f"{event_id}/{record['id']}"
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(actions_key(event_id), record["id"], dumps(record))
+            p.expire(actions_key(event_id), self.retention)
+            if record["state"] == "dead":
+                p.zadd(DEAD, {dead_member: ms})
+            else:
+                p.zrem(DEAD, dead_member)
+            if timeline:
+                p.rpush(timeline_key(event_id), dumps({"at": ms, **timeline}))
+            await p.execute()
+
+    async def touch(self, event_id: str) -> None:
+        await self.redis.zadd(PENDING, {event_id: now_ms()}, xx=True)
+
+    # -- sweeping ----------------------------------------------------------------------------
+
+    async def stuck(self, older_than_ms: int, limit: int = 500) -> list[str]:
+        ids = await self.redis.zrangebyscore(PENDING, "-inf", older_than_ms, start=0, num=limit)
+        return [i.decode() for i in ids]
+
+    async def trim_indexes(self) -> int:
+        """Drop index entries older than the retention (their records have expired)."""
+        cutoff = now_ms() - self.retention * 1000
+        kinds = [k.decode() for k in await self.redis.smembers(KINDS)]
+        from hub.registry import sources
+
+        keys = [IDX_ALL, DEAD, *(state_idx(s) for s in STATES), *(source_idx(s) for s in sources()),
+                *(kind_idx(k) for k in kinds)]
+        async with self.redis.pipeline(transaction=False) as p:
+            for key in keys:
+                p.zremrangebyscore(key, "-inf", cutoff)
+            p.zremrangebyscore(WORKERS, "-inf", now_ms() - 3600_000)
+            removed = await p.execute()
+        return sum(removed)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def heartbeat(self, worker_id: str) -> None:
+        await self.redis.zadd(WORKERS, {worker_id: now_ms()})
+
+    async def live_workers(self, within_s: float = 30) -> int:
+        return int(await self.redis.zcount(WORKERS, now_ms() - int(within_s * 1000), "+inf"))

@@ -1,0 +1,130 @@
+"""Webhook authentication primitives, shared by every inbound source.
+
+All comparisons are constant-time and work on the raw request bytes. Each helper takes a
+list of secrets so a secret can be rotated without dropping deliveries.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable, Mapping
+
+
+class AuthError(Exception):
+    """The request is not authentic. `code` is the machine-readable reason."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+    return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def _enc(s: str) -> bytes:
+    return s.encode("utf-8")
+
+
+def check_hex_hmac(secrets: Iterable[str], message: bytes, candidates: Iterable[str]) -> bool:
+    """True when any candidate hex digest equals HMAC-SHA256(secret, message) for any secret."""
+    cands = [c.strip().lower().encode("ascii", "replace") for c in candidates if c.strip()]
+    ok = False
+    for secret in secrets:
+        expected = hmac_sha256(_enc(secret), message).hex().encode()
+        for cand in cands:
+            # `|=` keeps the loop length independent of where (or whether) a match is found.
+            ok |= hmac.compare_digest(expected, cand)
+    return ok
+
+
+def check_token(tokens: Iterable[str], authorization: str | None) -> bool:
+    """True when `Authorization: Bearer <t>` or the Basic-auth password equals a token."""
+    if not authorization:
+        return False
+    scheme, _, cred = authorization.strip().partition(" ")
+    cred = cred.strip()
+    scheme = scheme.lower()
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(cred, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return False
+        _, sep, cred = decoded.partition(":")
+        if not sep:
+            return False
+    elif scheme != "bearer":
+        return False
+    presented = _enc(cred)
+    ok = False
+    for token in tokens:
+        ok |= hmac.compare_digest(_enc(token), presented)
+    return ok
+
+
+def require_token(tokens: tuple[str, ...], headers: Mapping[str, str], variable: str) -> None:
+    if not headers.get("Authorization"):
+        raise AuthError("missing_token", f"Authorization header missing: send the token from {variable} "
+                                         "as 'Bearer <token>' or as the Basic-auth password")
+    if not check_token(tokens, headers.get("Authorization")):
+        raise AuthError("bad_token", f"Authorization does not match {variable}")
+
+
+def check_timestamp(ts: str | None, tolerance: float, now: float | None = None) -> int:
+    """Parse a Unix-seconds timestamp header and reject it outside ±tolerance."""
+    if ts is None or not ts.strip():
+        raise AuthError("missing_timestamp", "timestamp header missing")
+    try:
+        value = int(ts.strip())
+    except ValueError:
+        raise AuthError("bad_timestamp", "timestamp header is not a Unix time in seconds") from None
+    now = time.time() if now is None else now
+    if abs(now - value) > tolerance:
+        raise AuthError("stale_timestamp", f"timestamp is more than {int(tolerance)} s from the hub's clock")
+    return value
+
+
+def standard_webhook_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: base64 after the optional `whsec_` prefix."""
+    raw = secret[6:] if secret.startswith("whsec_") else secret
+    try:
+        return base64.b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        return _enc(raw)
+
+
+def verify_standard_webhook(
+    secrets: Iterable[str], headers: Mapping[str, str], body: bytes, tolerance: float, now: float | None = None
+) -> str:
+    """Verify Standard Webhooks / Svix headers; return the message id on success.
+
+    Accepts both `webhook-*` and `svix-*` header names and a space-separated list of
+    `v1,<base64>` signatures (rotation); other versions (e.g. `v1a`) are ignored.
+    """
+    prefix = "webhook-" if headers.get("webhook-signature") or headers.get("webhook-id") else "svix-"
+    msg_id = headers.get(prefix + "id")
+    sig_header = headers.get(prefix + "signature")
+    if not msg_id or not sig_header:
+        raise AuthError("missing_signature", "webhook-id / webhook-signature headers missing (Standard Webhooks)")
+    ts = check_timestamp(headers.get(prefix + "timestamp"), tolerance, now)
+    signed = _enc(f"{msg_id}.{ts}.") + body
+    presented = []
+    for part in sig_header.split():
+        version, _, sig = part.partition(",")
+        if version == "v1" and sig:
+            presented.append(_enc(sig))
+    if not presented:
+        raise AuthError("bad_signature", "webhook-signature has no v1 signature")
+    ok = False
+    for secret in secrets:
+        expected = base64.b64encode(hmac_sha256(standard_webhook_key(secret), signed))
+        for cand in presented:
+            ok |= hmac.compare_digest(expected, cand)
+    if not ok:
+        raise AuthError("bad_signature", "webhook-signature does not match INCIDENTIO_WEBHOOK_SECRET")
+    return msg_id

@@ -1,0 +1,128 @@
+"""The arq worker: runs `process_event` jobs, the sweeper, and a heartbeat for /readyz.
+
+Jobs carry only the event id (the payload lives in the record) and are serialised as JSON,
+never pickle. A job's id is the event id, so an event is in the queue at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+import aiohttp
+from arq import Retry, Worker, cron, func
+from arq.connections import ArqRedis
+
+from connectors.base import Connector
+from hub import metrics
+from hub.actions import ActionRunner
+from hub.processor import Processor
+from hub.ratelimit import RateLimiter
+from hub.redis_conn import connect
+from hub.registry import connector_classes
+from hub.rules import Rules
+from hub.settings import Settings
+from hub.store import PROCESS_JOB, Store, now_ms
+
+log = logging.getLogger("hub.worker")
+HEARTBEAT_S = 5.0
+SHUTDOWN_WAIT_S = 20
+
+
+def json_dumps(obj: Any) -> bytes:
+    return json.dumps(obj, default=str).encode()
+
+
+def json_loads(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def build_connectors(settings: Settings, http: aiohttp.ClientSession, redis: ArqRedis) -> dict[str, Connector]:
+    return {name: cls(settings, http, redis) for name, cls in connector_classes().items()}
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    redis: ArqRedis = ctx["redis"]
+    store = Store(redis, settings)
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
+                                 headers={"User-Agent": "incident-hub/0.1"})
+    connectors = build_connectors(settings, http, redis)
+    runner = ActionRunner(store, connectors, RateLimiter(redis))
+    ctx.update(store=store, http=http, connectors=connectors,
+               processor=Processor(store, Rules(), runner, settings.hub_max_event_runs))
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    ctx["heartbeat"] = asyncio.create_task(_heartbeat(store, worker_id))
+
+
+async def _heartbeat(store: Store, worker_id: str) -> None:
+    while True:
+        with contextlib.suppress(Exception):  # Redis away: /readyz will say so; keep trying
+            await store.heartbeat(worker_id)
+        await asyncio.sleep(HEARTBEAT_S)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    task = ctx.get("heartbeat")
+    if task:
+        task.cancel()
+    http = ctx.get("http")
+    if http:
+        await http.close()
+
+
+async def process_event(ctx: dict[str, Any], event_id: str, force: bool = False) -> None:
+    delay = await ctx["processor"].process(event_id, force=force)
+    if delay is not None:
+        raise Retry(defer=delay)
+
+
+async def sweep(ctx: dict[str, Any]) -> int:
+    """Re-enqueue events stuck before a final state (lost enqueue, killed worker, restart)."""
+    store: Store = ctx["store"]
+    settings: Settings = ctx["settings"]
+    redis: ArqRedis = ctx["redis"]
+    requeued = 0
+    for event_id in await store.stuck(now_ms() - int(settings.hub_sweep_grace * 1000)):
+        job = await redis.enqueue_job(PROCESS_JOB, event_id, _job_id=event_id)
+        if job is not None:
+            requeued += 1
+            metrics.SWEPT.inc()
+            await store.add_timeline(event_id, {"type": "requeued", "by": "sweeper"})
+        await store.touch(event_id)
+    await store.trim_indexes()
+    return requeued
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """The arq Worker keyword arguments for these settings."""
+    return {
+        "functions": [func(process_event, name=PROCESS_JOB, max_tries=10_000,  # our own limits apply
+                           timeout=settings.hub_job_timeout, keep_result=0)],
+        "cron_jobs": [cron(sweep, second={5, 35}, run_at_startup=True, timeout=60, keep_result=0)],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "job_serializer": json_dumps,
+        "job_deserializer": json_loads,
+        "max_jobs": settings.hub_worker_concurrency,
+        "job_timeout": settings.hub_job_timeout,
+        "keep_result": 0,
+        "poll_delay": 0.1,
+        "job_completion_wait": SHUTDOWN_WAIT_S,
+        "ctx": {"settings": settings},
+    }
+
+
+def make_worker(settings: Settings, redis: ArqRedis | None = None, **overrides: Any) -> Worker:
+    pool = redis or connect(settings.redis_url or "redis://127.0.0.1:6379/0", socket_timeout=10)
+    return Worker(redis_pool=pool, **{**worker_options(settings), **overrides})
+
+
+def run_worker(settings: Settings) -> None:
+    worker = make_worker(settings)
+    worker.run()

