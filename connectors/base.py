@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ValidationError
 
 from hub.events import NormalisedEvent
-from hub.verify import AuthError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -219,7 +218,6 @@ class Connector:
         Connection errors before sending are retryable and unambiguous; a timeout or a reset
         after the request went out is retryable and *ambiguous*.
         """
-        import asyncio
 
         import aiohttp
 
@@ -230,7 +228,7 @@ class Connector:
                 outcome = classify_status(resp.status, text, resp.headers, self.extra_retryable)
         except aiohttp.ClientConnectorError as e:
             return Outcome("retryable", None, detail=f"connection failed: {e.os_error or e}"), None
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return Outcome("retryable", None, detail=f"timed out after {timeout:g}s", ambiguous=True), None
         except aiohttp.ClientError as e:
             return Outcome("retryable", None, detail=f"{type(e).__name__}: {e}", ambiguous=True), None

@@ -76,7 +76,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
         self.dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=self.own_session)
         log.close()

@@ -98,3 +98,40 @@ async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[Any]:
+    from tests.fakes.slack import FakeSlack
+
+    fake = await FakeSlack().start()
+    yield fake
+    await fake.close()
+
+
+class RunningWorker:
+    """An arq worker on the test's event loop (the same code `incident-hub worker` runs)."""
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        from hub.worker import make_worker
+
+        self.worker = make_worker(settings, handle_signals=False, poll_delay=0.02, **overrides)
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RunningWorker:
+        self.task = asyncio.create_task(self.worker.async_run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
+        await self.worker.close()
+
+
+@pytest.fixture
+def running_worker() -> Any:
+    return RunningWorker

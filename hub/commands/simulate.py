@@ -22,7 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from connectors.base import BadPayload
-    from hub.processor import Processor
     from hub.registry import sources
     from hub.rules import Rules
 
@@ -52,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    Processor  # noqa: B018 - imported to fail early if the worker side cannot load
     for e in events:
         print(f"event  {e.kind:<24} {e.severity or '-':<5} {e.fingerprint}  {e.title}")
     if not events:

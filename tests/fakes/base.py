@@ -1,0 +1,84 @@
+"""What every fake upstream shares: a real loopback server, a request log, and fault switches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Fault:
+    """One scripted misbehaviour, used once: a status (with optional Retry-After), a stall or a reset."""
+
+    status: int | None = None
+    body: str = ""
+    retry_after: str | None = None
+    stall: float = 0.0
+    reset: bool = False
+
+
+@dataclass
+class FakeUpstream:
+    """Subclasses add routes in `routes()`; `faults` are consumed first-in first-out."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    faults: deque[Fault] = field(default_factory=deque)
+    server: TestServer | None = None
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(Recorded(request.method, request.path, dict(request.query),
+                                      dict(request.headers), body))
+        if self.faults:
+            fault = self.faults.popleft()
+            if fault.stall:
+                await asyncio.sleep(fault.stall)
+            if fault.reset:
+                assert request.transport is not None
+                request.transport.close()
+                raise asyncio.CancelledError
+            if fault.status:
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
+                return web.Response(status=fault.status, text=fault.body, headers=headers)
+        return await handler(request)
+
+    async def start(self) -> FakeUpstream:
+        app = web.Application(middlewares=[self._record])
+        self.routes(app)
+        self.server = TestServer(app)
+        await self.server.start_server()
+        return self
+
+    async def close(self) -> None:
+        if self.server:
+            await self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("")).rstrip("/")
+
+    def calls(self, path: str | None = None, method: str | None = None) -> list[Recorded]:
+        return [r for r in self.requests if (path is None or r.path == path) and (method is None or r.method == method)]
