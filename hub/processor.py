@@ -32,7 +32,8 @@ class Processor:
         payload = src.parse(rec["body"], headers, rec.get("content_type", "application/json"))
         return src.normalise(payload, headers, self.rules.source_options(rec["source"]))
 
-    def plan(self, rec: dict[str, Any]) -> tuple[list[NormalisedEvent], list[PlannedAction]]:
+    async def plan(self, rec: dict[str, Any]) -> tuple[list[NormalisedEvent], list[PlannedAction]]:
+        """Normalise and decide, without side effects (also used by dry-run replay and simulate)."""
         events = self.normalise(rec)
         return events, self.rules.plan(events)
 
@@ -53,7 +54,7 @@ class Processor:
             state = "processing"
 
         try:
-            events, planned = self.plan(rec)
+            events, planned = await self.plan(rec)
         except Exception as e:  # the ingress validated it, so this is a parser bug: keep it visible
             await self._finish(rec, "dead", {"error": f"parse failed: {type(e).__name__}: {e}"}, state)
             return None

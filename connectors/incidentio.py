@@ -1,0 +1,7 @@
+"""incidentio: inbound webhooks (section 1) and outbound API actions (section 2)."""
+
+from __future__ import annotations
+
+# --- inbound -------------------------------------------------------------------------------
+
+# --- outbound ------------------------------------------------------------------------------
