@@ -104,7 +104,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     return {
         "functions": [func(process_event, name=PROCESS_JOB, max_tries=10_000,  # our own limits apply
                            timeout=settings.hub_job_timeout, keep_result=0)],
-        "cron_jobs": [cron(sweep, second={5, 35}, run_at_startup=True, timeout=60, keep_result=0)],
+        "cron_jobs": [cron(sweep, second={5, 35}, run_at_startup=True,
+                                timeout=settings.hub_job_timeout, keep_result=0)],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "job_serializer": json_dumps,
