@@ -105,6 +105,21 @@ class InboundSource:
         """decode + validate, as the ingress and the worker both need it."""
         return self.validate(self.decode(body, content_type), headers)
 
+    def check_options(self, options: Any) -> list[str]:
+        """Problems in this source's catalog options, one sentence each (for `incident-hub validate`).
+
+        Sources read options leniently (a bad value falls back to the default), so this is
+        where a typo gets reported.
+        """
+        return []
+
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+        """Headers that make `body` authentic under `settings` (for `incident-hub send` and tests).
+
+        Uses the first configured secret/token; raises LookupError when none is configured.
+        """
+        raise NotImplementedError(f"{self.name} cannot sign requests")
+
 
 # ---------------------------------------------------------------------------------------------
 # Outbound

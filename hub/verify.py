@@ -128,3 +128,28 @@ def verify_standard_webhook(
     if not ok:
         raise AuthError("bad_signature", "webhook-signature does not match INCIDENTIO_WEBHOOK_SECRET")
     return msg_id
+
+
+# -- signing (the sender's side: `incident-hub send`, tests) -----------------------------------
+
+
+def sign_hex_hmac(secret: str, message: bytes) -> str:
+    """Lowercase hex HMAC-SHA256, as GitHub (after `sha256=`), Grafana and PagerDuty (after `v1=`) send it."""
+    return hmac_sha256(_enc(secret), message).hex()
+
+
+def sign_standard_webhook(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """A `webhook-signature` value (`v1,<base64>`) for one secret."""
+    signed = _enc(f"{msg_id}.{timestamp}.") + body
+    return "v1," + base64.b64encode(hmac_sha256(standard_webhook_key(secret), signed)).decode()
+
+
+def bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+def first_credential(values: Iterable[str], variable: str) -> str:
+    """The current (first) secret or token of a rotation list; LookupError when none is set."""
+    for value in values:
+        return value
+    raise LookupError(f"{variable} is not set")
