@@ -6,6 +6,8 @@ Besides `redis://`, `rediss://` and `unix://`, a Sentinel URL is accepted:
 
 from __future__ import annotations
 
+import json
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from arq.connections import ArqRedis
@@ -16,15 +18,30 @@ SOCKET_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
 
 
+def json_dumps(obj: Any) -> bytes:
+    """arq job serializer: JSON, never pickle (a queue must not be a code-execution channel)."""
+    return json.dumps(obj, default=str).encode()
+
+
+def json_loads(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def _json_jobs(client: ArqRedis) -> ArqRedis:
+    client.job_serializer = json_dumps
+    client.job_deserializer = json_loads
+    return client
+
+
 def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT, max_connections: int | None = None) -> ArqRedis:
-    """An ArqRedis client (a redis.asyncio.Redis that can also enqueue arq jobs)."""
+    """An ArqRedis client (a redis.asyncio.Redis that can also enqueue arq jobs, as JSON)."""
     if url.startswith("redis+sentinel://"):
-        return _sentinel(url, socket_timeout)
+        return _json_jobs(_sentinel(url, socket_timeout))
     kwargs = {"socket_timeout": socket_timeout, "socket_connect_timeout": CONNECT_TIMEOUT,
               "health_check_interval": 15}
     if max_connections:
         kwargs["max_connections"] = max_connections
-    return ArqRedis.from_url(url, **kwargs)
+    return _json_jobs(ArqRedis.from_url(url, **kwargs))
 
 
 def _sentinel(url: str, socket_timeout: float) -> ArqRedis:

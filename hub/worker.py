@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -23,7 +22,7 @@ from hub import metrics
 from hub.actions import ActionRunner
 from hub.processor import Processor
 from hub.ratelimit import RateLimiter
-from hub.redis_conn import connect
+from hub.redis_conn import connect, json_dumps, json_loads
 from hub.registry import connector_classes
 from hub.rules import Rules
 from hub.settings import Settings
@@ -32,14 +31,6 @@ from hub.store import PROCESS_JOB, Store, now_ms
 log = logging.getLogger("hub.worker")
 HEARTBEAT_S = 5.0
 SHUTDOWN_WAIT_S = 20
-
-
-def json_dumps(obj: Any) -> bytes:
-    return json.dumps(obj, default=str).encode()
-
-
-def json_loads(data: bytes) -> Any:
-    return json.loads(data)
 
 
 def build_connectors(settings: Settings, http: aiohttp.ClientSession, redis: ArqRedis) -> dict[str, Connector]:

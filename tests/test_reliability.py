@@ -187,3 +187,12 @@ async def test_poison_event_goes_dead_after_max_runs(redis_url, redis) -> None:
         await shutdown(ctx)
     rec = await store.get(event_id)
     assert rec["state"] == "dead" and "crashed or timed out" in rec["error"]
+
+
+async def test_every_enqueued_job_is_json_never_pickle(redis_url, redis) -> None:
+    """Jobs enqueued through the shared client (sweeper, replay, timers) are JSON."""
+    import json
+
+    await redis.enqueue_job("process_event", "ev_x", _job_id="ev_x")
+    raw = await redis.get("arq:job:ev_x")
+    assert json.loads(raw)["f"] == "process_event"
