@@ -1,0 +1,131 @@
+"""Lenient building blocks for inbound payload models.
+
+Senders add fields, drop optional ones, send `null` for empty values and (Datadog templates,
+hand-written Alertmanager receivers) numbers where strings are documented or the reverse.
+A webhook the hub refuses with a 4xx is usually lost for good (Datadog, Grafana and
+Alertmanager only retry 5xx), so models accept every such variant and are strict only about
+the few fields the hub cannot work without.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+T = TypeVar("T")
+
+#: Longest fingerprint kept readable; longer ones are hashed (they become Redis keys and
+#: PagerDuty dedup keys, which allow 255 characters).
+MAX_FINGERPRINT = 200
+
+
+class Lenient(BaseModel):
+    """Base for payload models: unknown keys ignored, numbers accepted where text is expected."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+
+def _scalar_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _str_map(value: Any) -> Any:
+    """`null` → {}; values made text (labels are text in every sender, but not in every test tool)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {str(k): _scalar_text(v) for k, v in value.items()}
+    return value  # anything else is left for pydantic to reject
+
+
+def _null_to_empty_list(value: Any) -> Any:
+    return [] if value is None else value
+
+
+def _optional_text(value: Any) -> Any:
+    """Numbers and booleans become text; containers stay as they are (and fail validation)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return _scalar_text(value)
+    return value
+
+
+#: A `dict[str, str]` that tolerates `null` and non-text values.
+StrMap = Annotated[dict[str, str], BeforeValidator(_str_map)]
+#: Optional text that also takes numbers and booleans.
+Text = Annotated[str | None, BeforeValidator(_optional_text)]
+
+
+#: `list[T]` where `null` means empty.
+NullList = Annotated[list[T], BeforeValidator(_null_to_empty_list)]
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A timestamp from ISO 8601 text or Unix seconds/milliseconds; None when absent or unusable.
+
+    Go's zero time (`0001-01-01T00:00:00Z`, Alertmanager's "no end yet") is None as well.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            value = int(text)
+        else:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                return None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return None if parsed.year <= 1 else parsed
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = value / 1000 if value > 100_000_000_000 else value  # Datadog sends milliseconds
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def short_hash(*parts: str, length: int = 32) -> str:
+    """A stable hex digest of text parts (unambiguous: parts are length-prefixed)."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass")
+        h.update(str(len(data)).encode() + b":" + data)
+    return h.hexdigest()[:length]
+
+
+def bounded(fingerprint: str) -> str:
+    """Keep a fingerprint readable when short, hash it when it would be too long for a key."""
+    if len(fingerprint) <= MAX_FINGERPRINT:
+        return fingerprint
+    prefix = fingerprint.split(":", 1)[0]
+    return f"{prefix}:sha256:{short_hash(fingerprint, length=48)}"
+
+
+def first_line(text: str | None, limit: int = 300) -> str:
+    if not text:
+        return ""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def clip(text: str | None, limit: int = 2000) -> str:
+    if not text:
+        return ""
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"

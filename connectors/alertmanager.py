@@ -1,0 +1,40 @@
+"""Prometheus Alertmanager: `webhook_config` receivers (body `version: "4"`).
+
+Auth: Alertmanager does not sign; configure `http_config.authorization.credentials` (sent as
+`Authorization: Bearer <t>`) or `http_config.basic_auth.password` with
+`ALERTMANAGER_WEBHOOK_TOKEN`.
+
+Events: one per alert in the group (see `connectors._alertgroup`), `alert.firing` or
+`alert.resolved` from the alert's own status; fingerprint = Alertmanager's alert fingerprint.
+
+Catalog options (all optional): `severity_map` (label value → SEV1..SEV4; defaults
+critical→SEV1, error/high/major→SEV2, warning/minor→SEV3, else SEV4), `default_severity`
+(default SEV4), `severity_label` (default `severity`), `service_labels` (first present wins,
+default `["service", "job"]`), `environment_label` (default `["env", "environment"]`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from connectors._alertgroup import AlertGroupSource
+from hub.settings import Settings
+from hub.verify import bearer, first_credential, require_token
+
+
+class AlertmanagerSource(AlertGroupSource):
+    name = "alertmanager"
+    recorded_headers = ("User-Agent",)
+    credential_settings = ("alertmanager_webhook_token",)
+
+    def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
+        require_token(settings.alertmanager_webhook_token, headers, "ALERTMANAGER_WEBHOOK_TOKEN")
+        return "token"
+
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+        token = first_credential(settings.alertmanager_webhook_token, "ALERTMANAGER_WEBHOOK_TOKEN")
+        return {"Content-Type": "application/json", "User-Agent": "Alertmanager/0.27.0",
+                "Authorization": bearer(token)}
+
+
+source = AlertmanagerSource()
