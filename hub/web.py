@@ -30,7 +30,6 @@ STORE = web.AppKey("store", Store)
 REDIS_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError,
                      redis_errors.ReadOnlyError, redis_errors.TryAgainError, ConnectionError, OSError,
                      asyncio.TimeoutError)
-BODY_READ_TIMEOUT = 15.0
 RETRY_AFTER_S = "5"
 
 
@@ -43,22 +42,17 @@ class _Reject(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The raw body, refusing more than `limit` bytes (the app's client_max_size is limit + 1)."""
     if request.content_length is not None and request.content_length > limit:
         raise _Reject(413, "too_large", f"body of {request.content_length} bytes is over the {limit}-byte limit")
-    buf = bytearray()
     try:
-        async with asyncio.timeout(BODY_READ_TIMEOUT):
-            while True:
-                chunk = await request.content.read(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > limit:
-                    raise _Reject(413, "too_large", f"body is over the {limit}-byte limit")
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _Reject(413, "too_large", f"body is over the {limit}-byte limit") from None
     except TimeoutError:
-        raise _Reject(408, "body_timeout", f"body not received within {BODY_READ_TIMEOUT:g}s") from None
-    return bytes(buf)
+        raise _Reject(408, "body_timeout", f"body not received within {timeout:g}s") from None
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
@@ -87,7 +81,7 @@ async def _accept(request: web.Request, src: InboundSource) -> web.Response:
     missing = src.missing_credentials(settings)
     if missing:
         raise _Reject(401, "source_not_configured", f"{src.name} webhooks are refused: set {missing}")
-    body = await _read_body(request, settings.hub_max_body_bytes)
+    body = await _read_body(request, settings.hub_max_body_bytes, settings.hub_body_timeout)
     headers = request.headers
     try:
         verified = src.verify(body, headers, settings)

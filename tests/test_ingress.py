@@ -193,3 +193,18 @@ async def test_healthz_readyz_metrics(client: TestClient, store) -> None:
     text = await (await client.get("/metrics")).text()
     assert 'hub_webhooks_accepted_total{result="accepted",source="github"}' in text
     assert "hub_queue_depth 1.0" in text
+
+
+async def test_slow_body_times_out_with_408(redis_url: str) -> None:
+    """A slowloris-style sender that never finishes its body gets a 4xx, not a hung handler."""
+    import asyncio
+
+    settings = make_settings(redis_url, hub_body_timeout=0.3)
+    async with TestClient(TestServer(create_app(settings))) as c:
+        reader, writer = await asyncio.open_connection(c.server.host, c.server.port)
+        writer.write(b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"a\":")
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        assert b" 408 " in status_line
