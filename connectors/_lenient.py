@@ -62,6 +62,21 @@ def _optional_text(value: Any) -> Any:
     return value
 
 
+def _loose_int(value: Any) -> Any:
+    """Whole numbers from ints, floats and digit strings; anything unusable becomes None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+#: An optional integer that never fails validation (a rank or a count the hub can do without).
+LooseInt = Annotated[int | None, BeforeValidator(_loose_int)]
 #: A `dict[str, str]` that tolerates `null` and non-text values.
 StrMap = Annotated[dict[str, str], BeforeValidator(_str_map)]
 #: Optional text that also takes numbers and booleans.

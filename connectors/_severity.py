@@ -42,14 +42,18 @@ def default_severity(options: Mapping[str, Any], fallback: Severity | None) -> S
     return configured or fallback
 
 
-def map_severity(value: Any, options: Mapping[str, Any], builtin: Mapping[str, Severity],
-                 fallback: Severity | None) -> Severity | None:
-    """The severity for a source value such as `P2`, `critical` or `Major`."""
+def lookup_severity(value: Any, options: Mapping[str, Any], builtin: Mapping[str, Severity]) -> Severity | None:
+    """The catalog's or the built-in severity for a source value; None when neither knows it."""
     text = "" if value is None else str(value).strip()
     if not text:
-        return default_severity(options, fallback)
-    found = _override(options, text) or builtin.get(text.casefold())
-    return found or default_severity(options, fallback)
+        return None
+    return _override(options, text) or builtin.get(text.casefold())
+
+
+def map_severity(value: Any, options: Mapping[str, Any], builtin: Mapping[str, Severity],
+                 fallback: Severity | None) -> Severity | None:
+    """The severity for a source value such as `P2`, `critical` or `Major`, else the default."""
+    return lookup_severity(value, options, builtin) or default_severity(options, fallback)
 
 
 def severity_by_rank(rank: int | None, top_rank: int) -> Severity | None:

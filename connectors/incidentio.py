@@ -1,7 +1,343 @@
-"""incidentio: inbound webhooks (section 1) and outbound API actions (section 2)."""
+"""incidentio: inbound webhooks (section 1) and outbound API actions (section 2).
+
+Inbound: Standard Webhooks (`webhook-id`/`-timestamp`/`-signature`, or the `svix-*` names)
+with `whsec_` secret(s) from `INCIDENTIO_WEBHOOK_SECRET`, timestamp within
+`HUB_TIMESTAMP_TOLERANCE`. Delivery id = `webhook-id` (Svix keeps it across retries).
+`public_incident.incident_created_v2` → `incident.declared`, `incident_updated_v2` →
+`incident.updated`, `incident_status_updated_v2` → `incident.status_changed` or
+`incident.resolved` (see `IncidentIOSource`), `follow_up_created_v1/v2` → `followup.created`;
+`private_incident.*` twins (body `{"id"}` only) → the same kinds with
+`attributes["needs_lookup"]=True`; any other type → no events. Fingerprint
+`incidentio:<incident id>` (follow-ups: `incidentio:followup:<id>` with
+`attributes["incident_id"]`).
+Catalog options (all optional): `severity_map` (severity name → SEV1..SEV4, e.g.
+`{"Critical": "SEV1"}`; default Critical→SEV1, Major→SEV2, Minor→SEV3, other names by rank),
+`severity_top_rank` (the rank of the most severe level, default 3: rank 3 → SEV1, 2 → SEV2,
+1 → SEV3, lower → SEV4), `default_severity` (no severity yet; default none),
+`services_field` (custom field naming the affected services, default `Affected services`).
+"""
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from connectors import _options
+from connectors._lenient import Lenient, LooseInt, NullList, Text, bounded, clip, parse_time
+from connectors._severity import INCIDENTIO_NAME_MAP, default_severity, lookup_severity, severity_by_rank
+from connectors.base import BadPayload, InboundSource, summarise_validation
+from hub.events import Kind, Link, NormalisedEvent
+from hub.settings import Settings
+from hub.verify import first_credential, sign_standard_webhook, verify_standard_webhook
+
 # --- inbound -------------------------------------------------------------------------------
+
+#: Event types and the kind each becomes; `private_incident.*` twins carry only `{"id"}`.
+INCIDENTIO_EVENTS: dict[str, Kind] = {
+    "incident_created_v2": Kind.INCIDENT_DECLARED,
+    "incident_updated_v2": Kind.INCIDENT_UPDATED,
+    "incident_status_updated_v2": Kind.INCIDENT_STATUS_CHANGED,
+    "follow_up_created_v1": Kind.FOLLOWUP_CREATED,
+    "follow_up_created_v2": Kind.FOLLOWUP_CREATED,
+}
+#: Status categories in which the incident is still being worked on.
+OPEN_CATEGORIES = frozenset({"triage", "live", "paused"})
+#: Closing categories and whether a post-mortem is expected after them.
+CLOSING_CATEGORIES: dict[str, bool] = {"closed": True, "resolved": True, "learning": True,
+                                       "canceled": False, "cancelled": False, "declined": False, "merged": False}
+DEFAULT_SERVICES_FIELD = "Affected services"
+DEFAULT_TOP_RANK = 3
+INCIDENTIO_OPTIONS: dict[str, _options.OptionKind] = {
+    **_options.COMMON_OPTIONS, "services_field": "text", "severity_top_rank": "int"}
+
+
+class IncidentStatus(Lenient):
+    id: Text = None
+    name: Text = None
+    category: Text = None
+    rank: LooseInt = None
+
+
+class IncidentSeverity(Lenient):
+    id: Text = None
+    name: Text = None
+    rank: LooseInt = None
+
+
+class _Named(Lenient):
+    id: Text = None
+    name: Text = None
+    email: Text = None
+
+
+class _OptionValue(Lenient):
+    value: Text = None
+
+
+class CustomFieldValue(Lenient):
+    value_option: _OptionValue | None = None
+    value_catalog_entry: _Named | None = None
+    value_text: Text = None
+    value_link: Text = None
+    value_numeric: Text = None
+
+
+class CustomField(Lenient):
+    id: Text = None
+    name: Text = None
+
+
+class CustomFieldEntry(Lenient):
+    custom_field: CustomField | None = None
+    values: NullList[CustomFieldValue] = Field(default_factory=list)
+
+
+class ExternalIssue(Lenient):
+    issue_name: Text = None
+    issue_permalink: Text = None
+    provider: Text = None
+
+
+class Incident(Lenient):
+    id: str
+    name: Text = None
+    reference: Text = None
+    summary: Text = None
+    permalink: Text = None
+    mode: Text = None
+    visibility: Text = None
+    created_at: Text = None
+    updated_at: Text = None
+    incident_status: IncidentStatus | None = None
+    severity: IncidentSeverity | None = None
+    incident_type: _Named | None = None
+    custom_field_entries: NullList[CustomFieldEntry] = Field(default_factory=list)
+    external_issue_reference: ExternalIssue | None = None
+    slack_channel_id: Text = None
+    slack_channel_url: Text = None
+    call_url: Text = None
+    postmortem_document_url: Text = None
+
+
+class IncidentStatusUpdate(Lenient):
+    incident: Incident
+    message: Text = None
+    new_status: IncidentStatus | None = None
+    previous_status: IncidentStatus | None = None
+
+
+class FollowUp(Lenient):
+    id: str
+    incident_id: str
+    title: Text = None
+    description: Text = None
+    status: Text = None
+    created_at: Text = None
+    priority: IncidentSeverity | None = None
+    assignee: _Named | None = None
+    labels: NullList[Text] = Field(default_factory=list)
+    external_issue_reference: ExternalIssue | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap(cls, data: Any) -> Any:
+        # [inferred] a v1 body may wrap the follow-up as {"follow_up": {...}}.
+        if isinstance(data, dict) and "id" not in data and isinstance(data.get("follow_up"), dict):
+            return data["follow_up"]
+        return data
+
+
+class PrivateRef(Lenient):
+    id: str
+
+
+class IncidentIOWebhook(Lenient):
+    """The envelope `{"event_type": T, T: {...}}`, with the payload parsed for the types the hub uses."""
+
+    event_type: str
+    payload: Incident | IncidentStatusUpdate | FollowUp | PrivateRef | None = Field(default=None, exclude=True)
+
+
+_PAYLOAD_MODELS: dict[Kind, type[Lenient]] = {
+    Kind.INCIDENT_DECLARED: Incident, Kind.INCIDENT_UPDATED: Incident,
+    Kind.INCIDENT_STATUS_CHANGED: IncidentStatusUpdate, Kind.FOLLOWUP_CREATED: FollowUp,
+}
+
+
+def _event_kind(event_type: str) -> tuple[Kind | None, bool]:
+    """(kind, private) for an event type; kind None for types the hub does not act on."""
+    scope, _, action = event_type.partition(".")
+    kind = INCIDENTIO_EVENTS.get(action)
+    if kind is None:
+        return None, False
+    if scope == "public_incident":
+        return kind, False
+    if scope.startswith("private_"):
+        return kind, True
+    return None, False
+
+
+def _services(entries: list[CustomFieldEntry], field_name: str) -> list[str]:
+    wanted = field_name.casefold()
+    out: list[str] = []
+    for entry in entries:
+        if not entry.custom_field or (entry.custom_field.name or "").strip().casefold() != wanted:
+            continue
+        for v in entry.values:
+            names = [v.value_option.value if v.value_option else None,
+                     v.value_catalog_entry.name if v.value_catalog_entry else None, v.value_link]
+            names += (v.value_text or "").split(",")
+            for name in names:
+                if name and name.strip() and name.strip() not in out:
+                    out.append(name.strip())
+    return out
+
+
+class IncidentIOSource(InboundSource):
+    """incident.io webhooks (Standard Webhooks, delivered by Svix).
+
+    Status changes: `incident_status_updated_v2` becomes `incident.resolved` when the incident
+    moves from an open category (triage, live, paused) into a closing one: `closed`,
+    `resolved` and `learning` (the post-incident phase: impact is over) with
+    `attributes["postmortem_expected"]=True`, or `canceled`, `declined`, `merged` (not a real
+    incident, or tracked elsewhere) with `postmortem_expected=False`; `attributes["resolution"]`
+    names the category. Moving between closing categories (learning → closed) is an
+    `incident.status_changed`, so an incident is resolved once.
+    """
+
+    name = "incidentio"
+    recorded_headers = ("webhook-id", "webhook-timestamp", "svix-id", "svix-timestamp", "User-Agent")
+    credential_settings = ("incidentio_webhook_secret",)
+    model = IncidentIOWebhook
+
+    def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
+        verify_standard_webhook(settings.incidentio_webhook_secret, headers, body, settings.hub_timestamp_tolerance)
+        return "standard-webhooks (webhook-signature)"
+
+    def validate(self, data: Any, headers: Mapping[str, str]) -> BaseModel:
+        envelope = super().validate(data, headers)
+        assert isinstance(envelope, IncidentIOWebhook)
+        kind, private = _event_kind(envelope.event_type)
+        if kind is None:
+            return envelope  # recorded, normalised to no events
+        model = PrivateRef if private else _PAYLOAD_MODELS[kind]
+        try:
+            envelope.payload = model.model_validate(data.get(envelope.event_type))
+        except ValidationError as e:
+            raise BadPayload("invalid_payload", f"not an incidentio {envelope.event_type} webhook: "
+                                                f"{envelope.event_type}.{summarise_validation(e)}") from None
+        return envelope
+
+    def delivery_id(self, payload: BaseModel, headers: Mapping[str, str], body: bytes) -> str:
+        msg_id = (headers.get("webhook-id") or headers.get("svix-id") or "").strip()
+        if not msg_id:
+            raise BadPayload("missing_delivery", "webhook-id header missing")
+        return msg_id[:200]
+
+    def check_options(self, options: Any) -> list[str]:
+        return _options.check_options(options, INCIDENTIO_OPTIONS)
+
+    def normalise(self, payload: BaseModel, headers: Mapping[str, str],
+                  options: Mapping[str, Any] | None = None) -> list[NormalisedEvent]:
+        assert isinstance(payload, IncidentIOWebhook)
+        opts = options or {}
+        kind, _ = _event_kind(payload.event_type)
+        body = payload.payload
+        if kind is None or body is None:
+            return []
+        attrs: dict[str, Any] = {"event_type": payload.event_type}
+        if isinstance(body, PrivateRef):
+            return [self._private(kind, body.id, attrs)]
+        if isinstance(body, FollowUp):
+            return [self._follow_up(body, attrs)]
+        if isinstance(body, IncidentStatusUpdate):
+            kind = self._status_change(body, attrs)
+            incident, at = body.incident, body.incident.updated_at
+        else:
+            assert isinstance(body, Incident)
+            incident = body
+            at = incident.created_at if kind == Kind.INCIDENT_DECLARED else incident.updated_at
+        return [self._incident(kind, incident, at, attrs, opts)]
+
+    @staticmethod
+    def _status_change(update: IncidentStatusUpdate, attrs: dict[str, Any]) -> Kind:
+        new = update.new_status or update.incident.incident_status or IncidentStatus()
+        prev = update.previous_status or IncidentStatus()
+        new_cat, prev_cat = (new.category or "").lower(), (prev.category or "").lower()
+        attrs.update(previous_status=prev.name, previous_status_category=prev_cat or None, message=update.message,
+                     left_triage=prev_cat == "triage" and new_cat not in ("", "triage"))
+        if new_cat in CLOSING_CATEGORIES and prev_cat not in CLOSING_CATEGORIES:
+            attrs.update(resolution="resolved" if CLOSING_CATEGORIES[new_cat] else new_cat,
+                         postmortem_expected=CLOSING_CATEGORIES[new_cat])
+            return Kind.INCIDENT_RESOLVED
+        return Kind.INCIDENT_STATUS_CHANGED
+
+    def _incident(self, kind: Kind, inc: Incident, at: str | None, attrs: dict[str, Any],
+                  opts: Mapping[str, Any]) -> NormalisedEvent:
+        status = inc.incident_status or IncidentStatus()
+        sev = inc.severity or IncidentSeverity()
+        links = [Link(href=url, text=text) for url, text in (
+            (inc.permalink, "incident.io"), (inc.slack_channel_url, "Slack channel"), (inc.call_url, "call"),
+            (inc.postmortem_document_url, "post-mortem")) if url]
+        issue = inc.external_issue_reference
+        if issue and issue.issue_permalink:
+            links.append(Link(href=issue.issue_permalink, text=issue.issue_name or "issue"))
+        top_rank = _options.integer(opts, "severity_top_rank", DEFAULT_TOP_RANK)
+        severity = (lookup_severity(sev.name, opts, INCIDENTIO_NAME_MAP) or severity_by_rank(sev.rank, top_rank)
+                    or default_severity(opts, None))
+        name = inc.name or ""
+        attrs.update(
+            incident_id=inc.id, reference=inc.reference, status_category=(status.category or "").lower() or None,
+            status_id=status.id, severity_name=sev.name, severity_rank=sev.rank, mode=inc.mode,
+            visibility=inc.visibility, incident_type=inc.incident_type.name if inc.incident_type else None,
+            slack_channel_id=inc.slack_channel_id, retrospective=(inc.mode or "") == "retrospective",
+            external_issue={"name": issue.issue_name, "url": issue.issue_permalink, "provider": issue.provider}
+            if issue else None)
+        return NormalisedEvent(
+            kind=kind, source=self.name, fingerprint=bounded(f"incidentio:{inc.id}"), severity=severity,
+            services=_services(inc.custom_field_entries, _options.text(opts, "services_field", DEFAULT_SERVICES_FIELD)),
+            title=clip(f"{inc.reference}: {name}" if inc.reference and name else name or inc.reference or inc.id, 300),
+            summary=clip(inc.summary), links=links, occurred_at=parse_time(at), status=status.name, attributes=attrs)
+
+    def _follow_up(self, fu: FollowUp, attrs: dict[str, Any]) -> NormalisedEvent:
+        issue = fu.external_issue_reference
+        attrs.update(incident_id=fu.incident_id, followup_id=fu.id, priority=fu.priority.name if fu.priority else None,
+                     assignee=fu.assignee.name if fu.assignee else None,
+                     assignee_email=fu.assignee.email if fu.assignee else None,
+                     labels=[label for label in fu.labels if label], status=fu.status,
+                     external_issue={"name": issue.issue_name, "url": issue.issue_permalink} if issue else None)
+        return NormalisedEvent(
+            kind=Kind.FOLLOWUP_CREATED, source=self.name, fingerprint=bounded(f"incidentio:followup:{fu.id}"),
+            title=clip(fu.title or f"Follow-up {fu.id}", 300), summary=clip(fu.description), status=fu.status,
+            occurred_at=parse_time(fu.created_at),
+            links=[Link(href=issue.issue_permalink, text=issue.issue_name or "issue")]
+            if issue and issue.issue_permalink else [],
+            attributes=attrs)
+
+    def _private(self, kind: Kind, ref_id: str, attrs: dict[str, Any]) -> NormalisedEvent:
+        """Private events carry only an id: the rest must be fetched with the API (`needs_lookup`)."""
+        attrs.update(needs_lookup=True, visibility="private")
+        if kind == Kind.FOLLOWUP_CREATED:
+            attrs.update(followup_id=ref_id, incident_id=None)
+            fingerprint, title = f"incidentio:followup:{ref_id}", f"Private follow-up {ref_id}"
+        else:
+            attrs["incident_id"] = ref_id
+            fingerprint, title = f"incidentio:{ref_id}", f"Private incident {ref_id}"
+        return NormalisedEvent(kind=kind, source=self.name, fingerprint=bounded(fingerprint), title=title,
+                               attributes=attrs)
+
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+        secret = first_credential(settings.incidentio_webhook_secret, "INCIDENTIO_WEBHOOK_SECRET")
+        msg_id, ts = f"msg_{uuid.uuid4().hex}", int(time.time() if now is None else now)
+        return {"Content-Type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts),
+                "webhook-signature": sign_standard_webhook(secret, msg_id, ts, body)}
+
+
+source = IncidentIOSource()
+
 
 # --- outbound ------------------------------------------------------------------------------
