@@ -256,12 +256,13 @@ class IncidentIOSource(InboundSource):
             return [self._follow_up(body, attrs)]
         if isinstance(body, IncidentStatusUpdate):
             kind = self._status_change(body, attrs)
-            incident, at = body.incident, body.incident.updated_at
+            incident, at, status = body.incident, body.incident.updated_at, body.new_status
         else:
             assert isinstance(body, Incident)
             incident = body
             at = incident.created_at if kind == Kind.INCIDENT_DECLARED else incident.updated_at
-        return [self._incident(kind, incident, at, attrs, opts)]
+            status = incident.incident_status
+        return [self._incident(kind, incident, status, at, attrs, opts)]
 
     @staticmethod
     def _status_change(update: IncidentStatusUpdate, attrs: dict[str, Any]) -> Kind:
@@ -276,9 +277,9 @@ class IncidentIOSource(InboundSource):
             return Kind.INCIDENT_RESOLVED
         return Kind.INCIDENT_STATUS_CHANGED
 
-    def _incident(self, kind: Kind, inc: Incident, at: str | None, attrs: dict[str, Any],
-                  opts: Mapping[str, Any]) -> NormalisedEvent:
-        status = inc.incident_status or IncidentStatus()
+    def _incident(self, kind: Kind, inc: Incident, status: IncidentStatus | None, at: str | None,
+                  attrs: dict[str, Any], opts: Mapping[str, Any]) -> NormalisedEvent:
+        status = status or inc.incident_status or IncidentStatus()
         sev = inc.severity or IncidentSeverity()
         links = [Link(href=url, text=text) for url, text in (
             (inc.permalink, "incident.io"), (inc.slack_channel_url, "Slack channel"), (inc.call_url, "call"),

@@ -1,7 +1,154 @@
-"""pagerduty: inbound webhooks (section 1) and outbound API actions (section 2)."""
+"""pagerduty: inbound webhooks (section 1) and outbound API actions (section 2).
+
+Inbound: v3 webhook subscriptions, `X-PagerDuty-Signature: v1=<hex HMAC-SHA256(secret, body)>`
+(several comma-separated signatures while PagerDuty rotates), secret(s) in
+`PAGERDUTY_WEBHOOK_SECRET`. Delivery id = `event.id`. `incident.acknowledged` →
+`page.acknowledged`, `incident.resolved` → `page.resolved`, any other type (`pagey.ping`, …)
+→ no events. Fingerprint = the incident's `incident_key` (the Events API dedup key the hub
+paged with), else `pagerduty:<incident id>`.
+Catalog options (all optional): `severity_map` (priority name → SEV1..SEV4; default
+P1→SEV1, P2→SEV2, P3→SEV3, P4/P5→SEV4), `default_severity` (no priority; default none).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from connectors import _options
+from connectors._lenient import Lenient, LooseInt, NullList, Text, bounded, clip, parse_time
+from connectors._severity import PRIORITY_MAP, map_severity
+from connectors.base import BadPayload, InboundSource, summarise_validation
+from hub.events import Kind, Link, NormalisedEvent
+from hub.settings import Settings
+from hub.verify import AuthError, check_hex_hmac, first_credential, sign_hex_hmac
+
 # --- inbound -------------------------------------------------------------------------------
+
+PAGERDUTY_KINDS: dict[str, Kind] = {"incident.acknowledged": Kind.PAGE_ACKNOWLEDGED,
+                                    "incident.resolved": Kind.PAGE_RESOLVED}
+SIGNATURE_HEADER = "X-PagerDuty-Signature"
+PAGERDUTY_OPTIONS: dict[str, _options.OptionKind] = dict(_options.COMMON_OPTIONS)
+
+
+class PagerDutyRef(Lenient):
+    id: Text = None
+    type: Text = None
+    summary: Text = None
+    html_url: Text = None
+
+
+class PagerDutyIncident(Lenient):
+    id: str
+    type: Text = None
+    number: LooseInt = None
+    status: Text = None
+    title: Text = None
+    incident_key: Text = None
+    html_url: Text = None
+    urgency: Text = None
+    created_at: Text = None
+    service: PagerDutyRef | None = None
+    priority: PagerDutyRef | None = None
+    escalation_policy: PagerDutyRef | None = None
+    assignees: NullList[PagerDutyRef] = Field(default_factory=list)
+    resolve_reason: Any = None
+
+
+class PagerDutyEvent(Lenient):
+    id: str
+    event_type: str
+    resource_type: Text = None
+    occurred_at: Text = None
+    agent: PagerDutyRef | None = None
+    data: dict[str, Any] | None = None
+
+
+class PagerDutyWebhook(Lenient):
+    """v3 webhook body `{"event": {...}}`; `incident` is parsed from `event.data` for the types the hub uses."""
+
+    event: PagerDutyEvent
+    incident: PagerDutyIncident | None = Field(default=None, exclude=True)
+
+
+class PagerDutySource(InboundSource):
+    name = "pagerduty"
+    recorded_headers = ("User-Agent", "X-Webhook-Id", "X-Webhook-Subscription")
+    credential_settings = ("pagerduty_webhook_secret",)
+    model = PagerDutyWebhook
+
+    def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
+        header = headers.get(SIGNATURE_HEADER, "").strip()
+        if not header:
+            raise AuthError("missing_signature", f"{SIGNATURE_HEADER} header missing (set the webhook "
+                                                 "subscription's signing secret as PAGERDUTY_WEBHOOK_SECRET)")
+        candidates = [sig for version, _, sig in (p.strip().partition("=") for p in header.split(","))
+                      if version == "v1" and sig]
+        if not candidates:
+            raise AuthError("bad_signature", f"{SIGNATURE_HEADER} has no v1 signature")
+        if not check_hex_hmac(settings.pagerduty_webhook_secret, body, candidates):
+            raise AuthError("bad_signature", f"{SIGNATURE_HEADER} does not match PAGERDUTY_WEBHOOK_SECRET")
+        return f"hmac-sha256 ({SIGNATURE_HEADER})"
+
+    def validate(self, data: Any, headers: Mapping[str, str]) -> BaseModel:
+        webhook = super().validate(data, headers)
+        assert isinstance(webhook, PagerDutyWebhook)
+        if webhook.event.event_type in PAGERDUTY_KINDS:
+            try:
+                webhook.incident = PagerDutyIncident.model_validate(webhook.event.data)
+            except ValidationError as e:
+                raise BadPayload("invalid_payload", f"not a pagerduty {webhook.event.event_type} webhook: "
+                                                    f"event.data.{summarise_validation(e)}") from None
+        return webhook
+
+    def delivery_id(self, payload: BaseModel, headers: Mapping[str, str], body: bytes) -> str:
+        assert isinstance(payload, PagerDutyWebhook)
+        event_id = payload.event.id.strip()
+        if not event_id:
+            raise BadPayload("missing_delivery", "event.id is empty")
+        return event_id[:200]
+
+    def check_options(self, options: Any) -> list[str]:
+        return _options.check_options(options, PAGERDUTY_OPTIONS)
+
+    def normalise(self, payload: BaseModel, headers: Mapping[str, str],
+                  options: Mapping[str, Any] | None = None) -> list[NormalisedEvent]:
+        assert isinstance(payload, PagerDutyWebhook)
+        ev, inc = payload.event, payload.incident
+        kind = PAGERDUTY_KINDS.get(ev.event_type)
+        if kind is None or inc is None:
+            return []
+        opts = options or {}
+        # The Events API dedup key the hub paged with comes back as the incident key, so an
+        # acknowledgement finds the page (and the alert or incident behind it).
+        key = (inc.incident_key or "").strip()
+        priority = inc.priority.summary if inc.priority else None
+        service = inc.service.summary if inc.service else None
+        return [NormalisedEvent(
+            kind=kind, source=self.name, fingerprint=bounded(key or f"pagerduty:{inc.id}"),
+            severity=map_severity(priority, opts, PRIORITY_MAP, None), services=[service] if service else [],
+            title=clip(inc.title or f"PagerDuty incident {inc.number or inc.id}", 300),
+            links=[Link(href=inc.html_url, text="PagerDuty incident")] if inc.html_url else [],
+            occurred_at=parse_time(ev.occurred_at), status=inc.status,
+            attributes={
+                "event_type": ev.event_type, "pagerduty_event_id": ev.id, "incident_id": inc.id,
+                "incident_number": inc.number, "incident_key": key or None, "urgency": inc.urgency,
+                "priority": priority, "service_id": inc.service.id if inc.service else None,
+                "escalation_policy": inc.escalation_policy.summary if inc.escalation_policy else None,
+                "agent": ev.agent.summary if ev.agent else None, "agent_type": ev.agent.type if ev.agent else None,
+                "assignees": [a.summary for a in inc.assignees if a.summary],
+                "resolve_reason": inc.resolve_reason if isinstance(inc.resolve_reason, str | None) else None,
+            },
+        )]
+
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+        secret = first_credential(settings.pagerduty_webhook_secret, "PAGERDUTY_WEBHOOK_SECRET")
+        return {"Content-Type": "application/json", SIGNATURE_HEADER: "v1=" + sign_hex_hmac(secret, body)}
+
+
+source = PagerDutySource()
+
 
 # --- outbound ------------------------------------------------------------------------------
