@@ -196,3 +196,37 @@ async def test_every_enqueued_job_is_json_never_pickle(redis_url, redis) -> None
     await redis.enqueue_job("process_event", "ev_x", _job_id="ev_x")
     raw = await redis.get("arq:job:ev_x")
     assert json.loads(raw)["f"] == "process_event"
+
+
+class SlowSlack(CountingSlack):
+    """Answers every request after `delay` seconds; `started` is set when one arrives."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.started = asyncio.Event()
+
+    async def hook(self, request: web.Request) -> web.Response:
+        self.started.set()
+        await asyncio.sleep(self.delay)
+        return await super().hook(request)
+
+
+async def test_sigterm_lets_the_in_flight_job_finish(own_redis, tmp_path) -> None:
+    """Graceful shutdown: a worker told to stop mid-call completes the call before exiting."""
+    slack = await SlowSlack(delay=1).start()  # under the 2 s job timeout
+    settings = make_settings(own_redis.url, slack_webhook_url=slack.webhook_url)
+    redis = connect(own_redis.url)
+    store = Store(redis, settings)
+    try:
+        event_id = await _post_failure_fixture(settings)
+        worker = worker_process(own_redis.url, slack.webhook_url, tmp_path)
+        await asyncio.wait_for(slack.started.wait(), 20)
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 30) == 0
+        rec = await store.get(event_id)
+        assert rec["state"] == "done"
+        assert slack.delivered == 1
+    finally:
+        await redis.aclose()
+        await slack.close()
