@@ -13,9 +13,12 @@ recording, so a connector only says what happened.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -127,6 +130,8 @@ class InboundSource:
 
 OutcomeState = Literal["succeeded", "retryable", "permanent", "skipped"]
 
+RESPONSE_KEEP = 2000
+
 
 @dataclass
 class Outcome:
@@ -142,6 +147,10 @@ class Outcome:
     #: creations must look up before creating again.
     ambiguous: bool = False
 
+    @property
+    def ok(self) -> bool:
+        return self.state == "succeeded"
+
 
 @dataclass
 class ActionCall:
@@ -152,7 +161,8 @@ class ActionCall:
     idempotency_key: str
     params: dict[str, Any]
     attempt: int = 1
-    #: The previous attempt may have reached the outside system.
+    #: Some earlier attempt may have reached the outside system (it timed out or the
+    #: connection broke after sending): creations must look before they create again.
     after_ambiguous: bool = False
 
 
@@ -163,26 +173,29 @@ class RetryPolicy:
     max_delay: float = 300.0
     #: An action older than this is not worth performing any more (seconds).
     deadline: float = 24 * 3600
+    #: A server's Retry-After longer than this is capped (a misbehaving header must not
+    #: park an action for days); the deadline still applies.
+    max_retry_after: float = 3600.0
 
 
-RESPONSE_KEEP = 2000
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        import time
-
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is always GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN or infinite
         return None
+    return max(0.0, seconds)
 
 
 def classify_status(status: int, body: str, headers: Mapping[str, str], extra_retryable: tuple[int, ...] = ()
@@ -197,6 +210,16 @@ def classify_status(status: int, body: str, headers: Mapping[str, str], extra_re
     return Outcome("permanent", status, detail=f"HTTP {status}: {trimmed[:200]}", response=trimmed)
 
 
+def stable_ref(key: str, length: int = 16) -> str:
+    """A short, stable, URL- and label-safe reference for an arbitrary key (hex of SHA-256)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:length]
+
+
+def fit_key(key: str, limit: int) -> str:
+    """`key` itself when it fits the outside system's limit, else a stable digest of it."""
+    return key if len(key) <= limit else "ih-" + stable_ref(key, 60)
+
+
 ActionFn = Callable[[ActionCall], Awaitable[Outcome]]
 
 
@@ -209,14 +232,19 @@ class Connector:
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
     #: Status codes this system uses for "slow down" besides 429 (Statuspage: 420).
     extra_retryable: ClassVar[tuple[int, ...]] = ()
+    #: Seconds one HTTP request may take before it counts as an (ambiguous) timeout.
+    timeout: ClassVar[float] = 10.0
+    #: Seconds one whole attempt may take (an action may make several requests).
+    attempt_timeout: ClassVar[float] = 30.0
 
     def __init__(self, settings: Settings, http: aiohttp.ClientSession, redis: Redis) -> None:
         self.settings = settings
         self.http = http
         self.redis = redis
 
-    def missing_config(self) -> str | None:
-        """A reason this connector is disabled (e.g. "SLACK_WEBHOOK_URL unset"), or None."""
+    def missing_config(self, params: Mapping[str, Any] | None = None) -> str | None:
+        """Why this connector is disabled for a call with these params (e.g. "slack not
+        configured (SLACK_WEBHOOK_URL)"), or None when it can run."""
         return None
 
     def actions(self) -> dict[str, ActionFn]:
@@ -226,25 +254,36 @@ class Connector:
         """Identity of the credential a call spends (rate limits are per credential)."""
         return self.name
 
+    def serial_key(self, call: ActionCall) -> str | None:
+        """Calls with the same serial key never run at the same time, across all workers
+        (e.g. one Jira issue, one Statuspage incident). None: no serialisation."""
+        return None
+
+    def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
+        """Secret values this connector may send; the runner scrubs them from anything it
+        records (error texts, response bodies) in case an API or a library echoes them."""
+        return []
+
     async def request(self, method: str, url: str, *, json_body: Any = None, headers: Mapping[str, str] | None = None,
-                      timeout: float = 10.0, data: Any = None) -> tuple[Outcome, Any]:
+                      timeout: float | None = None, data: Any = None, params: Mapping[str, str] | None = None
+                      ) -> tuple[Outcome, Any]:
         """Send one HTTP request and classify it. Returns (outcome, parsed JSON body or None).
 
-        Connection errors before sending are retryable and unambiguous; a timeout or a reset
-        after the request went out is retryable and *ambiguous*.
+        Failing to connect is retryable and unambiguous (nothing was sent); a timeout or a
+        broken connection after the request went out is retryable and *ambiguous*.
         """
-
         import aiohttp
 
+        limit = self.timeout if timeout is None else timeout
         try:
-            async with self.http.request(method, url, json=json_body, data=data, headers=headers,
-                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            async with self.http.request(method, url, json=json_body, data=data, headers=headers, params=params,
+                                         timeout=aiohttp.ClientTimeout(total=limit)) as resp:
                 text = await resp.text(errors="replace")
                 outcome = classify_status(resp.status, text, resp.headers, self.extra_retryable)
-        except aiohttp.ClientConnectorError as e:
-            return Outcome("retryable", None, detail=f"connection failed: {e.os_error or e}"), None
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
+            return Outcome("retryable", None, detail=f"connection failed: {e}"), None
         except TimeoutError:
-            return Outcome("retryable", None, detail=f"timed out after {timeout:g}s", ambiguous=True), None
+            return Outcome("retryable", None, detail=f"timed out after {limit:g}s", ambiguous=True), None
         except aiohttp.ClientError as e:
             return Outcome("retryable", None, detail=f"{type(e).__name__}: {e}", ambiguous=True), None
         parsed = None

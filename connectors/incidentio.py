@@ -19,17 +19,29 @@ Catalog options (all optional): `severity_map` (severity name → SEV1..SEV4, e.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from connectors import _options
 from connectors._lenient import Lenient, LooseInt, NullList, Text, bounded, clip, parse_time
 from connectors._severity import INCIDENTIO_NAME_MAP, default_severity, lookup_severity, severity_by_rank
-from connectors.base import BadPayload, InboundSource, summarise_validation
+from connectors.base import (
+    ActionCall,
+    ActionFn,
+    BadPayload,
+    Connector,
+    InboundSource,
+    Outcome,
+    RetryPolicy,
+    summarise_validation,
+)
 from hub.events import Kind, Link, NormalisedEvent
 from hub.settings import Settings
 from hub.verify import first_credential, sign_standard_webhook, verify_standard_webhook
@@ -342,3 +354,209 @@ source = IncidentIOSource()
 
 
 # --- outbound ------------------------------------------------------------------------------
+
+
+SEV_INDEX = {"SEV1": 0, "SEV2": 1, "SEV3": 2, "SEV4": 3}
+NAME_MAX = 255
+TITLE_MAX = 255
+
+
+class IncidentIO(Connector):
+    """incident.io API (`INCIDENTIO_API_URL`, `Authorization: Bearer <INCIDENTIO_API_KEY>`):
+    actions `create_incident`, `update`, `add_note`.
+
+    - `create_incident` → `POST /v2/incidents`. Params: name, summary, severity (a name such
+      as "Critical", or SEV1..SEV4 mapped by rank: the highest-ranked severity is SEV1),
+      severity_id, visibility (public|private, default public), mode (default standard),
+      incident_type_id, incident_status_id, idempotency_key. Severities come from
+      `GET /v1/severities`, cached per process for `catalog_ttl` seconds. An unknown severity
+      does not block the incident: it is created without one and the result says so
+      (`severity_warning`).
+    - `update` → `POST /v2/incidents/{id}/actions/edit` with `{"incident": {…},
+      "notify_incident_channel": …}`. Params: incident_id (required), name, summary,
+      severity, severity_id, status (a status name, or a category such as `closed`, resolved
+      via `GET /v1/incident_statuses`), incident_status_id, notify_incident_channel
+      (default false).
+    - `add_note` → `POST /v2/incident_timeline_items`. Params: incident_id, message (the
+      item's markdown description), title (default: the message's first line), timestamp
+      (default: now). CONTRACTS.md documents no endpoint for notes; this one is in
+      incident.io's published OpenAPI spec (incident-io/sdk-python `openapi.json`,
+      "Incident Timeline Items V2#Create", scope `timeline_items.create`): a custom item on
+      the incident's timeline, deduplicated by its own `idempotency_key`. It was chosen over
+      rewriting the incident summary via the edit endpoint, which would overwrite what
+      responders wrote and is not idempotent. An API key without that scope gets a 403,
+      which is dead-lettered with the body kept.
+
+    Idempotency: `idempotency_key` (default: the action's idempotency key) on create and on
+    timeline items: a repeat returns what the first request created. Edits set values, so
+    repeating one changes nothing.
+
+    Result keys: `create_incident` → `incident_id`, `incident_reference`, `incident_url`
+    (and `severity_warning` when the severity was not found); `update` → `incident_id`;
+    `add_note` → `incident_id`, `timeline_item_id`.
+    """
+
+    name = "incidentio"
+    default_rate_limit = "20/s"
+    retry_policy = RetryPolicy(max_attempts=8, base_delay=1.0, max_delay=60.0, deadline=6 * 3600)
+    #: Seconds a severity or status list is reused before it is fetched again.
+    catalog_ttl: float = 300.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._catalog: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._catalog_lock = asyncio.Lock()
+
+    def missing_config(self, params: Mapping[str, Any] | None = None) -> str | None:
+        return None if self.settings.incidentio_api_key else "incidentio not configured (INCIDENTIO_API_KEY)"
+
+    def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
+        return [self.settings.incidentio_api_key] if self.settings.incidentio_api_key else []
+
+    def rate_limit_key(self, call: ActionCall) -> str | None:
+        return f"incidentio:{self.settings.incidentio_api_key}"
+
+    def actions(self) -> dict[str, ActionFn]:
+        return {"create_incident": self.create_incident, "update": self.update, "add_note": self.add_note}
+
+    def _url(self, path: str) -> str:
+        return self.settings.incidentio_api_url.rstrip("/") + path
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.incidentio_api_key}"}
+
+    # -- catalog (severities, statuses) ---------------------------------------------------------
+
+    async def _list(self, path: str, field: str) -> tuple[Outcome, list[dict[str, Any]]]:
+        async with self._catalog_lock:
+            cached = self._catalog.get(path)
+            if cached and cached[0] > time.monotonic():
+                return Outcome("succeeded"), cached[1]
+            outcome, data = await self.request("GET", self._url(path), headers=self._headers())
+            if not outcome.ok:
+                outcome.detail = f"listing {path}: {outcome.detail}"
+                return outcome, []
+            items = [i for i in (data or {}).get(field) or [] if isinstance(i, dict) and i.get("id")]
+            self._catalog[path] = (time.monotonic() + self.catalog_ttl, items)
+            return outcome, items
+
+    async def _severity_id(self, value: Any) -> tuple[Outcome, str | None]:
+        """The severity id for a name, an id, or SEV1..SEV4 (by rank, highest first)."""
+        outcome, severities = await self._list("/v1/severities", "severities")
+        if not outcome.ok:
+            return outcome, None
+        wanted = str(value).strip()
+        for sev in severities:
+            if wanted in (sev["id"],) or wanted.lower() == str(sev.get("name", "")).lower():
+                return outcome, sev["id"]
+        if wanted.upper() in SEV_INDEX and severities:
+            ranked = sorted(severities, key=lambda s: s.get("rank", 0), reverse=True)
+            return outcome, ranked[min(SEV_INDEX[wanted.upper()], len(ranked) - 1)]["id"]
+        return outcome, None
+
+    async def _status_id(self, value: Any) -> tuple[Outcome, str | None]:
+        """The incident status id for a status name, an id or a category (lowest rank first)."""
+        outcome, statuses = await self._list("/v1/incident_statuses", "incident_statuses")
+        if not outcome.ok:
+            return outcome, None
+        wanted = str(value).strip().lower()
+        for st in statuses:
+            if wanted in (str(st["id"]).lower(), str(st.get("name", "")).lower()):
+                return outcome, st["id"]
+        in_category = [s for s in statuses if str(s.get("category", "")).lower() == wanted]
+        if in_category:
+            return outcome, min(in_category, key=lambda s: s.get("rank", 0))["id"]
+        return outcome, None
+
+    # -- actions --------------------------------------------------------------------------------
+
+    async def create_incident(self, call: ActionCall) -> Outcome:
+        p = call.params
+        body: dict[str, Any] = {"idempotency_key": str(p.get("idempotency_key") or call.idempotency_key),
+                                "visibility": str(p.get("visibility") or "public"),
+                                "mode": str(p.get("mode") or "standard")}
+        if p.get("name") or p.get("title"):
+            body["name"] = str(p.get("name") or p.get("title"))[:NAME_MAX]
+        if p.get("summary"):
+            body["summary"] = str(p["summary"])
+        for opt in ("severity_id", "incident_type_id", "incident_status_id", "slack_channel_name_override"):
+            if p.get(opt):
+                body[opt] = str(p[opt])
+        warning = None
+        if p.get("severity") and "severity_id" not in body:
+            outcome, severity_id = await self._severity_id(p["severity"])
+            if not outcome.ok:
+                return outcome
+            if severity_id:
+                body["severity_id"] = severity_id
+            else:
+                warning = f"no incident.io severity matches {p['severity']!r}; created without one"
+        outcome, data = await self.request("POST", self._url("/v2/incidents"), json_body=body,
+                                           headers=self._headers())
+        if outcome.ok:
+            incident = (data or {}).get("incident") if isinstance(data, dict) else None
+            if not isinstance(incident, dict) or not incident.get("id"):
+                return Outcome("retryable", outcome.status, detail="incident.io answered without an incident id",
+                               response=outcome.response, ambiguous=True)
+            outcome.result = {"incident_id": incident["id"], "incident_reference": incident.get("reference"),
+                              "incident_url": incident.get("permalink")}
+            if warning:
+                outcome.result["severity_warning"] = warning
+        return outcome
+
+    async def update(self, call: ActionCall) -> Outcome:
+        p = call.params
+        incident_id = p.get("incident_id")
+        if not incident_id:
+            return Outcome("permanent", detail="incidentio update needs an incident_id")
+        fields: dict[str, Any] = {}
+        if p.get("name"):
+            fields["name"] = str(p["name"])[:NAME_MAX]
+        if p.get("summary"):
+            fields["summary"] = str(p["summary"])
+        for opt in ("severity_id", "incident_status_id"):
+            if p.get(opt):
+                fields[opt] = str(p[opt])
+        if p.get("severity") and "severity_id" not in fields:
+            outcome, severity_id = await self._severity_id(p["severity"])
+            if not outcome.ok:
+                return outcome
+            if not severity_id:
+                return Outcome("permanent", detail=f"no incident.io severity matches {p['severity']!r}")
+            fields["severity_id"] = severity_id
+        if p.get("status") and "incident_status_id" not in fields:
+            outcome, status_id = await self._status_id(p["status"])
+            if not outcome.ok:
+                return outcome
+            if not status_id:
+                return Outcome("permanent", detail=f"no incident.io status or status category matches "
+                                                   f"{p['status']!r}")
+            fields["incident_status_id"] = status_id
+        if not fields:
+            return Outcome("skipped", detail="nothing to update", result={"incident_id": incident_id})
+        body = {"incident": fields, "notify_incident_channel": bool(p.get("notify_incident_channel", False))}
+        outcome, _ = await self.request("POST", self._url(f"/v2/incidents/{quote(str(incident_id), safe='')}"
+                                                          "/actions/edit"), json_body=body, headers=self._headers())
+        if outcome.ok:
+            outcome.result = {"incident_id": incident_id}
+        return outcome
+
+    async def add_note(self, call: ActionCall) -> Outcome:
+        p = call.params
+        incident_id, message = p.get("incident_id"), str(p.get("message") or "").strip()
+        if not incident_id or not message:
+            return Outcome("permanent", detail="incidentio add_note needs an incident_id and a message")
+        title = str(p.get("title") or message.splitlines()[0])[:TITLE_MAX]
+        timestamp = str(p.get("timestamp") or datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
+        body = {"idempotency_key": str(p.get("idempotency_key") or call.idempotency_key),
+                "incident_id": str(incident_id), "timestamp": timestamp, "title": title, "description": message}
+        outcome, data = await self.request("POST", self._url("/v2/incident_timeline_items"), json_body=body,
+                                           headers=self._headers())
+        if outcome.ok:
+            item = (data or {}).get("incident_timeline_item") if isinstance(data, dict) else None
+            outcome.result = {"incident_id": incident_id,
+                              "timeline_item_id": item.get("id") if isinstance(item, dict) else None}
+        return outcome
+
+
+connector = IncidentIO

@@ -20,7 +20,17 @@ from pydantic import BaseModel, Field, ValidationError
 from connectors import _options
 from connectors._lenient import Lenient, LooseInt, NullList, Text, bounded, clip, parse_time
 from connectors._severity import PRIORITY_MAP, map_severity
-from connectors.base import BadPayload, InboundSource, summarise_validation
+from connectors.base import (
+    ActionCall,
+    ActionFn,
+    BadPayload,
+    Connector,
+    InboundSource,
+    Outcome,
+    RetryPolicy,
+    fit_key,
+    summarise_validation,
+)
 from hub.events import Kind, Link, NormalisedEvent
 from hub.settings import Settings
 from hub.verify import AuthError, check_hex_hmac, first_credential, sign_hex_hmac
@@ -152,3 +162,101 @@ source = PagerDutySource()
 
 
 # --- outbound ------------------------------------------------------------------------------
+
+
+SEVERITY_TO_PD = {"SEV1": "critical", "SEV2": "error", "SEV3": "warning", "SEV4": "info"}
+PD_SEVERITIES = frozenset(SEVERITY_TO_PD.values())
+PD_DEDUP_KEY_MAX = 255
+PD_SUMMARY_MAX = 1024
+PD_PAYLOAD_FIELDS = ("component", "group", "class")
+
+
+def pd_severity(value: Any) -> str:
+    """SEV1..SEV4 → critical/error/warning/info; PagerDuty's own names pass through; else error."""
+    text = str(value or "").strip()
+    if text.lower() in PD_SEVERITIES:
+        return text.lower()
+    return SEVERITY_TO_PD.get(text.upper(), "error")
+
+
+def pd_links(params: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [{"href": str(link["href"]), "text": str(link.get("text") or link["href"])}
+            for link in params.get("links") or [] if isinstance(link, dict) and link.get("href")]
+
+
+class PagerDuty(Connector):
+    """PagerDuty Events API v2 (`PAGERDUTY_EVENTS_URL`): actions `trigger`, `acknowledge`, `resolve`.
+
+    Credential: the routing (integration) key, from the `routing_key` param (catalog
+    override) else `PAGERDUTY_ROUTING_KEY`; it travels in the body, there is no auth header.
+
+    Idempotency: `dedup_key` (the rules pass the alert fingerprint or incident id; a trigger
+    without one uses the action's idempotency key; keys over 255 chars are hashed). PagerDuty
+    folds a repeated trigger into the open alert, so a job run twice pages once.
+    `acknowledge` and `resolve` need the `dedup_key` of the trigger.
+
+    Result keys (all actions): `dedup_key`.
+    """
+
+    name = "pagerduty"
+    default_rate_limit = "120/min"
+    retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=120.0, deadline=2 * 3600)
+
+    def routing_key(self, params: Mapping[str, Any] | None) -> str | None:
+        return (params or {}).get("routing_key") or self.settings.pagerduty_routing_key
+
+    def missing_config(self, params: Mapping[str, Any] | None = None) -> str | None:
+        return None if self.routing_key(params) else "pagerduty not configured (PAGERDUTY_ROUTING_KEY)"
+
+    def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
+        return [k for k in (self.settings.pagerduty_routing_key, (params or {}).get("routing_key")) if k]
+
+    def rate_limit_key(self, call: ActionCall) -> str | None:
+        return f"pagerduty:{self.routing_key(call.params)}"
+
+    def actions(self) -> dict[str, ActionFn]:
+        return {"trigger": self.trigger, "acknowledge": self.acknowledge, "resolve": self.resolve}
+
+    async def trigger(self, call: ActionCall) -> Outcome:
+        p = call.params
+        dedup_key = fit_key(str(p.get("dedup_key") or call.idempotency_key), PD_DEDUP_KEY_MAX)
+        payload: dict[str, Any] = {
+            "summary": str(p.get("summary") or p.get("title") or "incident-hub alert")[:PD_SUMMARY_MAX],
+            "source": str(p.get("source") or "incident-hub"),
+            "severity": pd_severity(p.get("severity")),
+        }
+        for name in (*PD_PAYLOAD_FIELDS, "timestamp"):
+            if p.get(name):
+                payload[name] = str(p[name])
+        if p.get("custom_details"):
+            payload["custom_details"] = p["custom_details"]
+        body: dict[str, Any] = {"routing_key": self.routing_key(p), "event_action": "trigger",
+                                "dedup_key": dedup_key, "payload": payload, "client": "incident-hub"}
+        if links := pd_links(p):
+            body["links"] = links
+        if p.get("client_url"):
+            body["client_url"] = str(p["client_url"])
+        return await self._send(body)
+
+    async def acknowledge(self, call: ActionCall) -> Outcome:
+        return await self._follow_up(call, "acknowledge")
+
+    async def resolve(self, call: ActionCall) -> Outcome:
+        return await self._follow_up(call, "resolve")
+
+    async def _follow_up(self, call: ActionCall, event_action: str) -> Outcome:
+        if not call.params.get("dedup_key"):
+            return Outcome("permanent", detail=f"pagerduty {event_action} needs the dedup_key of the trigger")
+        body = {"routing_key": self.routing_key(call.params), "event_action": event_action,
+                "dedup_key": fit_key(str(call.params["dedup_key"]), PD_DEDUP_KEY_MAX)}
+        return await self._send(body)
+
+    async def _send(self, body: dict[str, Any]) -> Outcome:
+        outcome, data = await self.request("POST", self.settings.pagerduty_events_url, json_body=body)
+        if outcome.ok:
+            key = data.get("dedup_key") if isinstance(data, dict) else None
+            outcome.result = {"dedup_key": key or body["dedup_key"]}
+        return outcome
+
+
+connector = PagerDuty

@@ -7,6 +7,7 @@ remaining window (crash between Slack's 200 and the record) can at worst repeat 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy
@@ -36,8 +37,14 @@ class Slack(Connector):
     default_rate_limit = "1/s"
     retry_policy = RetryPolicy(max_attempts=6, base_delay=1.0, max_delay=120.0, deadline=6 * 3600)
 
-    def missing_config(self) -> str | None:
-        return None if self.settings.slack_webhook_url else "slack not configured (SLACK_WEBHOOK_URL)"
+    def missing_config(self, params: Mapping[str, Any] | None = None) -> str | None:
+        if self.settings.slack_webhook_url or (params or {}).get("webhook_url"):
+            return None
+        return "slack not configured (SLACK_WEBHOOK_URL)"
+
+    def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
+        """The webhook URL is the credential: it must never appear in a recorded error."""
+        return [u for u in (self.settings.slack_webhook_url, (params or {}).get("webhook_url")) if u]
 
     def actions(self) -> dict[str, ActionFn]:
         return {"notify": self.notify}
@@ -47,7 +54,8 @@ class Slack(Connector):
 
     async def notify(self, call: ActionCall) -> Outcome:
         url = call.params.get("webhook_url") or self.settings.slack_webhook_url
-        assert url
+        if not url:
+            return Outcome("skipped", detail="slack not configured (SLACK_WEBHOOK_URL)")
         outcome, _ = await self.request("POST", url, json_body=build_message(call.params))
         if outcome.state == "succeeded" and outcome.response.strip() != "ok":
             # Slack answers 200 with the plain body `ok`; anything else is an error string.

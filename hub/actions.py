@@ -1,43 +1,71 @@
-"""The one shared mechanism that performs an action: skip, rate-limit, call, classify, retry, dead-letter.
+"""The one shared mechanism that performs an action: skip, pace, call, classify, retry, dead-letter.
 
 Connectors only say what an attempt did (`Outcome`). Everything about *whether* and *when*
 to attempt lives here, identically for every connector:
 
-- a recorded success (or skip) is never performed again unless a replay forces it;
+- a recorded success (or skip) is never performed again unless a replay forces it, and a
+  dead action stays dead until a replay asks for it again (a fresh round of attempts);
 - a disabled connector records `skipped` with the reason, not a failure;
-- retryable outcomes back off exponentially with full jitter, honouring Retry-After, up to
-  the connector's attempt limit and deadline; then the action is dead-lettered;
+- calls on the same outside object (the connector's `serial_key`) never overlap, across
+  all workers; waiting for that lock or for a rate-limit token is not an attempt: the
+  runner waits briefly inline, else parks the action and tells the processor when to
+  come back;
+- retryable outcomes back off exponentially with full jitter, a server's Retry-After
+  (seconds or HTTP date) being a floor, up to the connector's attempt limit and deadline;
+  then the action is dead-lettered with its last response;
 - permanent outcomes are dead-lettered at once, with the (trimmed) response kept;
-- waiting for a rate-limit token is not an attempt.
+- once any attempt was ambiguous (it may have reached the outside system), every later
+  attempt is told so, and creations look before they create again;
+- secrets are scrubbed from everything recorded: params by name, errors and responses by
+  value.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.base import ActionCall, Connector, Outcome, RetryPolicy
+from connectors.base import RESPONSE_KEEP, ActionCall, ActionFn, Connector, Outcome, RetryPolicy
 from hub import metrics
 from hub.ratelimit import RateLimiter
-from hub.store import Store, now_ms
+from hub.store import ACTION_FINAL, Store, now_ms
 
-_SECRET_PARAM = re.compile(r"(routing_key|api_key|token|secret|password|webhook_url|authorization)", re.I)
+log = logging.getLogger("hub.actions")
+
+_SECRET_PARAM = re.compile(r"(routing_key|api_key|apikey|token|secret|password|webhook_url|authorization|"
+                           r"credential|private_key|genie)", re.I)
+ATTEMPT_RESPONSE_KEEP = 500
 
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
-    """Params as they may be stored and shown: secret-looking values replaced."""
+    """Params as they may be stored and shown: secret-looking values replaced, at any depth."""
     out: dict[str, Any] = {}
     for k, v in params.items():
-        if _SECRET_PARAM.search(k) and v:
+        if _SECRET_PARAM.search(str(k)) and v:
             out[k] = "***"
-        elif isinstance(v, dict):
-            out[k] = redact(v)
         else:
-            out[k] = v
+            out[k] = _redact_value(v)
     return out
+
+
+def _redact_value(v: Any) -> Any:
+    if isinstance(v, dict):
+        return redact(v)
+    if isinstance(v, list | tuple):
+        return [_redact_value(x) for x in v]
+    return v
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """`text` with every secret value (of a useful length) replaced by ***."""
+    for s in sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
 
 
 @dataclass
@@ -63,15 +91,21 @@ def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None) -> flo
     ceiling = min(policy.max_delay, policy.base_delay * (2 ** (attempt - 1)))
     delay = random.uniform(0, ceiling)
     if retry_after is not None:
-        delay = max(delay, min(retry_after, policy.max_delay * 4))
+        delay = max(delay, min(retry_after, policy.max_retry_after))
     return delay
 
 
 class ActionRunner:
-    def __init__(self, store: Store, connectors: dict[str, Connector], limiter: RateLimiter) -> None:
+    """Advances planned actions by at most one attempt per call, recording every step."""
+
+    def __init__(self, store: Store, connectors: dict[str, Connector], limiter: RateLimiter, *,
+                 inline_wait: float = 2.0) -> None:
         self.store = store
         self.connectors = connectors
         self.limiter = limiter
+        #: Longest inline wait for a rate-limit token or a serial lock before parking.
+        self.inline_wait = inline_wait
+        limiter.check(connectors.values())
 
     def new_record(self, planned: PlannedAction) -> dict[str, Any]:
         return {"id": planned.id, "name": planned.name, "connector": planned.connector, "action": planned.action,
@@ -81,11 +115,19 @@ class ActionRunner:
 
     async def run(self, event_id: str, planned: PlannedAction, record: dict[str, Any] | None,
                   received_ms: int, *, force: bool = False) -> dict[str, Any]:
-        """Advance one action by at most one attempt; returns its (saved) record."""
+        """Advance one action by at most one attempt; returns its (saved) record.
+
+        A final action (succeeded, skipped, dead) is returned untouched unless `force`
+        (then it gets a fresh round of attempts). A replay that resets a record to
+        `pending` (hub.replay) gets a fresh round too: attempts and the deadline count
+        from `replayed_at`.
+        """
         rec = record or self.new_record(planned)
-        if rec["state"] in ("succeeded", "skipped") and not force:
-            return rec
-        if rec["state"] == "retrying" and (rec.get("next_at") or 0) > now_ms():
+        if rec["state"] in ACTION_FINAL:
+            if not force:
+                return rec
+            self._new_round(rec)
+        elif rec["state"] == "retrying" and (rec.get("next_at") or 0) > now_ms():
             return rec
         rec["params"] = redact(planned.params)
 
@@ -95,30 +137,47 @@ class ActionRunner:
         fn = connector.actions().get(planned.action)
         if fn is None:
             return await self._final(event_id, rec, "dead", f"{planned.connector} has no action {planned.action!r}")
-        missing = connector.missing_config()
+        missing = connector.missing_config(planned.params)
         if missing:
             return await self._final(event_id, rec, "skipped", f"skipped: {missing}")
         policy = connector.retry_policy
-        if time.time() * 1000 - received_ms > policy.deadline * 1000:
+        started_ms = max(received_ms, rec.get("round_started_at") or 0, rec.get("replayed_at") or 0)
+        if now_ms() - started_ms > policy.deadline * 1000:
             return await self._final(event_id, rec, "dead", f"deadline of {policy.deadline:g}s passed")
 
-        attempt_no = len(rec["attempts"]) + 1
-        previous = rec["attempts"][-1] if rec["attempts"] else {}
+        replayed = rec.get("replayed_at") or 0
+        round_attempts = [a for a in rec["attempts"][rec.get("round_first", 0):] if a.get("at", 0) >= replayed]
+        attempt_no = len(round_attempts) + 1
         call = ActionCall(event_id=event_id, action_id=planned.id, idempotency_key=planned.idempotency_key,
                           params=planned.params, attempt=attempt_no,
-                          after_ambiguous=bool(previous.get("ambiguous")))
-        await self.limiter.wait(connector, call)
-        started = time.perf_counter()
+                          after_ambiguous=any(a.get("ambiguous") for a in rec["attempts"]))
+
+        serial = connector.serial_key(call)
+        token = None
+        if serial is not None:
+            token = await self._lock(connector, serial)
+            if token is None:
+                return await self._park(event_id, rec, 0.25 + random.uniform(0, 0.5),
+                                        f"waiting: another call on the same {connector.name} object is running")
         try:
-            outcome = await fn(call)
-        except Exception as e:  # a connector bug must not lose the event: record and retry
-            outcome = Outcome("retryable", None, detail=f"{type(e).__name__}: {e}")
-        duration = time.perf_counter() - started
+            wait = await self._pace(connector, call)
+            if wait > 0:
+                return await self._park(event_id, rec, wait, f"waiting: {connector.name} rate limit")
+            outcome, duration = await self._attempt(connector, fn, call)
+        finally:
+            if token is not None and serial is not None:
+                await self.limiter.unlock(connector.name, serial, token)
+
+        secrets = connector.secrets(planned.params)
+        outcome.detail = scrub(outcome.detail, secrets)
+        outcome.response = scrub(outcome.response, secrets)
         metrics.ACTIONS.labels(planned.connector, outcome.state).inc()
         metrics.ACTION_SECONDS.labels(planned.connector).observe(duration)
         rec["attempts"].append({"at": now_ms(), "status": outcome.status, "outcome": outcome.state,
                                 "error": outcome.detail or None, "duration_ms": round(duration * 1000, 1),
-                                "response": outcome.response[:500] or None, "ambiguous": outcome.ambiguous})
+                                "response": outcome.response[:ATTEMPT_RESPONSE_KEEP] or None,
+                                "ambiguous": outcome.ambiguous})
+        rec.pop("waiting", None)
         if outcome.result:
             rec["result"] = {**rec.get("result", {}), **outcome.result}
 
@@ -132,6 +191,9 @@ class ActionRunner:
             return await self._final(event_id, rec, "dead", f"out of attempts ({attempt_no}): {outcome.detail}",
                                      response=outcome.response)
         delay = backoff(policy, attempt_no, outcome.retry_after)
+        if now_ms() + delay * 1000 - started_ms > policy.deadline * 1000:
+            return await self._final(event_id, rec, "dead", f"next retry would pass the {policy.deadline:g}s "
+                                     f"deadline: {outcome.detail}", response=outcome.response)
         rec.update(state="retrying", error=outcome.detail, next_at=now_ms() + int(delay * 1000))
         metrics.RETRIES.labels(planned.connector).inc()
         await self.store.save_action(event_id, rec, {"type": "action", "action": rec["id"], "name": rec["name"],
@@ -139,13 +201,66 @@ class ActionRunner:
                                                      "error": outcome.detail, "retry_in_s": round(delay, 2)})
         return rec
 
+    # -- steps -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _new_round(rec: dict[str, Any]) -> None:
+        """A replay: a fresh attempt budget and deadline, history kept."""
+        rec.update(state="pending", next_at=None, error=None, round_first=len(rec["attempts"]),
+                   round_started_at=now_ms(), rounds=rec.get("rounds", 1) + 1)
+        rec.pop("last_response", None)
+
+    async def _lock(self, connector: Connector, serial: str) -> str | None:
+        ttl = connector.attempt_timeout + 10
+        deadline = time.monotonic() + self.inline_wait
+        while True:
+            token = await self.limiter.lock(connector.name, serial, ttl)
+            if token is not None or time.monotonic() >= deadline:
+                return token
+            await asyncio.sleep(0.05)
+
+    async def _pace(self, connector: Connector, call: ActionCall) -> float:
+        """0 once a token is spent; else how long to park the action (nothing spent)."""
+        waited = 0.0
+        while True:
+            delay = await self.limiter.acquire(connector, call)
+            if delay <= 0:
+                return 0.0
+            if waited + delay > self.inline_wait:
+                return delay
+            await asyncio.sleep(delay)
+            waited += delay
+
+    async def _attempt(self, connector: Connector, fn: ActionFn, call: ActionCall) -> tuple[Outcome, float]:
+        started = time.perf_counter()
+        try:
+            outcome = await asyncio.wait_for(fn(call), connector.attempt_timeout)
+        except TimeoutError:
+            outcome = Outcome("retryable", None, detail=f"attempt took over {connector.attempt_timeout:g}s",
+                              ambiguous=True)
+        except Exception as e:  # a connector bug must not lose the event: record it and retry
+            log.exception("%s.%s raised", connector.name, call.action_id)
+            outcome = Outcome("retryable", None, detail=f"{type(e).__name__}: {e}", ambiguous=True)
+        return outcome, time.perf_counter() - started
+
+    async def _park(self, event_id: str, rec: dict[str, Any], delay: float, reason: str) -> dict[str, Any]:
+        """Not an attempt: come back in `delay` seconds."""
+        first = rec.get("waiting") != reason
+        rec.update(state="retrying", next_at=now_ms() + max(1, int(delay * 1000)), waiting=reason)
+        timeline = {"type": "action", "action": rec["id"], "name": rec["name"], "state": "retrying",
+                    "waiting": reason, "retry_in_s": round(delay, 2)} if first else None
+        await self.store.save_action(event_id, rec, timeline)
+        return rec
+
     async def _final(self, event_id: str, rec: dict[str, Any], state: str, error: str | None,
                      response: str = "") -> dict[str, Any]:
         rec.update(state=state, error=error, next_at=None)
+        rec.pop("waiting", None)
         if response:
-            rec["last_response"] = response[:2000]
+            rec["last_response"] = response[:RESPONSE_KEEP]
         if state == "dead":
             metrics.DEAD_LETTERED.labels(rec["connector"]).inc()
+            log.warning("action %s of %s dead-lettered: %s", rec["name"], event_id, error)
         last = rec["attempts"][-1] if rec["attempts"] else {}
         await self.store.save_action(event_id, rec, {"type": "action", "action": rec["id"], "name": rec["name"],
                                                      "state": state, "status": last.get("status"),
