@@ -16,10 +16,10 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from connectors import _options
-from connectors._lenient import Lenient, NullList, StrMap, Text, bounded, clip, parse_time, short_hash
+from connectors._lenient import Lenient, LooseInt, NullList, StrMap, Text, bounded, clip, parse_time, short_hash
 from connectors._severity import ALERT_LABEL_MAP, SEV4, map_severity
 from connectors.base import InboundSource
 from hub.events import Kind, Link, NormalisedEvent
@@ -75,17 +75,12 @@ class AlertGroup(Lenient):
     externalURL: Text = None
     version: Text = None
     groupKey: Text = None
-    truncatedAlerts: int = 0
+    truncatedAlerts: LooseInt = 0
     # Grafana only
     orgId: Text = None
     title: Text = None
     state: Text = None
     message: Text = None
-
-    @field_validator("truncatedAlerts", mode="before")
-    @classmethod
-    def _null_is_zero(cls, v: Any) -> Any:
-        return 0 if v is None or v == "" else v
 
 
 def _finite(values: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -155,7 +150,7 @@ class AlertGroupSource(InboundSource):
             "alertname": name, "group_key": group.groupKey or "", "receiver": group.receiver or "",
             "group_status": group.status or "", "annotations": dict(alert.annotations),
             "starts_at": starts.isoformat() if starts else None, "ends_at": ends.isoformat() if ends else None,
-            "external_url": group.externalURL or "", "truncated_alerts": group.truncatedAlerts,
+            "external_url": group.externalURL or "", "truncated_alerts": group.truncatedAlerts or 0,
             "alert_count": len(group.alerts),
         }
         if alert.values is not None or alert.valueString:
