@@ -22,6 +22,12 @@ RETRIES = Counter("hub_action_retries_total", "Action attempts scheduled for ret
 DEAD_LETTERED = Counter("hub_actions_dead_lettered_total", "Actions moved to the dead-letter list", ["connector"])
 SWEPT = Counter("hub_sweeper_requeued_total", "Stuck events re-enqueued by the sweeper")
 
+# Operators (hub.replay, hub.admin) and escalations (the rules engine increments the latter).
+REPLAYS = Counter("hub_replays_total", "Events handed back to the workers by a replay", ["mode", "kind"])
+PURGED = Counter("hub_dead_letters_purged_total", "Dead letters purged by an operator")
+ESCALATIONS_FIRED = Counter("hub_escalations_fired_total", "Escalations fired (not acknowledged in time)")
+QUEUE_LAG = Gauge("hub_queue_lag_seconds", "Age of the oldest job that is due in the arq queue (0 when none)")
+
 
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
