@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 from typing import Any
 
@@ -31,6 +32,8 @@ from hub.store import PROCESS_JOB, Store, now_ms
 log = logging.getLogger("hub.worker")
 HEARTBEAT_S = 5.0
 SHUTDOWN_WAIT_S = 20
+RESTART_MIN_S = 0.5
+RESTART_MAX_S = 10.0
 
 
 def build_connectors(settings: Settings, http: aiohttp.ClientSession, redis: ArqRedis) -> dict[str, Connector]:
@@ -59,10 +62,11 @@ async def _heartbeat(store: Store, worker_id: str) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    task = ctx.get("heartbeat")
+    """Idempotent: also called by the supervisor when arq could not run it (Redis gone)."""
+    task = ctx.pop("heartbeat", None)
     if task:
         task.cancel()
-    http = ctx.get("http")
+    http = ctx.pop("http", None)
     if http:
         await http.close()
 
@@ -115,6 +119,49 @@ def make_worker(settings: Settings, redis: ArqRedis | None = None, **overrides: 
     return Worker(redis_pool=pool, **{**worker_options(settings), **overrides})
 
 
+async def supervise(settings: Settings) -> None:
+    """Run arq workers until SIGINT/SIGTERM; a lost Redis restarts the worker, not the process.
+
+    arq's worker exits when Redis is unreachable (its poll loop raises). Behind a Sentinel
+    failover or a Redis restart that would leave the hub with no workers, so each loss
+    builds a fresh Worker (fresh counters, connections and HTTP session) after a backoff.
+    """
+    from hub.web import REDIS_UNAVAILABLE
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    current: Worker | None = None
+
+    def on_signal(sig: signal.Signals) -> None:
+        stop.set()
+        if current is not None:
+            current.handle_sig_wait_for_completion(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    delay = RESTART_MIN_S
+    while not stop.is_set():
+        current = make_worker(settings, handle_signals=False)
+        started = loop.time()
+        try:
+            await current.async_run()
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+        except REDIS_UNAVAILABLE as e:
+            log.warning("Redis unavailable (%s: %s); restarting the worker in %.1fs", type(e).__name__, e, delay)
+        finally:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await current.close()
+            await shutdown(current.ctx)
+        if stop.is_set():
+            break
+        if loop.time() - started > 60:
+            delay = RESTART_MIN_S
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, RESTART_MAX_S)
+
+
 def run_worker(settings: Settings) -> None:
-    worker = make_worker(settings)
-    worker.run()
+    asyncio.run(supervise(settings))

@@ -230,3 +230,28 @@ async def test_sigterm_lets_the_in_flight_job_finish(own_redis, tmp_path) -> Non
     finally:
         await redis.aclose()
         await slack.close()
+
+
+async def test_worker_survives_redis_outage_without_restart(own_redis, fake_slack, tmp_path) -> None:
+    """Redis down for a while: the worker process reconnects by itself and drains the queue."""
+    settings = make_settings(own_redis.url, slack_webhook_url=fake_slack.webhook_url)
+    worker = worker_process(own_redis.url, fake_slack.webhook_url, tmp_path)
+    redis = connect(own_redis.url)
+    store = Store(redis, settings)
+    try:
+        await wait_for(lambda: store.live_workers(), timeout=20)
+        own_redis.stop()
+        await asyncio.sleep(3)
+        assert worker.poll() is None  # still running while Redis is away
+        own_redis.start()
+        event_id = await _post_failure_fixture(settings)
+
+        async def done():
+            return (await store.get(event_id))["state"] == "done"
+        await wait_for(done, timeout=30, interval=0.2)
+        assert worker.poll() is None
+    finally:
+        worker.terminate()
+        worker.wait(15)
+        await redis.aclose()
+    assert len(fake_slack.requests) == 1
