@@ -280,6 +280,8 @@ class Connector:
                                          timeout=aiohttp.ClientTimeout(total=limit)) as resp:
                 text = await resp.text(errors="replace")
                 outcome = classify_status(resp.status, text, resp.headers, self.extra_retryable)
+        except aiohttp.InvalidURL as e:
+            return Outcome("permanent", None, detail=f"invalid URL: {e}"), None
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
             return Outcome("retryable", None, detail=f"connection failed: {e}"), None
         except TimeoutError:
