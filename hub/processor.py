@@ -1,22 +1,47 @@
 """One event's trip through the worker: parse → normalise → decide → act → record.
 
 `process()` is idempotent: it may run twice (arq is at-least-once, the sweeper re-enqueues,
-a worker may be killed mid-way) and each run only advances what is not final yet.
+a worker may be killed mid-way) and each run only advances what is not final yet:
+
+- events of one incident are processed one at a time (a Redis lock per incident key);
+- on its first run an event *pins* what it saw (the incident before it, the episode) to its
+  record and advances the incident in the same transaction, so later runs plan exactly the
+  same actions and never apply the event to the incident twice;
+- each action identity is *claimed* by the first event that plans it (`hub:claims:*`): a
+  later event of the same incident skips what another event already owns (one page per
+  incident episode, one Jira issue per follow-up);
+- delayed steps become timers (`hub.timers`); `fire_timer` runs them when they are due.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from multidict import CIMultiDict
 
-from hub import metrics
+from hub import metrics, timers
 from hub.actions import ActionRunner, PlannedAction
 from hub.events import NormalisedEvent
+from hub.incidents import DEPLOY_KINDS, PAGE_KINDS, IncidentStore, incident_key
 from hub.registry import sources
 from hub.rules import Rules
-from hub.store import FINAL_STATES, Store, ev_key, now_ms
+from hub.rules.conditions import matches, recent_deploys
+from hub.rules.engine import DEPLOY_LOOKBACK_S, PlannedStep, World, timer_spec
+from hub.store import ACTION_FINAL, FINAL_STATES, Store, ev_key, now_ms
+
+log = logging.getLogger("hub.processor")
+
+#: Seconds an incident lock is held at most (a killed worker's lock lapses after this).
+LOCK_LEASE_S = 90.0
+#: Seconds to wait before trying again when another worker holds the incident.
+LOCK_RETRY_S = 0.2
+#: An incident is linked to deploys of its services this recent when it opens.
+LINK_DEPLOYS_S = 3600
+PIN_FIELD = "incident_ctx"
 
 
 class Processor:
@@ -25,6 +50,9 @@ class Processor:
         self.rules = rules
         self.runner = runner
         self.max_runs = max_runs
+        self.incidents = IncidentStore(store.redis, store.retention)
+
+    # -- deciding ------------------------------------------------------------------------------
 
     def normalise(self, rec: dict[str, Any]) -> list[NormalisedEvent]:
         src = sources()[rec["source"]]
@@ -35,13 +63,85 @@ class Processor:
     async def plan(self, rec: dict[str, Any]) -> tuple[list[NormalisedEvent], list[PlannedAction]]:
         """Normalise and decide, without side effects (also used by dry-run replay and simulate)."""
         events = self.normalise(rec)
-        return events, self.rules.plan(events)
+        world = await self.world(rec, events)
+        steps = self.rules.plan(events, world)
+        claims = await self.incidents.claims({s.subject for s in steps})
+        return events, [s for s in steps if claims.get(s.subject, {}).get(s.id, rec["id"]) == rec["id"]]
+
+    async def keys(self, events: list[NormalisedEvent]) -> list[str | None]:
+        """The incident of each event, following aliases (a page the hub did not send has none)."""
+        out: list[str | None] = []
+        for ev in events:
+            raw = incident_key(ev)
+            found = await self.incidents.resolve(raw) if raw else None
+            out.append(found or (None if ev.kind in PAGE_KINDS else raw))
+        return out
+
+    def configured(self) -> set[str]:
+        out = set()
+        for name, connector in self.runner.connectors.items():
+            try:
+                if connector.missing_config() is None:
+                    out.add(name)
+            except Exception:  # a connector that cannot say is treated as not configured
+                continue
+        return out
+
+    async def world(self, rec: dict[str, Any], events: list[NormalisedEvent]) -> World:
+        """What the plan reads: pinned on the event's first run, loaded from Redis before that."""
+        pinned = json.loads(rec[PIN_FIELD]) if rec.get(PIN_FIELD) else None
+        if pinned:
+            keys = pinned["keys"]
+            before = pinned["before"]
+            episodes = pinned["episodes"]
+        else:
+            keys = await self.keys(events)
+            before = await self.incidents.get_many(k for k in keys if k)
+            episodes = {}
+        received = int(rec["received_at"])
+        names: list[str] = []
+        for ev in events:
+            names += self.rules.canonical_services(ev.services) + list(ev.services)
+        for state in before.values():
+            names += list((state or {}).get("services") or [])
+        deploys = await self.incidents.deploys(set(names), received - DEPLOY_LOOKBACK_S * 1000) if names else []
+        return World(event_id=rec["id"], received_ms=received, now_ms=received, keys=keys, incidents=before,
+                     episodes=dict(episodes), deploys=deploys, configured=self.configured())
+
+    # -- acting ------------------------------------------------------------------------------
 
     async def process(self, event_id: str, *, force: bool = False) -> float | None:
         """Advance the event; return seconds until it should run again, or None when final."""
         rec = await self.store.get(event_id)
         if rec is None:
             return None  # expired past retention: nothing left to do
+        if rec["state"] in FINAL_STATES:
+            return None
+        try:
+            events = self.normalise(rec)
+            keys = json.loads(rec[PIN_FIELD])["keys"] if rec.get(PIN_FIELD) else await self.keys(events)
+        except Exception as e:  # the ingress validated it, so this is a parser bug: keep it visible
+            return await self._parse_failed(rec, e)
+        lock_keys = sorted({k for k in keys if k})
+        token = await self.incidents.lock(lock_keys, LOCK_LEASE_S) if lock_keys else ""
+        if token is None:
+            return LOCK_RETRY_S
+        try:
+            return await self._process(rec, events, force)
+        finally:
+            if token:
+                await self.incidents.unlock(lock_keys, token)
+
+    async def _parse_failed(self, rec: dict[str, Any], e: Exception) -> None:
+        state = rec["state"]
+        if state != "processing":
+            await self.store.transition(rec["id"], rec["received_at"], state, "processing")
+        await self._finish(rec, "dead", {"error": f"parse failed: {type(e).__name__}: {e}"}, "processing")
+        return None
+
+    async def _process(self, rec: dict[str, Any], events: list[NormalisedEvent], force: bool) -> float | None:
+        event_id = rec["id"]
+        rec = await self.store.get(event_id) or rec  # re-read under the lock: pinned context may be new
         state = rec["state"]
         if state in FINAL_STATES:
             return None
@@ -53,31 +153,400 @@ class Processor:
             await self.store.transition(event_id, rec["received_at"], state, "processing")
             state = "processing"
 
+        world = await self.world(rec, events)
         try:
-            events, planned = await self.plan(rec)
-        except Exception as e:  # the ingress validated it, so this is a parser bug: keep it visible
-            await self._finish(rec, "dead", {"error": f"parse failed: {type(e).__name__}: {e}"}, state)
+            steps = self.rules.plan(events, world)
+        except Exception as e:  # a rules bug must stay visible, not loop
+            log.exception("planning %s failed", event_id)
+            await self._finish(rec, "dead", {"error": f"planning failed: {type(e).__name__}: {e}"}, state)
             return None
+        if PIN_FIELD not in rec:
+            await self._commit(rec, events, world)
         if "events" not in rec:
             await self.store.record_parsed(event_id, rec["received_at"], [e.model_dump(mode="json") for e in events])
 
+        steps = await self._claim(event_id, steps)
         existing = await self.store.actions(event_id)
-        results = []
-        for action in planned:
-            results.append(await self.runner.run(event_id, action, existing.get(action.id), rec["received_at"],
-                                                 force=force))
-        waiting = [r["next_at"] for r in results if r["state"] == "retrying"]
+        results, wait = await self.execute(rec, steps, existing, force=force)
         await self.store.redis.hset(ev_key(event_id), "runs", 0)
-        if waiting:
+        if wait is not None:
             await self.store.touch(event_id)
-            return max(0.05, (min(waiting) - now_ms()) / 1000)
+            return wait
         states = {r["state"] for r in results}
         final = "dead" if states == {"dead"} else "partially_failed" if "dead" in states else "done"
         await self._finish(rec, final, {"actions": len(results)}, state)
         return None
+
+    async def _commit(self, rec: dict[str, Any], events: list[NormalisedEvent], world: World) -> None:
+        """First run only: advance the incidents, remember deploys and pin what was seen, atomically."""
+        saves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        severity_changed: set[str] = set()
+        for _ev, key, before, after in self.rules.states(events, world):
+            if not key or not after:
+                continue
+            first_before = saves[key][0] if key in saves else before
+            if after.get("episode") != (first_before or {}).get("episode"):
+                linked = recent_deploys([d for d in world.deploys if str(d.get("service", "")).casefold() in
+                                         {s.casefold() for s in self.rules.canonical_services(after["services"])}],
+                                        LINK_DEPLOYS_S, world.received_ms)
+                after["deploys"] = [dict(d) for d in linked[:5]]
+            changes = _changes(before, after, rec["id"])
+            if before and before.get("severity") != after.get("severity") and before.get("episode") == \
+                    after.get("episode"):
+                severity_changed.add(key)
+            prev_changes = saves[key][1] if key in saves else []
+            saves[key] = (after, prev_changes + changes)
+        pin = {"keys": world.keys, "before": world.incidents, "episodes": world.episodes}
+        async with self.store.redis.pipeline(transaction=True) as p:
+            p.hset(ev_key(rec["id"]), PIN_FIELD, json.dumps(pin, default=str))
+            for key, (after, changes) in saves.items():
+                self.incidents.save_into(p, key, after, changes)
+            await p.execute()
+        for ev in events:
+            if ev.kind in DEPLOY_KINDS:
+                await self._remember_deploy(ev, rec)
+        for key in severity_changed:
+            await self._rearm(key, saves[key][0])
+
+    async def _remember_deploy(self, ev: NormalisedEvent, rec: dict[str, Any]) -> None:
+        keep = self.rules.config.catalog.deploy_history
+        for service in self.rules.canonical_services(ev.services):
+            a = ev.attributes
+            await self.incidents.record_deploy({
+                "service": service, "environment": ev.environment or "", "sha": a.get("sha", ""),
+                "ref": a.get("ref", ""), "author": a.get("author", ""), "url": a.get("url", ""),
+                "repository": a.get("repository", ""), "state": ev.kind.split(".")[-1], "title": ev.title,
+                "fingerprint": ev.fingerprint, "event_id": rec["id"], "at": int(rec["received_at"])}, keep)
+
+    async def _claim(self, event_id: str, steps: list[PlannedStep]) -> list[PlannedStep]:
+        """Keep the steps this event owns; note the ones another event of the incident already has."""
+        kept = []
+        for step in steps:
+            owner = await self.incidents.claim(step.subject, step.id, event_id)
+            if owner == event_id:
+                kept.append(step)
+        return kept
+
+    async def execute(self, rec: dict[str, Any], steps: list[PlannedStep], existing: dict[str, dict[str, Any]],
+                      *, force: bool = False, fire: bool = False) -> tuple[list[dict[str, Any]], float | None]:
+        """Run immediate steps in order (and delayed ones when `fire`); schedule the other delayed ones.
+
+        Returns the records of the actions that ran or were decided now, and seconds until
+        the next retry when some are still retrying (None when all are final).
+        """
+        event_id = rec["id"]
+        results: list[dict[str, Any]] = []
+        done: dict[tuple[str, int], dict[str, Any]] = {}  # (workflow, event index) → steps view
+        waits: list[int] = []
+        incidents: dict[str, dict[str, Any] | None] = {}
+        scheduled: set[str] = set()
+        for step in steps:
+            view = done.setdefault((step.workflow, step.event_index), {})
+            key = step.incident_key
+            if key and key not in incidents:
+                incidents[key] = await self.incidents.get(key)
+            if step.timer is not None and not fire:
+                if step.timer_id not in scheduled:
+                    scheduled.add(step.timer_id or "")
+                    group = [s for s in steps if s.timer_id == step.timer_id]
+                    results += await self._arm(rec, group, existing, incidents.get(key) if key else None)
+                continue
+            record = existing.get(step.id)
+            blocked = self._blocked(step, view)
+            if blocked is not None:
+                state, why = blocked
+                if state == "wait":
+                    waits.append(now_ms() + 250)
+                    continue
+                record = await self._decide(event_id, step, record, "dead", why)
+            elif step.builtin:
+                record = await self._builtin(rec, step, record, force)
+            else:
+                try:
+                    step.params = step.render(view, incidents.get(key) if key else None)
+                except Exception as e:
+                    record = await self._decide(event_id, step, record, "dead",
+                                                f"parameters did not render: {type(e).__name__}: {e}")
+                else:
+                    record = await self.runner.run(event_id, step, record, rec["received_at"], force=force)
+            if record["state"] == "succeeded" and step.record and key:
+                incidents[key] = await self._apply_record(step, record, view, incidents.get(key))
+            view[step.step_id] = {"state": record["state"], "result": record.get("result") or {},
+                                  "params": record.get("params") or {}}
+            results.append(record)
+            if record["state"] == "retrying":
+                waits.append(int(record.get("next_at") or now_ms()))
+        wait = max(0.05, (min(waits) - now_ms()) / 1000) if waits else None
+        return results, wait
+
+    @staticmethod
+    def _blocked(step: PlannedStep, view: Mapping[str, Any]) -> tuple[str, str] | None:
+        """("wait", why) while a step it reads is unfinished; ("dead", why) if that step failed."""
+        for need in step.needs:
+            got = view.get(need)
+            if got is None or got["state"] not in ACTION_FINAL:
+                return "wait", f"waiting for steps.{need}"
+            if got["state"] != "succeeded":
+                return "dead", f"needs the result of steps.{need}, which is {got['state']}"
+        return None
+
+    async def _decide(self, event_id: str, step: PlannedStep, record: dict[str, Any] | None, state: str,
+                      why: str, **extra: Any) -> dict[str, Any]:
+        """Record an outcome the hub decided itself (no call out): skipped, dead, cancelled."""
+        rec = record or self.runner.new_record(step)
+        if rec["state"] == state and rec.get("error") == why:
+            return rec
+        rec.update(state=state, error=why, next_at=None, **extra)
+        await self.store.save_action(event_id, rec, {"type": "action", "action": rec["id"], "name": rec["name"],
+                                                     "state": state, "error": why})
+        return rec
+
+    async def _builtin(self, rec: dict[str, Any], step: PlannedStep, record: dict[str, Any] | None,
+                       force: bool) -> dict[str, Any]:
+        if record and record["state"] in ACTION_FINAL and not force:
+            return record
+        if step.action != "cancel_timers" or not step.incident_key:
+            return await self._decide(rec["id"], step, record, "skipped", "skipped: no incident to act on")
+        params = step.render({}, None)
+        only = params.get("only")
+        cancelled = await self.cancel_timers(step.incident_key, f"{step.workflow} ({rec['id']})",
+                                             only=[only] if isinstance(only, str) else only)
+        out = record or self.runner.new_record(step)
+        out.update(state="succeeded", error=None, next_at=None, result={"cancelled": cancelled})
+        await self.store.save_action(rec["id"], out, {"type": "action", "action": out["id"], "name": out["name"],
+                                                      "state": "succeeded", "cancelled": cancelled})
+        return out
+
+    async def _apply_record(self, step: PlannedStep, record: dict[str, Any], view: Mapping[str, Any],
+                            incident: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Copy what a step's `record:` asks for from its result into the incident."""
+        key = step.incident_key
+        if not key or incident is None:
+            return incident
+        try:
+            values = step.render_record(step.params, record.get("result") or {}, view, incident)
+        except Exception as e:
+            await self.incidents.note(key, {"type": "record_failed", "action": step.id, "error": str(e)})
+            return incident
+        updates: dict[str, Any] = {}
+        for name, value in values.items():
+            if name == "alias":
+                await self.incidents.alias(str(value), key)
+            elif name == "jira_key":
+                if value not in incident.get("jira_keys", []):
+                    updates["jira_keys"] = [*incident.get("jira_keys", []), value]
+            elif name == "escalation_level":
+                level = int(value)
+                if level > int(incident.get("escalation_level") or 0):
+                    updates.update(escalation_level=level, escalated_at=now_ms())
+            elif incident.get(name) != value:
+                updates[name] = value
+        if updates:
+            await self.incidents.update(key, **updates)
+            await self.incidents.note(key, {"type": "recorded", "action": step.id, **{
+                k: v for k, v in updates.items() if k != "escalated_at"}})
+            incident = {**incident, **updates}
+        return incident
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def _timer_spec(self, rec: dict[str, Any], step: PlannedStep) -> dict[str, Any]:
+        assert step.timer is not None
+        return {"timer": step.timer_id, "event_id": rec["id"], "workflow": step.workflow, "group": step.timer.group,
+                "index": step.event_index, "key": step.incident_key, "occurrence": step.occurrence,
+                "anchor_ms": step.timer.anchor_ms}
+
+    async def _arm(self, rec: dict[str, Any], group: list[PlannedStep], existing: dict[str, dict[str, Any]],
+                   incident: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """Schedule a delayed step's timer (records its actions as pending), unless it already ran."""
+        first = group[0]
+        if all((existing.get(s.id) or {}).get("state") in ACTION_FINAL for s in group) and existing.get(first.id):
+            return []
+        assert first.timer is not None and first.timer_id is not None
+        severity = (incident or {}).get("severity") or first.context["event"].get("severity")
+        delay = first.timer.delay(severity, first.occurrence)
+        due = (first.timer.anchor_ms + int(delay * 1000)) if delay is not None else \
+            now_ms() + int(timers.DORMANT_RECHECK_S * 1000)
+        spec = self._timer_spec(rec, first)
+        if first.incident_key:
+            await self.incidents.add_timer(first.incident_key, first.timer_id, {**spec, "due_ms": due})
+        queued = await timers.schedule(self.store.redis, spec, due, self.store.retention)
+        out = []
+        for step in group:
+            if existing.get(step.id):
+                continue
+            record = self.runner.new_record(step)
+            record.update(scheduled_for=due, timer=first.timer_id)
+            await self.store.save_action(rec["id"], record, {
+                "type": "timer", "timer": first.timer_id, "action": step.id, "name": record["name"],
+                "state": "scheduled", "due_at": due})
+            existing[step.id] = record
+        if queued and first.incident_key:
+            await self.incidents.note(first.incident_key, {"type": "timer_scheduled", "timer": first.timer_id,
+                                                           "due_at": due, "event_id": rec["id"]})
+        return out
+
+    async def cancel_timers(self, key: str, reason: str, only: list[str] | None = None) -> int:
+        """Cancel the incident's timers (or those of the named steps); each leaves a timeline line."""
+        cancelled = 0
+        for timer_id, spec in (await self.incidents.timers(key)).items():
+            if only and spec.get("group") not in only:
+                continue
+            await timers.unschedule(self.store.redis, timer_id)
+            if not await self.incidents.remove_timer(key, timer_id):
+                continue
+            cancelled += 1
+            await self._close_timer_actions(spec, "skipped", f"cancelled: {reason}")
+            await self.incidents.note(key, {"type": "timer_cancelled", "timer": timer_id, "reason": reason})
+            await self.store.add_timeline(spec["event_id"], {"type": "timer", "timer": timer_id, "state": "cancelled",
+                                                             "reason": reason})
+        return cancelled
+
+    async def _close_timer_actions(self, spec: dict[str, Any], state: str, why: str) -> None:
+        """Mark the still-pending actions of a timer final (cancelled or not needed)."""
+        records = await self.store.actions(spec["event_id"])
+        for record in records.values():
+            if record.get("timer") == spec["timer"] and record["state"] not in ACTION_FINAL:
+                record.update(state=state, error=why, next_at=None)
+                await self.store.save_action(spec["event_id"], record, {
+                    "type": "action", "action": record["id"], "name": record["name"], "state": state, "error": why})
+
+    async def _rearm(self, key: str, incident: dict[str, Any]) -> None:
+        """The severity changed: bring forward any timer now due earlier."""
+        severity = incident.get("severity")
+        for timer_id, spec in (await self.incidents.timers(key)).items():
+            found = self.rules.step_for(spec["workflow"], spec["group"])
+            if found is None or found[1].after is None:
+                continue
+            delay = timer_spec(found[1], int(spec["anchor_ms"])).delay(severity, int(spec.get("occurrence", 1)))
+            if delay is None:
+                continue
+            due = int(spec["anchor_ms"]) + int(delay * 1000)
+            if await timers.move_earlier(self.store.redis, timer_id, due):
+                await self.incidents.add_timer(key, timer_id, {**spec, "due_ms": due})
+                await self.incidents.note(key, {"type": "timer_moved", "timer": timer_id, "due_at": due,
+                                                "severity": severity})
+
+    async def fire_timer(self, spec: dict[str, Any]) -> tuple[str, float | None]:
+        """A timer is due: re-check the world, then run its actions. (outcome, seconds to come back)."""
+        key = spec.get("key")
+        token = await self.incidents.lock([key], LOCK_LEASE_S) if key else ""
+        if token is None:
+            return "busy", LOCK_RETRY_S
+        try:
+            return await self._fire(spec)
+        finally:
+            if token and key:
+                await self.incidents.unlock([key], token)
+
+    async def _fire(self, spec: dict[str, Any]) -> tuple[str, float | None]:
+        timer_id, key, event_id = spec["timer"], spec.get("key"), spec["event_id"]
+        if key and timer_id not in await self.incidents.timers(key):
+            return "not listed (cancelled or already fired)", None
+        rec = await self.store.get(event_id)
+        if rec is None:
+            await self._drop(key, timer_id, "its event expired")
+            return "event expired", None
+        ev = self.normalise(rec)[int(spec["index"])]
+        incident = await self.incidents.get(key) if key else None
+        now = now_ms()
+        world = World(event_id=event_id, received_ms=int(rec["received_at"]), now_ms=now,
+                      keys=[key] * (int(spec["index"]) + 1), incidents={key: incident} if key else {},
+                      configured=self.configured())
+        steps = self.rules.timer_steps(spec["workflow"], spec["group"], int(spec["index"]), ev, key, incident, world,
+                                       int(spec.get("occurrence", 1)))
+        if not steps:
+            await self._close_timer_actions(spec, "skipped", "skipped: the step is no longer in the rules")
+            await self._drop(key, timer_id, "the step is no longer in the rules")
+            return "gone from the rules", None
+        for s in steps:  # the timer's own anchor, not the firing time
+            assert s.timer is not None
+            s.timer.anchor_ms = int(spec["anchor_ms"])
+        existing = await self.store.actions(event_id)
+        if all((existing.get(s.id) or {}).get("state") in ACTION_FINAL for s in steps):
+            await self._drop(key, timer_id, None)
+            return "already fired", None
+        timer = steps[0].timer
+        assert timer is not None
+        if incident and incident.get("resolved_at"):
+            await self._close_timer_actions(spec, "skipped", "not needed: the incident is resolved")
+            await self._drop(key, timer_id, "the incident is resolved")
+            return "incident resolved", None
+        _, facts = self.rules.context(int(spec["index"]), ev, key, incident, world)
+        if timer.unless is not None and matches(timer.unless, facts):
+            why = ", ".join(steps[0].unless) if steps[0].unless != ("condition",) else "its unless condition holds"
+            await self._close_timer_actions(spec, "skipped", f"not needed: {why}")
+            await self._drop(key, timer_id, f"not needed: {why}")
+            return f"not needed: {why}", None
+        severity = (incident or {}).get("severity") or (ev.severity.value if ev.severity else None)
+        delay = timer.delay(severity, int(spec.get("occurrence", 1)))
+        if delay is None:
+            return f"dormant: no delay for {severity}", timers.DORMANT_RECHECK_S
+        due = int(spec["anchor_ms"]) + int(delay * 1000)
+        if due > now + 200:
+            return "not due yet", (due - now) / 1000
+        results, wait = await self.execute(rec, steps, existing, fire=True)
+        if wait is not None:
+            return "retrying", wait
+        await self._drop(key, timer_id, None, fired=True, event_id=event_id)
+        if any(r["state"] == "dead" for r in results):
+            fresh = await self.store.get(event_id)
+            if fresh and fresh["state"] == "done":
+                await self.store.transition(event_id, fresh["received_at"], "done", "partially_failed",
+                                            {"timer": timer_id, "error": "a delayed action failed"})
+        if timer.every is not None:
+            await self._next_occurrence(rec, ev, key, spec, world)
+        return "fired", None
+
+    async def _next_occurrence(self, rec: dict[str, Any], ev: NormalisedEvent, key: str | None,
+                               spec: dict[str, Any], world: World) -> None:
+        incident = await self.incidents.get(key) if key else None
+        if incident and incident.get("resolved_at"):
+            return
+        occurrence = int(spec.get("occurrence", 1)) + 1
+        world.received_ms = now_ms()  # the next one counts from now
+        steps = self.rules.timer_steps(spec["workflow"], spec["group"], int(spec["index"]), ev, key, incident,
+                                       world, occurrence)
+        if not steps:
+            return
+        steps = await self._claim(rec["id"], steps)
+        if steps:
+            await self._arm(rec, steps, await self.store.actions(rec["id"]), incident)
+
+    async def _drop(self, key: str | None, timer_id: str, why: str | None, *, fired: bool = False,
+                    event_id: str | None = None) -> None:
+        if key:
+            await self.incidents.remove_timer(key, timer_id)
+            entry = {"type": "timer_fired" if fired else "timer_dropped", "timer": timer_id}
+            if why:
+                entry["reason"] = why
+            await self.incidents.note(key, entry)
+        if event_id:
+            await self.store.add_timeline(event_id, {"type": "timer", "timer": timer_id,
+                                                     "state": "fired" if fired else "dropped"})
 
     async def _finish(self, rec: dict[str, Any], final: str, note: dict[str, Any], old: str | None = None) -> None:
         await self.store.transition(rec["id"], rec["received_at"], old or rec["state"], final, note,
                                     runs=0, **({"error": note["error"]} if "error" in note else {}))
         metrics.EVENTS_FINISHED.labels(rec["source"], final).inc()
         metrics.PROCESSING_SECONDS.labels(rec["source"]).observe(max(0.0, time.time() - rec["received_at"] / 1000))
+
+
+def _changes(before: dict[str, Any] | None, after: dict[str, Any], event_id: str) -> list[dict[str, Any]]:
+    """Timeline entries for what an event changed on its incident."""
+    out: list[dict[str, Any]] = []
+    if before is None or before.get("episode") != after.get("episode"):
+        out.append({"type": "opened", "episode": after.get("episode"), "severity": after.get("severity"),
+                    "event_id": event_id})
+        if after.get("deploys"):
+            out.append({"type": "deploys_linked", "deploys": [d.get("sha", "")[:12] for d in after["deploys"]]})
+        before = {}
+    for name in ("severity", "status"):
+        if after.get(name) != before.get(name) and before.get(name) is not None:
+            out.append({"type": f"{name}_changed", "from": before.get(name), "to": after.get(name),
+                        "event_id": event_id})
+    if after.get("acknowledged_at") and not before.get("acknowledged_at"):
+        out.append({"type": "acknowledged", "by": after.get("acknowledged_by"), "event_id": event_id})
+    if after.get("resolved_at") and not before.get("resolved_at"):
+        out.append({"type": "resolved", "resolution": after.get("resolution"), "event_id": event_id})
+    return out

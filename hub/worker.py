@@ -25,9 +25,10 @@ from hub.processor import Processor
 from hub.ratelimit import RateLimiter
 from hub.redis_conn import connect, json_dumps, json_loads
 from hub.registry import connector_classes
-from hub.rules import Rules
+from hub.rules import Rules, RulesError, load_rules
 from hub.settings import Settings
 from hub.store import PROCESS_JOB, Store, now_ms
+from hub.timers import TIMER_JOB, run_timer
 
 log = logging.getLogger("hub.worker")
 HEARTBEAT_S = 5.0
@@ -48,8 +49,11 @@ async def startup(ctx: dict[str, Any]) -> None:
                                  headers={"User-Agent": "incident-hub/0.1"})
     connectors = build_connectors(settings, http, redis)
     runner = ActionRunner(store, connectors, RateLimiter(redis))
-    ctx.update(store=store, http=http, connectors=connectors,
-               processor=Processor(store, Rules(), runner, settings.hub_max_event_runs))
+    shared = ctx.setdefault("shared", {})
+    rules = shared.get("rules") or load_worker_rules(settings)
+    processor = Processor(store, rules, runner, settings.hub_max_event_runs)
+    shared.update(rules=rules, processor=processor)
+    ctx.update(store=store, http=http, connectors=connectors, processor=processor)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     ctx["heartbeat"] = asyncio.create_task(_heartbeat(store, worker_id))
 
@@ -94,11 +98,38 @@ async def sweep(ctx: dict[str, Any]) -> int:
     return requeued
 
 
-def worker_options(settings: Settings) -> dict[str, Any]:
+def load_worker_rules(settings: Settings) -> Rules:
+    """The rules file for this worker (HUB_CONFIG, ./hub.yaml or the defaults); RulesError if invalid."""
+    return load_rules(settings.rules_path())
+
+
+def reload_rules(settings: Settings, shared: dict[str, Any]) -> bool:
+    """SIGHUP: load the rules file again; keep the previous rules (and log why) if it is invalid."""
+    try:
+        rules = load_worker_rules(settings)
+    except RulesError as e:
+        log.error("rules not reloaded, keeping the previous ones: %s is invalid:\n%s", e.source, e.report())
+        return False
+    shared["rules"] = rules
+    if shared.get("processor") is not None:
+        shared["processor"].rules = rules
+    log.info("rules reloaded from %s (%d workflows)", rules.source, len(rules.config.workflows))
+    return True
+
+
+def watch_sighup(settings: Settings, shared: dict[str, Any]) -> None:
+    """Reload the rules on SIGHUP (on the running loop)."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_rules, settings, shared)
+
+
+def worker_options(settings: Settings, shared: dict[str, Any] | None = None) -> dict[str, Any]:
     """The arq Worker keyword arguments for these settings."""
     return {
         "functions": [func(process_event, name=PROCESS_JOB, max_tries=10_000,  # our own limits apply
-                           timeout=settings.hub_job_timeout, keep_result=0)],
+                           timeout=settings.hub_job_timeout, keep_result=0),
+                      # a fired timer's result is kept so the same timer id is never queued again
+                      func(run_timer, name=TIMER_JOB, max_tries=1_000_000, timeout=settings.hub_job_timeout,
+                           keep_result=settings.hub_retention)],
         "cron_jobs": [cron(sweep, second={5, 35}, run_at_startup=True,
                                 timeout=settings.hub_job_timeout, keep_result=0)],
         "on_startup": startup,
@@ -110,13 +141,17 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "keep_result": 0,
         "poll_delay": 0.1,
         "job_completion_wait": SHUTDOWN_WAIT_S,
-        "ctx": {"settings": settings},
+        "ctx": {"settings": settings, "shared": shared if shared is not None else {}},
     }
 
 
-def make_worker(settings: Settings, redis: ArqRedis | None = None, **overrides: Any) -> Worker:
+def make_worker(settings: Settings, redis: ArqRedis | None = None, shared: dict[str, Any] | None = None,
+                **overrides: Any) -> Worker:
+    """An arq Worker; the rules are loaded here (RulesError: refuse to start) unless `shared` has them."""
+    shared = shared if shared is not None else {}
+    shared.setdefault("rules", load_worker_rules(settings))
     pool = redis or connect(settings.redis_url or "redis://127.0.0.1:6379/0", socket_timeout=10)
-    return Worker(redis_pool=pool, **{**worker_options(settings), **overrides})
+    return Worker(redis_pool=pool, **{**worker_options(settings, shared), **overrides})
 
 
 async def supervise(settings: Settings) -> None:
@@ -139,9 +174,11 @@ async def supervise(settings: Settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    shared: dict[str, Any] = {"rules": load_worker_rules(settings)}  # invalid: RulesError, no start
+    watch_sighup(settings, shared)
     delay = RESTART_MIN_S
     while not stop.is_set():
-        current = make_worker(settings, handle_signals=False)
+        current = make_worker(settings, handle_signals=False, shared=shared)
         started = loop.time()
         try:
             await current.async_run()
@@ -164,4 +201,7 @@ async def supervise(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    asyncio.run(supervise(settings))
+    try:
+        asyncio.run(supervise(settings))
+    except RulesError as e:
+        raise SystemExit(f"incident-hub: not starting: the rules file is invalid:\n{e.report()}") from None

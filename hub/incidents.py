@@ -1,0 +1,312 @@
+"""Per-incident state in Redis: what timers re-check, what later actions reference, what reports read.
+
+An incident is keyed by its incident.io fingerprint (`incidentio:<id>`) or, for an incident
+born from an alert, by the alert's source-qualified fingerprint (`grafana:<fp>`,
+`datadog:<monitor>[:<scope>]`). A page's dedup key is the incident key, so a PagerDuty ack
+(`page.acknowledged`, fingerprint = the dedup key) finds its incident directly.
+
+Keys (all expire HUB_RETENTION after the incident's last write):
+
+=================================  ======  ===============================================
+``hub:incident:{key}``             hash    the record; every value is JSON (fields below)
+``hub:incident:{key}:timeline``    list    JSON entries, oldest first: opened, acknowledged,
+                                           resolved, timer scheduled/fired/cancelled, …
+``hub:incident:{key}:timers``      hash    timer job id → JSON {workflow, step, due_ms, …}
+``hub:incident:{key}:lock``        string  held while one worker advances the incident
+``hub:incidents``                  zset    incident key by declared_at ms (for reports)
+``hub:incident-alias:{alias}``     string  another name → incident key (escalation dedup
+                                           keys, the incident.io id of an alert-born incident)
+``hub:claims:{subject}``           hash    action identity → id of the event that owns it
+                                           (subject: incident key or event fingerprint)
+``hub:deploys:{service}:{env}``    zset    JSON deploy → deploy time ms (last N kept)
+``hub:deploys:{service}``          set     the environments seen for the service
+=================================  ======  ===============================================
+
+Fields of ``hub:incident:{key}`` (JSON values; times are epoch milliseconds as the hub saw
+them, so MTTA = acknowledged_at - declared_at and MTTR = resolved_at - declared_at):
+``key``, ``kind`` ("incident" | "alert"), ``source``, ``title``, ``severity`` ("SEV1".."SEV4"),
+``status`` (the source's status name), ``status_category`` (incident.io: triage, live, …),
+``services`` (list), ``episode`` (1, then +1 each time it fires or reopens after a resolve),
+``declared_at``, ``acknowledged_at``, ``acknowledged_by`` (pagerduty, incidentio, operator),
+``resolved_at``, ``resolution``, ``escalated_at``, ``escalation_level``, ``updated_at``,
+``page_dedup_key``, ``statuspage_incident_id``, ``incidentio_id``, ``jira_keys`` (list),
+``deploys`` (list of {service, environment, sha, ref, author, url, state, at}),
+``links`` (list of {href, text}), ``severity_history`` (list of [ms, severity]).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from hub.events import Kind, NormalisedEvent
+from hub.store import now_ms
+
+PREFIX = "hub:incident:"
+INDEX = "hub:incidents"
+ALIAS = "hub:incident-alias:"
+CLAIMS = "hub:claims:"
+DEPLOYS = "hub:deploys:"
+
+ALERT_KINDS = frozenset({Kind.ALERT_FIRING, Kind.ALERT_RESOLVED})
+INCIDENT_KINDS = frozenset({Kind.INCIDENT_DECLARED, Kind.INCIDENT_UPDATED, Kind.INCIDENT_STATUS_CHANGED,
+                            Kind.INCIDENT_RESOLVED})
+PAGE_KINDS = frozenset({Kind.PAGE_ACKNOWLEDGED, Kind.PAGE_RESOLVED})
+DEPLOY_KINDS = frozenset({Kind.DEPLOY_SUCCEEDED, Kind.DEPLOY_FAILED})
+#: Kinds that (re)open an incident that was resolved.
+OPENING = frozenset({Kind.ALERT_FIRING, Kind.INCIDENT_DECLARED, Kind.INCIDENT_UPDATED,
+                     Kind.INCIDENT_STATUS_CHANGED})
+RESOLVING = frozenset({Kind.ALERT_RESOLVED, Kind.INCIDENT_RESOLVED})
+CLOSED_CATEGORIES = frozenset({"closed", "resolved", "learning", "canceled", "cancelled", "declined", "merged"})
+LIST_FIELDS = ("services", "jira_keys", "deploys", "links", "severity_history")
+
+
+def incident_key(event: NormalisedEvent) -> str | None:
+    """The incident an event belongs to, without looking anything up (page events: their dedup key)."""
+    if event.kind in ALERT_KINDS:
+        fp = event.fingerprint
+        return fp if fp.startswith(f"{event.source}:") else f"{event.source}:{fp}"
+    if event.kind in INCIDENT_KINDS:
+        return event.fingerprint
+    if event.kind == Kind.FOLLOWUP_CREATED:
+        parent = event.attributes.get("incident_id")
+        return f"{event.source}:{parent}" if parent else None
+    if event.kind in PAGE_KINDS:
+        return event.fingerprint
+    return None
+
+
+def _closed(event: NormalisedEvent) -> bool:
+    return str(event.attributes.get("status_category") or "").lower() in CLOSED_CATEGORIES
+
+
+def advance(before: dict[str, Any] | None, event: NormalisedEvent, key: str, at_ms: int,
+            *, episode: int | None = None) -> dict[str, Any]:
+    """The incident after `event` (pure). `episode` pins the episode chosen the first time."""
+    if event.kind in PAGE_KINDS or event.kind == Kind.FOLLOWUP_CREATED:
+        if before is None:
+            return {}
+        state = dict(before)
+        if event.kind == Kind.PAGE_ACKNOWLEDGED and not state.get("acknowledged_at"):
+            state.update(acknowledged_at=at_ms, acknowledged_by=event.source)
+        state["updated_at"] = at_ms
+        return state
+
+    reopening = bool(before and before.get("resolved_at")) and event.kind in OPENING and not _closed(event)
+    if before is None or reopening or (episode is not None and episode > int((before or {}).get("episode", 0))):
+        prior = before or {}
+        state: dict[str, Any] = {
+            "key": key, "kind": "alert" if event.kind in ALERT_KINDS else "incident", "source": event.source,
+            "episode": episode or int(prior.get("episode", 0)) + 1, "declared_at": at_ms,
+            "acknowledged_at": None, "acknowledged_by": None, "resolved_at": None, "resolution": None,
+            "escalated_at": None, "escalation_level": 0, "page_dedup_key": None, "statuspage_incident_id": None,
+            "incidentio_id": event.attributes.get("incident_id") if event.kind in INCIDENT_KINDS else
+            prior.get("incidentio_id") if prior.get("kind") == "incident" else None,
+            "jira_keys": [], "deploys": [], "links": [], "services": [], "severity_history": [],
+            "status": None, "status_category": None, "severity": None, "title": "",
+        }
+    else:
+        state = dict(before)
+    if event.title:
+        state["title"] = event.title
+    if event.severity and event.severity.value != state.get("severity"):
+        state["severity_history"] = [*state.get("severity_history", []), [at_ms, event.severity.value]]
+        state["severity"] = event.severity.value
+    if event.status:
+        state["status"] = event.status
+    category = event.attributes.get("status_category")
+    if category:
+        previous = state.get("status_category")
+        state["status_category"] = category
+        left_triage = event.attributes.get("left_triage") or (previous == "triage" and category != "triage")
+        if left_triage and not state.get("acknowledged_at"):
+            state.update(acknowledged_at=at_ms, acknowledged_by=event.source)
+    if event.kind in INCIDENT_KINDS and event.attributes.get("incident_id"):
+        state["incidentio_id"] = event.attributes["incident_id"]
+    for svc in event.services:
+        if svc not in state["services"]:
+            state["services"] = [*state["services"], svc]
+    for link in event.links:
+        entry = link.model_dump()
+        if entry not in state["links"]:
+            state["links"] = [*state["links"], entry][:10]
+    if (event.kind in RESOLVING or (event.kind in INCIDENT_KINDS and _closed(event))) and not state.get("resolved_at"):
+        state["resolved_at"] = at_ms
+        state["resolution"] = event.attributes.get("resolution") or "resolved"
+    state["updated_at"] = at_ms
+    return state
+
+
+def duration_ms(state: dict[str, Any] | None) -> int | None:
+    if not state or not state.get("declared_at"):
+        return None
+    end = state.get("resolved_at") or now_ms()
+    return max(0, int(end) - int(state["declared_at"]))
+
+
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class IncidentStore:
+    """Async access to the keys above. Cheap to construct."""
+
+    def __init__(self, redis: Redis, retention_s: float) -> None:
+        self.redis = redis
+        self.retention = int(retention_s)
+        self._release = redis.register_script(_RELEASE)
+
+    # -- the record ----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        raw = await self.redis.hgetall(PREFIX + key)
+        if not raw:
+            return None
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        keys = list(dict.fromkeys(keys))
+        async with self.redis.pipeline(transaction=False) as p:
+            for key in keys:
+                p.hgetall(PREFIX + key)
+            raws = await p.execute()
+        return {key: ({k.decode(): json.loads(v) for k, v in raw.items()} if raw else None)
+                for key, raw in zip(keys, raws, strict=True)}
+
+    async def save(self, key: str, state: dict[str, Any], changes: Iterable[dict[str, Any]] = ()) -> None:
+        """Write the whole record (and timeline entries) in one transaction; refresh expiry."""
+        async with self.redis.pipeline(transaction=True) as p:
+            self.save_into(p, key, state, changes)
+            await p.execute()
+
+    def save_into(self, p: Any, key: str, state: dict[str, Any], changes: Iterable[dict[str, Any]] = ()) -> None:
+        """Queue the writes of `save` on a pipeline (so they can share a transaction)."""
+        if not state:
+            return
+        ms = now_ms()
+        p.hset(PREFIX + key, mapping={k: json.dumps(v, default=str) for k, v in state.items()})
+        p.expire(PREFIX + key, self.retention)
+        if state.get("declared_at"):
+            p.zadd(INDEX, {key: int(state["declared_at"])})
+        for entry in changes:
+            p.rpush(PREFIX + key + ":timeline", json.dumps({"at": ms, **entry}, default=str))
+        p.expire(PREFIX + key + ":timeline", self.retention)
+        p.expire(PREFIX + key + ":timers", self.retention)
+        p.zremrangebyscore(INDEX, "-inf", ms - self.retention * 1000)
+
+    async def update(self, key: str, **fields: Any) -> None:
+        """Set a few fields of an existing record (results of actions: statuspage id, jira key, …)."""
+        if not await self.redis.exists(PREFIX + key):
+            return
+        await self.redis.hset(PREFIX + key, mapping={k: json.dumps(v, default=str) for k, v in fields.items()})
+
+    async def timeline(self, key: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in await self.redis.lrange(PREFIX + key + ":timeline", 0, -1)]
+
+    async def note(self, key: str, entry: dict[str, Any]) -> None:
+        async with self.redis.pipeline(transaction=False) as p:
+            p.rpush(PREFIX + key + ":timeline", json.dumps({"at": now_ms(), **entry}, default=str))
+            p.expire(PREFIX + key + ":timeline", self.retention)
+            await p.execute()
+
+    async def acknowledge(self, key: str, by: str = "operator") -> bool:
+        """An operator's ack (stops escalation). False when unknown or already acknowledged."""
+        state = await self.get(key)
+        if state is None or state.get("acknowledged_at"):
+            return False
+        ms = now_ms()
+        await self.update(key, acknowledged_at=ms, acknowledged_by=by)
+        await self.note(key, {"type": "acknowledged", "by": by})
+        return True
+
+    # -- aliases -------------------------------------------------------------------------------
+
+    async def resolve(self, name: str) -> str | None:
+        """The incident key for a key or alias (None when neither is known)."""
+        if await self.redis.exists(PREFIX + name):
+            return name
+        found = await self.redis.get(ALIAS + name)
+        return found.decode() if found else None
+
+    async def alias(self, name: str, key: str) -> None:
+        if name != key:
+            await self.redis.set(ALIAS + name, key, ex=self.retention)
+
+    # -- claims: who owns an action identity -------------------------------------------------
+
+    async def claims(self, subjects: Iterable[str]) -> dict[str, dict[str, str]]:
+        subjects = list(dict.fromkeys(subjects))
+        async with self.redis.pipeline(transaction=False) as p:
+            for s in subjects:
+                p.hgetall(CLAIMS + s)
+            raws = await p.execute()
+        return {s: {k.decode(): v.decode() for k, v in raw.items()} for s, raw in zip(subjects, raws, strict=True)}
+
+    async def claim(self, subject: str, identity: str, event_id: str) -> str:
+        """Own `identity` for `event_id` unless another event already does; returns the owner."""
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hsetnx(CLAIMS + subject, identity, event_id)
+            p.hget(CLAIMS + subject, identity)
+            p.expire(CLAIMS + subject, self.retention)
+            _, owner, _ = await p.execute()
+        return owner.decode()
+
+    # -- timers --------------------------------------------------------------------------------
+
+    async def timers(self, key: str) -> dict[str, dict[str, Any]]:
+        raw = await self.redis.hgetall(PREFIX + key + ":timers")
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def add_timer(self, key: str, timer_id: str, spec: dict[str, Any]) -> None:
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(PREFIX + key + ":timers", timer_id, json.dumps(spec, default=str))
+            p.expire(PREFIX + key + ":timers", self.retention)
+            await p.execute()
+
+    async def remove_timer(self, key: str, timer_id: str) -> bool:
+        return bool(await self.redis.hdel(PREFIX + key + ":timers", timer_id))
+
+    # -- locking -------------------------------------------------------------------------------
+
+    async def lock(self, keys: Iterable[str], lease_s: float) -> str | None:
+        """Take every key's lock (sorted, all or none); a token to unlock, or None when busy."""
+        token = secrets.token_hex(8)
+        taken: list[str] = []
+        for key in sorted(set(keys)):
+            if await self.redis.set(PREFIX + key + ":lock", token, nx=True, px=int(lease_s * 1000)):
+                taken.append(key)
+            else:
+                await self.unlock(taken, token)
+                return None
+        return token
+
+    async def unlock(self, keys: Iterable[str], token: str) -> None:
+        for key in keys:
+            await self._release(keys=[PREFIX + key + ":lock"], args=[token])
+
+    # -- deploys -------------------------------------------------------------------------------
+
+    async def record_deploy(self, deploy: dict[str, Any], keep: int) -> None:
+        """Remember a deploy under its service and environment (idempotent: same deploy, same member)."""
+        service, env = deploy["service"].casefold(), (deploy.get("environment") or "unknown").casefold()
+        zkey = f"{DEPLOYS}{service}:{env}"
+        async with self.redis.pipeline(transaction=True) as p:
+            p.zadd(zkey, {json.dumps(deploy, sort_keys=True, default=str): int(deploy["at"])})
+            p.zremrangebyrank(zkey, 0, -keep - 1)
+            p.expire(zkey, self.retention)
+            p.sadd(DEPLOYS + service, env)
+            p.expire(DEPLOYS + service, self.retention)
+            await p.execute()
+
+    async def deploys(self, services: Iterable[str], since_ms: int) -> list[dict[str, Any]]:
+        """Deploys of these services (any environment) since `since_ms`, newest first."""
+        out: list[dict[str, Any]] = []
+        for service in dict.fromkeys(s.casefold() for s in services):
+            envs = [e.decode() for e in await self.redis.smembers(DEPLOYS + service)]
+            for env in envs:
+                for raw in await self.redis.zrangebyscore(f"{DEPLOYS}{service}:{env}", since_ms, "+inf"):
+                    out.append(json.loads(raw))
+        return sorted(out, key=lambda d: -int(d.get("at", 0)))

@@ -1,0 +1,249 @@
+"""Checks that relate one place of the rules file to another, each reported where it happens.
+
+Pydantic checks shapes; these check meaning: names that must exist (teams, actions, event
+kinds, sources, earlier steps), templates that must parse and read known names, secrets
+that should come from the environment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import re
+from functools import lru_cache
+from typing import Any
+
+from hub.events import Kind
+from hub.rules import templating
+from hub.rules.loader import Path_, Positions, Problem, _dotted
+from hub.rules.model import Condition, HubConfig, Step, Workflow
+
+#: Actions the hub performs itself (not through a connector).
+BUILTIN_ACTIONS = {"hub": {"cancel_timers"}}
+ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+#: Roots of `exists:` paths.
+EXISTS_ROOTS = ("event", "incident", "service", "team", "deploy")
+
+
+@lru_cache(maxsize=1)
+def known_actions() -> dict[str, set[str] | None]:
+    """connector name → its action names (None when the connector cannot be asked)."""
+    from hub.registry import connector_classes
+    from hub.settings import Settings
+
+    settings = Settings.model_construct()
+    out: dict[str, set[str] | None] = {k: set(v) for k, v in BUILTIN_ACTIONS.items()}
+    for name, cls in connector_classes().items():
+        try:
+            out[name] = set(cls(settings, None, None).actions())  # type: ignore[arg-type]
+        except Exception:  # a connector that needs more to build still has a name
+            out[name] = None
+    return out
+
+
+class _Checker:
+    def __init__(self, config: HubConfig, data: dict[str, Any], positions: Positions) -> None:
+        self.config = config
+        self.data = data
+        self.positions = positions
+        self.problems: list[Problem] = []
+
+    def add(self, path: Path_, message: str, hint: str = "", *, key: bool = False, severity: str = "error") -> None:
+        line, col = self.positions.find(path, key=key)
+        self.problems.append(Problem(line, col, _dotted(path), message, hint, severity))
+
+    # -- catalog -------------------------------------------------------------------------------
+
+    def catalog(self) -> None:
+        cat = self.config.catalog
+        seen_alias: dict[str, str] = {}
+        for name, svc in cat.services.items():
+            base = ("catalog", "services", name)
+            if svc.team and svc.team not in cat.teams:
+                self.add((*base, "team"), f"unknown team {svc.team!r}", _suggest(svc.team, cat.teams, "teams"))
+            for i, alias in enumerate([name, *svc.aliases]):
+                folded = alias.casefold()
+                other = seen_alias.get(folded)
+                if other and other != name:
+                    where = (*base, "aliases", i - 1) if i else base
+                    self.add(where, f"alias {alias!r} is also used by service {other!r}",
+                             "an alias must name one service")
+                seen_alias.setdefault(folded, name)
+            self.secret((*base, "pagerduty_routing_key"), svc.pagerduty_routing_key)
+            self.secret((*base, "slack_webhook"), svc.slack_webhook)
+        for name, team in cat.teams.items():
+            base = ("catalog", "teams", name)
+            self.secret((*base, "pagerduty_routing_key"), team.pagerduty_routing_key)
+            self.secret((*base, "slack_webhook"), team.slack_webhook)
+            if team.manager:
+                self.secret((*base, "manager", "slack_webhook"), team.manager.slack_webhook)
+            for i, level in enumerate(team.escalation):
+                self.secret((*base, "escalation", i, "pagerduty_routing_key"), level.pagerduty_routing_key)
+        self.source_options()
+
+    def secret(self, path: Path_, value: str | None) -> None:
+        if not value:
+            return
+        m = ENV_REF.match(value)
+        if value.startswith("env:") and not m:
+            self.add(path, f"{value!r} is not a valid environment reference", "write env:NAME (letters, digits, _)")
+        elif m and m.group(1) not in os.environ:
+            self.add(path, f"environment variable {m.group(1)} is not set here", "set it where the worker runs",
+                     severity="warning")
+        elif not m:
+            self.add(path, "a secret is written in the file", "prefer env:NAME and set NAME in the environment",
+                     severity="warning")
+
+    def source_options(self) -> None:
+        from hub.registry import sources
+
+        known = sources()
+        for name, options in self.config.catalog.sources.items():
+            path = ("catalog", "sources", name)
+            src = known.get(name)
+            if src is None:
+                self.add(path, f"unknown source {name!r}", _suggest(name, known, "sources"), key=True)
+                continue
+            for problem in src.check_options(options):
+                named = [k for k in options if re.search(rf"(?<![\w]){re.escape(str(k))}(?![\w])", problem)]
+                if named:
+                    self.add((*path, named[0]), f"{name} option: {problem}", key=problem.startswith("unknown"))
+                else:
+                    self.add(path, f"{name} option: {problem}")
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    def workflows(self) -> None:
+        names: dict[str, int] = {}
+        for wi, wf in enumerate(self.config.workflows):
+            base: Path_ = ("workflows", wi)
+            if wf.name in names:
+                self.add((*base, "name"), f"workflow name {wf.name!r} is used twice",
+                         f"the other is workflows[{names[wf.name]}]; names are part of action identities")
+            names.setdefault(wf.name, wi)
+            for ki, kind in enumerate(wf.on):
+                self.kind((*base, "on", ki) if "on" in self.data["workflows"][wi] and
+                          isinstance(self.data["workflows"][wi]["on"], list) else (*base, "on"), kind)
+            if wf.if_:
+                self.condition((*base, "if"), wf.if_)
+            self.steps(base, wf)
+
+    def kind(self, path: Path_, kind: str) -> None:
+        kinds = [k.value for k in Kind]
+        if any(ch in kind for ch in "*?[") and fnmatch.filter(kinds, kind):
+            return
+        if kind not in kinds:
+            self.add(path, f"unknown event kind {kind!r}", _suggest(kind, kinds, "kinds"))
+
+    def steps(self, base: Path_, wf: Workflow) -> None:
+        earlier: list[str] = []  # steps that run when the event is processed, in order
+        ids: dict[str, Path_] = {}
+        for si, step in enumerate(wf.do):
+            spath = (*base, "do", si)
+            if step.do:
+                self.step(spath, step, list(earlier), ids, in_group=False)
+                group_earlier = list(earlier)  # a group reads the immediate steps and its own earlier ones
+                for gi, sub in enumerate(step.do):
+                    self.step((*spath, "do", gi), sub, group_earlier, ids, in_group=True)
+            else:
+                readable = list(earlier)
+                self.step(spath, step, readable, ids, in_group=False)
+                if not step.delayed:
+                    earlier.append(step.id or "")
+            if step.every is not None and step.unless is None:
+                self.add((*spath, "every"), "a repeating step without `unless` repeats until the incident "
+                         "is resolved", "add `unless: resolved` to say so", severity="warning")
+
+    def step(self, path: Path_, step: Step, earlier: list[str], ids: dict[str, Path_], *, in_group: bool) -> None:
+        """Check one step; `earlier` is what its templates may read (a group member appends itself)."""
+        assert step.id is not None
+        if step.id in ids:
+            self.add((*path, "id"), f"step id {step.id!r} is used twice in this workflow",
+                     "give each step its own `id`")
+        ids.setdefault(step.id, path)
+        if in_group and (step.do or step.after is not None or step.every is not None or step.unless is not None):
+            self.add(path, "a step inside a group cannot be a group or have its own after/every/unless",
+                     "put the timing on the group")
+        if step.if_:
+            self.condition((*path, "if"), step.if_)
+        if step.unless:
+            self.condition((*path, "unless"), step.unless)
+        if not step.action:
+            return
+        self.action((*path, "action"), step.action)
+        for name, value in step.with_.items():
+            for text in templating.strings(value):
+                self.template((*path, "with", name), text, earlier)
+        for name, value in step.record.items():
+            for text in templating.strings(value):
+                self.template((*path, "record", name), text, earlier, extra=("result", "params"))
+        if in_group:
+            earlier.append(step.id)
+
+    def action(self, path: Path_, name: str) -> None:
+        actions = known_actions()
+        connector, dot, action = name.partition(".")
+        if not dot or not action:
+            self.add(path, f"{name!r} is not connector.action", "e.g. pagerduty.trigger or slack.notify")
+            return
+        if connector not in actions:
+            self.add(path, f"unknown connector {connector!r}", _suggest(connector, actions, "connectors"))
+            return
+        known = actions[connector]
+        if known is not None and action not in known:
+            full = [f"{connector}.{a}" for a in sorted(known)]
+            self.add(path, f"{connector} has no action {action!r}", _suggest(name, full, "actions"))
+
+    def template(self, path: Path_, text: str, earlier: list[str], extra: tuple[str, ...] = ()) -> None:
+        try:
+            names, steps = templating.references(text)
+        except templating.TemplateProblem as e:
+            self.add(path, str(e), "templates look like {{ event.title }}; the hub's filters: "
+                     + ", ".join(templating.HUB_FILTERS) + ", plus Jinja's (default, lower, join, length, …)")
+            return
+        roots = (*templating.ROOTS, *extra)
+        for name in sorted(names - set(roots)):
+            self.add(path, f"unknown template variable {name!r}", _suggest(name, roots, "variables"))
+        for sid in sorted(steps - set(earlier)):
+            self.add(path, f"steps.{sid} is not an earlier step that has run by then",
+                     "a step reads the results of the steps before it that are not delayed: "
+                     + (", ".join(earlier) or "none here"))
+
+    def condition(self, path: Path_, cond: Condition) -> None:
+        for i, p in enumerate(cond.exists or []):
+            root = p.split(".", 1)[0]
+            if root not in EXISTS_ROOTS:
+                self.add((*path, "exists", i) if len(cond.exists or []) > 1 else (*path, "exists"),
+                         f"exists: {p!r} does not start with one of {', '.join(EXISTS_ROOTS)}")
+        for i, kind in enumerate(cond.kind or []):
+            self.kind((*path, "kind", i), kind)
+        services = self.config.catalog.services
+        known = {n.casefold() for n in services} | {a.casefold() for s in services.values() for a in s.aliases}
+        for name in cond.service or []:
+            if services and name.casefold() not in known:
+                self.add((*path, "service"), f"service {name!r} is not in the catalog",
+                         _suggest(name, services, "services"), severity="warning")
+        for name in cond.team or []:
+            if name not in self.config.catalog.teams:
+                self.add((*path, "team"), f"unknown team {name!r}", _suggest(name, self.config.catalog.teams, "teams"))
+        for key in ("any", "all"):
+            for i, sub in enumerate(getattr(cond, key) or []):
+                self.condition((*path, key, i), sub)
+        if cond.not_:
+            self.condition((*path, "not"), cond.not_)
+
+
+def _suggest(name: str, known: Any, what: str) -> str:
+    options = sorted(str(k) for k in known)
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known {what}: {', '.join(options)}" if options else f"no {what} are defined"
+
+
+def check(config: HubConfig, data: dict[str, Any], positions: Positions) -> list[Problem]:
+    c = _Checker(config, data, positions)
+    c.catalog()
+    c.workflows()
+    return c.problems

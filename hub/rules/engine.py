@@ -1,0 +1,397 @@
+"""Decide: the actions a list of normalised events causes, given the catalog, workflows and state.
+
+`Rules.plan(events, world)` is a pure function of its inputs: the processor loads the
+`World` (incident state, claims, recent deploys) and pins what it saw to the event, so a
+re-run of the same event plans the same actions with the same identities. Step parameters
+that read earlier steps' results are rendered just before the action runs
+(`PlannedStep.render`); in a dry run they show as `<steps.open.result.id>`.
+
+Identity of an action instance: `<scope>:<workflow>:<step>` (or `<scope>:<identity>` when
+steps share one), where scope is the incident and its episode (`grafana:abc#2`), the event
+fingerprint (`per: fingerprint`) or the event itself (`per: event`). A repeating step adds
+`#<occurrence>`. The identity is the action's id on the event and its idempotency key.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from hub.actions import PlannedAction
+from hub.events import NormalisedEvent, Severity
+from hub.incidents import advance, duration_ms, incident_key
+from hub.rules import templating
+from hub.rules.conditions import Facts, matches, recent_deploys
+from hub.rules.loader import Loaded
+from hub.rules.model import Condition, HubConfig, Service, Step, Team, Workflow
+
+ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+#: How far back deploys are offered to conditions and templates.
+DEPLOY_LOOKBACK_S = 24 * 3600
+
+
+@dataclass
+class World:
+    """Everything besides the events that a plan depends on."""
+
+    event_id: str = "ev_simulated"
+    received_ms: int = 0
+    now_ms: int = 0
+    #: Incident key per event index (page events resolved through aliases), None when none.
+    keys: list[str | None] = field(default_factory=list)
+    #: The incident before this event, per key (pinned on the event's first run).
+    incidents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    #: Episode chosen for each key on the first run.
+    episodes: dict[str, int] = field(default_factory=dict)
+    #: subject → identity → id of the event that owns it.
+    claims: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Recent deploys (any service), newest first.
+    deploys: list[dict[str, Any]] = field(default_factory=list)
+    #: Connectors that are configured (no missing settings).
+    configured: set[str] = field(default_factory=set)
+    #: JIRA_PROJECT, the last fallback for tickets.
+    jira_project: str | None = None
+
+
+@dataclass
+class TimerSpec:
+    """When a delayed step fires: `after`/`every` as seconds or per-severity seconds."""
+
+    after: float | dict[str, float]
+    every: float | dict[str, float] | None
+    unless: Condition | None
+    group: str
+    anchor_ms: int
+
+    def delay(self, severity: str | None, occurrence: int = 1) -> float | None:
+        """Seconds after the anchor for this severity (None: this severity does not run it)."""
+        spec = self.after if occurrence == 1 or self.every is None else self.every
+        if isinstance(spec, dict):
+            return spec.get(severity or "") if severity else None
+        return float(spec)
+
+
+@dataclass(eq=False)
+class PlannedStep(PlannedAction):
+    """A PlannedAction with what the processor needs to render, record, claim and time it."""
+
+    step_id: str = ""
+    event_index: int = 0
+    incident_key: str | None = None
+    subject: str = ""
+    template: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    timer: TimerSpec | None = None
+    timer_id: str | None = None
+    occurrence: int = 1
+    builtin: bool = False
+    #: Set when the plan is for display only and a parameter could not be rendered.
+    render_error: str | None = None
+
+    def render(self, steps: Mapping[str, Any], incident: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Final parameters: templates over the context, current incident and earlier results."""
+        ctx = dict(self.context)
+        ctx["steps"] = dict(steps)
+        if incident is not None:
+            ctx["incident"] = incident_view(incident)
+        return _drop_none(templating.render_value(self.template, ctx))
+
+    def render_record(self, params: Mapping[str, Any], result: Mapping[str, Any],
+                      steps: Mapping[str, Any], incident: Mapping[str, Any] | None) -> dict[str, Any]:
+        ctx = dict(self.context)
+        ctx.update(steps=dict(steps), params=dict(params), result=dict(result))
+        if incident is not None:
+            ctx["incident"] = incident_view(incident)
+        return _drop_none(templating.render_value(self.record, ctx))
+
+
+def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
+    """A parameter that renders to nothing is left out, so the connector's default applies."""
+    return {k: v for k, v in params.items() if v is not None and v != ""}
+
+
+def env_value(ref: str | None) -> str | None:
+    """`env:NAME` → the variable's value (None when unset); a literal stays as written."""
+    if not ref:
+        return None
+    m = ENV_REF.match(ref)
+    if m:
+        return os.environ.get(m.group(1)) or None
+    return ref
+
+
+def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The incident as templates see it: the record plus derived fields, every field present."""
+    base: dict[str, Any] = {f: None for f in (
+        "key", "kind", "source", "title", "severity", "status", "status_category", "episode", "declared_at",
+        "acknowledged_at", "acknowledged_by", "resolved_at", "resolution", "escalated_at", "page_dedup_key",
+        "statuspage_incident_id", "incidentio_id")}
+    base.update(services=[], jira_keys=[], deploys=[], links=[], escalation_level=0)
+    if state:
+        base.update(state)
+    ms = duration_ms(dict(state)) if state else None
+    base["duration_s"] = ms // 1000 if ms is not None else None
+    base["acknowledged"] = bool(base.get("acknowledged_at"))
+    base["resolved"] = bool(base.get("resolved_at"))
+    base["url"] = next((link["href"] for link in base["links"] if isinstance(link, dict)), "")
+    return base
+
+
+class Rules:
+    """A loaded rules file: catalog lookups and planning."""
+
+    def __init__(self, loaded: Loaded | HubConfig | None = None) -> None:
+        if loaded is None:
+            from hub.rules.loader import load_file
+            from hub.settings import SettingsError, get_settings
+
+            try:
+                path = get_settings().rules_path()
+            except SettingsError:
+                path = None
+            loaded = load_file(path)
+        if isinstance(loaded, HubConfig):
+            self.config, self.source, self.warnings = loaded, "<in memory>", []
+        else:
+            self.config, self.source, self.warnings = loaded.config, loaded.source, loaded.warnings
+        self._aliases: dict[str, str] = {}
+        for name, svc in self.config.catalog.services.items():
+            for alias in (name, *svc.aliases):
+                self._aliases.setdefault(alias.casefold(), name)
+        self.loaded_at = time.time()
+
+    # -- catalog -------------------------------------------------------------------------------
+
+    def source_options(self, source: str) -> dict[str, Any]:
+        """The catalog's options for one inbound source (severity maps, label names, …)."""
+        return dict(self.config.catalog.sources.get(source) or {})
+
+    def canonical_services(self, names: list[str]) -> list[str]:
+        """Catalog names for the raw names (aliases resolved; unknown names kept as they are)."""
+        out: list[str] = []
+        for name in names:
+            canon = self._aliases.get(name.casefold(), name)
+            if canon not in out:
+                out.append(canon)
+        return out
+
+    def service_view(self, name: str | None, world: World) -> dict[str, Any]:
+        svc = self.config.catalog.services.get(name or "") or Service()
+        return {
+            "name": name or "", "description": svc.description, "aliases": list(svc.aliases), "team": svc.team,
+            "statuspage_components": list(svc.statuspage_components),
+            "pagerduty_routing_key": env_value(svc.pagerduty_routing_key),
+            "opsgenie_responders": [r.model_dump(exclude_none=True) for r in svc.opsgenie_responders],
+            "jira_project": svc.jira_project or self.config.catalog.jira_project or world.jira_project,
+            "slack_webhook": env_value(svc.slack_webhook),
+            "in_catalog": name in self.config.catalog.services,
+        }
+
+    def team_view(self, name: str | None) -> dict[str, Any]:
+        team = self.config.catalog.teams.get(name or "") or Team()
+        manager = team.manager.model_dump() if team.manager else {"name": "", "slack": "", "email": "",
+                                                                    "slack_webhook": None}
+        manager["slack_webhook"] = env_value(manager.get("slack_webhook"))
+        return {
+            "name": name or "", "description": team.description,
+            "pagerduty_routing_key": env_value(team.pagerduty_routing_key),
+            "opsgenie_responders": [r.model_dump(exclude_none=True) for r in team.opsgenie_responders],
+            "slack_webhook": env_value(team.slack_webhook), "manager": manager,
+            "escalation": [{"level": i + 1, "name": lvl.name or f"level {i + 1}",
+                            "pagerduty_routing_key": env_value(lvl.pagerduty_routing_key),
+                            "opsgenie_responders": [r.model_dump(exclude_none=True) for r in lvl.opsgenie_responders]}
+                           for i, lvl in enumerate(team.escalation)],
+        }
+
+    @staticmethod
+    def pager(service: Mapping[str, Any], team: Mapping[str, Any], configured: set[str]) -> str:
+        """PagerDuty when a routing key is at hand (service, team or global), else OpsGenie if set up."""
+        if service.get("pagerduty_routing_key") or team.get("pagerduty_routing_key"):
+            return "pagerduty"
+        if service.get("opsgenie_responders") or team.get("opsgenie_responders"):
+            return "opsgenie"
+        if "pagerduty" not in configured and "opsgenie" in configured:
+            return "opsgenie"
+        return "pagerduty"
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def plan(self, events: list[NormalisedEvent], world: World | None = None) -> list[PlannedStep]:
+        """Every action instance these events cause, in workflow and step order, per event."""
+        world = world or World(received_ms=_now_ms(), now_ms=_now_ms())
+        planned: list[PlannedStep] = []
+        for index, (ev, key, before, after) in enumerate(self.states(events, world)):
+            planned.extend(self._plan_event(index, ev, key, before, after, world))
+        return planned
+
+    @staticmethod
+    def states(events: list[NormalisedEvent], world: World
+               ) -> list[tuple[NormalisedEvent, str | None, dict[str, Any] | None, dict[str, Any] | None]]:
+        """Per event: (event, incident key, incident before, incident after). Fills `world.episodes`."""
+        out = []
+        current: dict[str, dict[str, Any] | None] = dict(world.incidents)
+        for index, ev in enumerate(events):
+            key = world.keys[index] if index < len(world.keys) else incident_key(ev)
+            before = current.get(key) if key else None
+            after = (advance(before, ev, key, world.received_ms, episode=world.episodes.get(key))
+                     if key else None) or None
+            if key and after:
+                current[key] = after
+                world.episodes.setdefault(key, int(after.get("episode", 1)))
+            out.append((ev, key, before, after))
+        return out
+
+    def context(self, index: int, ev: NormalisedEvent, key: str | None, after: dict[str, Any] | None,
+                world: World) -> tuple[dict[str, Any], Facts]:
+        """The template context and the condition facts for one event."""
+        raw_services = list(ev.services) or list((after or {}).get("services") or [])
+        services = self.canonical_services(raw_services)
+        views = [self.service_view(s, world) for s in services] or [self.service_view(None, world)]
+        team_names = list(dict.fromkeys(v["team"] for v in views if v["team"]))
+        team = self.team_view(team_names[0] if team_names else None)
+        service_names = {s.casefold() for s in services} | {s.casefold() for s in raw_services}
+        deploys = [d for d in world.deploys if str(d.get("service", "")).casefold() in service_names]
+        linked = recent_deploys(deploys, DEPLOY_LOOKBACK_S, world.now_ms)
+        event = ev.model_dump(mode="json")
+        event.update(id=world.event_id, index=index, received_at=world.received_ms)
+        ctx: dict[str, Any] = {
+            "event": event, "incident": incident_view(after), "service": views[0], "services": views,
+            "team": team, "steps": {}, "deploy": linked[0] if linked else {}, "deploys": linked,
+            "now": datetime.fromtimestamp(world.now_ms / 1000, UTC).isoformat(timespec="seconds"),
+            "occurrence": 1, "workflow": "",
+        }
+        facts = Facts(event=ev, incident=after, before=world.incidents.get(key) if key else None,
+                      services=services + [s for s in raw_services if s not in services], teams=team_names,
+                      pager=self.pager(views[0], team, world.configured), configured=world.configured,
+                      deploys=deploys, now_ms=world.now_ms, values=ctx)
+        return ctx, facts
+
+    def _plan_event(self, index: int, ev: NormalisedEvent, key: str | None, before: dict[str, Any] | None,
+                    after: dict[str, Any] | None, world: World) -> list[PlannedStep]:
+        ctx, facts = self.context(index, ev, key, after, world)
+        facts.before = before
+        out: list[PlannedStep] = []
+        for wf in self.config.workflows:
+            if not wf.enabled or not any(fnmatch.fnmatchcase(ev.kind, k) for k in wf.on):
+                continue
+            if not matches(wf.if_, facts):
+                continue
+            wf_ctx = {**ctx, "workflow": wf.name}
+            for step in wf.do:
+                if not matches(step.if_, facts):
+                    continue
+                out.extend(self._steps(wf, step, index, ev, key, after, wf_ctx, facts, world))
+        return out
+
+    def scope(self, wf: Workflow, ev: NormalisedEvent, key: str | None, after: dict[str, Any] | None,
+              index: int, world: World) -> tuple[str, str]:
+        """(subject, scope) of a workflow's actions for this event."""
+        if wf.per == "incident" and key and after:
+            return key, f"{key}#{after.get('episode', 1)}"
+        if wf.per == "event":
+            return ev.fingerprint, f"{world.event_id}.{index}"
+        return ev.fingerprint, ev.fingerprint
+
+    def _steps(self, wf: Workflow, step: Step, index: int, ev: NormalisedEvent, key: str | None,
+               after: dict[str, Any] | None, ctx: dict[str, Any], facts: Facts, world: World,
+               occurrence: int = 1) -> list[PlannedStep]:
+        subject, scope = self.scope(wf, ev, key, after, index, world)
+        members = step.do if step.do else [step]
+        timer = None
+        timer_id = None
+        suffix = f"#{occurrence}" if step.every is not None else ""
+        if step.after is not None:
+            timer = timer_spec(step, world.received_ms)
+            timer_id = f"timer:{scope}:{wf.name}:{step.id}{suffix}"
+        out = []
+        for sub in members:
+            if step.do and not matches(sub.if_, facts):
+                continue
+            assert sub.action is not None and sub.id is not None
+            connector, _, action = sub.action.partition(".")
+            identity = f"{scope}:{sub.identity}" if sub.identity else f"{scope}:{wf.name}:{sub.id}"
+            identity += suffix
+            severity = (after or {}).get("severity") or (ev.severity.value if ev.severity else None)
+            delay = timer.delay(severity, occurrence) if timer else 0.0
+            ps = PlannedStep(
+                id=identity, connector=connector, action=action, idempotency_key=identity,
+                delay=float(delay or 0.0), unless=_guard_names(step.unless), workflow=wf.name,
+                step_id=sub.id, event_index=index, incident_key=key, subject=subject,
+                template=dict(sub.with_), record=dict(sub.record), context={**ctx, "occurrence": occurrence},
+                needs=tuple(sorted(_needs(sub.with_))), timer=timer, timer_id=timer_id, occurrence=occurrence,
+                builtin=connector == "hub")
+            ps.params = self.preview(ps)
+            out.append(ps)
+        return out
+
+    def step_for(self, workflow: str, group: str) -> tuple[Workflow, Step] | None:
+        """A workflow's top-level step by id (what a firing timer runs), if it still exists."""
+        for wf in self.config.workflows:
+            if wf.name == workflow:
+                for step in wf.do:
+                    if step.id == group:
+                        return wf, step
+        return None
+
+    def timer_steps(self, workflow: str, group: str, index: int, ev: NormalisedEvent, key: str | None,
+                    state: dict[str, Any] | None, world: World, occurrence: int) -> list[PlannedStep] | None:
+        """The actions of a delayed step, planned afresh when its timer fires (None: gone from the rules)."""
+        found = self.step_for(workflow, group)
+        if found is None:
+            return None
+        wf, step = found
+        ctx, facts = self.context(index, ev, key, state, world)
+        return self._steps(wf, step, index, ev, key, state, {**ctx, "workflow": wf.name}, facts, world, occurrence)
+
+    @staticmethod
+    def preview(ps: PlannedStep) -> dict[str, Any]:
+        """Parameters as far as they can be known before running (earlier results as placeholders)."""
+        ctx = dict(ps.context)
+        ctx["steps"] = templating.PlaceholderSteps()
+        try:
+            return _drop_none(templating.render_value(ps.template, ctx))
+        except Exception as e:  # shown in dry runs; the real render reports it on the action
+            ps.render_error = f"{type(e).__name__}: {e}"
+            return dict(ps.template)
+
+
+def timer_spec(step: Step, anchor_ms: int) -> TimerSpec:
+    assert step.after is not None
+    return TimerSpec(after=_seconds(step.after), every=_seconds(step.every) if step.every is not None else None,
+                     unless=step.unless, group=step.id or "", anchor_ms=anchor_ms)
+
+
+def _seconds(spec: Any) -> float | dict[str, float]:
+    if isinstance(spec, dict):
+        return {(k.value if isinstance(k, Severity) else str(k)): float(v) for k, v in spec.items()}
+    return float(spec)
+
+
+def _guard_names(cond: Condition | None) -> tuple[str, ...]:
+    if cond is None:
+        return ()
+    names = [k for sub in (cond.any or []) for k, v in sub.model_dump(exclude_none=True, by_alias=True).items()
+             if v is True]
+    return tuple(names) or ("condition",)
+
+
+def _needs(value: Any) -> set[str]:
+    out: set[str] = set()
+    for text in templating.strings(value):
+        try:
+            out |= templating.references(text)[1]
+        except templating.TemplateProblem:
+            continue
+    return out
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

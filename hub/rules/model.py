@@ -1,0 +1,286 @@
+"""The rules file's schema (`hub.yaml`): a catalog of services and teams, and workflows.
+
+Pydantic validates the shape; `hub.rules.loader` adds line numbers and the checks that need
+more than one place of the file (a service's team exists, a step only reads earlier steps).
+`docs/hub.schema.json` is generated from `HubConfig` (`incident-hub validate --schema`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from hub.events import Severity
+from hub.settings import parse_duration
+
+#: Guard names usable in `unless:` (shorthand for the conditions of the same name).
+GUARDS = ("acknowledged", "resolved", "escalated")
+
+STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("not a duration (use e.g. 30s, 5m, 1h)")
+    seconds = parse_duration(value)
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def _severity(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().upper().replace(" ", "")
+        if text.isdigit():
+            text = "SEV" + text
+        return text
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration),
+                     Field(json_schema_extra={"type": ["string", "number"], "examples": ["30s", "5m", "1h"]})]
+Sev = Annotated[Severity, BeforeValidator(_severity)]
+
+
+def _to_list(value: Any) -> Any:
+    return [value] if isinstance(value, str | int | float) and not isinstance(value, bool) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_to_list)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# -- catalog ---------------------------------------------------------------------------------
+
+SecretRef = Annotated[str, Field(description="`env:NAME` reads the environment variable NAME when the action runs; "
+                                             "a literal value works but puts a secret in the file")]
+
+
+class Responder(_Strict):
+    """An OpsGenie responder: a team, user, escalation or schedule, by id or name."""
+
+    type: Literal["team", "user", "escalation", "schedule"] = "team"
+    id: str | None = None
+    name: str | None = None
+    username: str | None = None
+
+    @model_validator(mode="after")
+    def _one_ref(self) -> Responder:
+        if not (self.id or self.name or self.username):
+            raise ValueError("a responder needs an id, a name or a username")
+        return self
+
+
+class Contact(_Strict):
+    """A person to notify (e.g. the manager on an escalation)."""
+
+    name: str = ""
+    slack: str = Field("", description="how to mention them in Slack, e.g. <@U024BE7LH>")
+    email: str = ""
+    slack_webhook: SecretRef | None = None
+
+
+class EscalationLevel(_Strict):
+    """Who is paged at one escalation level."""
+
+    name: str = ""
+    pagerduty_routing_key: SecretRef | None = None
+    opsgenie_responders: list[Responder] = Field(default_factory=list)
+
+
+class Team(_Strict):
+    description: str = ""
+    pagerduty_routing_key: SecretRef | None = None
+    opsgenie_responders: list[Responder] = Field(default_factory=list)
+    slack_webhook: SecretRef | None = None
+    manager: Contact | None = None
+    escalation: list[EscalationLevel] = Field(default_factory=list, description="next levels, in order")
+
+
+class Service(_Strict):
+    description: str = ""
+    aliases: StrList = Field(default_factory=list,
+                             description="names as they appear in tags, labels, repositories and incident.io fields")
+    team: str | None = None
+    statuspage_components: StrList = Field(default_factory=list, description="Statuspage component ids")
+    pagerduty_routing_key: SecretRef | None = None
+    opsgenie_responders: list[Responder] = Field(default_factory=list)
+    jira_project: str | None = None
+    slack_webhook: SecretRef | None = None
+
+
+class Catalog(_Strict):
+    services: dict[str, Service] = Field(default_factory=dict)
+    teams: dict[str, Team] = Field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per inbound source options: severity_map, severity_label, service_tag, …")
+    jira_project: str | None = Field(None, description="project for tickets when the service names none "
+                                                       "(else JIRA_PROJECT)")
+    deploy_history: int = Field(20, ge=1, le=500, description="deploys remembered per service and environment")
+
+
+# -- conditions ------------------------------------------------------------------------------
+
+
+class SeverityRange(_Strict):
+    at_least: Sev | None = None
+    at_most: Sev | None = None
+
+
+Changeable = Literal["severity", "status", "services", "acknowledged", "resolved"]
+
+
+class DeployedWithin(_Strict):
+    within: Duration
+    environments: StrList = Field(default_factory=list, description="empty: any environment")
+
+
+class Condition(_Strict):
+    """All given keys must hold (AND). `any`, `all` and `not` combine conditions. No code, no eval."""
+
+    kind: StrList | None = None
+    source: StrList | None = None
+    severity: Sev | list[Sev] | SeverityRange | None = None
+    service: StrList | None = Field(None, description="catalog names or aliases; any affected service matches")
+    team: StrList | None = None
+    environment: StrList | None = None
+    status: StrList | None = Field(None, description="the event's status (e.g. Investigating, firing)")
+    labels: dict[str, str | list[str]] | None = Field(
+        None, description="label or tag values; `*` globs; a list means any of")
+    attributes: dict[str, str | list[str]] | None = Field(
+        None, description="source-specific event facts (e.g. postmortem_expected: 'true'); compared as text, `*` globs")
+    acknowledged: bool | None = None
+    resolved: bool | None = None
+    escalated: bool | None = None
+    escalation_level: int | None = Field(None, ge=0, description="the incident was escalated at least this far")
+    changed: list[Changeable] | Changeable | None = Field(
+        None, description="this event changed any of these incident fields")
+    exists: StrList | None = Field(
+        None, description="dotted paths that must be set, e.g. incident.statuspage_incident_id")
+    pager: Literal["pagerduty", "opsgenie"] | None = Field(
+        None, description="who pages for the service: PagerDuty when it has (or the hub has) a routing key, "
+                          "else OpsGenie")
+    configured: StrList | None = Field(None, description="connectors that must be configured")
+    deployed_within: Duration | DeployedWithin | None = None
+    any: list[Condition] | None = None
+    all: list[Condition] | None = None
+    not_: Condition | None = Field(None, alias="not")
+
+    @field_validator("changed")
+    @classmethod
+    def _changed_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+def _guards(value: Any) -> Any:
+    """`unless: acknowledged` / `unless: [acknowledged, resolved]` → a Condition (any of)."""
+    names = [value] if isinstance(value, str) else value
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        bad = [n for n in names if n not in GUARDS]
+        if bad:
+            raise ValueError(f"unknown guard {bad[0]!r}: use {', '.join(GUARDS)} or a condition")
+        return {"any": [{n: True} for n in names]}
+    return value
+
+
+Guard = Annotated[Condition, BeforeValidator(_guards)]
+
+# -- workflows -------------------------------------------------------------------------------
+
+SeverityDurations = dict[Sev, Duration]
+#: Incident fields a step may set from its result (`jira_key` appends, `alias` adds a name).
+Recordable = Literal["page_dedup_key", "statuspage_incident_id", "incidentio_id", "jira_key", "escalation_level",
+                     "alias"]
+Delay = Duration | SeverityDurations
+
+
+class Step(_Strict):
+    """One action, or a group of actions that fire together (`do:`), optionally later."""
+
+    id: str | None = Field(None, description="unique in the workflow; defaults to the action name")
+    action: str | None = Field(None, description="connector.action, e.g. pagerduty.trigger, or hub.cancel_timers")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="parameters; strings are templates")
+    do: list[Step] | None = Field(None, description="actions run together, in order (a group)")
+    if_: Condition | None = Field(None, alias="if", description="checked when the workflow runs")
+    after: Delay | None = Field(None, description="run this long after the event; per severity: {SEV1: 5m, SEV2: 15m}"
+                                                 " (a severity left out: not run)")
+    every: Delay | None = Field(None, description="repeat at this interval (while `unless` does not hold)")
+    unless: Guard | None = Field(None, description="checked when a delayed step fires: acknowledged, resolved, "
+                                                   "escalated or a condition")
+    identity: str | None = Field(None, description="steps sharing an identity run once per incident, "
+                                                   "whichever workflow gets there first")
+    record: dict[Recordable, Any] = Field(
+        default_factory=dict, description="incident fields to set when the action succeeds; templates may read "
+                                          "`result` (what the action returned) and `params`")
+
+    @field_validator("id", "identity")
+    @classmethod
+    def _ident(cls, v: str | None) -> str | None:
+        if v is not None and not STEP_ID.match(v):
+            raise ValueError("use lowercase letters, digits, - and _ (at most 63)")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> Step:
+        if bool(self.action) == bool(self.do):
+            raise ValueError("a step has either `action` (one action) or `do` (a group of actions)")
+        if self.do is not None and self.with_:
+            raise ValueError("`with` belongs to the actions inside `do`")
+        if self.every is not None and self.after is None:
+            self.after = self.every
+        if self.id is None:
+            self.id = (self.action or "group").replace(".", "-").replace("_", "-")
+        return self
+
+    @property
+    def delayed(self) -> bool:
+        return self.after is not None
+
+
+Scope = Literal["incident", "fingerprint", "event"]
+
+
+class Workflow(_Strict):
+    name: str = Field(description="unique; part of every action's identity, so renaming re-runs its actions")
+    description: str = ""
+    enabled: bool = True
+    on: StrList = Field(description="event kinds, e.g. incident.declared, alert.firing")
+    if_: Condition | None = Field(None, alias="if")
+    per: Scope = Field("incident", description="what an action's identity is tied to: once per incident episode "
+                                               "(default), per event fingerprint, or every event")
+    do: list[Step] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not STEP_ID.match(v):
+            raise ValueError("use lowercase letters, digits, - and _ (at most 63)")
+        return v
+
+
+class HubConfig(_Strict):
+    """The whole rules file."""
+
+    version: Literal[1] = 1
+    catalog: Catalog = Field(default_factory=Catalog)
+    workflows: list[Workflow] = Field(default_factory=list)
+
+    def all_steps(self) -> list[tuple[Workflow, Step, Step | None]]:
+        """Every step, groups flattened: (workflow, step, its group or None)."""
+        out: list[tuple[Workflow, Step, Step | None]] = []
+        for wf in self.workflows:
+            for step in wf.do:
+                if step.do:
+                    out.extend((wf, sub, step) for sub in step.do)
+                else:
+                    out.append((wf, step, None))
+        return out
+
+
+Condition.model_rebuild()
+Step.model_rebuild()
