@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field, model_validator
 
 from connectors import _options
-from connectors._lenient import Lenient, LooseInt, NullList, StrMap, Text, bounded, clip, parse_time, short_hash
+from connectors._lenient import Lenient, LooseInt, NullList, Opt, StrMap, Text, bounded, clip, parse_time, short_hash
 from connectors._severity import ALERT_LABEL_MAP, SEV4, map_severity
 from connectors.base import InboundSource
 from hub.events import Kind, Link, NormalisedEvent
@@ -52,7 +52,7 @@ class Alert(Lenient):
     panelURL: Text = None
     imageURL: Text = None
     ruleUID: Text = None
-    values: dict[str, Any] | None = None
+    values: Opt[dict[str, Any]] = None
     valueString: Text = None
 
     @model_validator(mode="after")

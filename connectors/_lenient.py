@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
 T = TypeVar("T")
 
@@ -40,26 +47,43 @@ def _scalar_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _str_map(value: Any) -> Any:
-    """`null` → {}; values made text (labels are text in every sender, but not in every test tool)."""
-    if value is None:
-        return {}
+def _str_map(value: Any) -> dict[str, str]:
+    """Values made text (labels are text in every sender, but not in every test tool); not a map → {}."""
     if isinstance(value, Mapping):
         return {str(k): _scalar_text(v) for k, v in value.items()}
-    return value  # anything else is left for pydantic to reject
+    return {}
 
 
 def _null_to_empty_list(value: Any) -> Any:
     return [] if value is None else value
 
 
-def _optional_text(value: Any) -> Any:
-    """Numbers and booleans become text; containers stay as they are (and fail validation)."""
+def _optional_text(value: Any) -> str | None:
+    """Numbers, booleans and even lists or objects become text: a field the hub only displays
+    is never a reason to refuse a webhook."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, bool | int | float):
-        return _scalar_text(value)
-    return value
+    return _scalar_text(value)
+
+
+def _or_none(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+def _soft_list(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Keep the items that validate, drop the rest; anything but a list is an empty list."""
+    if not isinstance(value, list):
+        return []
+    kept = []
+    for item in value:
+        try:
+            kept.extend(handler([item]))
+        except ValidationError:
+            continue
+    return kept
 
 
 def _loose_int(value: Any) -> Any:
@@ -77,10 +101,18 @@ def _loose_int(value: Any) -> Any:
 
 #: An optional integer that never fails validation (a rank or a count the hub can do without).
 LooseInt = Annotated[int | None, BeforeValidator(_loose_int)]
-#: A `dict[str, str]` that tolerates `null` and non-text values.
+# The rule every payload model follows: fields the hub cannot work without are plain
+# (required) types and refuse bad input with a 400; every other field uses one of these,
+# which degrade a wrong value to "absent" instead.
+
+#: A `dict[str, str]`: `null` or a non-object is {}, values become text.
 StrMap = Annotated[dict[str, str], BeforeValidator(_str_map)]
-#: Optional text that also takes numbers and booleans.
+#: Optional text; numbers, booleans and containers become text.
 Text = Annotated[str | None, BeforeValidator(_optional_text)]
+#: An optional value (usually a nested model) that becomes None when it does not validate.
+Opt = Annotated[T | None, WrapValidator(_or_none)]
+#: A list that keeps only its valid items (`null` or a non-list is empty).
+SoftList = Annotated[list[T], WrapValidator(_soft_list)]
 
 
 #: `list[T]` where `null` means empty.

@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, field_validator
 
 from connectors import _options
-from connectors._lenient import Lenient, Text, bounded, clip, parse_time, short_hash
+from connectors._lenient import Lenient, Opt, Text, bounded, clip, parse_time, short_hash
 from connectors._severity import PRIORITY_MAP, SEV4, map_severity
 from connectors.base import BadPayload, InboundSource, is_json_content_type
 from hub.events import Kind, Link, NormalisedEvent
@@ -71,7 +71,7 @@ class DatadogPayload(Lenient):
     event_type: Text = None
     date: Text = None
     last_updated: Text = None
-    org: Org | None = None
+    org: Opt[Org] = None
     alert_id: Text = None
     alert_cycle_key: Text = None
     aggreg_key: Text = None

@@ -30,7 +30,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from connectors import _options
-from connectors._lenient import Lenient, LooseInt, NullList, Text, bounded, clip, parse_time
+from connectors._lenient import Lenient, LooseInt, Opt, SoftList, Text, bounded, clip, parse_time
 from connectors._severity import INCIDENTIO_NAME_MAP, default_severity, lookup_severity, severity_by_rank
 from connectors.base import (
     ActionCall,
@@ -91,8 +91,8 @@ class _OptionValue(Lenient):
 
 
 class CustomFieldValue(Lenient):
-    value_option: _OptionValue | None = None
-    value_catalog_entry: _Named | None = None
+    value_option: Opt[_OptionValue] = None
+    value_catalog_entry: Opt[_Named] = None
     value_text: Text = None
     value_link: Text = None
     value_numeric: Text = None
@@ -104,8 +104,8 @@ class CustomField(Lenient):
 
 
 class CustomFieldEntry(Lenient):
-    custom_field: CustomField | None = None
-    values: NullList[CustomFieldValue] = Field(default_factory=list)
+    custom_field: Opt[CustomField] = None
+    values: SoftList[CustomFieldValue] = Field(default_factory=list)
 
 
 class ExternalIssue(Lenient):
@@ -124,11 +124,11 @@ class Incident(Lenient):
     visibility: Text = None
     created_at: Text = None
     updated_at: Text = None
-    incident_status: IncidentStatus | None = None
-    severity: IncidentSeverity | None = None
-    incident_type: _Named | None = None
-    custom_field_entries: NullList[CustomFieldEntry] = Field(default_factory=list)
-    external_issue_reference: ExternalIssue | None = None
+    incident_status: Opt[IncidentStatus] = None
+    severity: Opt[IncidentSeverity] = None
+    incident_type: Opt[_Named] = None
+    custom_field_entries: SoftList[CustomFieldEntry] = Field(default_factory=list)
+    external_issue_reference: Opt[ExternalIssue] = None
     slack_channel_id: Text = None
     slack_channel_url: Text = None
     call_url: Text = None
@@ -138,8 +138,8 @@ class Incident(Lenient):
 class IncidentStatusUpdate(Lenient):
     incident: Incident
     message: Text = None
-    new_status: IncidentStatus | None = None
-    previous_status: IncidentStatus | None = None
+    new_status: Opt[IncidentStatus] = None
+    previous_status: Opt[IncidentStatus] = None
 
 
 class FollowUp(Lenient):
@@ -149,10 +149,10 @@ class FollowUp(Lenient):
     description: Text = None
     status: Text = None
     created_at: Text = None
-    priority: IncidentSeverity | None = None
-    assignee: _Named | None = None
-    labels: NullList[Text] = Field(default_factory=list)
-    external_issue_reference: ExternalIssue | None = None
+    priority: Opt[IncidentSeverity] = None
+    assignee: Opt[_Named] = None
+    labels: SoftList[Text] = Field(default_factory=list)
+    external_issue_reference: Opt[ExternalIssue] = None
 
     @model_validator(mode="before")
     @classmethod

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from connectors import _options
-from connectors._lenient import Lenient, LooseInt, NullList, Text, bounded, clip, parse_time
+from connectors._lenient import Lenient, LooseInt, Opt, SoftList, Text, bounded, clip, parse_time
 from connectors._severity import PRIORITY_MAP, map_severity
 from connectors.base import (
     ActionCall,
@@ -60,10 +60,10 @@ class PagerDutyIncident(Lenient):
     html_url: Text = None
     urgency: Text = None
     created_at: Text = None
-    service: PagerDutyRef | None = None
-    priority: PagerDutyRef | None = None
-    escalation_policy: PagerDutyRef | None = None
-    assignees: NullList[PagerDutyRef] = Field(default_factory=list)
+    service: Opt[PagerDutyRef] = None
+    priority: Opt[PagerDutyRef] = None
+    escalation_policy: Opt[PagerDutyRef] = None
+    assignees: SoftList[PagerDutyRef] = Field(default_factory=list)
     resolve_reason: Any = None
 
 
@@ -72,8 +72,8 @@ class PagerDutyEvent(Lenient):
     event_type: str
     resource_type: Text = None
     occurred_at: Text = None
-    agent: PagerDutyRef | None = None
-    data: dict[str, Any] | None = None
+    agent: Opt[PagerDutyRef] = None
+    data: Opt[dict[str, Any]] = None
 
 
 class PagerDutyWebhook(Lenient):
