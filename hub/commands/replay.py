@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
         print_json({**job, "plans": plans} if plans else job)
     else:
         _summary(job, plans)
-    return 0 if job.get("failed", 0) == 0 else 1
+    # Named events that could not be replayed (unknown, in flight) are a failure of the command too.
+    refused = job.get("failed", 0) + (job.get("skipped", 0) if args.ids and not args.dry_run else 0)
+    return 0 if refused == 0 else 1
 
 
 async def _replay(store: Any, req: Any, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
