@@ -40,7 +40,7 @@ def records(until: int = U) -> list[dict[str, Any]]:
 
 
 async def seed_incidents(redis: Any, until: int = U) -> None:
-    store = IncidentStore(redis, 90 * 86400)
+    store = IncidentStore(redis, 3650 * 86400)  # U is in the past: keep its records past the index trim
     for rec in records(until):
         await store.save(rec["key"], rec)
 
