@@ -24,6 +24,7 @@ run: $(VENV)/.installed-run
 	$(BIN)/incident-hub run
 
 test: $(VENV)/.installed-test
+	-@bash scripts/ensure-browser.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
