@@ -29,5 +29,12 @@ ESCALATIONS_FIRED = Counter("hub_escalations_fired_total", "Escalations fired (n
 QUEUE_LAG = Gauge("hub_queue_lag_seconds", "Age of the oldest job that is due in the arq queue (0 when none)")
 
 
+def queue_lag(oldest_due: list[tuple[bytes, float]], now_s: float) -> float:
+    """Seconds the oldest due job has waited (arq scores jobs by due time in ms); 0 when none is due."""
+    if not oldest_due:
+        return 0.0
+    return max(0.0, now_s - oldest_due[0][1] / 1000)
+
+
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST

@@ -129,10 +129,12 @@ async def metrics_view(request: web.Request) -> web.Response:
                 p.zcard(ARQ_QUEUE)
                 p.zcard(PENDING)
                 p.zcard(DEAD)
-                depth, pending, dead = await p.execute()
+                p.zrangebyscore(ARQ_QUEUE, "-inf", int(time.time() * 1000), start=0, num=1, withscores=True)
+                depth, pending, dead, oldest_due = await p.execute()
         metrics.QUEUE_DEPTH.set(depth)
         metrics.PENDING_EVENTS.set(pending)
         metrics.DEAD_LETTERS.set(dead)
+        metrics.QUEUE_LAG.set(metrics.queue_lag(oldest_due, time.time()))
     except (*REDIS_UNAVAILABLE, TimeoutError):
         pass  # metrics still render; the gauges keep their last values
     body, content_type = metrics.render()
