@@ -47,3 +47,18 @@ def test_escalations_counter_is_there_for_the_rules_engine() -> None:
     assert metrics.ESCALATIONS_FIRED._value.get() == start + 1
     assert b"hub_escalations_fired_total" in metrics.render()[0]
     assert metrics.queue_lag([], 100.0) == 0.0 and metrics.queue_lag([(b"x", 40_000.0)], 100.0) == 60.0
+
+
+def test_grafana_dashboard_charts_only_metrics_that_exist() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from prometheus_client import REGISTRY
+
+    dash = json.loads((Path(__file__).parents[1] / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    used = {re.sub(r"_(total|bucket)$", "", m) for e in exprs for m in re.findall(r"\bhub_[a-z_]+", e)}
+    known = {f.name for f in REGISTRY.collect() if f.name.startswith("hub_")}
+    assert used and used <= known, used - known
+    assert {"hub_dead_letters", "hub_queue_lag_seconds", "hub_replays", "hub_escalations_fired"} <= used
