@@ -1,0 +1,201 @@
+"""Worker throughput: events/s through one worker process to a fake PagerDuty, against arq's ceiling.
+
+Run by hand (not part of the test suite):
+
+    .venv/bin/python -m bench.worker [--events 2000] [--rounds 3] [--concurrency 20]
+
+One run starts a fresh embedded Redis (`hub.embedded_redis.EmbeddedRedis`, AOF as in
+production) and a fake PagerDuty Events API in a child process that answers 202 at once.
+Then, alternating, in this one process:
+
+- **ceiling**: arq runs N no-op jobs with the hub's own worker options (concurrency, poll
+  delay, JSON serialisation, no results kept): what arq itself can do on this Redis;
+- **hub**: N Alertmanager webhooks (one firing alert each, distinct fingerprints, severity
+  `error` = SEV2) are recorded with the ingress's own one-round-trip `Store.ingest`, then
+  the real worker (`hub.worker.make_worker`, the built-in rules) drains them: parse, normalise,
+  rules, incident state, one PagerDuty trigger per event through the ActionRunner, records.
+
+Ingest time is not counted; each side is timed from worker start to an empty queue. The
+run checks that every event ended `done` and that the fake received one trigger per event.
+`PAGERDUTY_RATE_LIMIT=0` for the run: the client-side limit (120/min by default) would
+otherwise be what is measured. Results go to stdout and `bench/results/worker-*.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROUTING_KEY = "BENCHR0UT1NGKEY0123456789abcdef"
+RESULTS = Path(__file__).parent / "results"
+
+
+# -- the fake PagerDuty, in its own process so it does not share the worker's CPU time ---------
+
+def _serve_pagerduty(port: int, ready: Any) -> None:
+    from aiohttp import web
+
+    count = 0
+
+    async def enqueue(request: web.Request) -> web.Response:
+        nonlocal count
+        body = await request.json()
+        count += 1
+        return web.json_response({"status": "success", "message": "Event processed",
+                                  "dedup_key": body.get("dedup_key")}, status=202)
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"events": count})
+
+    async def reset(request: web.Request) -> web.Response:
+        nonlocal count
+        count = 0
+        return web.json_response({"events": 0})
+
+    app = web.Application()
+    app.router.add_post("/v2/enqueue", enqueue)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/reset", reset)
+    ready.set()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, handle_signals=True, access_log=None)
+
+
+# -- workload -------------------------------------------------------------------------------------
+
+def alert_body(i: int, run: str) -> bytes:
+    """One Alertmanager webhook with one firing alert, unique per event."""
+    fingerprint = f"{run}{i:08x}"
+    labels = {"alertname": f"BenchAlert{i}", "namespace": "bench", "pod": f"api-{i}", "severity": "error"}
+    alert = {"status": "firing", "labels": labels,
+             "annotations": {"summary": f"bench alert {i}", "description": "synthetic load"},
+             "startsAt": "2024-06-17T08:12:41.512Z", "endsAt": "0001-01-01T00:00:00Z",
+             "generatorURL": "http://prometheus:9090/graph", "fingerprint": fingerprint}
+    body = {"receiver": "hub", "status": "firing", "alerts": [alert], "groupLabels": {"alertname": labels["alertname"]},
+            "commonLabels": labels, "commonAnnotations": alert["annotations"], "externalURL": "http://am:9093",
+            "version": "4", "groupKey": f'{{}}:{{alertname="{labels["alertname"]}"}}', "truncatedAlerts": 0}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def _noop(ctx: dict[str, Any], *args: Any) -> None:
+    return None
+
+
+async def ceiling(redis_url: str, n: int, concurrency: int) -> float:
+    """arq's own rate for no-op jobs, with the hub worker's options."""
+    from arq import Worker, func
+
+    from hub.redis_conn import connect
+    from hub.settings import load_settings
+    from hub.worker import worker_options
+
+    settings = load_settings(redis_url=redis_url, hub_worker_concurrency=concurrency)
+    pool = connect(redis_url)
+    await pool.flushall()
+    opts = worker_options(settings)
+    keep = {k: opts[k] for k in ("job_serializer", "job_deserializer", "max_jobs", "job_timeout", "keep_result",
+                                 "poll_delay")}
+    worker = Worker(functions=[func(_noop, name="noop", keep_result=0)], redis_pool=pool, burst=True,
+                    handle_signals=False, **keep)
+    for i in range(n):
+        await pool.enqueue_job("noop", i, _job_id=f"noop-{i}")
+    started = time.perf_counter()
+    await worker.async_run()
+    elapsed = time.perf_counter() - started
+    done = worker.jobs_complete
+    await worker.close()
+    if done != n:
+        raise RuntimeError(f"ceiling run completed {done} of {n} jobs")
+    return n / elapsed
+
+
+async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: str) -> tuple[float, dict[str, Any]]:
+    """The real worker draining N alert events, each paging the fake PagerDuty once."""
+    import urllib.request
+
+    from hub.redis_conn import connect
+    from hub.rules import DEFAULTS_PATH
+    from hub.settings import load_settings
+    from hub.store import Store, state_idx
+    from hub.worker import make_worker
+
+    settings = load_settings(redis_url=redis_url, hub_worker_concurrency=concurrency, hub_config=DEFAULTS_PATH,
+                             pagerduty_routing_key=ROUTING_KEY, pagerduty_events_url=pd_url + "/v2/enqueue")
+    pool = connect(redis_url)
+    await pool.flushall()
+    urllib.request.urlopen(urllib.request.Request(pd_url + "/reset", method="POST"), timeout=5).read()
+    store = Store(pool, settings)
+    for i in range(n):
+        await store.ingest("alertmanager", f"{run}-{i}", alert_body(i, run), {"User-Agent": "Alertmanager/0.27.0"},
+                           "application/json", "bench")
+    worker = make_worker(settings, redis=pool, burst=True, handle_signals=False)
+    started = time.perf_counter()
+    await worker.async_run()
+    elapsed = time.perf_counter() - started
+    await worker.close()
+    states = {s: int(await pool.zcard(state_idx(s))) for s in ("accepted", "processing", "done", "partially_failed",
+                                                               "dead")}
+    paged = json.loads(urllib.request.urlopen(pd_url + "/stats", timeout=5).read())["events"]
+    check = {"states": states, "pagerduty_triggers": paged}
+    if states["done"] != n or paged != n:
+        raise RuntimeError(f"hub run did not do the work: {check}")
+    return n / elapsed, check
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=20, help="HUB_WORKER_CONCURRENCY (arq max_jobs)")
+    args = parser.parse_args(argv)
+
+    from hub.embedded_redis import EmbeddedRedis, free_port
+
+    os.environ["PAGERDUTY_RATE_LIMIT"] = "0"
+    port = free_port()
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    fake = ctx.Process(target=_serve_pagerduty, args=(port, ready), daemon=True)
+    fake.start()
+    ready.wait(10)
+    time.sleep(0.3)
+    pd_url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
+        redis = EmbeddedRedis(Path(tmp), appendonly=True).start()
+        try:
+            ceilings, rates, checks = [], [], []
+            for r in range(args.rounds):
+                ceilings.append(asyncio.run(ceiling(redis.url, args.events, args.concurrency)))
+                rate, check = asyncio.run(hub_rate(redis.url, pd_url, args.events, args.concurrency, f"r{r}"))
+                rates.append(rate)
+                checks.append(check)
+                print(f"round {r + 1}: arq no-op {ceilings[-1]:7.0f} jobs/s   hub {rate:7.0f} events/s   "
+                      f"ratio {rate / ceilings[-1]:.2f}", flush=True)
+        finally:
+            redis.stop()
+            fake.terminate()
+            fake.join(5)
+    result = {"events": args.events, "rounds": args.rounds, "concurrency": args.concurrency,
+              "python": sys.version.split()[0], "cpus": os.cpu_count(),
+              "arq_noop_jobs_per_s": [round(c) for c in ceilings], "hub_events_per_s": [round(r) for r in rates],
+              "median_ratio": round(statistics.median(r / c for r, c in zip(rates, ceilings, strict=True)), 3),
+              "checks": checks[-1]}
+    print(f"median: arq no-op {statistics.median(ceilings):.0f} jobs/s, hub {statistics.median(rates):.0f} events/s, "
+          f"ratio {result['median_ratio']:.2f} (target ≥ 0.70)")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"worker-{time.strftime('%Y-%m-%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
