@@ -117,10 +117,19 @@ def protected(handler: Callable[[web.Request, str], Awaitable[web.StreamResponse
             return error(400, "bad_request", str(e))
         except ReplayRefused as e:
             return error(e.status, e.code, e.detail)
+        except _redis_unavailable():
+            return error(503, "unavailable", "the event store (Redis) is unreachable; try again shortly",
+                         {"Retry-After": "5"})
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
     return wrapped
+
+
+def _redis_unavailable() -> tuple[type[BaseException], ...]:
+    from hub.web import REDIS_UNAVAILABLE
+
+    return (*REDIS_UNAVAILABLE, TimeoutError)
 
 
 def _settings(request: web.Request) -> Settings:

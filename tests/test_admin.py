@@ -301,3 +301,13 @@ async def test_summary_counts(client: TestClient, redis: Any) -> None:
     await seed_event(redis, state="dead")
     body = await (await client.get("/admin/summary", headers=AUTH)).json()
     assert body["states"]["done"] == 1 and body["states"]["dead"] == 1 and body["dead_letters"] == 1
+
+
+async def test_redis_down_is_a_503_not_a_crash(redis_url: str) -> None:
+    settings = make_settings("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    async with TestClient(TestServer(create_app(settings))) as c:
+        for method, path in (("GET", "/admin/events"), ("POST", "/admin/events/ev_000000000000deadbeef/replay")):
+            resp = await c.request(method, path, headers=AUTH)
+            assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+            assert (await resp.json())["error"] == "unavailable"
+        assert (await c.get("/admin")).status == 200  # the page itself needs no Redis
