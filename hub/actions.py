@@ -239,8 +239,10 @@ class ActionRunner:
             outcome = Outcome("retryable", None, detail=f"attempt took over {connector.attempt_timeout:g}s",
                               ambiguous=True)
         except Exception as e:  # a connector bug must not lose the event: record it and retry
-            log.exception("%s.%s raised", connector.name, call.action_id)
             outcome = Outcome("retryable", None, detail=f"{type(e).__name__}: {e}", ambiguous=True)
+            # no traceback: exception texts may quote secrets; the scrubbed detail is logged instead
+            log.error("%s action %s raised: %s", connector.name, call.action_id,
+                      scrub(outcome.detail, connector.secrets(call.params)))
         return outcome, time.perf_counter() - started
 
     async def _park(self, event_id: str, rec: dict[str, Any], delay: float, reason: str) -> dict[str, Any]:

@@ -203,13 +203,15 @@ async def test_a_replayed_record_gets_a_fresh_budget_and_deadline(env: Any) -> N
     assert probe.calls[0].attempt == 1 and probe.calls[0].after_ambiguous is True
 
 
-async def test_a_connector_exception_is_retried_and_secrets_are_scrubbed(env: Any) -> None:
+async def test_a_connector_exception_is_retried_and_secrets_are_scrubbed(env: Any,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
     runner, probe, store = env
     probe.script = [RuntimeError(f"boom with {SECRET}"), Outcome("permanent", 401, detail=f"HTTP 401: {SECRET}",
                                                                  response=f'{{"echo": "{SECRET}"}}')]
     first = await run(runner, store)
     assert first["state"] == "retrying" and first["attempts"][0]["error"] == "RuntimeError: boom with ***"
     assert first["attempts"][0]["ambiguous"] is True
+    assert "RuntimeError: boom with ***" in caplog.text and SECRET not in caplog.text
     await make_due(store, first)
     dead = await run(runner, store)
     assert SECRET not in str(dead) and SECRET not in str(await store.timeline("ev1"))
