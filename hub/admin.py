@@ -191,7 +191,7 @@ async def post_event_replay(request: web.Request, who: str) -> web.Response:
     force = _flag(request, "force")
     store = _store(request)
     if _flag(request, "dry_run"):
-        return web.json_response(await dry_run(store, event_id, force=force))
+        return web.json_response(await dry_run(store, event_id, force=force, settings=_settings(request)))
     return web.json_response(await replay_event(store, event_id, force=force, by=who), status=202)
 
 
@@ -246,7 +246,7 @@ async def post_bulk_replay(request: web.Request, who: str) -> web.Response:
     req = BulkRequest(ids=tuple(body.ids), filter=flt, force=body.force, dry_run=body.dry_run, limit=body.limit)
     store = _store(request)
     job = await create_bulk(store, req, who)
-    task = asyncio.create_task(run_bulk(store, job["id"]))
+    task = asyncio.create_task(run_bulk(store, job["id"], settings=_settings(request)))
     tasks = request.app[BULK_TASKS]
     tasks.add(task)
     task.add_done_callback(tasks.discard)

@@ -36,6 +36,7 @@ from redis.exceptions import WatchError
 
 from hub import audit, metrics
 from hub.queries import EventFilter, list_events, split_dead_id
+from hub.settings import Settings
 from hub.store import (
     ARQ_JOB_EXPIRES_MS,
     ARQ_JOB_PREFIX,
@@ -121,27 +122,35 @@ def reset_record(record: dict[str, Any], by: str, at: int) -> dict[str, Any]:
 
 # -- single event -----------------------------------------------------------------------------
 
-def make_planner(store: Store) -> Any:
-    """A Processor for `plan()` only (no connectors): the same rules the workers load."""
+def make_planner(store: Store, settings: Settings | None = None) -> Any:
+    """A Processor for `plan()` only, built like the workers build theirs: the current rules
+    file, and the connectors (to know which are configured; plan() never calls out)."""
     from hub.actions import ActionRunner
     from hub.processor import Processor
     from hub.ratelimit import RateLimiter
-    from hub.rules import Rules
+    from hub.registry import connector_classes
+    from hub.rules import load_rules
+    from hub.settings import load_settings
 
-    return Processor(store, Rules(), ActionRunner(store, {}, RateLimiter(store.redis)))
+    settings = settings or load_settings()
+    connectors = {name: cls(settings, None, store.redis)  # type: ignore[arg-type]
+                  for name, cls in connector_classes().items()}
+    runner = ActionRunner(store, connectors, RateLimiter(store.redis))
+    return Processor(store, load_rules(settings.rules_path()), runner, settings.hub_max_event_runs)
 
 
-async def dry_run(store: Store, event_id: str, *, force: bool = False, planner: Any = None) -> dict[str, Any]:
+async def dry_run(store: Store, event_id: str, *, force: bool = False, planner: Any = None,
+                  settings: Settings | None = None) -> dict[str, Any]:
     """What a replay would do, touching nothing."""
     rec = await store.get(event_id)
     if rec is None:
         raise not_found(event_id)
     if rec["state"] in IN_FLIGHT:
         raise in_flight(event_id, rec["state"])
-    planner = planner or make_planner(store)
     try:
+        planner = planner or make_planner(store, settings)
         events, planned = await planner.plan(rec)
-    except Exception as e:  # the stored payload no longer parses under the current code
+    except Exception as e:  # the stored payload no longer parses, or the rules file is invalid
         raise ReplayRefused(422, "plan_failed", f"the current rules cannot plan this event: "
                                                 f"{type(e).__name__}: {e}") from None
     existing = await store.actions(event_id)
@@ -225,6 +234,16 @@ async def _replay_once(store: Store, redis: Redis, event_id: str, key: str, akey
         await p.execute()
     return {"event_id": event_id, "status": "replaying", "from_state": state, "force": force,
             "reset": sorted(resets), "queued": True}
+
+
+class _Broken:
+    """A planner that cannot be built (e.g. the rules file is invalid) fails each plan with why."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def plan(self, rec: dict[str, Any]) -> Any:
+        raise self.error
 
 
 # -- purge ------------------------------------------------------------------------------------
@@ -315,7 +334,7 @@ Progress = Callable[[int, int, dict[str, Any]], Awaitable[None] | None]
 
 
 async def run_bulk(store: Store, job_id: str, on_progress: Progress | None = None,
-                   concurrency: int = BULK_CONCURRENCY, planner: Any = None) -> dict[str, Any]:
+                   concurrency: int = BULK_CONCURRENCY, settings: Settings | None = None) -> dict[str, Any]:
     """Replay (or dry-run) every event of a bulk job, recording progress as it goes."""
     redis = store.redis
     meta = await redis.hgetall(job_key(job_id))
@@ -325,8 +344,12 @@ async def run_bulk(store: Store, job_id: str, on_progress: Progress | None = Non
     dry = meta[b"dry_run"] == b"1"
     by = meta[b"by"].decode()
     ids = [i.decode() for i in await redis.lrange(job_items_key(job_id), 0, -1)]
-    if dry and planner is None:
-        planner = make_planner(store)
+    planner = None
+    if dry:
+        try:
+            planner = make_planner(store, settings)
+        except Exception as e:  # an invalid rules file: every event's dry run says so
+            planner = _Broken(e)
     sem = asyncio.Semaphore(concurrency)
     done = 0
 

@@ -157,3 +157,17 @@ def test_would_and_reset_record() -> None:
     assert out["history"] == [{"replayed_at": 123, "by": "alice", "state": "dead", "error": rec["error"],
                                "attempts": 3, "last_response": "channel_not_found"}]
     assert "last_response" not in out and rec["state"] == "dead"  # the input is not modified
+
+
+async def test_dry_run_under_an_invalid_rules_file_is_a_clear_422(redis_url, redis, tmp_path) -> None:
+    from tests.test_cli_ops import dead_deploy_event
+
+    bad = tmp_path / "hub.yaml"
+    bad.write_text("workflows:\n  - name: broken\n    on: [\n")
+    settings = make_settings(redis_url, hub_config=bad)
+    event_id, _ = await dead_deploy_event(Store(redis, settings))
+    async with TestClient(TestServer(create_app(settings))) as c:
+        resp = await c.post(f"/admin/events/{event_id}/replay?dry_run=1", headers=AUTH)
+        assert resp.status == 422
+        body = await resp.json()
+        assert body["error"] == "plan_failed" and "rules" in body["detail"]
