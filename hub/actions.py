@@ -234,7 +234,8 @@ class ActionRunner:
     async def _attempt(self, connector: Connector, fn: ActionFn, call: ActionCall) -> tuple[Outcome, float]:
         started = time.perf_counter()
         try:
-            outcome = await asyncio.wait_for(fn(call), connector.attempt_timeout)
+            async with asyncio.timeout(connector.attempt_timeout):
+                outcome = await fn(call)
         except TimeoutError:
             outcome = Outcome("retryable", None, detail=f"attempt took over {connector.attempt_timeout:g}s",
                               ambiguous=True)
