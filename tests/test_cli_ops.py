@@ -148,3 +148,12 @@ def test_purge(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert timeline[-1]["type"] == "purged" and timeline[-1]["by"].startswith("cli")
     assert main(["purge"]) == 2
     assert main(["purge", "bad id!/x"]) == 2
+
+
+def test_events_show_says_when_a_retrying_action_runs_next(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    retrying = {**action(state="retrying", status=503, error="HTTP 503"), "next_at": now_ms() + 90_000,
+                "error": "HTTP 503"}
+    eid = in_store(cli_env, lambda s: seed_event(s.redis, state="processing", actions=[retrying]))
+    assert main(["events", "show", eid]) == 0
+    out = capsys.readouterr().out
+    assert "retrying" in out and "next retry" in out and "HTTP 503" in out

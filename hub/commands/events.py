@@ -99,6 +99,9 @@ def run_show(args: argparse.Namespace) -> int:
     for a in detail["actions"]:
         replayed = a.get("replayed_at") or 0
         lines = [_attempt(x, before=bool(replayed and (x.get("at") or 0) < replayed)) for x in a.get("attempts", [])]
+        if a.get("state") == "retrying" and a.get("next_at"):
+            waiting = f" ({a['waiting']})" if a.get("waiting") else ""
+            lines.append(escape(f"next retry {when(a['next_at'])}{waiting}"))
         table.add_row(escape(a.get("name") or a["id"]), styled(a.get("state")), "\n".join(lines) or "-",
                       escape(a.get("error") or ""))
     if detail["actions"]:
