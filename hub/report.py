@@ -24,10 +24,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from hub.incidents import INDEX as INCIDENTS
+from hub.incidents import PREFIX as INCIDENT_PREFIX
 from hub.store import KINDS, ev_key, kind_idx, now_ms
 
-INCIDENTS = "hub:incidents"
-INCIDENT_PREFIX = "hub:incident:"
 DAY_MS = 86_400_000
 FOLLOWUP_DONE = frozenset({"completed", "complete", "done", "closed", "resolved"})
 FOLLOWUP_IGNORED = frozenset({"deleted", "not_doing", "cancelled", "canceled"})
