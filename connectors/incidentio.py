@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 
 from connectors import _options
 from connectors._lenient import Lenient, LooseInt, Opt, SoftList, Text, bounded, clip, parse_time
@@ -171,7 +171,12 @@ class IncidentIOWebhook(Lenient):
     """The envelope `{"event_type": T, T: {...}}`, with the payload parsed for the types the hub uses."""
 
     event_type: str
-    payload: Incident | IncidentStatusUpdate | FollowUp | PrivateRef | None = Field(default=None, exclude=True)
+    #: Set by `validate`, never from the body (a body key of the same name is ignored).
+    _payload: Incident | IncidentStatusUpdate | FollowUp | PrivateRef | None = PrivateAttr(default=None)
+
+    @property
+    def payload(self) -> Incident | IncidentStatusUpdate | FollowUp | PrivateRef | None:
+        return self._payload
 
 
 _PAYLOAD_MODELS: dict[Kind, type[Lenient]] = {
@@ -238,7 +243,7 @@ class IncidentIOSource(InboundSource):
             return envelope  # recorded, normalised to no events
         model = PrivateRef if private else _PAYLOAD_MODELS[kind]
         try:
-            envelope.payload = model.model_validate(data.get(envelope.event_type))
+            envelope._payload = model.model_validate(data.get(envelope.event_type))
         except ValidationError as e:
             raise BadPayload("invalid_payload", f"not an incidentio {envelope.event_type} webhook: "
                                                 f"{envelope.event_type}.{summarise_validation(e)}") from None

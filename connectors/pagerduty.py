@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from connectors import _options
 from connectors._lenient import Lenient, LooseInt, Opt, SoftList, Text, bounded, clip, parse_time
@@ -80,7 +80,12 @@ class PagerDutyWebhook(Lenient):
     """v3 webhook body `{"event": {...}}`; `incident` is parsed from `event.data` for the types the hub uses."""
 
     event: PagerDutyEvent
-    incident: PagerDutyIncident | None = Field(default=None, exclude=True)
+    #: Set by `validate`, never from the body (a body key of the same name is ignored).
+    _incident: PagerDutyIncident | None = PrivateAttr(default=None)
+
+    @property
+    def incident(self) -> PagerDutyIncident | None:
+        return self._incident
 
 
 class PagerDutySource(InboundSource):
@@ -107,7 +112,7 @@ class PagerDutySource(InboundSource):
         assert isinstance(webhook, PagerDutyWebhook)
         if webhook.event.event_type in PAGERDUTY_KINDS:
             try:
-                webhook.incident = PagerDutyIncident.model_validate(webhook.event.data)
+                webhook._incident = PagerDutyIncident.model_validate(webhook.event.data)
             except ValidationError as e:
                 raise BadPayload("invalid_payload", f"not a pagerduty {webhook.event.event_type} webhook: "
                                                     f"event.data.{summarise_validation(e)}") from None

@@ -266,7 +266,7 @@ async def test_unknown_event_type_is_accepted_and_finishes_done(redis_url: str, 
             rec = await store.get(event_id)
             return rec if rec and rec["state"] == "done" else None
 
-        rec = await wait_for(done, timeout=15)
+        rec = await wait_for(done, timeout=30)
     assert rec["events"] == []
 
 
@@ -300,6 +300,12 @@ def test_services_come_from_the_configured_custom_field() -> None:
     assert ev.services == ["checkout-api", "payments", "ledger"]
     (ev,) = normalise(data, {"services_field": "affected team"})
     assert ev.services == ["Payments"]
+
+
+def test_a_body_key_named_like_an_internal_field_changes_nothing() -> None:
+    assert normalise({"event_type": "schedule.created_v1", "payload": 5}) == []
+    data = {**payload(CREATED), "payload": {"id": "spoofed"}}
+    assert normalise(data)[0].fingerprint == f"incidentio:{INCIDENT_ID}"
 
 
 def test_lenient_variants() -> None:

@@ -134,6 +134,12 @@ def test_ping_is_accepted_with_no_events() -> None:
     assert normalise(ping) == []
 
 
+def test_a_body_key_named_like_an_internal_field_changes_nothing() -> None:
+    (ev,) = normalise({**webhook(), "incident": {"id": "spoofed", "incident_key": "spoofed"}})
+    assert ev.fingerprint == "datadog:12345678:host:web-01"
+    assert normalise({**webhook("pagey.ping"), "incident": 5}) == []
+
+
 def test_lenient_variants() -> None:
     (ev,) = normalise(webhook(number="1482", service=None, assignees=None, priority=None, extra={"k": 1}))
     assert ev.attributes["incident_number"] == 1482 and ev.services == [] and ev.attributes["assignees"] == []
