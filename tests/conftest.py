@@ -135,3 +135,18 @@ class RunningWorker:
 @pytest.fixture
 def running_worker() -> Any:
     return RunningWorker
+
+
+def github_deploy_failure(n: int | str) -> tuple[bytes, dict[str, str]]:
+    """The failed-deploy fixture as a distinct deployment `n` (own id, delivery and signature)."""
+    import hashlib
+    import hmac
+    import zlib
+
+    data = json.loads((FIXTURES / "github_deployment_status_failure.json").read_bytes())
+    data["deployment"]["id"] = 10_000_000 + zlib.crc32(str(n).encode()) % 10_000_000
+    data["deployment_status"]["id"] = data["deployment"]["id"]
+    body = json.dumps(data).encode()
+    sig = "sha256=" + hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"Content-Type": "application/json", "X-GitHub-Event": "deployment_status",
+                  "X-GitHub-Delivery": f"deploy-failure-{n}", "X-Hub-Signature-256": sig}

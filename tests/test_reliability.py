@@ -22,7 +22,7 @@ from hub.embedded_redis import EmbeddedRedis
 from hub.redis_conn import connect
 from hub.store import Store
 from hub.web import create_app
-from tests.conftest import GITHUB_SECRET, fixture_request, make_settings, wait_for
+from tests.conftest import GITHUB_SECRET, fixture_request, github_deploy_failure, make_settings, wait_for
 from tests.fakes.slack import FakeSlack
 
 pytestmark = pytest.mark.slow
@@ -119,8 +119,7 @@ async def test_redis_restart_between_ack_and_processing_loses_nothing(own_redis,
     settings = make_settings(own_redis.url, slack_webhook_url=fake_slack.webhook_url)
     event_ids = []
     for i in range(20):
-        body, headers = fixture_request("github_deployment_status_failure.json")
-        headers["X-GitHub-Delivery"] = f"restart-{i}"  # not covered by the signature
+        body, headers = github_deploy_failure(f"restart-{i}")
         async with TestClient(TestServer(create_app(settings))) as c:
             resp = await c.post("/webhooks/github", data=body, headers=headers)
             assert resp.status == 202

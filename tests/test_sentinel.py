@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hub.redis_conn import connect
 from hub.store import Store
 from hub.web import create_app
-from tests.conftest import GITHUB_SECRET, fixture_request, make_settings, wait_for
+from tests.conftest import GITHUB_SECRET, github_deploy_failure, make_settings, wait_for
 from tests.sentinel_cluster import SentinelCluster
 
 pytestmark = pytest.mark.slow
@@ -30,8 +30,7 @@ def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
 
 async def _send(client: TestClient, delivery: str) -> str:
     """Post like a real sender: retry on 503 (Redis failing over) until accepted."""
-    body, headers = fixture_request("github_deployment_status_failure.json")
-    headers["X-GitHub-Delivery"] = delivery
+    body, headers = github_deploy_failure(delivery)
     for _ in range(100):
         resp = await client.post("/webhooks/github", data=body, headers=headers)
         if resp.status == 202:
