@@ -75,6 +75,9 @@ class InboundSource:
             return None
         return " or ".join(a.upper() for a in self.credential_settings)
 
+    #: How the 415 answer names what this source accepts.
+    accepted_content_types: ClassVar[str] = "application/json (or application/*+json)"
+
     def accepts_content_type(self, content_type: str) -> bool:
         return is_json_content_type(content_type)
 

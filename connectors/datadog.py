@@ -158,6 +158,8 @@ class DatadogSource(InboundSource):
         require_token(settings.datadog_webhook_token, headers, "DATADOG_WEBHOOK_TOKEN")
         return "token"
 
+    accepted_content_types = "application/json or application/x-www-form-urlencoded (Encode as form)"
+
     def accepts_content_type(self, content_type: str) -> bool:
         return content_type == FORM or is_json_content_type(content_type)
 

@@ -90,7 +90,7 @@ async def _accept(request: web.Request, src: InboundSource) -> web.Response:
     content_type = request.content_type
     if not src.accepts_content_type(content_type):
         raise _Reject(415, "unsupported_media_type",
-                      f"Content-Type {content_type!r} is not accepted; send application/json")
+                      f"Content-Type {content_type!r} is not accepted; send {src.accepted_content_types}")
     try:
         payload = src.parse(body, headers, content_type)
         delivery_id = src.delivery_id(payload, headers, body)
