@@ -474,7 +474,8 @@ class Processor:
             return "incident resolved", None
         _, facts = self.rules.context(int(spec["index"]), ev, key, incident, world)
         if timer.unless is not None and matches(timer.unless, facts):
-            why = ", ".join(steps[0].unless) if steps[0].unless != ("condition",) else "its unless condition holds"
+            held = [n for n, sub in zip(steps[0].unless, timer.unless.any or [], strict=False) if matches(sub, facts)]
+            why = ", ".join(held) if held and steps[0].unless != ("condition",) else "its unless condition holds"
             await self._close_timer_actions(spec, "skipped", f"not needed: {why}")
             await self._drop(key, timer_id, f"not needed: {why}")
             return f"not needed: {why}", None

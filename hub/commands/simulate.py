@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from multidict import CIMultiDict
@@ -17,18 +18,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
                    help="a request header the source needs, e.g. -H 'X-GitHub-Event: deployment_status'")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--config", type=Path, help="the rules file (default: HUB_CONFIG, else ./hub.yaml, else the "
+                                                "built-in defaults)")
+    p.add_argument("--content-type", default="application/json", help="the request's Content-Type")
     p.set_defaults(fn=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from connectors.base import BadPayload
+    from hub.actions import redact
     from hub.registry import sources
-    from hub.rules import Rules
+    from hub.rules import RulesError, World, load_file
+    from hub.rules.engine import Rules, configured_connectors
+    from hub.settings import SettingsError, load_settings
 
     src = sources().get(args.source)
     if src is None:
         print(f"unknown source {args.source!r}; known: {', '.join(sorted(sources()))}", file=sys.stderr)
         return 2
+    try:
+        settings = load_settings()
+        rules = Rules(load_file(args.config if args.config else settings.rules_path()))
+    except SettingsError as e:
+        print(f"incident-hub: bad configuration: {e}", file=sys.stderr)
+        return 2
+    except RulesError as e:
+        print(f"the rules file is invalid (see `incident-hub validate`):\n{e.report()}", file=sys.stderr)
+        return 1
     body = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
     headers = CIMultiDict()
     for h in args.header:
@@ -38,29 +54,58 @@ def run(args: argparse.Namespace) -> int:
         guess = _guess_github_event(body)
         if guess:
             headers["X-GitHub-Event"] = guess
-    rules = Rules()
     try:
-        payload = src.parse(body, headers, "application/json")
+        payload = src.parse(body, headers, args.content_type)
         events = src.normalise(payload, headers, rules.source_options(args.source))
     except BadPayload as e:
         print(f"{args.source}: {e.detail}", file=sys.stderr)
         return 1
-    planned = rules.plan(events)
-    out = {"events": [e.model_dump(mode="json") for e in events],
-           "actions": [{"id": a.id, "name": a.name, "params": a.params, "delay_s": a.delay} for a in planned]}
+    now = int(time.time() * 1000)
+    world = World(received_ms=now, now_ms=now, configured=configured_connectors(settings))
+    planned = rules.plan(events, world)
+    actions = []
+    for a in planned:
+        row = {"id": a.id, "name": a.name, "workflow": a.workflow, "step": a.step_id, "params": redact(a.params),
+               "delay_s": a.delay if a.timer else 0}
+        if a.timer:
+            row["timer"] = {"after": a.timer.after, "every": a.timer.every, "unless": list(a.unless)}
+        if a.render_error:
+            row["render_error"] = a.render_error
+        actions.append(row)
+    out = {"rules": rules.source, "events": [e.model_dump(mode="json") for e in events], "actions": actions}
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2, default=str))
         return 0
+    print(f"rules: {rules.source} (no incident history: each event is taken as the first of its incident)")
     for e in events:
         print(f"event  {e.kind:<24} {e.severity or '-':<5} {e.fingerprint}  {e.title}")
     if not events:
         print("no events (recorded as done with no action)")
-    for a in planned:
-        delay = f" after {a.delay:g}s" if a.delay else ""
-        print(f"action {a.name:<24}{delay} {json.dumps(a.params)[:200]}")
+    for a, row in zip(planned, actions, strict=True):
+        when = ""
+        if a.timer:
+            when = f" after {_span(a.timer.after)}" + (f", every {_span(a.timer.every)}" if a.timer.every else "")
+            when += f" unless {', '.join(a.unless)}" if a.unless else ""
+        print(f"action {a.name:<26} [{a.workflow}/{a.step_id}]{when}")
+        print(f"       {json.dumps(row['params'], default=str)}")
+        if a.render_error:
+            print(f"       (renders when it runs; now: {a.render_error})")
     if events and not planned:
         print("no actions")
     return 0
+
+
+def _span(spec: object) -> str:
+    if isinstance(spec, dict):
+        return ", ".join(f"{k}: {_seconds(v)}" for k, v in spec.items())
+    return _seconds(float(spec))  # type: ignore[arg-type]
+
+
+def _seconds(s: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if s >= size and s % size == 0:
+            return f"{s / size:g}{unit}"
+    return f"{s:g}s"
 
 
 def _guess_github_event(body: bytes) -> str | None:

@@ -107,10 +107,15 @@ class _Checker:
                 continue
             for problem in src.check_options(options):
                 named = [k for k in options if re.search(rf"(?<![\w]){re.escape(str(k))}(?![\w])", problem)]
-                if named:
-                    self.add((*path, named[0]), f"{name} option: {problem}", key=problem.startswith("unknown"))
-                else:
+                if not named:
                     self.add(path, f"{name} option: {problem}")
+                    continue
+                where: Path_ = (*path, named[0])
+                entry = re.search(rf"{re.escape(named[0])}\[['\"]?([^'\"\]]+)['\"]?\]", problem)
+                sub = options.get(named[0])
+                if entry and isinstance(sub, dict) and entry.group(1) in sub:
+                    where = (*where, entry.group(1))
+                self.add(where, f"{name} option: {problem}", key=problem.startswith("unknown"))
 
     # -- workflows ---------------------------------------------------------------------------
 
@@ -242,8 +247,10 @@ def _suggest(name: str, known: Any, what: str) -> str:
     return f"known {what}: {', '.join(options)}" if options else f"no {what} are defined"
 
 
-def check(config: HubConfig, data: dict[str, Any], positions: Positions) -> list[Problem]:
+def check(config: HubConfig, data: dict[str, Any], positions: Positions, *, workflows: bool = True) -> list[Problem]:
+    """Problems of meaning; `workflows=False` when the workflows are the (already checked) defaults."""
     c = _Checker(config, data, positions)
     c.catalog()
-    c.workflows()
+    if workflows:
+        c.workflows()
     return c.problems

@@ -118,6 +118,20 @@ def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None and v != ""}
 
 
+def configured_connectors(settings: Any) -> set[str]:
+    """Connectors whose settings are complete (e.g. PAGERDUTY_ROUTING_KEY set), without building a client."""
+    from hub.registry import connector_classes
+
+    out = set()
+    for name, cls in connector_classes().items():
+        try:
+            if cls(settings, None, None).missing_config() is None:  # type: ignore[arg-type]
+                out.add(name)
+        except Exception:  # a connector that cannot tell without a client counts as not configured
+            continue
+    return out
+
+
 def env_value(ref: str | None) -> str | None:
     """`env:NAME` → the variable's value (None when unset); a literal stays as written."""
     if not ref:

@@ -121,6 +121,8 @@ def parse_yaml(text: str) -> tuple[Any, Positions, list[Problem]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
+        if e.context_mark and "end of stream" in (e.problem or ""):
+            mark = e.context_mark  # an unclosed quote or bracket: point at where it opened
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         msg = " ".join(x for x in (e.context, e.problem) if x)
         return None, Positions(), [Problem(line, col, "", f"YAML syntax: {msg}",
@@ -316,7 +318,11 @@ def _problem(err: dict[str, Any], positions: Positions) -> Problem:
     else:
         line, col = positions.find(path)
         if kind in ("enum", "literal_error") and "expected" in err.get("ctx", {}):
-            hint = f"expected {err['ctx']['expected']}"
+            expected = err["ctx"]["expected"]
+            msg = f"{err.get('input')!r} is not allowed here"
+            options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
+            close = difflib.get_close_matches(str(err.get("input")), options, n=1)
+            hint = f"did you mean {close[0]!r}? (expected {expected})" if close else f"expected {expected}"
     return Problem(line, col, _dotted(path), msg, hint)
 
 
@@ -342,7 +348,10 @@ def load_text(text: str, source: str = "hub.yaml") -> Loaded:
         config = HubConfig.model_validate(data)
     except ValidationError as e:
         raise RulesError(source, problems + _pydantic_problems(e, data, positions)) from None
-    found = check(config, data, positions)
+    inherited = "workflows" not in data
+    if inherited and source != DEFAULTS_SOURCE:  # a catalog-only file keeps the built-in workflows
+        config.workflows = [w.model_copy(deep=True) for w in load_file(None).config.workflows]
+    found = check(config, data, positions, workflows=not inherited)
     errors = problems + [p for p in found if p.severity == "error"]
     if errors:
         raise RulesError(source, sorted(errors, key=lambda p: (p.line, p.column)))
@@ -350,6 +359,7 @@ def load_text(text: str, source: str = "hub.yaml") -> Loaded:
 
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
+DEFAULTS_SOURCE = "<built-in defaults>"
 
 
 def load_file(path: Path | None) -> Loaded:
@@ -363,4 +373,4 @@ def load_file(path: Path | None) -> Loaded:
                          ) from None
     except UnicodeDecodeError:
         raise RulesError(str(target), [Problem(1, 1, "", "the rules file is not UTF-8 text")]) from None
-    return load_text(text, str(path) if path else "<built-in defaults>")
+    return load_text(text, str(path) if path else DEFAULTS_SOURCE)

@@ -1,0 +1,161 @@
+"""Loading and validating rules files: every error with its line, column and a hint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub.commands.validate import schema_text
+from hub.rules import DEFAULTS_PATH, RulesError, load_file, load_text
+
+ROOT = Path(__file__).parent.parent
+BROKEN = Path(__file__).parent / "data" / "rules" / "broken"
+
+#: file → (line, column, words the message must contain, words the hint must contain)
+EXPECTED: dict[str, tuple[int, int, str, str]] = {
+    "syntax.yaml": (6, 22, "YAML syntax", "quoting"),
+    "duplicate_key.yaml": (7, 5, "duplicate key 'name'", "line 2"),
+    "unknown_key.yaml": (5, 9, "unknown key 'acton'", "did you mean 'action'?"),
+    "unknown_action.yaml": (6, 17, "slack has no action 'notiffy'", "did you mean 'slack.notify'?"),
+    "unknown_connector.yaml": (6, 17, "unknown connector 'pagerdutty'", "did you mean 'pagerduty'?"),
+    "bad_severity.yaml": (5, 17, "'SEV5' is not allowed here", "'SEV1', 'SEV2', 'SEV3' or 'SEV4'"),
+    "bad_duration.yaml": (6, 16, "not a duration: '5 minutes'", ""),
+    "unknown_kind.yaml": (3, 24, "unknown event kind 'incident.declard'", "did you mean 'incident.declared'?"),
+    "unknown_team.yaml": (5, 13, "unknown team 'paymnets'", "did you mean 'payments'?"),
+    "template_syntax.yaml": (8, 17, "template syntax", "{{ event.title }}"),
+    "template_variable.yaml": (7, 17, "unknown template variable 'evnt'", "did you mean 'event'?"),
+    "step_reference.yaml": (8, 17, "steps.open is not an earlier step", "none here"),
+    "reads_delayed_step.yaml": (11, 22, "steps.later is not an earlier step", "not delayed"),
+    "missing_on.yaml": (5, 5, "missing required key 'on'", ""),
+    "bad_guard.yaml": (7, 17, "unknown guard 'acked'", ""),
+    "source_option.yaml": (7, 18, "grafana option: severity_map['warning']: 'SEV9'", ""),
+    "group_timing.yaml": (9, 13, "a step inside a group cannot", "put the timing on the group"),
+    "duplicate_step_id.yaml": (6, 9, "step id 'slack-notify' is used twice", "its own `id`"),
+    "not_a_mapping.yaml": (1, 1, "must be a mapping at the top level", "catalog:"),
+    "bad_record.yaml": (7, 33, "'statuspage_id' is not allowed here", "did you mean 'statuspage_incident_id'?"),
+}
+
+
+def test_every_broken_file_has_an_expectation() -> None:
+    assert sorted(p.name for p in BROKEN.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_broken_file_reports_the_right_place(name: str) -> None:
+    line, column, message, hint = EXPECTED[name]
+    with pytest.raises(RulesError) as e:
+        load_file(BROKEN / name)
+    (problem,) = [p for p in e.value.problems if p.severity == "error"]
+    assert (problem.line, problem.column) == (line, column), problem
+    assert message in problem.message
+    assert hint in problem.hint
+    assert f"{BROKEN / name}:{line}:{column}: error: " in e.value.report()
+
+
+def test_all_errors_are_reported_not_just_the_first() -> None:
+    text = """\
+catalog:
+  services:
+    api: {team: nobody}
+workflows:
+  - name: a
+    on: alert.fire
+    do:
+      - action: slack.nottify
+        with: {text: "{{ evnt.title }}"}
+"""
+    with pytest.raises(RulesError) as e:
+        load_text(text, "hub.yaml")
+    assert [(p.line, p.message.split(" '")[0]) for p in e.value.problems] == [
+        (3, "unknown team"), (6, "unknown event kind"), (8, "slack has no action"), (9, "unknown template variable")]
+
+
+def test_defaults_are_valid_and_shipped_as_the_example() -> None:
+    loaded = load_file(None)
+    assert loaded.source == "<built-in defaults>" and loaded.warnings == []
+    names = [w.name for w in loaded.config.workflows]
+    assert names == ["page-on-call", "statuspage-open", "incident-changed", "incident-resolved", "followup-jira",
+                     "alert-page", "alert-resolved", "recent-deploy", "deploy-failed"]
+    assert (ROOT / "examples" / "hub.yaml").read_text() == DEFAULTS_PATH.read_text()
+
+
+def test_published_schema_is_current() -> None:
+    assert (ROOT / "docs" / "hub.schema.json").read_text() == schema_text(), \
+        "regenerate: incident-hub validate --schema > docs/hub.schema.json"
+
+
+def test_schema_describes_the_language() -> None:
+    schema = json.loads(schema_text())
+    step = schema["$defs"]["Step"]["properties"]
+    assert {"action", "with", "do", "if", "after", "every", "unless", "identity", "record"} <= set(step)
+    assert schema["$defs"]["Workflow"]["required"] == ["name", "on", "do"]
+    assert schema["$defs"]["Step"]["additionalProperties"] is False
+
+
+def test_catalog_only_file_keeps_the_default_workflows(tmp_path: Path) -> None:
+    path = tmp_path / "hub.yaml"
+    path.write_text("catalog:\n  services:\n    api: {aliases: [API]}\n")
+    loaded = load_file(path)
+    assert list(loaded.config.catalog.services) == ["api"]
+    assert [w.name for w in loaded.config.workflows] == [w.name for w in load_file(None).config.workflows]
+    path.write_text("catalog: {}\nworkflows: []\n")
+    assert load_file(path).config.workflows == []
+
+
+def test_on_is_a_key_not_yaml_true() -> None:
+    """YAML 1.1 reads a bare `on` as true; the loader takes keys as written."""
+    loaded = load_text("workflows:\n  - name: a\n    on: incident.declared\n    do: [{action: slack.notify}]\n")
+    assert loaded.config.workflows[0].on == ["incident.declared"]
+
+
+def test_secrets_in_the_file_and_unset_variables_are_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PD_UNSET_FOR_TEST", raising=False)
+    loaded = load_text("catalog:\n  services:\n    a: {pagerduty_routing_key: env:PD_UNSET_FOR_TEST}\n"
+                       "    b: {pagerduty_routing_key: 0123456789abcdef0123456789abcdef}\n  teams: {}\n")
+    assert [(w.line, w.message) for w in loaded.warnings] == [
+        (3, "environment variable PD_UNSET_FOR_TEST is not set here"), (4, "a secret is written in the file")]
+    with pytest.raises(RulesError) as e:
+        load_text("catalog:\n  services:\n    a: {slack_webhook: 'env:not-a-name'}\n")
+    assert e.value.problems[0].message == "'env:not-a-name' is not a valid environment reference"
+
+
+def test_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RulesError) as e:
+        load_file(tmp_path / "missing.yaml")
+    assert "cannot read the rules file" in e.value.problems[0].message
+
+
+def _cli(*args: str, env_config: str | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ}
+    env.pop("HUB_CONFIG", None)
+    if env_config:
+        env["HUB_CONFIG"] = env_config
+    return subprocess.run([sys.executable, "-m", "hub", *args], capture_output=True, text=True, env=env,
+                          cwd=str(ROOT), timeout=60)
+
+
+def test_validate_cli_errors_and_exit_code() -> None:
+    out = _cli("validate", str(BROKEN / "unknown_kind.yaml"))
+    assert out.returncode == 1
+    assert out.stdout.splitlines() == [
+        f"{BROKEN / 'unknown_kind.yaml'}:3:24: error: unknown event kind 'incident.declard' (at workflows[0].on[1])",
+        "    hint: did you mean 'incident.declared'?",
+        f"{BROKEN / 'unknown_kind.yaml'}: 1 error"]
+
+
+def test_validate_cli_ok_summary_and_json(tmp_path: Path) -> None:
+    out = _cli("validate")
+    assert out.returncode == 0
+    assert out.stdout.strip() == ("ok: <built-in defaults>: 9 workflows (9 enabled, 32 actions, 3 timers), "
+                                  "0 services, 0 teams")
+    path = tmp_path / "hub.yaml"
+    path.write_text((BROKEN / "bad_guard.yaml").read_text())
+    data = json.loads(_cli("validate", "--json", env_config=str(path)).stdout)
+    assert data["ok"] is False and data["file"] == str(path)
+    assert [(e["line"], e["column"]) for e in data["errors"]] == [(7, 17)]

@@ -1,0 +1,381 @@
+"""Workflows end to end: signed webhooks → real ingress → Redis → real worker → fake upstreams.
+
+Each test runs the built-in defaults (or a rules file from tests/data/rules) and asserts the
+exact outbound requests, and their order as the event's timeline records them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from hub.incidents import IncidentStore
+from hub.registry import sources
+from hub.settings import Settings
+from hub.store import FINAL_STATES, Store
+from hub.web import create_app
+from tests.conftest import FIXTURES, GRAFANA_SECRET, INCIDENTIO_SECRET, fixture_request, make_settings, wait_for
+from tests.fakes import incidentio as fake_incidentio
+from tests.fakes import jira as fake_jira
+from tests.fakes import opsgenie as fake_opsgenie
+from tests.fakes import statuspage as fake_statuspage
+
+RULES = Path(__file__).parent / "data" / "rules"
+ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
+DATADOG_TOKEN = "datadog-test-token-123"
+PAGERDUTY_SECRET = "pd-webhook-secret-for-workflows"
+INCIDENT_ID = "01J0ZKW6305FATZYDS3AR0RGXJ"
+INCIDENT_KEY = f"incidentio:{INCIDENT_ID}"
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+class Upstreams:
+    """Every fake upstream the defaults may call, started on loopback."""
+
+    def __init__(self) -> None:
+        from tests.fakes.incidentio import FakeIncidentIO
+        from tests.fakes.jira import FakeJira
+        from tests.fakes.opsgenie import FakeOpsGenie
+        from tests.fakes.pagerduty import FakePagerDuty
+        from tests.fakes.slack import FakeSlack
+        from tests.fakes.statuspage import FakeStatuspage
+
+        self.slack, self.pagerduty, self.statuspage = FakeSlack(), FakePagerDuty(), FakeStatuspage()
+        self.jira, self.incidentio, self.opsgenie = FakeJira(), FakeIncidentIO(), FakeOpsGenie()
+
+    @property
+    def all(self) -> list[Any]:
+        return [self.slack, self.pagerduty, self.statuspage, self.jira, self.incidentio, self.opsgenie]
+
+    async def start(self) -> Upstreams:
+        for fake in self.all:
+            await fake.start()
+        return self
+
+    async def close(self) -> None:
+        for fake in self.all:
+            await fake.close()
+
+    def settings(self, redis_url: str, **overrides: Any) -> Settings:
+        base: dict[str, Any] = dict(
+            slack_webhook_url=self.slack.webhook_url, pagerduty_routing_key=ROUTING_KEY,
+            pagerduty_events_url=self.pagerduty.events_url, statuspage_api_key=fake_statuspage.API_KEY,
+            statuspage_page_id=fake_statuspage.PAGE_ID, statuspage_api_url=self.statuspage.url,
+            jira_url=self.jira.url, jira_email=fake_jira.EMAIL, jira_api_token=fake_jira.TOKEN, jira_project="OPS",
+            incidentio_api_key=fake_incidentio.API_KEY, incidentio_api_url=self.incidentio.url,
+            incidentio_webhook_secret=INCIDENTIO_SECRET, grafana_webhook_secret=GRAFANA_SECRET,
+            datadog_webhook_token=DATADOG_TOKEN, pagerduty_webhook_secret=PAGERDUTY_SECRET,
+            opsgenie_api_key=fake_opsgenie.API_KEY, opsgenie_api_url=self.opsgenie.url)
+        base.update(overrides)
+        return make_settings(redis_url, **base)
+
+    def seed_incident(self, incident_id: str = INCIDENT_ID) -> None:
+        """An incident.io incident the fake knows (timeline items need one)."""
+        self.incidentio.incidents[incident_id] = {"id": incident_id, "name": "seeded", "summary": ""}
+
+
+@pytest.fixture
+async def upstreams(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Upstreams]:
+    for name in ("SLACK", "PAGERDUTY", "STATUSPAGE", "JIRA", "INCIDENTIO", "OPSGENIE"):
+        monkeypatch.setenv(f"{name}_RATE_LIMIT", "0")  # pacing is tested elsewhere; keep these fast
+    from connectors.jira import Jira
+
+    monkeypatch.setattr(Jira, "index_grace", 0.0)
+    ups = await Upstreams().start()
+    yield ups
+    await ups.close()
+
+
+class Hub:
+    """The real web app and worker(s) on one Redis, for one test."""
+
+    def __init__(self, settings: Settings, redis: Any, workers: int = 1) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.store = Store(redis, settings)
+        self.incidents = IncidentStore(redis, settings.hub_retention)
+        self.workers = workers
+        self._client: TestClient | None = None
+        self._workers: list[Any] = []
+
+    async def __aenter__(self) -> Hub:
+        from tests.conftest import RunningWorker
+
+        self._client = TestClient(TestServer(create_app(self.settings)))
+        await self._client.__aenter__()
+        for _ in range(self.workers):
+            w = RunningWorker(self.settings)
+            await w.__aenter__()
+            self._workers.append(w)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for w in self._workers:
+            await w.__aexit__(*exc)
+        assert self._client is not None
+        await self._client.__aexit__(*exc)
+
+    async def post(self, source: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None,
+                   extra: dict[str, str] | None = None) -> str:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        hdrs = headers if headers is not None else sources()[source].sign_request(raw, self.settings)
+        assert self._client is not None
+        resp = await self._client.post(f"/webhooks/{source}", data=raw, headers={**hdrs, **(extra or {})})
+        data = await resp.json()
+        assert resp.status == 202, data
+        return data["event_id"]
+
+    async def final(self, event_id: str, timeout: float = 15) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            rec = await self.store.get(event_id)
+            return rec if rec and rec["state"] in FINAL_STATES else None
+        return await wait_for(check, timeout=timeout)
+
+    async def send(self, source: str, body: bytes | dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return await self.final(await self.post(source, body, **kw))
+
+    async def done_actions(self, event_id: str) -> list[tuple[str, str]]:
+        """(action name, final state) in the order the event's timeline recorded them."""
+        out = []
+        for entry in await self.store.timeline(event_id):
+            if entry.get("type") == "action" and entry.get("state") in ("succeeded", "skipped", "dead"):
+                out.append((entry["name"], entry["state"]))
+        return out
+
+    async def actions(self, event_id: str) -> dict[str, dict[str, Any]]:
+        return await self.store.actions(event_id)
+
+
+def incident_payload(event_type: str, *, severity: str | None = None, status: tuple[str, str] | None = None,
+                     previous: tuple[str, str] | None = None, services_field: str | None = None) -> dict[str, Any]:
+    """An incident.io webhook from the fixtures, with severity/status changed where asked."""
+    source = {"incident_created_v2": "incidentio_incident_created.json",
+              "incident_status_updated_v2": "incidentio_incident_status_updated.json",
+              "incident_updated_v2": "incidentio_incident_updated.json"}[event_type]
+    data = copy.deepcopy(load(source))
+    body = data[f"public_incident.{event_type}"]
+    incident = body.get("incident", body)
+    if severity:
+        rank = {"Critical": 3, "Major": 2, "Minor": 1}[severity]
+        incident["severity"] = {**incident["severity"], "name": severity, "rank": rank}
+    if status:
+        new = {"id": f"st_{status[0].lower()}", "name": status[0], "category": status[1], "rank": 2}
+        incident["incident_status"] = new
+        if "new_status" in body:
+            body["new_status"] = new
+    if previous and "previous_status" in body:
+        body["previous_status"] = {"id": f"st_{previous[0].lower()}", "name": previous[0], "category": previous[1],
+                                   "rank": 1}
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_incident_created_status_changed_resolved(redis_url, redis, upstreams) -> None:
+    """SEV1 lifecycle: page + Slack + Statuspage; status change updates Statuspage; resolve closes it all."""
+    settings = upstreams.settings(redis_url)
+    async with Hub(settings, redis) as hub:
+        created = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
+        assert created["state"] == "done"
+        assert await hub.done_actions(created["id"]) == [
+            ("pagerduty.trigger", "succeeded"), ("slack.notify", "succeeded"), ("statuspage.open", "succeeded")]
+        (page,) = upstreams.pagerduty.calls("/v2/enqueue")
+        assert page.json()["event_action"] == "trigger"
+        assert page.json()["dedup_key"] == INCIDENT_KEY
+        assert page.json()["routing_key"] == ROUTING_KEY
+        assert page.json()["payload"]["severity"] == "critical"
+        assert page.json()["payload"]["summary"] == "[SEV1] INC-1482: Checkout API returning 5xx errors"
+        (sp_create,) = upstreams.statuspage.calls(method="POST")
+        assert sp_create.json()["incident"]["status"] == "investigating"
+        assert sp_create.json()["incident"]["name"] == "INC-1482: Checkout API returning 5xx errors"
+        assert upstreams.slack.requests[0].json()["text"].endswith(":rotating_light: INC-1482: Checkout API "
+                                                                   "returning 5xx errors")
+        state = await hub.incidents.get(INCIDENT_KEY)
+        assert state["severity"] == "SEV1" and state["page_dedup_key"] == INCIDENT_KEY
+        sp_id = upstreams.statuspage.created[0]
+        assert state["statuspage_incident_id"] == sp_id
+        timers = await hub.incidents.timers(INCIDENT_KEY)
+        assert sorted(t["group"] for t in timers.values()) == ["escalate", "escalate-again", "reminder"]
+
+        changed = await hub.send("incidentio", incident_payload(
+            "incident_status_updated_v2", severity="Critical", status=("Monitoring", "live"),
+            previous=("Investigating", "live")))
+        assert changed["events"][0]["kind"] == "incident.status_changed"
+        assert await hub.done_actions(changed["id"]) == [("statuspage.update", "succeeded"),
+                                                         ("slack.notify", "succeeded")]
+        patch = upstreams.statuspage.calls(f"/v1/pages/{fake_statuspage.PAGE_ID}/incidents/{sp_id}", "PATCH")[-1]
+        assert patch.json()["incident"]["status"] == "monitoring"
+        assert patch.json()["incident"]["body"] == "Fix deployed (checkout-api v2024.06.17-3); error rate back to " \
+                                                   "baseline."
+        assert upstreams.statuspage.incidents[sp_id]["status"] == "monitoring"
+
+        before = len(upstreams.slack.requests)
+        resolved = await hub.send("incidentio", incident_payload("incident_status_updated_v2", severity="Critical"))
+        assert resolved["events"][0]["kind"] == "incident.resolved"
+        assert await hub.done_actions(resolved["id"]) == [
+            ("hub.cancel_timers", "succeeded"), ("statuspage.resolve", "succeeded"),
+            ("pagerduty.resolve", "succeeded"), ("slack.notify", "succeeded"), ("jira.create_issue", "succeeded")]
+    resolve = upstreams.pagerduty.calls("/v2/enqueue")[-1].json()
+    assert resolve == {"routing_key": ROUTING_KEY, "dedup_key": INCIDENT_KEY, "event_action": "resolve"}
+    assert upstreams.statuspage.incidents[sp_id]["status"] == "resolved"
+    assert len(upstreams.slack.requests) == before + 1
+    assert upstreams.slack.requests[-1].json()["text"].startswith(":red_circle: *SEV1* :white_check_mark: Resolved "
+                                                                  "after ")
+    (issue_key,) = upstreams.jira.created
+    fields = upstreams.jira.issues[issue_key]["fields"]
+    assert fields["summary"] == "Post-mortem: INC-1482: Checkout API returning 5xx errors"
+    assert fields["project"] == {"key": "OPS"} and fields["duedate"]
+    state = await hub.incidents.get(INCIDENT_KEY)
+    assert state["resolved_at"] and state["jira_keys"] == [issue_key]
+    assert await hub.incidents.timers(INCIDENT_KEY) == {}
+    timeline = [e["type"] for e in await hub.incidents.timeline(INCIDENT_KEY)]
+    assert timeline.count("timer_cancelled") == 3 and "resolved" in timeline
+    # the cancelled timers' actions are final on the event that armed them
+    armed = await hub.actions(created["id"])
+    pending = [a for a in armed.values() if a.get("timer")]
+    assert pending and all(a["state"] == "skipped" and a["error"].startswith("cancelled") for a in pending)
+
+
+async def test_sev2_declared_twice_pages_once_and_updates_do_not_repage(redis_url, redis, upstreams) -> None:
+    settings = upstreams.settings(redis_url)
+    async with Hub(settings, redis) as hub:
+        first = await hub.send("incidentio", incident_payload("incident_created_v2"))
+        again = await hub.send("incidentio", incident_payload("incident_created_v2"))  # another delivery id
+        update = await hub.send("incidentio", incident_payload("incident_updated_v2", status=("Fixing", "live")))
+    assert await hub.done_actions(first["id"]) == [("pagerduty.trigger", "succeeded"), ("slack.notify", "succeeded")]
+    assert await hub.done_actions(again["id"]) == []
+    assert [a for a, _ in await hub.done_actions(update["id"])] == ["slack.notify"]  # status changed: no Statuspage
+    assert len(upstreams.pagerduty.calls("/v2/enqueue")) == 1
+    assert upstreams.statuspage.requests == []
+
+
+async def test_followup_created_twice_makes_one_jira_issue(redis_url, redis, upstreams) -> None:
+    settings = upstreams.settings(redis_url)
+    body = (FIXTURES / "incidentio_followup_created.json").read_bytes()
+    async with Hub(settings, redis) as hub:
+        first = await hub.send("incidentio", body)
+        second = await hub.send("incidentio", body)  # re-signed: a new webhook-id, so not a duplicate delivery
+    assert first["delivery_id"] != second["delivery_id"]
+    assert await hub.done_actions(first["id"]) == [("jira.create_issue", "succeeded")]
+    assert await hub.done_actions(second["id"]) == []
+    (issue_key,) = upstreams.jira.created
+    fields = upstreams.jira.issues[issue_key]["fields"]
+    assert fields["summary"] == "Add circuit breaker to payment provider client"
+    assert INCIDENT_ID in fields["description"]
+    assert len(upstreams.jira.calls("/rest/api/2/issue", "POST")) == 1
+
+
+async def test_datadog_triggered_then_recovered_then_flapping(redis_url, redis, upstreams) -> None:
+    settings = upstreams.settings(redis_url)
+    triggered = load("datadog_alert_triggered.json")
+    recovered = load("datadog_alert_recovered.json")
+    auth = {"Authorization": f"Bearer {DATADOG_TOKEN}", "Content-Type": "application/json"}
+    async with Hub(settings, redis) as hub:
+        fired = await hub.send("datadog", triggered, headers=auth)
+        fp = fired["events"][0]["fingerprint"]
+        assert fp == "datadog:12345678:host:web-01"
+        assert await hub.done_actions(fired["id"]) == [("pagerduty.trigger", "succeeded"),
+                                                       ("incidentio.create_incident", "succeeded")]
+        (trigger,) = upstreams.pagerduty.calls("/v2/enqueue")
+        assert trigger.json()["dedup_key"] == fp and trigger.json()["payload"]["severity"] == "critical"
+        (inc_create,) = upstreams.incidentio.calls("/v2/incidents", "POST")
+        assert inc_create.json()["name"] == "High CPU on web-01"
+        inc_id = upstreams.incidentio.created[0]
+        assert await hub.incidents.resolve(f"incidentio:{inc_id}") == fp  # its webhooks join this incident
+
+        rec = await hub.send("datadog", recovered, headers=auth)
+        assert await hub.done_actions(rec["id"]) == [("pagerduty.resolve", "succeeded")]
+        assert upstreams.pagerduty.calls("/v2/enqueue")[-1].json() == {
+            "routing_key": ROUTING_KEY, "dedup_key": fp, "event_action": "resolve"}
+
+        flap = {**triggered, "id": "7845839165284399999"}  # the monitor fires again: a new Datadog event
+        again = await hub.send("datadog", flap, headers=auth)
+        assert await hub.done_actions(again["id"]) == [("pagerduty.trigger", "succeeded"),
+                                                       ("incidentio.create_incident", "succeeded")]
+        state = await hub.incidents.get(fp)
+    assert state["episode"] == 2 and state["resolved_at"] is None
+    assert [a.dedup_key for a in upstreams.pagerduty.created] == [fp, fp]  # PagerDuty opened a second alert
+    assert len(upstreams.incidentio.created) == 2
+    ids = {a["id"] for a in (await hub.actions(fired["id"])).values()}
+    assert ids == {f"{fp}#1:page", f"{fp}#1:alert-page:open-incident"}  # `identity: page` is shared
+
+
+async def test_grafana_group_with_mixed_alerts(redis_url, redis, upstreams) -> None:
+    """One group, three alerts: critical firing (pages), warning firing (below SEV2: nothing), a resolve."""
+    settings = upstreams.settings(redis_url)
+    group = load("grafana_firing.json")
+    critical = group["alerts"][0]
+    warning = copy.deepcopy(critical)
+    warning["labels"] = {**critical["labels"], "severity": "warning", "instance": "web-02:9100"}
+    warning["fingerprint"] = "b0b0b0b0b0b0b0b0"
+    gone = copy.deepcopy(critical)
+    gone.update(status="resolved", fingerprint="c1c1c1c1c1c1c1c1", endsAt="2024-06-17T08:20:00Z")
+    group["alerts"] = [critical, warning, gone]
+    async with Hub(settings, redis) as hub:
+        done = await hub.send("grafana", group)
+    kinds = [(e["kind"], e["severity"], e["fingerprint"]) for e in done["events"]]
+    assert kinds == [("alert.firing", "SEV1", "a3f1c2d4e5b60789"), ("alert.firing", "SEV3", "b0b0b0b0b0b0b0b0"),
+                     ("alert.resolved", "SEV1", "c1c1c1c1c1c1c1c1")]
+    assert await hub.done_actions(done["id"]) == [("pagerduty.trigger", "succeeded"),
+                                                  ("incidentio.create_incident", "succeeded")]
+    (page,) = upstreams.pagerduty.calls("/v2/enqueue")
+    assert page.json()["dedup_key"] == "a3f1c2d4e5b60789"
+    assert page.json()["payload"]["source"] == "grafana"
+    assert await hub.incidents.get("b0b0b0b0b0b0b0b0") is not None  # tracked, not paged
+    assert (await hub.incidents.get("b0b0b0b0b0b0b0b0"))["page_dedup_key"] is None
+
+
+async def test_failed_production_deploy_then_incident_links_the_deploy(redis_url, redis, upstreams,
+                                                                      monkeypatch) -> None:
+    monkeypatch.setenv("PD_KEY_PAYMENTS", "PAYMENTSKEY000000000000000000000")
+    settings = upstreams.settings(redis_url, hub_config=RULES / "catalog.yaml")
+    upstreams.seed_incident()
+    body, headers = fixture_request("github_deployment_status_failure.json")
+    async with Hub(settings, redis) as hub:
+        deploy = await hub.send("github", body, headers=headers)
+        assert await hub.done_actions(deploy["id"]) == [("slack.notify", "succeeded")]
+        assert "production failed" in upstreams.slack.requests[0].json()["text"]
+        declared = await hub.send("incidentio", incident_payload("incident_created_v2"))
+    assert declared["events"][0]["services"] == ["Payments"]
+    assert await hub.done_actions(declared["id"]) == [
+        ("pagerduty.trigger", "succeeded"), ("slack.notify", "succeeded"),   # page-on-call
+        ("incidentio.add_note", "succeeded"), ("slack.notify", "succeeded")]  # recent-deploy
+    (note,) = upstreams.incidentio.timeline.values()
+    assert note["incident_id"] == INCIDENT_ID
+    assert note["description"] == (
+        "Deployed shortly before this incident: Codertocat/Hello-World@master (f95f852bd8fc) by Codertocat, failed: "
+        "https://api.github.com/repos/Codertocat/Hello-World/deployments/145988746")
+    notice = upstreams.slack.requests[-1].json()
+    assert "was deployed to production shortly before" in notice["text"]
+    state = await hub.incidents.get(INCIDENT_KEY)
+    assert state["services"] == ["Payments"]
+    assert [d["environment"] for d in state["deploys"]] == ["production"]
+    # the page went to the service's own routing key from the catalog (env reference)
+    assert upstreams.pagerduty.calls("/v2/enqueue")[0].json()["routing_key"] == "PAYMENTSKEY000000000000000000000"
+
+
+async def test_pages_through_opsgenie_when_pagerduty_is_not_set_up(redis_url, redis, upstreams) -> None:
+    settings = upstreams.settings(redis_url, pagerduty_routing_key=None)
+    async with Hub(settings, redis) as hub:
+        declared = await hub.send("incidentio", incident_payload("incident_created_v2"))
+        assert await hub.done_actions(declared["id"]) == [("opsgenie.create", "succeeded"),
+                                                          ("slack.notify", "succeeded")]
+        resolved = await hub.send("incidentio", incident_payload("incident_status_updated_v2"))
+    assert [a for a, _ in await hub.done_actions(resolved["id"])] == [
+        "hub.cancel_timers", "opsgenie.close", "slack.notify", "jira.create_issue"]
+    create = upstreams.opsgenie.calls("/v2/alerts", "POST")[0].json()
+    assert create["alias"] == INCIDENT_KEY and create["priority"] == "P2"
+    assert create["message"] == "[SEV2] INC-1482: Checkout API returning 5xx errors"
+    close = upstreams.opsgenie.requests[-1]
+    assert close.path.endswith("/close") and close.query["identifierType"] == "alias"
+    assert upstreams.pagerduty.requests == []
