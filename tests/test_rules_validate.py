@@ -78,8 +78,8 @@ def test_defaults_are_valid_and_shipped_as_the_example() -> None:
     loaded = load_file(None)
     assert loaded.source == "<built-in defaults>" and loaded.warnings == []
     names = [w.name for w in loaded.config.workflows]
-    assert names == ["page-on-call", "statuspage-open", "incident-changed", "incident-resolved", "followup-jira",
-                     "alert-page", "alert-resolved", "recent-deploy", "deploy-failed"]
+    assert names == ["page-on-call", "announce-minor", "statuspage-open", "incident-changed", "incident-resolved",
+                     "followup-jira", "alert-page", "alert-resolved", "recent-deploy", "deploy-failed"]
     assert (ROOT / "examples" / "hub.yaml").read_text() == DEFAULTS_PATH.read_text()
 
 
@@ -152,10 +152,50 @@ def test_validate_cli_errors_and_exit_code() -> None:
 def test_validate_cli_ok_summary_and_json(tmp_path: Path) -> None:
     out = _cli("validate")
     assert out.returncode == 0
-    assert out.stdout.strip() == ("ok: <built-in defaults>: 9 workflows (9 enabled, 32 actions, 3 timers), "
+    assert out.stdout.strip() == ("ok: <built-in defaults>: 10 workflows (10 enabled, 33 actions, 3 timers), "
                                   "0 services, 0 teams")
     path = tmp_path / "hub.yaml"
     path.write_text((BROKEN / "bad_guard.yaml").read_text())
     data = json.loads(_cli("validate", "--json", env_config=str(path)).stdout)
     assert data["ok"] is False and data["file"] == str(path)
     assert [(e["line"], e["column"]) for e in data["errors"]] == [(7, 17)]
+
+
+def test_simulate_prints_rendered_actions_and_touches_nothing() -> None:
+    fixture = str(ROOT / "tests" / "fixtures" / "inbound" / "incidentio_incident_created.json")
+    out = _cli("simulate", "incidentio", fixture, "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert [e["kind"] for e in data["events"]] == ["incident.declared"]
+    rows = [(a["name"], a["step"], a["delay_s"]) for a in data["actions"]]
+    assert rows == [("pagerduty.trigger", "page", 0), ("slack.notify", "announce", 0),
+                    ("slack.notify", "reminder", 1800.0), ("slack.notify", "escalate-notify", 900.0),
+                    ("incidentio.add_note", "escalate-note", 900.0), ("slack.notify", "escalate-again-notify", 1800.0),
+                    ("incidentio.add_note", "escalate-again-note", 1800.0)]
+    assert data["actions"][0]["params"]["dedup_key"] == "incidentio:01J0ZKW6305FATZYDS3AR0RGXJ"
+    assert data["actions"][2]["timer"] == {"after": {"SEV1": 900.0, "SEV2": 1800.0},
+                                           "every": {"SEV1": 900.0, "SEV2": 1800.0}, "unless": ["resolved"]}
+    text = _cli("simulate", "incidentio", fixture).stdout.splitlines()
+    assert text[1] == ("event  incident.declared        SEV2  incidentio:01J0ZKW6305FATZYDS3AR0RGXJ  INC-1482: "
+                       "Checkout API returning 5xx errors")
+    assert text[4].startswith("action slack.notify               [page-on-call/announce]")
+    assert "after SEV1: 15m, SEV2: 30m, every SEV1: 15m, SEV2: 30m unless resolved" in text[6]
+
+
+def test_simulate_redacts_secrets_and_reports_bad_rules(tmp_path: Path) -> None:
+    path = tmp_path / "hub.yaml"
+    path.write_text("catalog:\n  services:\n    checkout: {pagerduty_routing_key: env:SIM_PD_KEY}\n")
+    import os
+
+    os.environ["SIM_PD_KEY"] = "sim-secret-key-0123456789"
+    try:
+        fixture = str(ROOT / "tests" / "fixtures" / "inbound" / "datadog_alert_triggered.json")
+        out = _cli("simulate", "datadog", fixture, "--json", "--config", str(path))
+    finally:
+        del os.environ["SIM_PD_KEY"]
+    assert out.returncode == 0, out.stderr
+    page = json.loads(out.stdout)["actions"][0]
+    assert page["name"] == "pagerduty.trigger" and page["params"]["routing_key"] == "***"
+    assert "sim-secret-key" not in out.stdout
+    bad = _cli("simulate", "datadog", fixture, "--config", str(BROKEN / "unknown_team.yaml"))
+    assert bad.returncode == 1 and "unknown team 'paymnets'" in bad.stderr

@@ -295,3 +295,18 @@ def test_invalid_rules_refuse_to_start_the_worker(tmp_path, redis_url) -> None:
     with pytest.raises(SystemExit) as e:
         run_worker(make_settings(redis_url, hub_config=path))
     assert "the rules file is invalid" in str(e.value) and f"{path}:3:9" in str(e.value)
+
+
+async def test_operator_ack_stops_the_escalation(redis, upstreams, escalation) -> None:  # noqa: F811
+    async with Hub(escalation, redis) as hub:
+        declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
+        assert await hub.incidents.acknowledge(INCIDENT_KEY, by="operator:dana") is True
+        assert await hub.incidents.acknowledge(INCIDENT_KEY) is False  # already acknowledged
+
+        async def settled() -> Any:
+            recs = escalation_records(await hub.actions(declared["id"]))
+            return recs if recs and all(r["state"] == "skipped" for r in recs.values()) else None
+        await wait_for(settled, timeout=10)
+    assert len(upstreams.pagerduty.calls("/v2/enqueue")) == 1
+    state = await hub.incidents.get(INCIDENT_KEY)
+    assert state["acknowledged_by"] == "operator:dana"

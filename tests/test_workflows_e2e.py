@@ -379,3 +379,23 @@ async def test_pages_through_opsgenie_when_pagerduty_is_not_set_up(redis_url, re
     close = upstreams.opsgenie.requests[-1]
     assert close.path.endswith("/close") and close.query["identifierType"] == "alias"
     assert upstreams.pagerduty.requests == []
+
+
+async def test_incident_opened_for_an_alert_joins_the_alert_and_pages_once(redis_url, redis, upstreams) -> None:
+    """Datadog SEV1 pages and opens an incident.io incident; that incident's webhook must not page again."""
+    settings = upstreams.settings(redis_url)
+    auth = {"Authorization": f"Bearer {DATADOG_TOKEN}", "Content-Type": "application/json"}
+    async with Hub(settings, redis) as hub:
+        fired = await hub.send("datadog", load("datadog_alert_triggered.json"), headers=auth)
+        fp = fired["events"][0]["fingerprint"]
+        inc_id = upstreams.incidentio.created[0]
+        created = incident_payload("incident_created_v2", severity="Critical")
+        created["public_incident.incident_created_v2"]["id"] = inc_id
+        declared = await hub.send("incidentio", created)
+    assert declared["events"][0]["fingerprint"] == f"incidentio:{inc_id}"
+    # the incident.io incident is the alert's incident: the page is already done, the Statuspage is new
+    assert await hub.done_actions(declared["id"]) == [("slack.notify", "succeeded"), ("statuspage.open", "succeeded")]
+    assert len(upstreams.pagerduty.calls("/v2/enqueue")) == 1
+    state = await hub.incidents.get(fp)
+    assert state["incidentio_id"] == inc_id and state["statuspage_incident_id"] == upstreams.statuspage.created[0]
+    assert await hub.incidents.get(f"incidentio:{inc_id}") is None
