@@ -220,32 +220,49 @@ async def _count(upstreams: Upstreams, n: int) -> bool:  # noqa: F811
     return len(upstreams.slack.requests) >= n
 
 
-async def test_timer_survives_worker_and_redis_restart(redis_server, redis_url, upstreams,  # noqa: F811
-                                                       escalation) -> None:
+async def test_timer_survives_worker_and_redis_restart(tmp_path, upstreams, monkeypatch) -> None:  # noqa: F811
+    from hub.embedded_redis import EmbeddedRedis
     from hub.redis_conn import connect
 
-    client = connect(redis_url)
+    monkeypatch.setenv("PD_KEY_L2", L2_KEY)
+    upstreams.seed_incident()
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()  # its own Redis: this test restarts it
+    settings = upstreams.settings(server.url, hub_config=RULES / "escalation.yaml")
     try:
-        async with Hub(escalation, client, workers=0) as hub:  # accepted, no worker yet
-            event_id = await hub.post("incidentio", incident_payload("incident_created_v2", severity="Critical"))
-        async with Hub(escalation, client) as hub:  # a worker processes it and arms the timer, then goes
-            await hub.final(event_id)
-            assert len(await hub.incidents.timers(INCIDENT_KEY)) == 1
+        client = connect(server.url)
+        try:
+            async with Hub(settings, client, workers=0) as hub:  # accepted, no worker yet
+                event_id = await hub.post("incidentio", incident_payload("incident_created_v2", severity="Critical"))
+            async with Hub(settings, client) as hub:  # a worker processes it and arms the timer, then goes
+                await hub.final(event_id)
+                assert len(await hub.incidents.timers(INCIDENT_KEY)) == 1
+        finally:
+            await client.aclose()
+        server.stop()  # SIGTERM: Redis writes its AOF
+        server.start()
+        client = connect(server.url)
+        try:
+            await wait_for(lambda: _loaded(client), timeout=10)
+            async with Hub(settings, client) as hub:
+                async def escalated() -> Any:
+                    recs = escalation_records(await hub.actions(event_id))
+                    return recs if recs and all(r["state"] == "succeeded" for r in recs.values()) else None
+                await wait_for(escalated, timeout=15)
+        finally:
+            await client.aclose()
     finally:
-        await client.aclose()
-    redis_server.stop()
-    redis_server.start()  # AOF: the queued timer is still there
-    client = connect(redis_url)
-    try:
-        async with Hub(escalation, client) as hub:
-            async def escalated() -> Any:
-                recs = escalation_records(await hub.actions(event_id))
-                return recs if recs and all(r["state"] == "succeeded" for r in recs.values()) else None
-            await wait_for(escalated, timeout=15)
-    finally:
-        await client.aclose()
+        server.kill()
     assert [p.json()["dedup_key"] for p in upstreams.pagerduty.calls("/v2/enqueue")] == [
         INCIDENT_KEY, f"{INCIDENT_KEY}:escalation-1"]
+
+
+async def _loaded(client: Any) -> bool:
+    from redis.exceptions import BusyLoadingError
+
+    try:
+        return await client.ping()
+    except BusyLoadingError:
+        return False
 
 
 async def test_sighup_reloads_rules_and_keeps_them_when_invalid(tmp_path, redis_url, caplog) -> None:
