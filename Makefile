@@ -31,7 +31,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check hub connectors tests bench
 
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m bench.ingress
+	$(BIN)/python -m bench.ingress $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
