@@ -23,11 +23,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from statistics import mean
+from statistics import median
 from typing import Any
 
 import redis as sync_redis
 
+from bench import instructions
 from bench.load import LoadResult, ensure_wrk, run_load, wrk_version
 from bench.redis_stats import per_request, snapshot
 from bench.servers import PinnedRedis, start_server, stored
@@ -74,7 +75,7 @@ def measure(side: str, rnd: int, args: argparse.Namespace, generator: str, wrk: 
             accepted = counts1["accepted"] - counts0["accepted"]
             in_redis = stored(side, client)
             return {
-                "side": side, "round": rnd, "load": load.as_dict(),
+                "side": side, "round": rnd, "loadavg_1m": round(os.getloadavg()[0], 2), "load": load.as_dict(),
                 "server": {"accepted": accepted, "duplicate": counts1["duplicate"] - counts0["duplicate"],
                            "accepted_total": counts1["accepted"],
                            "cpu_us_per_request": round((cpu1 - cpu0) / max(accepted, 1) * 1e6, 1)},
@@ -112,13 +113,13 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for side in SIDES:
         mine = [r for r in runs if r["side"] == side]
         out[side] = {
-            "rps": round(mean(r["load"]["rps"] for r in mine), 1),
-            "p50_ms": round(mean(r["load"]["latency_ms"]["p50"] for r in mine), 3),
-            "p99_ms": round(mean(r["load"]["latency_ms"]["p99"] for r in mine), 3),
-            "cpu_us_per_request": round(mean(r["server"]["cpu_us_per_request"] for r in mine), 1),
+            "rps": round(median(r["load"]["rps"] for r in mine), 1),
+            "p50_ms": round(median(r["load"]["latency_ms"]["p50"] for r in mine), 3),
+            "p99_ms": round(median(r["load"]["latency_ms"]["p99"] for r in mine), 3),
+            "cpu_us_per_request": round(median(r["server"]["cpu_us_per_request"] for r in mine), 1),
             "redis_round_trips": mine[-1]["redis"]["round_trips"],
             "redis_commands": mine[-1]["redis"]["commands"],
-            "redis_cpu_us": round(mean(r["redis"]["redis_cpu_us"] for r in mine), 1),
+            "redis_cpu_us": round(median(r["redis"]["redis_cpu_us"] for r in mine), 1),
             "redis_calls": mine[-1]["redis"]["calls"],
         }
     b, h = out["baseline"], out["hub"]
@@ -141,17 +142,18 @@ def print_report(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict
     p(f"\nload generator: {meta['generator']}  ({meta['connections']} connections, {meta['duration_s']} s measured "
       f"after {meta['warmup_s']} s warm-up, {meta['rounds']} round(s), order {' '.join(meta['order'])})")
     p(f"pinning: {meta['pinning']}; load average before: {meta['loadavg_before']}")
-    p(f"{'side':<9}{'round':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'202s':>9}{'stored':>9}"
-      f"{'cpu µs/req':>12}{'checks':>8}")
+    p(f"{'side':<9}{'round':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'202s':>9}{'stored/acked':>15}"
+      f"{'cpu µs/req':>12}{'load 1m':>9}{'checks':>8}")
     for r in runs:
         ok = "ok" if all(r["checks"].values()) else "FAIL"
         p(f"{r['side']:<9}{r['round']:>6}{r['load']['rps']:>10.0f}{r['load']['latency_ms']['p50']:>9.2f}"
-          f"{r['load']['latency_ms']['p99']:>9.2f}{r['server']['accepted']:>9}{r['stored']['events']:>9}"
-          f"{r['server']['cpu_us_per_request']:>12.0f}{ok:>8}")
+          f"{r['load']['latency_ms']['p99']:>9.2f}{r['server']['accepted']:>9}"
+          f"{str(r['stored']['events']) + '/' + str(r['server']['accepted_total']):>15}"
+          f"{r['server']['cpu_us_per_request']:>12.0f}{r['loadavg_1m']:>9.2f}{ok:>8}")
     p("")
     for side in SIDES:
         s = summary[side]
-        p(f"{side:<9} mean: {s['rps']:.0f} req/s, p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, "
+        p(f"{side:<9} median: {s['rps']:.0f} req/s, p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, "
           f"server CPU {s['cpu_us_per_request']:.0f} µs/req; Redis {s['redis_round_trips']:.2f} round trips, "
           f"{s['redis_commands']:.2f} commands, {s['redis_cpu_us']:.0f} µs CPU per request")
         calls = ", ".join(f"{k} {v:g}" for k, v in s["redis_calls"].items())
@@ -161,16 +163,23 @@ def print_report(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict
       f"server CPU per request {r['cpu_per_request']}x")
     for name, ok in summary["targets"].items():
         p(f"  target {name}: {'met' if ok else 'NOT met'}")
+    if "instructions" in summary:
+        ir = summary["instructions"]
+        p(f"callgrind, user-space instructions per request: baseline {ir['baseline'] / 1e3:.0f} k, "
+          f"hub {ir['hub'] / 1e3:.0f} k ({ir['ratio']}x)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=15, help="measured seconds per run (default 15)")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds before each run (default 3)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds; each runs both sides (default 2)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; each runs both sides, order alternating (default 3)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per request under callgrind (bench/instructions.py, ~3 min)")
     parser.add_argument("--out", type=Path, default=None,
                         help="result file (default bench/results/ingress-<date>.json)")
     args = parser.parse_args(argv)
@@ -200,6 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(measure(side, rnd, args, generator, wrk, (server_pin, load_pin)))
     meta["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     summary = summarise(runs)
+    if args.instructions:
+        why = instructions.available()
+        if why:
+            print(f"bench: skipping --instructions: {why}", file=sys.stderr)
+        else:
+            print("bench: counting instructions per request under callgrind ...", file=sys.stderr, flush=True)
+            counted = {side: instructions.measure(side, 1500) for side in SIDES}
+            ir = {side: int(str(c["instructions_per_request"])) for side, c in counted.items()}
+            summary["instructions"] = {**ir, "ratio": round(ir["hub"] / ir["baseline"], 3), "runs": counted}
     print_report(meta, runs, summary)
     out = args.out or RESULTS / f"ingress-{dt.datetime.now().strftime('%Y-%m-%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
