@@ -247,7 +247,7 @@ async def test_worker_survives_redis_outage_without_restart(own_redis, fake_slac
 
         async def done():
             return (await store.get(event_id))["state"] == "done"
-        await wait_for(done, timeout=30, interval=0.2)
+        await wait_for(done, timeout=60, interval=0.2)
         assert worker.poll() is None
     finally:
         worker.terminate()
