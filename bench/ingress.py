@@ -73,13 +73,22 @@ def measure(side: str, rnd: int, args: argparse.Namespace, generator: str, wrk: 
             snap1 = snapshot(client)
             counts1 = server.counts()
             accepted = counts1["accepted"] - counts0["accepted"]
+            window = load.duration_s or args.duration
+            user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+
+            def per_req(seconds: float) -> float:
+                return round(seconds / max(accepted, 1) * 1e6, 1)
+
             in_redis = stored(side, client)
             return {
                 "side": side, "round": rnd, "loadavg_1m": round(os.getloadavg()[0], 2), "load": load.as_dict(),
                 "server": {"accepted": accepted, "duplicate": counts1["duplicate"] - counts0["duplicate"],
-                           "accepted_total": counts1["accepted"],
-                           "cpu_us_per_request": round((cpu1 - cpu0) / max(accepted, 1) * 1e6, 1)},
+                           "accepted_total": counts1["accepted"], "cpu_us_per_request": per_req(user + system),
+                           "cpu_user_us_per_request": per_req(user), "cpu_sys_us_per_request": per_req(system)},
                 "redis": per_request(snap0, snap1, accepted),
+                # which core was the bottleneck: the server's, or the one wrk and Redis share
+                "cpu_busy": {"server_core": round((user + system) / window, 2),
+                             "load_and_redis_core": round((load.cpu_s + snap1.cpu_s - snap0.cpu_s) / window, 2)},
                 "stored": in_redis,
                 "checks": checks(side, load, accepted, counts1, in_redis, args.connections),
             }
@@ -117,6 +126,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "p50_ms": round(median(r["load"]["latency_ms"]["p50"] for r in mine), 3),
             "p99_ms": round(median(r["load"]["latency_ms"]["p99"] for r in mine), 3),
             "cpu_us_per_request": round(median(r["server"]["cpu_us_per_request"] for r in mine), 1),
+            "cpu_user_us_per_request": round(median(r["server"]["cpu_user_us_per_request"] for r in mine), 1),
+            "cpu_sys_us_per_request": round(median(r["server"]["cpu_sys_us_per_request"] for r in mine), 1),
             "redis_round_trips": mine[-1]["redis"]["round_trips"],
             "redis_commands": mine[-1]["redis"]["commands"],
             "redis_cpu_us": round(median(r["redis"]["redis_cpu_us"] for r in mine), 1),
@@ -143,18 +154,21 @@ def print_report(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict
       f"after {meta['warmup_s']} s warm-up, {meta['rounds']} round(s), order {' '.join(meta['order'])})")
     p(f"pinning: {meta['pinning']}; load average before: {meta['loadavg_before']}")
     p(f"{'side':<9}{'round':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'202s':>9}{'stored/acked':>15}"
-      f"{'cpu µs/req':>12}{'load 1m':>9}{'checks':>8}")
+      f"{'cpu µs/req':>12}{'busy 0/1':>10}{'load 1m':>9}{'checks':>8}")
     for r in runs:
         ok = "ok" if all(r["checks"].values()) else "FAIL"
         p(f"{r['side']:<9}{r['round']:>6}{r['load']['rps']:>10.0f}{r['load']['latency_ms']['p50']:>9.2f}"
           f"{r['load']['latency_ms']['p99']:>9.2f}{r['server']['accepted']:>9}"
           f"{str(r['stored']['events']) + '/' + str(r['server']['accepted_total']):>15}"
-          f"{r['server']['cpu_us_per_request']:>12.0f}{r['loadavg_1m']:>9.2f}{ok:>8}")
+          f"{r['server']['cpu_us_per_request']:>12.0f}"
+          f"{'{:.2f}/{:.2f}'.format(r['cpu_busy']['server_core'], r['cpu_busy']['load_and_redis_core']):>10}"
+          f"{r['loadavg_1m']:>9.2f}{ok:>8}")
     p("")
     for side in SIDES:
         s = summary[side]
         p(f"{side:<9} median: {s['rps']:.0f} req/s, p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, "
-          f"server CPU {s['cpu_us_per_request']:.0f} µs/req; Redis {s['redis_round_trips']:.2f} round trips, "
+          f"server CPU {s['cpu_us_per_request']:.0f} µs/req (user {s['cpu_user_us_per_request']:.0f}, "
+          f"sys {s['cpu_sys_us_per_request']:.0f}); Redis {s['redis_round_trips']:.2f} round trips, "
           f"{s['redis_commands']:.2f} commands, {s['redis_cpu_us']:.0f} µs CPU per request")
         calls = ", ".join(f"{k} {v:g}" for k, v in s["redis_calls"].items())
         p(f"{'':<9} commands per request: {calls}")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import payload
@@ -29,7 +30,8 @@ class LoadResult:
     errors: dict[str, int]
     latency_ms: dict[str, float]
     generator: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
+    #: the load generator's own CPU time, to see whether it had enough of its core
+    cpu_s: float = 0.0
 
     @property
     def rps(self) -> float:
@@ -72,9 +74,22 @@ def _parse(output: str, generator: str) -> LoadResult:
     raise RuntimeError(f"{generator} printed no result line; output was:\n{output[-2000:]}")
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_load(generator: str, url: str, *, connections: int, duration: int, prefix: str,
              pin: list[str], wrk: str | None = None) -> LoadResult:
     """One closed-loop run against `url`; `pin` is a command prefix such as ['taskset', '-c', '1']."""
+    cpu0 = _children_cpu()
+    result = _run(generator, url, connections=connections, duration=duration, prefix=prefix, pin=pin, wrk=wrk)
+    result.cpu_s = round(_children_cpu() - cpu0, 3)
+    return result
+
+
+def _run(generator: str, url: str, *, connections: int, duration: int, prefix: str, pin: list[str],
+         wrk: str | None) -> LoadResult:
     if generator == "wrk":
         assert wrk is not None
         with tempfile.NamedTemporaryFile(suffix=".json") as f:

@@ -37,10 +37,10 @@ class PinnedRedis(EmbeddedRedis):
         return [*self.pin, *super().command()]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def _get(url: str, timeout: float = 5.0) -> bytes:
@@ -86,7 +86,7 @@ class Server:
                     out[m.group(1)] = int(float(line.rsplit(" ", 1)[1]))
         return out
 
-    def cpu(self) -> float:
+    def cpu(self) -> tuple[float, float]:
         return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
