@@ -1,0 +1,1 @@
+"""Process-level reliability suite: real Redis, web and worker subprocesses, fake upstreams."""
