@@ -108,8 +108,16 @@ class InboundSource:
         raise NotImplementedError
 
     def parse(self, body: bytes, headers: Mapping[str, str], content_type: str) -> BaseModel:
-        """decode + validate, as the ingress and the worker both need it."""
+        """decode + validate: the full payload, as the worker reads it."""
         return self.validate(self.decode(body, content_type), headers)
+
+    def parse_ingress(self, body: bytes, headers: Mapping[str, str], content_type: str) -> BaseModel:
+        """What the ingress checks before acking: by default the full `parse`.
+
+        A source with large bodies may check only the fields the hub cannot work without
+        (what `delivery_id` and the worker's `normalise` require), straight from the bytes.
+        """
+        return self.parse(body, headers, content_type)
 
     def check_options(self, options: Any) -> list[str]:
         """Problems in this source's catalog options, one sentence each (for `incident-hub validate`).

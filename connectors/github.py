@@ -10,72 +10,86 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ValidationError
 
-from connectors.base import BadPayload, InboundSource
+from connectors._lenient import Lenient, LooseInt, Opt, Text
+from connectors.base import BadPayload, InboundSource, summarise_validation
 from hub.events import Kind, Link, NormalisedEvent
 from hub.settings import Settings
 from hub.verify import AuthError, check_hex_hmac
 
 
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class Repo(Lenient):
+    full_name: Text = None
+    name: Text = None
+    html_url: Text = None
 
 
-class Repo(_Loose):
-    full_name: str = ""
-    name: str = ""
-    html_url: str = ""
+class User(Lenient):
+    login: Text = None
 
 
-class User(_Loose):
-    login: str = ""
-
-
-class Deployment(_Loose):
+class Deployment(Lenient):
     id: int | str
-    sha: str = ""
-    ref: str = ""
-    environment: str = ""
-    description: str | None = None
-    creator: User | None = None
-    created_at: datetime | None = None
-    url: str = ""
+    sha: Text = None
+    ref: Text = None
+    environment: Text = None
+    description: Text = None
+    creator: Opt[User] = None
+    created_at: Opt[datetime] = None
+    url: Text = None
 
 
-class DeploymentStatus(_Loose):
-    id: int | str = 0
+class DeploymentStatus(Lenient):
+    id: Opt[int | str] = None
     state: str
-    environment: str | None = None
-    description: str | None = None
-    target_url: str | None = None
-    log_url: str | None = None
-    created_at: datetime | None = None
+    environment: Text = None
+    description: Text = None
+    target_url: Text = None
+    log_url: Text = None
+    created_at: Opt[datetime] = None
 
 
-class WorkflowRun(_Loose):
+class WorkflowRun(Lenient):
     id: int | str
-    name: str | None = ""
-    status: str | None = None
-    conclusion: str | None = None
-    head_sha: str = ""
-    head_branch: str | None = ""
-    html_url: str = ""
-    path: str = ""
-    updated_at: datetime | None = None
-    actor: User | None = None
+    name: Text = None
+    status: Text = None
+    conclusion: Text = None
+    head_sha: Text = None
+    head_branch: Text = None
+    html_url: Text = None
+    path: Text = None
+    updated_at: Opt[datetime] = None
+    actor: Opt[User] = None
 
 
-class GitHubPayload(_Loose):
-    action: str | None = None
-    repository: Repo | None = None
-    sender: User | None = None
+class GitHubPayload(Lenient):
+    """What the worker reads. Cosmetic fields degrade to None rather than refuse the event."""
+
+    action: Text = None
+    repository: Opt[Repo] = None
+    sender: Opt[User] = None
     deployment: Deployment | None = None
     deployment_status: DeploymentStatus | None = None
     workflow_run: WorkflowRun | None = None
-    zen: str | None = None
-    hook_id: int | None = None
-    event_name: str = Field("", exclude=True)
+    zen: Text = None
+    hook_id: LooseInt = None
+
+
+class _Id(Lenient):
+    id: int | str
+
+
+class _State(Lenient):
+    state: str
+
+
+class GitHubIngress(Lenient):
+    """The essential fields only, validated straight from the bytes at the ingress (hot path)."""
+
+    deployment: _Id | None = None
+    deployment_status: _State | None = None
+    workflow_run: _Id | None = None
 
 
 #: What each GitHub event must carry for the hub to use it.
@@ -104,15 +118,27 @@ class GitHubSource(InboundSource):
         return "hmac-sha256 (X-Hub-Signature-256)"
 
     def validate(self, data: Any, headers: Mapping[str, str]) -> BaseModel:
+        return self._require(headers, super().validate(data, headers))
+
+    def parse_ingress(self, body: bytes, headers: Mapping[str, str], content_type: str) -> BaseModel:
+        """Only what the hub needs, parsed in pydantic-core from the bytes: GitHub bodies are
+        large (10-25 KB) and the worker parses the stored body in full anyway."""
+        try:
+            payload = GitHubIngress.model_validate_json(body)
+        except ValidationError as e:
+            if any(err["type"] == "json_invalid" for err in e.errors()):
+                raise BadPayload("malformed_json", "body is not valid JSON") from None
+            raise BadPayload("invalid_payload", f"not a github webhook: {summarise_validation(e)}") from None
+        return self._require(headers, payload)
+
+    @staticmethod
+    def _require(headers: Mapping[str, str], payload: BaseModel) -> BaseModel:
         event = headers.get("X-GitHub-Event", "")
         if not event:
             raise BadPayload("missing_event", "X-GitHub-Event header missing")
-        payload = super().validate(data, headers)
-        assert isinstance(payload, GitHubPayload)
         for attr in _REQUIRED.get(event, ()):
             if getattr(payload, attr) is None:
                 raise BadPayload("invalid_payload", f"not a GitHub {event} webhook: {attr}: Field required")
-        payload.event_name = event
         return payload
 
     def delivery_id(self, payload: BaseModel, headers: Mapping[str, str], body: bytes) -> str:
@@ -125,23 +151,23 @@ class GitHubSource(InboundSource):
                   options: Mapping[str, Any] | None = None) -> list[NormalisedEvent]:
         assert isinstance(payload, GitHubPayload)
         event = headers.get("X-GitHub-Event", "")
-        repo = payload.repository.full_name if payload.repository else ""
-        service = payload.repository.name if payload.repository else ""
+        repo = (payload.repository.full_name if payload.repository else None) or ""
+        service = (payload.repository.name if payload.repository else None) or ""
         if event == "ping":
             return [NormalisedEvent(kind=Kind.PING, source=self.name, fingerprint=f"github:ping:{payload.hook_id}",
                                     title=f"GitHub ping: {payload.zen or ''}".strip())]
         if event == "deployment" and payload.deployment:
             d = payload.deployment
-            return [self._deploy(Kind.DEPLOY_STARTED, d, repo, service, d.environment, d.description or "",
-                                 d.url, d.created_at, "created")]
+            return [self._deploy(Kind.DEPLOY_STARTED, d, repo, service, d.environment or "", d.description or "",
+                                 d.url or "", d.created_at, "created")]
         if event == "deployment_status" and payload.deployment and payload.deployment_status:
             d, s = payload.deployment, payload.deployment_status
             kind = {"success": Kind.DEPLOY_SUCCEEDED, "failure": Kind.DEPLOY_FAILED,
                     "error": Kind.DEPLOY_FAILED}.get(s.state)
             if kind is None:
                 return []
-            url = s.target_url or s.log_url or d.url
-            return [self._deploy(kind, d, repo, service, s.environment or d.environment, s.description or "",
+            url = s.target_url or s.log_url or d.url or ""
+            return [self._deploy(kind, d, repo, service, s.environment or d.environment or "", s.description or "",
                                  url, s.created_at, s.state)]
         if event == "workflow_run" and payload.workflow_run:
             return self._workflow_run(payload.workflow_run, payload.action, repo, service, options or {})
@@ -153,10 +179,10 @@ class GitHubSource(InboundSource):
         return NormalisedEvent(
             kind=kind, source=self.name, fingerprint=f"github:deploy:{repo}:{d.id}",
             services=[service] if service else [], environment=env or None, status=state,
-            title=f"Deploy of {repo}@{(d.ref or d.sha[:7])} to {env} {verb}",
+            title=f"Deploy of {repo}@{d.ref or (d.sha or '')[:7]} to {env} {verb}",
             summary=description, links=[Link(href=url, text="deployment")] if url else [], occurred_at=at,
-            attributes={"repository": repo, "sha": d.sha, "ref": d.ref, "deployment_id": d.id,
-                        "author": d.creator.login if d.creator else "", "url": url},
+            attributes={"repository": repo, "sha": d.sha or "", "ref": d.ref or "", "deployment_id": d.id,
+                        "author": (d.creator.login if d.creator else None) or "", "url": url},
         )
 
     def _workflow_run(self, run: WorkflowRun, action: str | None, repo: str, service: str,
@@ -176,8 +202,8 @@ class GitHubSource(InboundSource):
             title=f"Workflow {run.name} on {repo}@{run.head_branch} {run.conclusion}",
             links=[Link(href=run.html_url, text="workflow run")] if run.html_url else [],
             occurred_at=run.updated_at,
-            attributes={"repository": repo, "sha": run.head_sha, "ref": run.head_branch or "",
-                        "author": run.actor.login if run.actor else "", "url": run.html_url},
+            attributes={"repository": repo, "sha": run.head_sha or "", "ref": run.head_branch or "",
+                        "author": (run.actor.login if run.actor else None) or "", "url": run.html_url or ""},
         )]
 
 

@@ -106,7 +106,9 @@ _INGEST_LUA = """
 local prev = redis.call('GET', KEYS[1])
 if prev then return prev end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('HSET', KEYS[2], unpack(ARGV, 8))
+redis.call('HSET', KEYS[2], 'source', ARGV[8], 'state', 'accepted', 'received_at', ARGV[4],
+           'updated_at', ARGV[4], 'delivery_id', ARGV[9], 'content_type', ARGV[10], 'headers', ARGV[11],
+           'verified', ARGV[12], 'size', ARGV[13], 'body', ARGV[14])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('RPUSH', KEYS[9], ARGV[7])
 redis.call('EXPIRE', KEYS[9], ARGV[3])
@@ -144,15 +146,11 @@ class Store:
         event_id = new_event_id(ms)
         entry = dumps({"at": ms, "type": "received", "source": source, "delivery_id": delivery_id,
                        "size": len(body), "verified": verified})
-        fields: list[Any] = [
-            "source", source, "state", "accepted", "received_at", ms, "updated_at", ms,
-            "delivery_id", delivery_id, "content_type", content_type, "headers", dumps(headers),
-            "verified", verified, "size", len(body), "body", body,
-        ]
         keys = [dedup_key(source, delivery_id), ev_key(event_id), IDX_ALL, source_idx(source),
                 state_idx("accepted"), PENDING, ARQ_JOB_PREFIX + event_id, ARQ_QUEUE, timeline_key(event_id)]
         argv = [event_id, self.dedup_window, self.retention, ms, arq_job(PROCESS_JOB, [event_id], ms),
-                ARQ_JOB_EXPIRES_MS, entry, *fields]
+                ARQ_JOB_EXPIRES_MS, entry, source, delivery_id, content_type, dumps(headers), verified, len(body),
+                body]
         prev = await self._ingest(keys=keys, args=argv)
         if prev:
             return IngestResult(prev.decode() if isinstance(prev, bytes) else prev, True)

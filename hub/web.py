@@ -47,12 +47,31 @@ async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise _Reject(413, "too_large", f"body of {request.content_length} bytes is over the {limit}-byte limit")
     try:
+        if request.content.is_eof():  # the whole body already arrived with the headers: no wait
+            return await request.read()
         async with asyncio.timeout(timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _Reject(413, "too_large", f"body is over the {limit}-byte limit") from None
+    except web.RequestPayloadError:  # e.g. `Content-Encoding: gzip` on bytes that are not gzip
+        encoding = request.headers.get("Content-Encoding", "")
+        raise _Reject(400, "undecodable_body",
+                      f"body could not be decoded as its Content-Encoding {encoding!r} says") from None
     except TimeoutError:
         raise _Reject(408, "body_timeout", f"body not received within {timeout:g}s") from None
+
+
+class _SourceMetrics:
+    """Per-source metric children, looked up once instead of on every request."""
+
+    def __init__(self, name: str) -> None:
+        self.received = metrics.WEBHOOKS_RECEIVED.labels(name)
+        self.accepted = metrics.WEBHOOKS_ACCEPTED.labels(name, "accepted")
+        self.duplicate = metrics.WEBHOOKS_ACCEPTED.labels(name, "duplicate")
+        self.seconds = metrics.INGEST_SECONDS.labels(name)
+
+
+_METRICS: dict[str, _SourceMetrics] = {}
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
@@ -61,10 +80,11 @@ async def receive_webhook(request: web.Request) -> web.Response:
     if src is None:
         metrics.WEBHOOKS_REJECTED.labels("unknown", "unknown_source").inc()
         return error(404, "unknown_source", f"no source named {name!r}; known: {', '.join(sorted(sources()))}")
-    metrics.WEBHOOKS_RECEIVED.labels(name).inc()
+    m = _METRICS.get(name) or _METRICS.setdefault(name, _SourceMetrics(name))
+    m.received.inc()
     started = time.perf_counter()
     try:
-        response = await _accept(request, src)
+        response, duplicate = await _accept(request, src)
     except _Reject as r:
         metrics.WEBHOOKS_REJECTED.labels(name, r.code).inc()
         return error(r.status, r.code, r.detail)
@@ -72,11 +92,12 @@ async def receive_webhook(request: web.Request) -> web.Response:
         metrics.WEBHOOKS_REJECTED.labels(name, "redis_unavailable").inc()
         return error(503, "unavailable", "event store unreachable; nothing was recorded, retry later",
                      headers={"Retry-After": RETRY_AFTER_S})
-    metrics.INGEST_SECONDS.labels(name).observe(time.perf_counter() - started)
+    (m.duplicate if duplicate else m.accepted).inc()
+    m.seconds.observe(time.perf_counter() - started)
     return response
 
 
-async def _accept(request: web.Request, src: InboundSource) -> web.Response:
+async def _accept(request: web.Request, src: InboundSource) -> tuple[web.Response, bool]:
     settings = request.app[SETTINGS]
     missing = src.missing_credentials(settings)
     if missing:
@@ -92,15 +113,14 @@ async def _accept(request: web.Request, src: InboundSource) -> web.Response:
         raise _Reject(415, "unsupported_media_type",
                       f"Content-Type {content_type!r} is not accepted; send {src.accepted_content_types}")
     try:
-        payload = src.parse(body, headers, content_type)
+        payload = src.parse_ingress(body, headers, content_type)
         delivery_id = src.delivery_id(payload, headers, body)
     except BadPayload as e:
         raise _Reject(400, e.code, e.detail) from None
     kept = {h: headers[h] for h in src.recorded_headers if h in headers}
     result = await request.app[STORE].ingest(src.name, delivery_id, body, kept, content_type, verified)
     outcome = "duplicate" if result.duplicate else "accepted"
-    metrics.WEBHOOKS_ACCEPTED.labels(src.name, outcome).inc()
-    return web.json_response({"event_id": result.event_id, "status": outcome}, status=202)
+    return web.json_response({"event_id": result.event_id, "status": outcome}, status=202), result.duplicate
 
 
 async def healthz(request: web.Request) -> web.Response:

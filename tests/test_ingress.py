@@ -208,3 +208,31 @@ async def test_slow_body_times_out_with_408(redis_url: str) -> None:
         status_line = await asyncio.wait_for(reader.readline(), 5)
         writer.close()
         assert b" 408 " in status_line
+
+
+async def test_cosmetic_garbage_is_accepted_and_still_normalises(client: TestClient, store) -> None:
+    """A refused GitHub delivery is not retried: only fields the hub needs may refuse one."""
+    from multidict import CIMultiDict
+
+    from hub.registry import sources
+
+    data = json.loads(fixture_request(FAILURE)[0])
+    data["deployment"]["created_at"] = "not a date"
+    data["deployment"]["creator"] = "someone"
+    data["repository"]["name"] = 42
+    body = json.dumps(data).encode()
+    headers = github_headers(body, "cosmetic-1")
+    resp = await client.post("/webhooks/github", data=body, headers=headers)
+    assert resp.status == 202
+    src = sources()["github"]
+    (event,) = src.normalise(src.parse(body, CIMultiDict(headers), "application/json"), CIMultiDict(headers))
+    assert event.kind == "deploy.failed" and event.services == ["42"] and event.attributes["author"] == ""
+
+
+async def test_missing_essential_field_is_400(client: TestClient) -> None:
+    data = json.loads(fixture_request(FAILURE)[0])
+    del data["deployment"]["id"]
+    body = json.dumps(data).encode()
+    resp = await client.post("/webhooks/github", data=body, headers=github_headers(body, "essential-1"))
+    assert resp.status == 400
+    assert "deployment.id" in (await resp.json())["detail"]
