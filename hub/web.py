@@ -128,13 +128,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Redis reachable and a worker heartbeat in the last 30 s.
+
+    `?scope=ingress` checks Redis only: the probe for a load balancer in front of web
+    processes, which can still record and ack events durably while every worker is down
+    (taking them out of rotation then would refuse webhooks that senders may never resend).
+    """
     store = request.app[STORE]
+    ingress_only = request.query.get("scope") == "ingress"
     try:
         async with asyncio.timeout(2):
             await store.redis.ping()
-            workers = await store.live_workers()
+            workers = None if ingress_only else await store.live_workers()
     except (*REDIS_UNAVAILABLE, TimeoutError):
         return web.json_response({"status": "unavailable", "redis": "unreachable"}, status=503)
+    if workers is None:
+        return web.json_response({"status": "ok", "redis": "ok", "scope": "ingress"})
     if workers == 0:
         return web.json_response({"status": "unavailable", "redis": "ok", "workers": 0,
                                   "detail": "no worker heartbeat in the last 30 s"}, status=503)

@@ -186,6 +186,7 @@ async def test_healthz_readyz_metrics(client: TestClient, store) -> None:
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 503 and (await ready.json())["workers"] == 0
+    assert (await client.get("/readyz?scope=ingress")).status == 200  # no worker: still takes webhooks
     await store.heartbeat("w1")
     assert (await client.get("/readyz")).status == 200
     body, headers = fixture_request(FAILURE)
