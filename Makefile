@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench venv clean test-reliability soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check hub connectors tests bench
+
+# The process-level reliability suite (tests/reliability; also part of `make test`).
+test-reliability: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q tests/reliability $(PYTEST_ARGS)
+
+# Long soak (15 min by default; RELIABILITY_SOAK_SECONDS, _RATE, _RETENTION, _SAMPLE_S).
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m soak tests/reliability $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench.ingress $(BENCH_ARGS)
