@@ -30,7 +30,7 @@ from hub.incidents import DEPLOY_KINDS, PAGE_KINDS, IncidentStore, incident_key
 from hub.registry import sources
 from hub.rules import Rules
 from hub.rules.conditions import matches, recent_deploys
-from hub.rules.engine import DEPLOY_LOOKBACK_S, PlannedStep, World, timer_spec
+from hub.rules.engine import DEPLOY_LOOKBACK_S, PlannedStep, World, configured_connectors, timer_spec
 from hub.store import ACTION_FINAL, FINAL_STATES, Store, ev_key, now_ms
 
 log = logging.getLogger("hub.processor")
@@ -78,6 +78,14 @@ class Processor:
         return out
 
     def configured(self) -> set[str]:
+        """Connectors with their settings (a planner without connectors asks the settings)."""
+        if not self.runner.connectors:
+            from hub.settings import SettingsError, get_settings
+
+            try:
+                return configured_connectors(get_settings())
+            except SettingsError:
+                return set()
         out = set()
         for name, connector in self.runner.connectors.items():
             try:
@@ -160,12 +168,13 @@ class Processor:
             log.exception("planning %s failed", event_id)
             await self._finish(rec, "dead", {"error": f"planning failed: {type(e).__name__}: {e}"}, state)
             return None
-        if PIN_FIELD not in rec:
+        first_run = PIN_FIELD not in rec
+        if first_run:
             await self._commit(rec, events, world)
         if "events" not in rec:
             await self.store.record_parsed(event_id, rec["received_at"], [e.model_dump(mode="json") for e in events])
 
-        steps = await self._claim(event_id, steps)
+        steps = await self._claim(event_id, steps, note=first_run)
         existing = await self.store.actions(event_id)
         results, wait = await self.execute(rec, steps, existing, force=force)
         await self.store.redis.hset(ev_key(event_id), "runs", 0)
@@ -196,15 +205,15 @@ class Processor:
                 severity_changed.add(key)
             prev_changes = saves[key][1] if key in saves else []
             saves[key] = (after, prev_changes + changes)
+        for ev in events:  # idempotent, so before the pin: a crash in between cannot lose it
+            if ev.kind in DEPLOY_KINDS:
+                await self._remember_deploy(ev, rec)
         pin = {"keys": world.keys, "before": world.incidents, "episodes": world.episodes}
         async with self.store.redis.pipeline(transaction=True) as p:
             p.hset(ev_key(rec["id"]), PIN_FIELD, json.dumps(pin, default=str))
             for key, (after, changes) in saves.items():
                 self.incidents.save_into(p, key, after, changes)
             await p.execute()
-        for ev in events:
-            if ev.kind in DEPLOY_KINDS:
-                await self._remember_deploy(ev, rec)
         for key in severity_changed:
             await self._rearm(key, saves[key][0])
 
@@ -218,13 +227,17 @@ class Processor:
                 "repository": a.get("repository", ""), "state": ev.kind.split(".")[-1], "title": ev.title,
                 "fingerprint": ev.fingerprint, "event_id": rec["id"], "at": int(rec["received_at"])}, keep)
 
-    async def _claim(self, event_id: str, steps: list[PlannedStep]) -> list[PlannedStep]:
+    async def _claim(self, event_id: str, steps: list[PlannedStep], *, note: bool = False) -> list[PlannedStep]:
         """Keep the steps this event owns; note the ones another event of the incident already has."""
-        kept = []
+        kept, owned = [], {}
         for step in steps:
             owner = await self.incidents.claim(step.subject, step.id, event_id)
             if owner == event_id:
                 kept.append(step)
+            else:
+                owned[step.id] = owner
+        if owned and note:
+            await self.store.add_timeline(event_id, {"type": "already_done", "actions": owned})
         return kept
 
     async def execute(self, rec: dict[str, Any], steps: list[PlannedStep], existing: dict[str, dict[str, Any]],

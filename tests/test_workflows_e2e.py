@@ -6,6 +6,8 @@ exact outbound requests, and their order as the event's timeline records them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import json
 from collections.abc import AsyncIterator
@@ -105,22 +107,27 @@ class Hub:
         self.incidents = IncidentStore(redis, settings.hub_retention)
         self.workers = workers
         self._client: TestClient | None = None
-        self._workers: list[Any] = []
+        self._workers: list[tuple[Any, asyncio.Task[None]]] = []
 
     async def __aenter__(self) -> Hub:
-        from tests.conftest import RunningWorker
+        from hub.worker import make_worker
 
         self._client = TestClient(TestServer(create_app(self.settings)))
         await self._client.__aenter__()
         for _ in range(self.workers):
-            w = RunningWorker(self.settings)
-            await w.__aenter__()
-            self._workers.append(w)
+            worker = make_worker(self.settings, handle_signals=False, poll_delay=0.02)
+            self._workers.append((worker, asyncio.create_task(worker.async_run())))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for w in self._workers:
-            await w.__aexit__(*exc)
+        for worker, task in self._workers:
+            # arq's poll loop can swallow a cancellation that lands inside a Redis call: insist.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            await worker.close()
         assert self._client is not None
         await self._client.__aexit__(*exc)
 
@@ -254,6 +261,8 @@ async def test_sev2_declared_twice_pages_once_and_updates_do_not_repage(redis_ur
         update = await hub.send("incidentio", incident_payload("incident_updated_v2", status=("Fixing", "live")))
     assert await hub.done_actions(first["id"]) == [("pagerduty.trigger", "succeeded"), ("slack.notify", "succeeded")]
     assert await hub.done_actions(again["id"]) == []
+    (skipped,) = [e for e in await hub.store.timeline(again["id"]) if e["type"] == "already_done"]
+    assert skipped["actions"][f"{INCIDENT_KEY}#1:page"] == first["id"]
     assert [a for a, _ in await hub.done_actions(update["id"])] == ["slack.notify"]  # status changed: no Statuspage
     assert len(upstreams.pagerduty.calls("/v2/enqueue")) == 1
     assert upstreams.statuspage.requests == []
