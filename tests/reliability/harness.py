@@ -376,11 +376,17 @@ class Cluster:
     async def start(self) -> Cluster:
         self.redis.start()
         self.web = self._proc("web", "serve", "--host", "127.0.0.1", "--port", str(self.port)).start()
-        for i in range(self.n_workers):
-            self.workers.append(self._proc(f"worker{i}", "worker").start())
+        for _ in range(self.n_workers):
+            self.start_worker()
         await self.wait_healthy()
         await self.wait_workers(self.n_workers)
         return self
+
+    def start_worker(self) -> Proc:
+        """One more worker process."""
+        worker = self._proc(f"worker{len(self.workers)}", "worker").start()
+        self.workers.append(worker)
+        return worker
 
     async def wait_healthy(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
