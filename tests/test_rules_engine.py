@@ -302,3 +302,18 @@ def test_advance_tracks_ack_resolve_and_severity_history() -> None:
     assert s3["resolved_at"] == T0 + 9 and s3["episode"] == 1
     reopened = advance(s3, incident(Kind.INCIDENT_UPDATED), "k", T0 + 20)
     assert reopened["episode"] == 2 and reopened["resolved_at"] is None and reopened["declared_at"] == T0 + 20
+
+
+def test_an_edit_that_closes_the_incident_resolves_it_once(defaults: Rules) -> None:
+    before = {**advance(None, incident(), "incidentio:01ABC", T0), "page_dedup_key": "incidentio:01ABC"}
+    closed = incident(Kind.INCIDENT_UPDATED, status="Closed", attributes={"status_category": "closed"})
+    w = world(incidents={"incidentio:01ABC": before}, keys=["incidentio:01ABC"])
+    planned = defaults.plan([closed], w)
+    assert [p.name for p in planned] == ["hub.cancel_timers", "pagerduty.resolve", "slack.notify",
+                                         "jira.create_issue"]
+    assert planned[1].id == "incidentio:01ABC#1:incident-resolved:resolve-page"
+    # the status update that follows plans the same identities (claimed by the first: not run twice)
+    after = advance(before, closed, "incidentio:01ABC", T0 + 5)
+    resolved = incident(Kind.INCIDENT_RESOLVED, status="Closed", attributes={"status_category": "closed"})
+    again = defaults.plan([resolved], world(incidents={"incidentio:01ABC": after}, keys=["incidentio:01ABC"]))
+    assert [p.id for p in again] == [p.id for p in planned]
