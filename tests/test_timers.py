@@ -327,3 +327,18 @@ async def test_operator_ack_stops_the_escalation(redis, upstreams, escalation) -
     assert len(upstreams.pagerduty.calls("/v2/enqueue")) == 1
     state = await hub.incidents.get(INCIDENT_KEY)
     assert state["acknowledged_by"] == "operator:dana"
+
+
+async def test_a_timer_is_queued_once_and_never_again_after_it_ran(redis) -> None:
+    from hub import timers
+
+    spec = {"timer": "timer:k#1:wf:step", "event_id": "ev_x", "workflow": "wf", "group": "step", "index": 0,
+            "key": "k", "occurrence": 1, "anchor_ms": now_ms()}
+    assert await timers.schedule(redis, spec, now_ms() + 60_000, 3600) is True
+    assert await timers.schedule(redis, spec, now_ms() + 1_000, 3600) is False  # already queued: untouched
+    assert await redis.zscore(ARQ_QUEUE, spec["timer"]) > now_ms() + 50_000
+    assert await timers.move_earlier(redis, spec["timer"], now_ms() + 5_000) is True
+    assert await timers.move_earlier(redis, spec["timer"], now_ms() + 30_000) is False  # never later
+    assert await timers.unschedule(redis, spec["timer"]) is True
+    await redis.set(timers.ARQ_RESULT_PREFIX + spec["timer"], b"{}")  # it ran: arq kept its result
+    assert await timers.schedule(redis, spec, now_ms(), 3600) is False

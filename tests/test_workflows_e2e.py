@@ -408,3 +408,25 @@ async def test_incident_opened_for_an_alert_joins_the_alert_and_pages_once(redis
     state = await hub.incidents.get(fp)
     assert state["incidentio_id"] == inc_id and state["statuspage_incident_id"] == upstreams.statuspage.created[0]
     assert await hub.incidents.get(f"incidentio:{inc_id}") is None
+
+
+async def test_a_later_plan_of_an_event_repeats_what_it_decided_first(redis_url, redis, upstreams) -> None:
+    """Pinned context: re-planning an old event (dry-run replay) gives the same actions, whatever happened since."""
+    from hub.actions import ActionRunner
+    from hub.processor import Processor
+    from hub.ratelimit import RateLimiter
+    from hub.rules import load_rules
+
+    settings = upstreams.settings(redis_url)
+    async with Hub(settings, redis) as hub:
+        await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
+        change = await hub.send("incidentio", incident_payload(
+            "incident_status_updated_v2", severity="Critical", status=("Monitoring", "live"),
+            previous=("Investigating", "live")))
+        await hub.send("incidentio", incident_payload("incident_status_updated_v2", severity="Critical"))
+    planner = Processor(hub.store, load_rules(None), ActionRunner(hub.store, {}, RateLimiter(redis)))
+    _, planned = await planner.plan(await hub.store.get(change["id"]))
+    ran = await hub.actions(change["id"])
+    expected = [f"{change['id']}.0:incident-changed:statuspage-update", f"{change['id']}.0:incident-changed:notify"]
+    assert [p.id for p in planned] == expected and sorted(ran) == sorted(expected)
+    assert planned[0].params["status"] == "monitoring"
