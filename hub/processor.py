@@ -499,6 +499,10 @@ class Processor:
         due = int(spec["anchor_ms"]) + int(delay * 1000)
         if due > now + 200:
             return "not due yet", (due - now) / 1000
+        for s in steps:  # connector deadlines count from the firing, not from the event hours ago
+            record = existing.get(s.id)
+            if record and record["state"] == "pending" and not record.get("attempts"):
+                record["round_started_at"] = now
         results, wait = await self.execute(rec, steps, existing, fire=True)
         if wait is not None:
             return "retrying", wait

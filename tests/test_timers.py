@@ -342,3 +342,22 @@ async def test_a_timer_is_queued_once_and_never_again_after_it_ran(redis) -> Non
     assert await timers.unschedule(redis, spec["timer"]) is True
     await redis.set(timers.ARQ_RESULT_PREFIX + spec["timer"], b"{}")  # it ran: arq kept its result
     assert await timers.schedule(redis, spec, now_ms(), 3600) is False
+
+
+async def test_a_delayed_action_gets_its_connector_deadline_from_when_it_fires(redis, redis_url, upstreams,  # noqa: F811
+                                                                             monkeypatch) -> None:
+    """Slack gives up on a message after its deadline; a reminder hours into an incident is not late."""
+    from connectors.base import RetryPolicy
+    from connectors.slack import Slack
+
+    monkeypatch.setattr(Slack, "retry_policy", RetryPolicy(max_attempts=3, base_delay=0.05, deadline=0.5))
+    settings = upstreams.settings(redis_url, hub_config=RULES / "reminders.yaml")
+    async with Hub(settings, redis) as hub:
+        declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
+
+        async def first_reminder() -> Any:
+            recs = [a for a in (await hub.actions(declared["id"])).values() if a["id"].endswith("#1")]
+            return recs[0] if recs and recs[0]["state"] in ("succeeded", "dead") else None
+        record = await wait_for(first_reminder, timeout=10)
+    assert record["state"] == "succeeded", record.get("error")
+    assert upstreams.slack.requests[0].json()["text"].startswith("reminder 1:")
