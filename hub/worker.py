@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from arq import Retry, Worker, cron, func
 from arq.connections import ArqRedis
+from redis import exceptions as redis_errors
 
 from connectors.base import Connector
 from hub import metrics
@@ -185,7 +186,9 @@ async def supervise(settings: Settings) -> None:
         except asyncio.CancelledError:
             if not stop.is_set():
                 raise
-        except REDIS_UNAVAILABLE as e:
+        except (*REDIS_UNAVAILABLE, redis_errors.OutOfMemoryError) as e:
+            # OutOfMemoryError: Redis at maxmemory (noeviction) refuses arq's own writes; like an
+            # outage it passes once the operator makes room, so wait and start again, not exit.
             log.warning("Redis unavailable (%s: %s); restarting the worker in %.1fs", type(e).__name__, e, delay)
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):
