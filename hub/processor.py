@@ -35,7 +35,8 @@ from hub.store import ACTION_FINAL, FINAL_STATES, Store, ev_key, now_ms
 
 log = logging.getLogger("hub.processor")
 
-#: Seconds an incident lock is held at most (a killed worker's lock lapses after this).
+#: Seconds an incident lock is held at most by default (a killed worker's lock lapses after this);
+#: the worker uses its job timeout plus a margin, after which arq has cancelled the job anyway.
 LOCK_LEASE_S = 90.0
 #: Seconds to wait before trying again when another worker holds the incident.
 LOCK_RETRY_S = 0.2
@@ -45,11 +46,14 @@ PIN_FIELD = "incident_ctx"
 
 
 class Processor:
-    def __init__(self, store: Store, rules: Rules, runner: ActionRunner, max_runs: int = 8) -> None:
+    def __init__(self, store: Store, rules: Rules, runner: ActionRunner, max_runs: int = 8, *,
+                 lock_lease: float = LOCK_LEASE_S) -> None:
         self.store = store
         self.rules = rules
         self.runner = runner
         self.max_runs = max_runs
+        #: Longest an incident stays locked by a worker that died holding it (job timeout + margin).
+        self.lock_lease = lock_lease
         self.incidents = IncidentStore(store.redis, store.retention)
 
     # -- deciding ------------------------------------------------------------------------------
@@ -131,7 +135,7 @@ class Processor:
         except Exception as e:  # the ingress validated it, so this is a parser bug: keep it visible
             return await self._parse_failed(rec, e)
         lock_keys = sorted({k for k in keys if k})
-        token = await self.incidents.lock(lock_keys, LOCK_LEASE_S) if lock_keys else ""
+        token = await self.incidents.lock(lock_keys, self.lock_lease) if lock_keys else ""
         if token is None:
             return LOCK_RETRY_S
         try:
@@ -443,7 +447,7 @@ class Processor:
     async def fire_timer(self, spec: dict[str, Any]) -> tuple[str, float | None]:
         """A timer is due: re-check the world, then run its actions. (outcome, seconds to come back)."""
         key = spec.get("key")
-        token = await self.incidents.lock([key], LOCK_LEASE_S) if key else ""
+        token = await self.incidents.lock([key], self.lock_lease) if key else ""
         if token is None:
             return "busy", LOCK_RETRY_S
         try:

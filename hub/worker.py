@@ -52,7 +52,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     runner = ActionRunner(store, connectors, RateLimiter(redis))
     shared = ctx.setdefault("shared", {})
     rules = shared.get("rules") or load_worker_rules(settings)
-    processor = Processor(store, rules, runner, settings.hub_max_event_runs)
+    processor = Processor(store, rules, runner, settings.hub_max_event_runs,
+                          lock_lease=settings.hub_job_timeout + 5)
     shared.update(rules=rules, processor=processor)
     ctx.update(store=store, http=http, connectors=connectors, processor=processor)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
