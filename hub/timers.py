@@ -19,6 +19,7 @@ incident's *current* severity elapsed. A severity change moves queued timers ear
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -89,9 +90,25 @@ async def move_earlier(redis: Redis, timer_id: str, due_ms: int) -> bool:
     return bool(await redis.eval(_EARLIER, 1, ARQ_QUEUE, timer_id, max(due_ms, now_ms())))
 
 
+#: Seconds before arq's job timeout at which a firing gives up and asks to run again.
+TIMEOUT_MARGIN_S = 2.0
+
+
 async def run_timer(ctx: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
-    """The arq job: fire the timer now, or come back when the processor says."""
-    outcome, defer = await ctx["processor"].fire_timer(spec)
+    """The arq job: fire the timer now, or come back when the processor says.
+
+    arq counts a job that runs past its timeout as finished, and a finished timer is never
+    queued again; so a firing that runs long (several slow actions in a row) stops itself
+    just before the timeout and asks to run again. Its finished actions are recorded and
+    are not repeated; the next run continues with the rest.
+    """
+    settings = ctx.get("settings")
+    budget = max(1.0, float(getattr(settings, "hub_job_timeout", 60.0)) - TIMEOUT_MARGIN_S)
+    try:
+        outcome, defer = await asyncio.wait_for(ctx["processor"].fire_timer(spec), budget)
+    except TimeoutError:
+        log.warning("timer %s ran for %.0fs; running it again to finish", spec.get("timer"), budget)
+        raise Retry(defer=1) from None
     if defer is not None:
         raise Retry(defer=defer)
     return {"timer": spec.get("timer"), "outcome": outcome}

@@ -361,3 +361,21 @@ async def test_a_delayed_action_gets_its_connector_deadline_from_when_it_fires(r
         record = await wait_for(first_reminder, timeout=10)
     assert record["state"] == "succeeded", record.get("error")
     assert upstreams.slack.requests[0].json()["text"].startswith("reminder 1:")
+
+
+async def test_a_firing_that_outlives_the_job_timeout_runs_again_and_finishes(redis, redis_url, upstreams,  # noqa: F811
+                                                                              monkeypatch) -> None:
+    """arq would count a timed-out job as finished (and a finished timer is never queued again)."""
+    from tests.fakes.base import Fault
+
+    upstreams.slack.faults.append(Fault(stall=4))  # the first reminder hangs past the 3 s job timeout
+    settings = upstreams.settings(redis_url, hub_config=RULES / "reminders.yaml", hub_job_timeout=3)
+    async with Hub(settings, redis) as hub:
+        declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
+
+        async def first_reminder() -> Any:
+            recs = [a for a in (await hub.actions(declared["id"])).values() if a["id"].endswith("#1")]
+            return recs[0] if recs and recs[0]["state"] == "succeeded" else None
+        record = await wait_for(first_reminder, timeout=15)
+    assert record["attempts"][-1]["status"] == 200
+    assert [r.json()["text"][:10] for r in upstreams.slack.requests[:2]] == ["reminder 1", "reminder 1"]
