@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 from typing import Any
 
 from redis.asyncio import Redis
 
+from hub.queries import QueryError
 from hub.store import PREFIX, now_ms
 
 AUDIT = PREFIX + "audit"
 #: Approximate cap on entries kept (XADD MAXLEN ~): months of operator actions.
 MAX_ENTRIES = 50_000
+_STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 
 
 def cli_actor() -> str:
@@ -38,6 +41,8 @@ async def record(redis: Redis, who: str, action: str, target: str, **detail: Any
 
 async def recent(redis: Redis, limit: int = 100, before: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first; `before` is the previous page's cursor (a stream id, exclusive)."""
+    if before and not _STREAM_ID.fullmatch(before):  # Redis would refuse it: bad input, not a server error
+        raise QueryError(f"not an audit cursor: {before[:40]!r} (pass the next_cursor of the previous page)")
     top = f"({before}" if before else "+"
     rows = await redis.xrevrange(AUDIT, max=top, min="-", count=limit)
     out = []

@@ -378,6 +378,20 @@ async def test_undecodable_content_encoding_is_a_json_400(fuzzed) -> None:
     assert f.cluster.web.alive
 
 
+async def test_admin_audit_with_a_bad_cursor_is_a_json_400(fuzzed) -> None:
+    """Found by the fuzz: a cursor that is not a stream id made Redis refuse XREVRANGE (a 500)."""
+    f = fuzzed
+    answers = {}
+    for cursor in (":", "abc", "1-2-3", "1\n", "1700000000000-0"):
+        async with f.http.get(f.cluster.url + "/admin/audit", params={"cursor": cursor},
+                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+            answers[cursor] = (resp.status, await resp.json())
+    for cursor in (":", "abc", "1-2-3", "1\n"):
+        status, body = answers[cursor]
+        assert (status, body["error"]) == (400, "bad_request") and "cursor" in body["detail"], (cursor, body)
+    assert answers["1700000000000-0"] == (200, {"audit": [], "next_cursor": None})
+
+
 async def test_slow_senders_get_408_and_do_not_starve_others(fuzzed, figures) -> None:
     """Slowloris: bodies trickled past HUB_BODY_TIMEOUT get a JSON 408; headers never finished
     hold a connection each but do not stop the hub answering everyone else."""
