@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -283,11 +282,6 @@ class Proc:
 
     def rss_kb(self) -> int:
         return rss_kb(self.pid)
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.alive:
-            assert self.popen is not None
-            self.popen.send_signal(sig)
 
     def kill(self) -> None:
         """SIGKILL and reap: no shutdown code runs, as when the machine or the OOM killer takes it."""
@@ -579,6 +573,3 @@ class Sender:
 
         return list(await asyncio.gather(*(one(i, h) for i, h in enumerate(hooks))))
 
-
-async def redis_key_count(redis: Any) -> int:
-    return int(await redis.dbsize())

@@ -105,11 +105,10 @@ async def test_upstream_faults_deliver_once_or_dead_letter_then_replay_once(make
     settled = time.monotonic()
     first = delivered(upstreams)
     letters = await dead_letters(redis)
-    reasons = {}
-    for member in letters:
-        event_id, action_id = member.split("/", 1)
-        record = json.loads(await redis.hget(f"hub:ev:{event_id}:actions", action_id))
-        reasons[record["connector"]] = record["error"]
+    status, listed = await cluster.admin("GET", "/admin/dead-letters?limit=50")  # what the operator sees
+    assert status == 200, listed
+    reasons = {row["connector"]: row["error"] for row in listed["dead_letters"]}
+    responses = {row["connector"]: row["last_response"] for row in listed["dead_letters"]}
     transient_injected = {name: sum(n for kind, n in fake.injected.items()) - doomed_faults[name]
                           for name, fake in upstreams.all.items()}
 
@@ -136,7 +135,8 @@ async def test_upstream_faults_deliver_once_or_dead_letter_then_replay_once(make
     # the follow-up's one action is the Jira issue: all its actions dead makes the event dead
     assert {n: states[by_hook[h.label]] for n, h in doomed.items()} == {
         **dict.fromkeys(doomed, "partially_failed"), "jira": "dead"}
-    assert sorted(reasons) == sorted(doomed) and len(letters) == len(doomed)
+    assert sorted(reasons) == sorted(doomed) and len(letters) == len(listed["dead_letters"]) == len(doomed)
+    assert "rejected by test" in responses["pagerduty"]  # the upstream's answer is kept as evidence
     assert reasons["slack"].startswith("out of attempts (6): HTTP 500")
     for name in ("pagerduty", "incidentio", "opsgenie", "statuspage", "jira"):
         assert reasons[name].startswith(("HTTP 400", "HTTP 422")), (name, reasons[name])
