@@ -1,7 +1,7 @@
 """Per-incident state in Redis: what timers re-check, what later actions reference, what reports read.
 
 An incident is keyed by its incident.io fingerprint (`incidentio:<id>`) or, for an incident
-born from an alert, by the alert's source-qualified fingerprint (`grafana:<fp>`,
+born from an alert, by the alert's fingerprint (Grafana's and Alertmanager's label hash,
 `datadog:<monitor>[:<scope>]`). A page's dedup key is the incident key, so a PagerDuty ack
 (`page.acknowledged`, fingerprint = the dedup key) finds its incident directly.
 
@@ -68,8 +68,7 @@ LIST_FIELDS = ("services", "jira_keys", "deploys", "links", "severity_history")
 def incident_key(event: NormalisedEvent) -> str | None:
     """The incident an event belongs to, without looking anything up (page events: their dedup key)."""
     if event.kind in ALERT_KINDS:
-        fp = event.fingerprint
-        return fp if fp.startswith(f"{event.source}:") else f"{event.source}:{fp}"
+        return event.fingerprint  # the page's dedup key; Grafana and Alertmanager hash the same labels alike
     if event.kind in INCIDENT_KINDS:
         return event.fingerprint
     if event.kind == Kind.FOLLOWUP_CREATED:
