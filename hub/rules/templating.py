@@ -149,6 +149,13 @@ def parse(text: str) -> nodes.Template:
 
 def references(text: str) -> tuple[set[str], set[str]]:
     """(top-level names, step ids read through `steps.<id>` / `steps['<id>']`) of a template."""
+    names, steps = _references(text)
+    return set(names), set(steps)
+
+
+@lru_cache(maxsize=4096)
+def _references(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """Parsed once per distinct template: planning asks for the same few on every event."""
     tree = parse(text)
     names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
@@ -163,7 +170,7 @@ def references(text: str) -> tuple[set[str], set[str]]:
     unknown_filters = filters - set(environment().filters)
     if unknown_filters:
         raise TemplateProblem(f"unknown filter {sorted(unknown_filters)[0]!r}")
-    return names - assigned - set(environment().globals), steps
+    return frozenset(names - assigned - set(environment().globals)), frozenset(steps)
 
 
 def strings(value: Any) -> list[str]:
