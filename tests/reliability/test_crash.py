@@ -12,6 +12,7 @@ Statuspage incident per SEV1 incident, one Jira issue per follow-up and per post
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
@@ -46,6 +47,10 @@ def workload(rng: random.Random) -> tuple[list[P.Webhook], list[P.Webhook]]:
     closing += [P.incident_resolved(n, "Critical" if n % 2 == 0 else "Major") for n in range(40)]
     rng.shuffle(closing)
     return opening, closing
+
+
+async def cluster_timeline(redis: Any, event_id: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in await redis.lrange(f"hub:ev:{event_id}:timeline", 0, -1)]
 
 
 def expectations(hooks: list[P.Webhook]) -> dict[str, Any]:
@@ -108,6 +113,11 @@ async def test_sigkilled_workers_lose_nothing_and_double_nothing(make_cluster, u
     states = await event_states(redis, ids)
     took = await latencies(redis, ids)
     lost = [i for i, s in states.items() if s not in FINAL_STATES]
+    slowest = max(took, key=took.get)
+    received = int(await redis.hget(f"hub:ev:{slowest}", "received_at"))
+    slowest_story = [{"after_s": round((e["at"] - received) / 1000, 1),
+                      **{k: e[k] for k in ("type", "state", "name", "by", "error", "waiting") if e.get(k)}}
+                     for e in await cluster_timeline(redis, slowest)]
 
     pd_created = [a.dedup_key for a in upstreams.pagerduty.created]
     sp_refs = [i["metadata"]["incident_hub"]["ref"] for i in upstreams.statuspage.incidents.values()]
@@ -123,7 +133,7 @@ async def test_sigkilled_workers_lose_nothing_and_double_nothing(make_cluster, u
         jira_issues=len(jira_labels), slack_messages=len(upstreams.slack.delivered),
         slack_messages_expected=expected["slack"],
         seconds_received_to_final=spread(took.values()),
-        events_final_later_than_30s=sum(1 for t in took.values() if t > 30),
+        events_final_later_than_30s=sum(1 for t in took.values() if t > 30), slowest_event=slowest_story,
         seconds_to_all_final=round(finished - started, 1),
         seconds_after_last_kill=round(finished - started - kills[-1]["at_s"], 1))
 
