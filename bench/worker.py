@@ -2,7 +2,7 @@
 
 Run by hand (not part of the test suite):
 
-    .venv/bin/python -m bench.worker [--events 2000] [--rounds 3] [--concurrency 20]
+    .venv/bin/python -m bench.worker [--events 2000] [--rounds 3] [--concurrency 20] [--redis-stats]
 
 One run starts a fresh embedded Redis (`hub.embedded_redis.EmbeddedRedis`, AOF as in
 production) and a fake PagerDuty Events API in a child process that answers 202 at once.
@@ -18,7 +18,9 @@ Then, alternating, in this one process:
 Ingest time is not counted; each side is timed from worker start to an empty queue. The
 run checks that every event ended `done` and that the fake received one trigger per event.
 `PAGERDUTY_RATE_LIMIT=0` for the run: the client-side limit (120/min by default) would
-otherwise be what is measured. Results go to stdout and `bench/results/worker-*.json`.
+otherwise be what is measured. `--redis-stats` adds, per event, Redis round trips
+(`total_reads_processed`), commands and Redis CPU over the hub run (arq's own polling
+included), and which commands. Results go to stdout and `bench/results/worker-*.json`.
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ async def ceiling(redis_url: str, n: int, concurrency: int) -> float:
     return n / elapsed
 
 
-async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: str) -> tuple[float, dict[str, Any]]:
+async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: str, redis_stats: bool = False
+                   ) -> tuple[float, dict[str, Any]]:
     """The real worker draining N alert events, each paging the fake PagerDuty once."""
     import urllib.request
 
@@ -137,14 +140,33 @@ async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: s
         await store.ingest("alertmanager", f"{run}-{i}", alert_body(i, run), {"User-Agent": "Alertmanager/0.27.0"},
                            "application/json", "bench")
     worker = make_worker(settings, redis=pool, burst=True, handle_signals=False)
+    stats_client = before = None
+    if redis_stats:
+        import redis as sync_redis
+
+        from bench.redis_stats import snapshot
+
+        stats_client = sync_redis.Redis.from_url(redis_url)
+        before = snapshot(stats_client)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     await worker.async_run()
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     await worker.close()
+    redis_cost = None
+    if stats_client is not None and before is not None:
+        from bench.redis_stats import per_request, snapshot
+
+        redis_cost = per_request(before, snapshot(stats_client), n)
+        stats_client.close()
     states = {s: int(await pool.zcard(state_idx(s))) for s in ("accepted", "processing", "done", "partially_failed",
                                                                "dead")}
     paged = json.loads(urllib.request.urlopen(pd_url + "/stats", timeout=5).read())["events"]
-    check = {"states": states, "pagerduty_triggers": paged}
+    check: dict[str, Any] = {"states": states, "pagerduty_triggers": paged,
+                             "worker_cpu_ms_per_event": round(cpu / n * 1000, 3)}
+    if redis_cost is not None:
+        check["redis_per_event"] = redis_cost
     if states["done"] != n or paged != n:
         raise RuntimeError(f"hub run did not do the work: {check}")
     return n / elapsed, check
@@ -155,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=20, help="HUB_WORKER_CONCURRENCY (arq max_jobs)")
+    parser.add_argument("--redis-stats", action="store_true",
+                        help="also report Redis round trips, commands and CPU per event (INFO deltas)")
     args = parser.parse_args(argv)
 
     from hub.embedded_redis import EmbeddedRedis, free_port
@@ -174,11 +198,18 @@ def main(argv: list[str] | None = None) -> int:
             ceilings, rates, checks = [], [], []
             for r in range(args.rounds):
                 ceilings.append(asyncio.run(ceiling(redis.url, args.events, args.concurrency)))
-                rate, check = asyncio.run(hub_rate(redis.url, pd_url, args.events, args.concurrency, f"r{r}"))
+                rate, check = asyncio.run(hub_rate(redis.url, pd_url, args.events, args.concurrency, f"r{r}",
+                                                   args.redis_stats))
                 rates.append(rate)
                 checks.append(check)
                 print(f"round {r + 1}: arq no-op {ceilings[-1]:7.0f} jobs/s   hub {rate:7.0f} events/s   "
-                      f"ratio {rate / ceilings[-1]:.2f}", flush=True)
+                      f"ratio {rate / ceilings[-1]:.2f}   worker CPU {check['worker_cpu_ms_per_event']:.2f} ms/event",
+                      flush=True)
+                if "redis_per_event" in check:
+                    cost = check["redis_per_event"]
+                    top = sorted(cost["calls"].items(), key=lambda kv: -kv[1])[:14]
+                    print(f"  redis per event: {cost['round_trips']} round trips, {cost['commands']} commands, "
+                          f"{cost['redis_cpu_us']} µs CPU; " + ", ".join(f"{k} {v:g}" for k, v in top), flush=True)
         finally:
             redis.stop()
             fake.terminate()
