@@ -293,6 +293,26 @@ async def delete_dead_letter(request: web.Request, who: str) -> web.Response:
     return web.json_response(await purge_dead_letter(_store(request), request.match_info["id"], by=who))
 
 
+# -- incidents --------------------------------------------------------------------------------
+
+@protected
+async def post_incident_ack(request: web.Request, who: str) -> web.Response:
+    """POST /admin/incidents/{key}/ack: an operator acknowledges (stops the escalation timers)."""
+    from hub.incidents import IncidentStore
+
+    store = _store(request)
+    incidents = IncidentStore(store.redis, store.retention)
+    key = await incidents.resolve(request.match_info["key"])
+    if key is None:
+        return error(404, "not_found", f"no incident {request.match_info['key']!r} (incident key or alias)")
+    acked = await incidents.acknowledge(key, by=who)
+    await audit.record(store.redis, who, "ack", key, changed=acked)
+    state = await incidents.get(key) or {}
+    return web.json_response({"incident": key, "acknowledged": acked,
+                              "acknowledged_at": state.get("acknowledged_at"),
+                              "acknowledged_by": state.get("acknowledged_by")})
+
+
 # -- overview and audit -----------------------------------------------------------------------
 
 @protected
@@ -372,3 +392,4 @@ def setup_admin(app: web.Application) -> None:
     r.add_get("/admin/dead-letters", get_dead_letters)
     r.add_delete("/admin/dead-letters/{id:.+}", delete_dead_letter)
     r.add_get("/admin/audit", get_audit)
+    r.add_post("/admin/incidents/{key}/ack", post_incident_ack)

@@ -89,6 +89,12 @@ def openapi_document() -> dict[str, Any]:
                                    "responses": {"200": _json({"type": "object"}, "counts"), **_errors(*_AUTH)}}},
         "/admin/audit": {"get": {"summary": "Operator actions, newest first", "parameters": listing[:2],
                                  "responses": {"200": _json({"type": "object"}, "entries"), **_errors(*_AUTH)}}},
+        "/admin/incidents/{key}/ack": {"post": {
+            "summary": "Operator acknowledgement of an incident (stops its escalation); audited",
+            "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
+                            "description": "incident key (incidentio:<id>, alert fingerprint) or alias"}],
+            "responses": {"200": _json({"type": "object"}, "the incident's acknowledgement"),
+                          **_errors(*_AUTH, 404)}}},
     }
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error", "detail"],
