@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -149,6 +150,76 @@ def duration_ms(state: dict[str, Any] | None) -> int | None:
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
+# An event's way in, in one round trip: resolve its incident names (key, else alias, else
+# none for a page), take every incident's lock (all or none), count the run, and read what
+# the run needs. Key names are built here from the names (Redis Cluster is not supported).
+# KEYS: event hash, its actions. ARGV: token, lease ms, '1' to resolve, then (name, page flag) pairs.
+_ENTER = """
+local n = (#ARGV - 3) / 2
+local resolved = {}
+for i = 1, n do
+  local name, key = ARGV[2 + 2 * i], ARGV[2 + 2 * i]
+  if name ~= '' and ARGV[3] == '1' and redis.call('EXISTS', 'hub:incident:' .. name) == 0 then
+    local alias = redis.call('GET', 'hub:incident-alias:' .. name)
+    if alias then key = alias elseif ARGV[3 + 2 * i] == '1' then key = '' end
+  end
+  resolved[i] = key
+end
+local seen, locks = {}, {}
+for i = 1, n do
+  local k = resolved[i]
+  if k ~= '' and not seen[k] then seen[k] = true; locks[#locks + 1] = k end
+end
+table.sort(locks)
+for i, k in ipairs(locks) do
+  if not redis.call('SET', 'hub:incident:' .. k .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then
+    for j = 1, i - 1 do redis.call('DEL', 'hub:incident:' .. locks[j] .. ':lock') end
+    return {0, resolved, locks}
+  end
+end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'done' and state ~= 'partially_failed' and state ~= 'dead' then
+  redis.call('HINCRBY', KEYS[1], 'runs', 1)
+end
+local incidents = {}
+for i, k in ipairs(locks) do incidents[i] = redis.call('HGETALL', 'hub:incident:' .. k) end
+return {1, resolved, locks, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), incidents}
+"""
+
+# Set fields of an existing record and add a timeline line, in one round trip.
+# KEYS: record, timeline. ARGV: entry, retention s, then field/value pairs.
+_UPDATE_NOTED = """
+if #ARGV > 2 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+def _decode_state(raw: Any) -> dict[str, Any] | None:
+    """An incident hash as HGETALL answers it (a dict, or a flat list from a script)."""
+    if not raw:
+        return None
+    if isinstance(raw, list):
+        raw = dict(zip(raw[::2], raw[1::2], strict=True))
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+@dataclass
+class Entered:
+    """What `IncidentStore.enter` found: the locks it holds and what the run reads first."""
+
+    locked: bool
+    token: str
+    keys: list[str | None]
+    lock_keys: list[str]
+    record: dict[bytes, bytes] = field(default_factory=dict)
+    actions: dict[bytes, bytes] = field(default_factory=dict)
+    incidents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    released: bool = False
+
 
 class IncidentStore:
     """Async access to the keys above. Cheap to construct."""
@@ -157,6 +228,8 @@ class IncidentStore:
         self.redis = redis
         self.retention = int(retention_s)
         self._release = redis.register_script(_RELEASE)
+        self._enter = redis.register_script(_ENTER)
+        self._update_noted = redis.register_script(_UPDATE_NOTED)
 
     # -- the record ----------------------------------------------------------------------------
 
@@ -168,12 +241,13 @@ class IncidentStore:
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
         async with self.redis.pipeline(transaction=False) as p:
             for key in keys:
                 p.hgetall(PREFIX + key)
             raws = await p.execute()
-        return {key: ({k.decode(): json.loads(v) for k, v in raw.items()} if raw else None)
-                for key, raw in zip(keys, raws, strict=True)}
+        return {key: _decode_state(raw) for key, raw in zip(keys, raws, strict=True)}
 
     async def save(self, key: str, state: dict[str, Any], changes: Iterable[dict[str, Any]] = ()) -> None:
         """Write the whole record (and timeline entries) in one transaction; refresh expiry."""
@@ -201,6 +275,13 @@ class IncidentStore:
         if not await self.redis.exists(PREFIX + key):
             return
         await self.redis.hset(PREFIX + key, mapping={k: json.dumps(v, default=str) for k, v in fields.items()})
+
+    async def update_noted(self, key: str, fields: dict[str, Any], entry: dict[str, Any]) -> None:
+        """`update` (only an existing record) and `note`, in one round trip."""
+        argv: list[Any] = [json.dumps({"at": now_ms(), **entry}, default=str), self.retention]
+        for k, v in fields.items():
+            argv += [k, json.dumps(v, default=str)]
+        await self._update_noted(keys=[PREFIX + key, PREFIX + key + ":timeline"], args=argv)
 
     async def timeline(self, key: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in await self.redis.lrange(PREFIX + key + ":timeline", 0, -1)]
@@ -247,11 +328,15 @@ class IncidentStore:
     async def claim(self, subject: str, identity: str, event_id: str) -> str:
         """Own `identity` for `event_id` unless another event already does; returns the owner."""
         async with self.redis.pipeline(transaction=True) as p:
-            p.hsetnx(CLAIMS + subject, identity, event_id)
-            p.hget(CLAIMS + subject, identity)
-            p.expire(CLAIMS + subject, self.retention)
+            self.claim_into(p, subject, identity, event_id)
             _, owner, _ = await p.execute()
         return owner.decode()
+
+    def claim_into(self, p: Any, subject: str, identity: str, event_id: str) -> None:
+        """Queue `claim` on a transaction: three replies, the owner second."""
+        p.hsetnx(CLAIMS + subject, identity, event_id)
+        p.hget(CLAIMS + subject, identity)
+        p.expire(CLAIMS + subject, self.retention)
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -286,6 +371,35 @@ class IncidentStore:
         for key in keys:
             await self._release(keys=[PREFIX + key + ":lock"], args=[token])
 
+    @staticmethod
+    def unlock_into(p: Any, entered: Entered) -> None:
+        """Queue the release of `entered`'s locks on a pipeline (it then shares that transaction)."""
+        for key in entered.lock_keys:
+            p.eval(_RELEASE, 1, PREFIX + key + ":lock", entered.token)
+        entered.released = True
+
+    async def enter(self, event_key: str, actions_key: str, names: list[str | None], pages: list[bool],
+                    lease_s: float, *, resolve: bool) -> Entered:
+        """Resolve the event's incident names, lock them, count the run, read the event: one round trip.
+
+        `resolve=False` takes `names` as incident keys already (the pinned keys of a rerun).
+        When another worker holds one of the incidents nothing is locked or counted
+        (`locked` is False).
+        """
+        token = secrets.token_hex(8)
+        argv: list[Any] = [token, int(lease_s * 1000), "1" if resolve else "0"]
+        for name, page in zip(names, pages, strict=True):
+            argv += [name or "", "1" if page else "0"]
+        out = await self._enter(keys=[event_key, actions_key], args=argv)
+        keys = [(k.decode() if isinstance(k, bytes) else str(k)) or None for k in out[1]]
+        lock_keys = [k.decode() if isinstance(k, bytes) else str(k) for k in out[2]]
+        if not out[0]:
+            return Entered(False, token, keys, lock_keys)
+        record = dict(zip(out[3][::2], out[3][1::2], strict=True))
+        actions = dict(zip(out[4][::2], out[4][1::2], strict=True))
+        incidents = {k: _decode_state(raw) for k, raw in zip(lock_keys, out[5], strict=True)}
+        return Entered(True, token, keys, lock_keys, record, actions, incidents)
+
     # -- deploys -------------------------------------------------------------------------------
 
     async def record_deploy(self, deploy: dict[str, Any], keep: int) -> None:
@@ -303,9 +417,19 @@ class IncidentStore:
     async def deploys(self, services: Iterable[str], since_ms: int) -> list[dict[str, Any]]:
         """Deploys of these services (any environment) since `since_ms`, newest first."""
         out: list[dict[str, Any]] = []
-        for service in dict.fromkeys(s.casefold() for s in services):
-            envs = [e.decode() for e in await self.redis.smembers(DEPLOYS + service)]
-            for env in envs:
-                for raw in await self.redis.zrangebyscore(f"{DEPLOYS}{service}:{env}", since_ms, "+inf"):
-                    out.append(json.loads(raw))
+        names = list(dict.fromkeys(s.casefold() for s in services))
+        if not names:
+            return out
+        async with self.redis.pipeline(transaction=False) as p:  # two round trips, however many services
+            for service in names:
+                p.smembers(DEPLOYS + service)
+            envs = await p.execute()
+            zkeys = [f"{DEPLOYS}{service}:{env.decode()}" for service, found in zip(names, envs, strict=True)
+                     for env in found]
+            if not zkeys:
+                return out
+            for zkey in zkeys:
+                p.zrangebyscore(zkey, since_ms, "+inf")
+            for found in await p.execute():
+                out.extend(json.loads(raw) for raw in found)
         return sorted(out, key=lambda d: -int(d.get("at", 0)))

@@ -26,12 +26,12 @@ from multidict import CIMultiDict
 from hub import metrics, timers
 from hub.actions import ActionRunner, PlannedAction
 from hub.events import NormalisedEvent
-from hub.incidents import DEPLOY_KINDS, PAGE_KINDS, IncidentStore, incident_key
+from hub.incidents import DEPLOY_KINDS, PAGE_KINDS, Entered, IncidentStore, incident_key
 from hub.registry import sources
 from hub.rules import Rules
 from hub.rules.conditions import matches, recent_deploys
 from hub.rules.engine import DEPLOY_LOOKBACK_S, PlannedStep, World, configured_connectors, timer_spec
-from hub.store import ACTION_FINAL, FINAL_STATES, Store, ev_key, now_ms
+from hub.store import ACTION_FINAL, FINAL_STATES, PENDING, Store, actions_key, ev_key, now_ms
 
 log = logging.getLogger("hub.processor")
 
@@ -99,13 +99,21 @@ class Processor:
                 continue
         return out
 
-    async def world(self, rec: dict[str, Any], events: list[NormalisedEvent]) -> World:
-        """What the plan reads: pinned on the event's first run, loaded from Redis before that."""
+    async def world(self, rec: dict[str, Any], events: list[NormalisedEvent],
+                    entered: Entered | None = None) -> World:
+        """What the plan reads: pinned on the event's first run, loaded from Redis before that.
+
+        `entered`: what the run's way in already resolved and read under the locks.
+        """
         pinned = json.loads(rec[PIN_FIELD]) if rec.get(PIN_FIELD) else None
         if pinned:
             keys = pinned["keys"]
             before = pinned["before"]
             episodes = pinned["episodes"]
+        elif entered is not None:
+            keys = list(entered.keys)
+            before = {k: entered.incidents.get(k) for k in keys if k}
+            episodes = {}
         else:
             keys = await self.keys(events)
             before = await self.incidents.get_many(k for k in keys if k)
@@ -123,7 +131,13 @@ class Processor:
     # -- acting ------------------------------------------------------------------------------
 
     async def process(self, event_id: str, *, force: bool = False) -> float | None:
-        """Advance the event; return seconds until it should run again, or None when final."""
+        """Advance the event; return seconds until it should run again, or None when final.
+
+        Round trips on the common path: read the record; one script that resolves the
+        incidents, locks them, counts the run and re-reads the record, its actions and the
+        incidents; one transaction for processing + pin + incident + parsed + claims; the
+        actions; one transaction that finishes the event and releases the locks.
+        """
         rec = await self.store.get(event_id)
         if rec is None:
             return None  # expired past retention: nothing left to do
@@ -131,18 +145,27 @@ class Processor:
             return None
         try:
             events = self.normalise(rec)
-            keys = json.loads(rec[PIN_FIELD])["keys"] if rec.get(PIN_FIELD) else await self.keys(events)
+            pinned = json.loads(rec[PIN_FIELD])["keys"] if rec.get(PIN_FIELD) else None
         except Exception as e:  # the ingress validated it, so this is a parser bug: keep it visible
             return await self._parse_failed(rec, e)
-        lock_keys = sorted({k for k in keys if k})
-        token = await self.incidents.lock(lock_keys, self.lock_lease) if lock_keys else ""
-        if token is None:
+        if pinned is not None:
+            names: list[str | None] = list(pinned)
+            pages = [False] * len(names)
+        else:
+            names = [incident_key(ev) for ev in events]
+            pages = [ev.kind in PAGE_KINDS for ev in events]
+        entered = await self.incidents.enter(ev_key(event_id), actions_key(event_id), names, pages,
+                                             self.lock_lease, resolve=pinned is None)
+        if not entered.locked:
             return LOCK_RETRY_S
         try:
-            return await self._process(rec, events, force)
+            fresh = self.store.decode_record(event_id, entered.record)
+            if fresh is None:
+                return None
+            return await self._process(fresh, events, force, entered)
         finally:
-            if token:
-                await self.incidents.unlock(lock_keys, token)
+            if entered.lock_keys and not entered.released:
+                await self.incidents.unlock(entered.lock_keys, entered.token)
 
     async def _parse_failed(self, rec: dict[str, Any], e: Exception) -> None:
         state = rec["state"]
@@ -151,47 +174,72 @@ class Processor:
         await self._finish(rec, "dead", {"error": f"parse failed: {type(e).__name__}: {e}"}, "processing")
         return None
 
-    async def _process(self, rec: dict[str, Any], events: list[NormalisedEvent], force: bool) -> float | None:
-        event_id = rec["id"]
-        rec = await self.store.get(event_id) or rec  # re-read under the lock: pinned context may be new
+    async def _process(self, rec: dict[str, Any], events: list[NormalisedEvent], force: bool,
+                       entered: Entered) -> float | None:
+        event_id = rec["id"]  # `rec` was read under the lock: pinned context may be new
         state = rec["state"]
         if state in FINAL_STATES:
             return None
-        runs = await self.store.redis.hincrby(ev_key(event_id), "runs", 1)
+        runs = int(rec.get("runs") or 0)  # counted by `enter`
         if runs > self.max_runs:
-            await self._finish(rec, "dead", {"error": f"worker crashed or timed out {runs - 1} times on this event"})
+            await self._finish(rec, "dead", {"error": f"worker crashed or timed out {runs - 1} times on this event"},
+                               entered=entered)
             return None
-        if state != "processing":
-            await self.store.transition(event_id, rec["received_at"], state, "processing")
-            state = "processing"
 
-        world = await self.world(rec, events)
+        world = await self.world(rec, events, entered)
         try:
             steps = self.rules.plan(events, world)
         except Exception as e:  # a rules bug must stay visible, not loop
             log.exception("planning %s failed", event_id)
-            await self._finish(rec, "dead", {"error": f"planning failed: {type(e).__name__}: {e}"}, state)
+            if state != "processing":
+                await self.store.transition(event_id, rec["received_at"], state, "processing")
+            await self._finish(rec, "dead", {"error": f"planning failed: {type(e).__name__}: {e}"}, "processing",
+                               entered=entered)
             return None
         first_run = PIN_FIELD not in rec
+        saves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        severity_changed: set[str] = set()
         if first_run:
-            await self._commit(rec, events, world)
-        if "events" not in rec:
-            await self.store.record_parsed(event_id, rec["received_at"], [e.model_dump(mode="json") for e in events])
+            saves, severity_changed = await self._prepare_commit(rec, events, world)
+        # One transaction: processing, the pin and the incidents, the parsed events, the claims.
+        async with self.store.redis.pipeline(transaction=True) as p:
+            if state != "processing":
+                self.store.transition_into(p, event_id, rec["received_at"], state, "processing")
+            if first_run:
+                self._commit_into(p, rec, world, saves)
+            if "events" not in rec:
+                self.store.record_parsed_into(p, event_id, rec["received_at"],
+                                              [e.model_dump(mode="json") for e in events])
+            for step in steps:
+                self.incidents.claim_into(p, step.subject, step.id, event_id)
+            replies = await p.execute()
+        state = "processing"
+        owners = replies[len(replies) - 3 * len(steps):][1::3] if steps else []
+        for key in severity_changed:
+            await self._rearm(key, saves[key][0])
+        steps = await self._kept(event_id, steps, [o.decode() for o in owners], note=first_run)
 
-        steps = await self._claim(event_id, steps, note=first_run)
-        existing = await self.store.actions(event_id)
-        results, wait = await self.execute(rec, steps, existing, force=force)
-        await self.store.redis.hset(ev_key(event_id), "runs", 0)
+        known: dict[str, dict[str, Any] | None] = dict(entered.incidents)
+        for key, (after, _changes) in saves.items():  # the records as the transaction left them
+            known[key] = {**(known.get(key) or {}),
+                          **{k: json.loads(json.dumps(v, default=str)) for k, v in after.items()}}
+        existing = self.store.decode_actions(entered.actions)
+        results, wait = await self.execute(rec, steps, existing, force=force, known=known)
         if wait is not None:
-            await self.store.touch(event_id)
+            async with self.store.redis.pipeline(transaction=True) as p:
+                p.hset(ev_key(event_id), "runs", 0)
+                p.zadd(PENDING, {event_id: now_ms()}, xx=True)
+                self.incidents.unlock_into(p, entered)
+                await p.execute()
             return wait
         states = {r["state"] for r in results}
         final = "dead" if states == {"dead"} else "partially_failed" if "dead" in states else "done"
-        await self._finish(rec, final, {"actions": len(results)}, state)
+        await self._finish(rec, final, {"actions": len(results)}, state, entered=entered)
         return None
 
-    async def _commit(self, rec: dict[str, Any], events: list[NormalisedEvent], world: World) -> None:
-        """First run only: advance the incidents, remember deploys and pin what was seen, atomically."""
+    async def _prepare_commit(self, rec: dict[str, Any], events: list[NormalisedEvent], world: World
+                              ) -> tuple[dict[str, tuple[dict[str, Any], list[dict[str, Any]]]], set[str]]:
+        """First run only: the incidents after the event (and their timeline), deploys remembered."""
         saves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         severity_changed: set[str] = set()
         for _ev, key, before, after in self.rules.states(events, world):
@@ -212,14 +260,15 @@ class Processor:
         for ev in events:  # idempotent, so before the pin: a crash in between cannot lose it
             if ev.kind in DEPLOY_KINDS:
                 await self._remember_deploy(ev, rec)
+        return saves, severity_changed
+
+    def _commit_into(self, p: Any, rec: dict[str, Any], world: World,
+                     saves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        """Pin what was seen and advance the incidents, in the caller's transaction."""
         pin = {"keys": world.keys, "before": world.incidents, "episodes": world.episodes}
-        async with self.store.redis.pipeline(transaction=True) as p:
-            p.hset(ev_key(rec["id"]), PIN_FIELD, json.dumps(pin, default=str))
-            for key, (after, changes) in saves.items():
-                self.incidents.save_into(p, key, after, changes)
-            await p.execute()
-        for key in severity_changed:
-            await self._rearm(key, saves[key][0])
+        p.hset(ev_key(rec["id"]), PIN_FIELD, json.dumps(pin, default=str))
+        for key, (after, changes) in saves.items():
+            self.incidents.save_into(p, key, after, changes)
 
     async def _remember_deploy(self, ev: NormalisedEvent, rec: dict[str, Any]) -> None:
         keep = self.rules.config.catalog.deploy_history
@@ -233,9 +282,18 @@ class Processor:
 
     async def _claim(self, event_id: str, steps: list[PlannedStep], *, note: bool = False) -> list[PlannedStep]:
         """Keep the steps this event owns; note the ones another event of the incident already has."""
+        if not steps:
+            return []
+        async with self.store.redis.pipeline(transaction=True) as p:
+            for step in steps:
+                self.incidents.claim_into(p, step.subject, step.id, event_id)
+            replies = await p.execute()
+        return await self._kept(event_id, steps, [o.decode() for o in replies[1::3]], note=note)
+
+    async def _kept(self, event_id: str, steps: list[PlannedStep], owners: list[str], *, note: bool
+                    ) -> list[PlannedStep]:
         kept, owned = [], {}
-        for step in steps:
-            owner = await self.incidents.claim(step.subject, step.id, event_id)
+        for step, owner in zip(steps, owners, strict=True):
             if owner == event_id:
                 kept.append(step)
             else:
@@ -245,8 +303,12 @@ class Processor:
         return kept
 
     async def execute(self, rec: dict[str, Any], steps: list[PlannedStep], existing: dict[str, dict[str, Any]],
-                      *, force: bool = False, fire: bool = False) -> tuple[list[dict[str, Any]], float | None]:
+                      *, force: bool = False, fire: bool = False,
+                      known: Mapping[str, dict[str, Any] | None] | None = None
+                      ) -> tuple[list[dict[str, Any]], float | None]:
         """Run immediate steps in order (and delayed ones when `fire`); schedule the other delayed ones.
+
+        `known`: incident records the caller has just read or written under their locks.
 
         Returns the records of the actions that ran or were decided now, and seconds until
         the next retry when some are still retrying (None when all are final).
@@ -255,7 +317,7 @@ class Processor:
         results: list[dict[str, Any]] = []
         done: dict[tuple[str, int], dict[str, Any]] = {}  # (workflow, event index) → steps view
         waits: list[int] = []
-        incidents: dict[str, dict[str, Any] | None] = {}
+        incidents: dict[str, dict[str, Any] | None] = dict(known or {})
         scheduled: set[str] = set()
         for step in steps:
             view = done.setdefault((step.workflow, step.event_index), {})
@@ -359,8 +421,7 @@ class Processor:
             elif incident.get(name) != value:
                 updates[name] = value
         if updates:
-            await self.incidents.update(key, **updates)
-            await self.incidents.note(key, {"type": "recorded", "action": step.id, **{
+            await self.incidents.update_noted(key, updates, {"type": "recorded", "action": step.id, **{
                 k: v for k, v in updates.items() if k != "escalated_at"}})
             incident = {**incident, **updates}
         return incident
@@ -547,9 +608,15 @@ class Processor:
             await self.store.add_timeline(event_id, {"type": "timer", "timer": timer_id,
                                                      "state": "fired" if fired else "dropped"})
 
-    async def _finish(self, rec: dict[str, Any], final: str, note: dict[str, Any], old: str | None = None) -> None:
-        await self.store.transition(rec["id"], rec["received_at"], old or rec["state"], final, note,
-                                    runs=0, **({"error": note["error"]} if "error" in note else {}))
+    async def _finish(self, rec: dict[str, Any], final: str, note: dict[str, Any], old: str | None = None, *,
+                      entered: Entered | None = None) -> None:
+        """The final state; the incidents' locks (when given) are released in the same transaction."""
+        async with self.store.redis.pipeline(transaction=True) as p:
+            self.store.transition_into(p, rec["id"], rec["received_at"], old or rec["state"], final, note,
+                                       runs=0, **({"error": note["error"]} if "error" in note else {}))
+            if entered is not None:
+                self.incidents.unlock_into(p, entered)
+            await p.execute()
         metrics.EVENTS_FINISHED.labels(rec["source"], final).inc()
         metrics.PROCESSING_SECONDS.labels(rec["source"]).observe(max(0.0, time.time() - rec["received_at"] / 1000))
 

@@ -159,7 +159,11 @@ class Store:
     # -- reading -----------------------------------------------------------------------------
 
     async def get(self, event_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.hgetall(ev_key(event_id))
+        return self.decode_record(event_id, await self.redis.hgetall(ev_key(event_id)))
+
+    @staticmethod
+    def decode_record(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any] | None:
+        """An event hash as HGETALL answers it, typed (None when the record is gone)."""
         if not raw:
             return None
         rec: dict[str, Any] = {}
@@ -176,7 +180,10 @@ class Store:
         return rec
 
     async def actions(self, event_id: str) -> dict[str, dict[str, Any]]:
-        raw = await self.redis.hgetall(actions_key(event_id))
+        return self.decode_actions(await self.redis.hgetall(actions_key(event_id)))
+
+    @staticmethod
+    def decode_actions(raw: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     async def timeline(self, event_id: str) -> list[dict[str, Any]]:
@@ -187,31 +194,39 @@ class Store:
     async def transition(self, event_id: str, received_ms: int, old: str, new: str,
                          note: dict[str, Any] | None = None, **fields: Any) -> None:
         """Move an event between states, keeping the state indexes and the pending set exact."""
-        ms = now_ms()
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(ev_key(event_id), mapping={"state": new, "updated_at": ms, **fields})
-            if old != new:
-                p.zrem(state_idx(old), event_id)
-                p.zadd(state_idx(new), {event_id: received_ms})
-            if new in FINAL_STATES:
-                p.zrem(PENDING, event_id)
-            else:
-                p.zadd(PENDING, {event_id: ms})
-            p.rpush(timeline_key(event_id), dumps({"at": ms, "type": "state", "state": new, **(note or {})}))
-            p.expire(timeline_key(event_id), self.retention)
+            self.transition_into(p, event_id, received_ms, old, new, note, **fields)
             await p.execute()
 
+    def transition_into(self, p: Any, event_id: str, received_ms: int, old: str, new: str,
+                        note: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Queue the writes of `transition` on a transaction (so other writes can share it)."""
+        ms = now_ms()
+        p.hset(ev_key(event_id), mapping={"state": new, "updated_at": ms, **fields})
+        if old != new:
+            p.zrem(state_idx(old), event_id)
+            p.zadd(state_idx(new), {event_id: received_ms})
+        if new in FINAL_STATES:
+            p.zrem(PENDING, event_id)
+        else:
+            p.zadd(PENDING, {event_id: ms})
+        p.rpush(timeline_key(event_id), dumps({"at": ms, "type": "state", "state": new, **(note or {})}))
+        p.expire(timeline_key(event_id), self.retention)
+
     async def record_parsed(self, event_id: str, received_ms: int, events: list[dict[str, Any]]) -> None:
+        async with self.redis.pipeline(transaction=True) as p:
+            self.record_parsed_into(p, event_id, received_ms, events)
+            await p.execute()
+
+    @staticmethod
+    def record_parsed_into(p: Any, event_id: str, received_ms: int, events: list[dict[str, Any]]) -> None:
         ms = now_ms()
         kinds = sorted({e["kind"] for e in events})
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hset(ev_key(event_id), mapping={"events": dumps(events), "kinds": ",".join(kinds)})
-            for kind in kinds:
-                p.zadd(kind_idx(kind), {event_id: received_ms})
-                p.sadd(KINDS, kind)
-            p.rpush(timeline_key(event_id), dumps({"at": ms, "type": "parsed", "events": len(events),
-                                                    "kinds": kinds}))
-            await p.execute()
+        p.hset(ev_key(event_id), mapping={"events": dumps(events), "kinds": ",".join(kinds)})
+        for kind in kinds:
+            p.zadd(kind_idx(kind), {event_id: received_ms})
+            p.sadd(KINDS, kind)
+        p.rpush(timeline_key(event_id), dumps({"at": ms, "type": "parsed", "events": len(events), "kinds": kinds}))
 
     async def add_timeline(self, event_id: str, entry: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=False) as p:
