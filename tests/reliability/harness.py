@@ -112,6 +112,9 @@ class Recording:
     injected: Counter[str]
     answered: list[tuple[str, str, int]]
 
+    #: Seconds every request takes (real APIs answer in 100 to 300 ms; a worker killed then is mid-call).
+    latency: float = 0.0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rules = []
@@ -133,6 +136,8 @@ class Recording:
         body = await request.read()
         requests: list[Recorded] = self.requests  # type: ignore[attr-defined]
         requests.append(Recorded(request.method, request.path, dict(request.query), dict(request.headers), body))
+        if self.latency:
+            await asyncio.sleep(self.latency)
         fault = self._next_fault(request.method, request.path, body)
         if fault is not None:
             kind = fault_kind(fault)
@@ -229,6 +234,11 @@ class Upstreams:
         }
         env.update({f"{name}_RATE_LIMIT": "0" for name in CONNECTORS})
         return env
+
+    def slow_down(self, seconds: float) -> None:
+        """Make every fake take `seconds` to answer."""
+        for fake in self.all.values():
+            fake.latency = seconds
 
     def faults_injected(self) -> dict[str, dict[str, int]]:
         return {name: dict(fake.injected) for name, fake in self.all.items() if fake.injected}
