@@ -373,10 +373,13 @@ class IncidentStore:
 
     @staticmethod
     def unlock_into(p: Any, entered: Entered) -> None:
-        """Queue the release of `entered`'s locks on a pipeline (it then shares that transaction)."""
+        """Queue the release of `entered`'s locks on a pipeline (it then shares that transaction).
+
+        The caller sets `entered.released` once the transaction ran; until then the run's
+        own `finally` still releases them.
+        """
         for key in entered.lock_keys:
             p.eval(_RELEASE, 1, PREFIX + key + ":lock", entered.token)
-        entered.released = True
 
     async def enter(self, event_key: str, actions_key: str, names: list[str | None], pages: list[bool],
                     lease_s: float, *, resolve: bool) -> Entered:

@@ -231,6 +231,7 @@ class Processor:
                 p.zadd(PENDING, {event_id: now_ms()}, xx=True)
                 self.incidents.unlock_into(p, entered)
                 await p.execute()
+            entered.released = True
             return wait
         states = {r["state"] for r in results}
         final = "dead" if states == {"dead"} else "partially_failed" if "dead" in states else "done"
@@ -617,6 +618,8 @@ class Processor:
             if entered is not None:
                 self.incidents.unlock_into(p, entered)
             await p.execute()
+        if entered is not None:
+            entered.released = True
         metrics.EVENTS_FINISHED.labels(rec["source"], final).inc()
         metrics.PROCESSING_SECONDS.labels(rec["source"]).observe(max(0.0, time.time() - rec["received_at"] / 1000))
 
