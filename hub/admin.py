@@ -216,7 +216,10 @@ class BulkBody(BaseModel):
 async def _bulk_body(request: web.Request) -> BulkBody:
     data: dict[str, Any] = {}
     if request.can_read_body:
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except (web.HTTPRequestEntityTooLarge, web.RequestPayloadError) as e:
+            raise QueryError(f"body could not be read: {e}") from None
         if raw.strip():
             try:
                 data = json.loads(raw)

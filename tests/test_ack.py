@@ -60,3 +60,4 @@ def test_cli_ack(redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest
     assert out["acknowledged"] is True and out["incident"] == KEY
     assert asyncio.run(setup_and_read(True))["acknowledged_at"]
     assert main(["ack", "incidentio:unknown"]) == 1
+
