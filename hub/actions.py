@@ -27,6 +27,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ log = logging.getLogger("hub.actions")
 _SECRET_PARAM = re.compile(r"(routing_key|api_key|apikey|token|secret|password|webhook_url|authorization|"
                            r"credential|private_key|genie)", re.I)
 ATTEMPT_RESPONSE_KEEP = 500
+#: Called with a record about to be saved as succeeded; may return what to queue into that save.
+OnSuccess = Callable[[dict[str, Any]], Callable[[Any], None] | None]
 
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
@@ -114,8 +117,11 @@ class ActionRunner:
                 "created_at": now_ms()}
 
     async def run(self, event_id: str, planned: PlannedAction, record: dict[str, Any] | None,
-                  received_ms: int, *, force: bool = False) -> dict[str, Any]:
+                  received_ms: int, *, force: bool = False, on_success: OnSuccess | None = None) -> dict[str, Any]:
         """Advance one action by at most one attempt; returns its (saved) record.
+
+        `on_success(record)`, when this call records a success, may return a function that
+        queues more writes into the transaction that saves it (one round trip, atomically).
 
         A final action (succeeded, skipped, dead) is returned untouched unless `force`
         (then it gets a fresh round of attempts). A replay that resets a record to
@@ -182,7 +188,7 @@ class ActionRunner:
             rec["result"] = {**rec.get("result", {}), **outcome.result}
 
         if outcome.state == "succeeded":
-            return await self._final(event_id, rec, "succeeded", None)
+            return await self._final(event_id, rec, "succeeded", None, also=on_success(rec) if on_success else None)
         if outcome.state == "skipped":
             return await self._final(event_id, rec, "skipped", outcome.detail)
         if outcome.state == "permanent":
@@ -256,7 +262,7 @@ class ActionRunner:
         return rec
 
     async def _final(self, event_id: str, rec: dict[str, Any], state: str, error: str | None,
-                     response: str = "") -> dict[str, Any]:
+                     response: str = "", also: Callable[[Any], None] | None = None) -> dict[str, Any]:
         rec.update(state=state, error=error, next_at=None)
         rec.pop("waiting", None)
         if response:
@@ -267,5 +273,5 @@ class ActionRunner:
         last = rec["attempts"][-1] if rec["attempts"] else {}
         await self.store.save_action(event_id, rec, {"type": "action", "action": rec["id"], "name": rec["name"],
                                                      "state": state, "status": last.get("status"),
-                                                     "error": error})
+                                                     "error": error}, also=also)
         return rec

@@ -278,10 +278,17 @@ class IncidentStore:
 
     async def update_noted(self, key: str, fields: dict[str, Any], entry: dict[str, Any]) -> None:
         """`update` (only an existing record) and `note`, in one round trip."""
+        await self._update_noted(keys=[PREFIX + key, PREFIX + key + ":timeline"], args=self._noted_args(fields, entry))
+
+    def update_noted_into(self, p: Any, key: str, fields: dict[str, Any], entry: dict[str, Any]) -> None:
+        """Queue `update_noted` on a transaction (EVAL, so the pipeline needs no script check first)."""
+        p.eval(_UPDATE_NOTED, 2, PREFIX + key, PREFIX + key + ":timeline", *self._noted_args(fields, entry))
+
+    def _noted_args(self, fields: dict[str, Any], entry: dict[str, Any]) -> list[Any]:
         argv: list[Any] = [json.dumps({"at": now_ms(), **entry}, default=str), self.retention]
         for k, v in fields.items():
             argv += [k, json.dumps(v, default=str)]
-        await self._update_noted(keys=[PREFIX + key, PREFIX + key + ":timeline"], args=argv)
+        return argv
 
     async def timeline(self, key: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in await self.redis.lrange(PREFIX + key + ":timeline", 0, -1)]
@@ -314,6 +321,10 @@ class IncidentStore:
     async def alias(self, name: str, key: str) -> None:
         if name != key:
             await self.redis.set(ALIAS + name, key, ex=self.retention)
+
+    def alias_into(self, p: Any, name: str, key: str) -> None:
+        if name != key:
+            p.set(ALIAS + name, key, ex=self.retention)
 
     # -- claims: who owns an action identity -------------------------------------------------
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from multidict import CIMultiDict
 
 from hub import metrics, timers
-from hub.actions import ActionRunner, PlannedAction
+from hub.actions import ActionRunner, OnSuccess, PlannedAction
 from hub.events import NormalisedEvent
 from hub.incidents import DEPLOY_KINDS, PAGE_KINDS, Entered, IncidentStore, incident_key
 from hub.registry import sources
@@ -332,6 +332,7 @@ class Processor:
                     results += await self._arm(rec, group, existing, incidents.get(key) if key else None)
                 continue
             record = existing.get(step.id)
+            recorded = False
             blocked = self._blocked(step, view)
             if blocked is not None:
                 state, why = blocked
@@ -348,8 +349,15 @@ class Processor:
                     record = await self._decide(event_id, step, record, "dead",
                                                 f"parameters did not render: {type(e).__name__}: {e}")
                 else:
-                    record = await self.runner.run(event_id, step, record, rec["received_at"], force=force)
-            if record["state"] == "succeeded" and step.record and key:
+                    applied: dict[str, dict[str, Any] | None] = {}
+                    on_success = self._on_success(step, view, incidents.get(key), applied) \
+                        if step.record and key else None
+                    record = await self.runner.run(event_id, step, record, rec["received_at"], force=force,
+                                                   on_success=on_success)
+                    if "incident" in applied and key:  # recorded in the same transaction as the success
+                        incidents[key] = applied["incident"]
+                        recorded = True
+            if record["state"] == "succeeded" and step.record and key and not recorded:
                 incidents[key] = await self._apply_record(step, record, view, incidents.get(key))
             view[step.step_id] = {"state": record["state"], "result": record.get("result") or {},
                                   "params": record.get("params") or {}}
@@ -400,18 +408,42 @@ class Processor:
     async def _apply_record(self, step: PlannedStep, record: dict[str, Any], view: Mapping[str, Any],
                             incident: dict[str, Any] | None) -> dict[str, Any] | None:
         """Copy what a step's `record:` asks for from its result into the incident."""
+        incident, queue = self._record_writes(step, record, view, incident)
+        if queue is not None:
+            async with self.store.redis.pipeline(transaction=True) as p:
+                queue(p)
+                await p.execute()
+        return incident
+
+    def _on_success(self, step: PlannedStep, view: Mapping[str, Any], incident: dict[str, Any] | None,
+                    applied: dict[str, dict[str, Any] | None]) -> OnSuccess:
+        """For the runner: what a success records on the incident, saved with the success."""
+        def on_success(record: dict[str, Any]) -> Callable[[Any], None] | None:
+            try:
+                applied["incident"], queue = self._record_writes(step, record, view, incident)
+            except Exception:  # never in the way of recording the success; applied after it instead
+                applied.pop("incident", None)
+                return None
+            return queue
+        return on_success
+
+    def _record_writes(self, step: PlannedStep, record: dict[str, Any], view: Mapping[str, Any],
+                       incident: dict[str, Any] | None
+                       ) -> tuple[dict[str, Any] | None, Callable[[Any], None] | None]:
+        """The incident after a step's `record:`, and what queues its writes (None: nothing to write)."""
         key = step.incident_key
         if not key or incident is None:
-            return incident
+            return incident, None
         try:
             values = step.render_record(step.params, record.get("result") or {}, view, incident)
         except Exception as e:
-            await self.incidents.note(key, {"type": "record_failed", "action": step.id, "error": str(e)})
-            return incident
+            failed = {"type": "record_failed", "action": step.id, "error": str(e)}
+            return incident, lambda p: self.incidents.update_noted_into(p, key, {}, failed)
         updates: dict[str, Any] = {}
+        aliases: list[str] = []
         for name, value in values.items():
             if name == "alias":
-                await self.incidents.alias(str(value), key)
+                aliases.append(str(value))
             elif name == "jira_key":
                 if value not in incident.get("jira_keys", []):
                     updates["jira_keys"] = [*incident.get("jira_keys", []), value]
@@ -421,11 +453,17 @@ class Processor:
                     updates.update(escalation_level=level, escalated_at=now_ms())
             elif incident.get(name) != value:
                 updates[name] = value
-        if updates:
-            await self.incidents.update_noted(key, updates, {"type": "recorded", "action": step.id, **{
-                k: v for k, v in updates.items() if k != "escalated_at"}})
-            incident = {**incident, **updates}
-        return incident
+        if not updates and not aliases:
+            return incident, None
+        entry = {"type": "recorded", "action": step.id, **{k: v for k, v in updates.items() if k != "escalated_at"}}
+
+        def queue(p: Any) -> None:
+            for alias in aliases:
+                self.incidents.alias_into(p, alias, key)
+            if updates:
+                self.incidents.update_noted_into(p, key, updates, entry)
+
+        return ({**incident, **updates} if updates else incident), queue
 
     # -- timers --------------------------------------------------------------------------------
 

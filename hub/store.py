@@ -31,6 +31,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,9 +235,12 @@ class Store:
             p.expire(timeline_key(event_id), self.retention)
             await p.execute()
 
-    async def save_action(self, event_id: str, record: dict[str, Any], timeline: dict[str, Any] | None = None
-                          ) -> None:
-        """Write an action record (and its dead-letter entry) in one transaction."""
+    async def save_action(self, event_id: str, record: dict[str, Any], timeline: dict[str, Any] | None = None,
+                          also: Callable[[Any], None] | None = None) -> None:
+        """Write an action record (and its dead-letter entry) in one transaction.
+
+        `also` queues more writes into that transaction (what a success records on its incident).
+        """
         ms = now_ms()
         dead_member = f"{event_id}/{record['id']}"
         async with self.redis.pipeline(transaction=True) as p:
@@ -248,6 +252,8 @@ class Store:
                 p.zrem(DEAD, dead_member)
             if timeline:
                 p.rpush(timeline_key(event_id), dumps({"at": ms, **timeline}))
+            if also is not None:
+                also(p)
             await p.execute()
 
     async def touch(self, event_id: str) -> None:
