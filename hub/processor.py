@@ -220,9 +220,8 @@ class Processor:
         steps = await self._kept(event_id, steps, [o.decode() for o in owners], note=first_run)
 
         known: dict[str, dict[str, Any] | None] = dict(entered.incidents)
-        for key, (after, _changes) in saves.items():  # the records as the transaction left them
-            known[key] = {**(known.get(key) or {}),
-                          **{k: json.loads(json.dumps(v, default=str)) for k, v in after.items()}}
+        for key, (after, _changes) in saves.items():  # the records as the transaction left them (HSET merges)
+            known[key] = {**(known.get(key) or {}), **after}
         existing = self.store.decode_actions(entered.actions)
         results, wait = await self.execute(rec, steps, existing, force=force, known=known)
         if wait is not None:
