@@ -43,6 +43,10 @@ LOCK_RETRY_S = 0.2
 #: An incident is linked to deploys of its services this recent when it opens.
 LINK_DEPLOYS_S = 3600
 PIN_FIELD = "incident_ctx"
+#: Actions that open or announce an incident: a retry of one is dropped once the incident has
+#: resolved since its event (see `Processor._superseded`).
+SUPERSEDED_BY_RESOLUTION = frozenset({"pagerduty.trigger", "opsgenie.create", "statuspage.open",
+                                      "statuspage.update", "incidentio.create_incident"})
 
 
 class Processor:
@@ -339,6 +343,8 @@ class Processor:
                     waits.append(now_ms() + 250)
                     continue
                 record = await self._decide(event_id, step, record, "dead", why)
+            elif (stale := self._superseded(step, record, rec, incidents.get(key) if key else None, force)):
+                record = await self._decide(event_id, step, record, "skipped", stale)
             elif step.builtin:
                 record = await self._builtin(rec, step, record, force)
             else:
@@ -365,6 +371,25 @@ class Processor:
                 waits.append(int(record.get("next_at") or now_ms()))
         wait = max(0.05, (min(waits) - now_ms()) / 1000) if waits else None
         return results, wait
+
+    @staticmethod
+    def _superseded(step: PlannedStep, record: dict[str, Any] | None, rec: dict[str, Any],
+                    incident: dict[str, Any] | None, force: bool) -> str | None:
+        """Why a *retry* of an opening action must not go out any more, else None.
+
+        A page or Statuspage incident still being retried when its incident resolves would
+        otherwise open after the resolution (whose resolve found nothing to close yet) and
+        stay open: on-call paged for an alert that already recovered.
+        """
+        if force or record is None or record.get("state") != "retrying" or step.name not in SUPERSEDED_BY_RESOLUTION:
+            return None
+        if not incident or not incident.get("resolved_at"):
+            return None
+        received, resolved = int(rec["received_at"]), int(incident["resolved_at"])
+        if resolved <= received or int(incident.get("declared_at") or 0) > received:
+            return None  # resolved by this event or before it, or a later episode: not superseded
+        return f"skipped: the incident was resolved before this could be delivered (after {len(record['attempts'])} " \
+               "failed attempts)"
 
     @staticmethod
     def _blocked(step: PlannedStep, view: Mapping[str, Any]) -> tuple[str, str] | None:

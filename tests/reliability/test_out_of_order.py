@@ -4,16 +4,16 @@ PagerDuty answers the first trigger 500 (Retry-After: 3), so the page is retryin
 recovery arrives a second later. Wanted end state: no open PagerDuty alert for the
 fingerprint (either the resolve follows the late trigger, or the trigger is not sent).
 
-Today the recovery's `pagerduty.resolve` is not planned (the incident has no
-`page_dedup_key` until the trigger succeeds), then the trigger's retry opens the page, which
-stays open: on-call is paged for an alert that had already recovered. Marked xfail (strict)
-until the processor orders a resolution after its incident's pending creations; it then
-passes and the marker must go.
+The recovery's `pagerduty.resolve` is not planned (the incident has no `page_dedup_key`
+until the trigger succeeds), so the trigger's retry must not go out either: the processor
+drops a retry of an opening action once its incident has resolved since the event
+(`Processor._superseded`), recording it as skipped with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -24,8 +24,6 @@ from tests.reliability.harness import Sender, wait_final
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-@pytest.mark.xfail(strict=True, reason="a resolution does not wait for its incident's retrying page "
-                                      "(hub/processor.py, alert-resolved workflow); reported")
 async def test_recovery_during_a_retrying_page_leaves_no_open_page(make_cluster, upstreams, figures) -> None:
     upstreams.pagerduty.faults.append(Fault(status=500, retry_after="3", body="try again"))
     cluster = await make_cluster({**upstreams.env(), "HUB_JOB_TIMEOUT": "10"}, workers=1).start()
@@ -40,3 +38,7 @@ async def test_recovery_during_a_retrying_page_leaves_no_open_page(make_cluster,
     alert = upstreams.pagerduty.alerts.get((upstreams.env()["PAGERDUTY_ROUTING_KEY"], fire.keys[0]))
     figures.update(pagerduty_requests=sent, final_alert_status=alert.status if alert else None)
     assert alert is None or alert.status == "resolved", sent
+    actions = await cluster.redis_client.hgetall(f"hub:ev:{fired[0].event_id}:actions")
+    states = {json.loads(v)["name"]: (json.loads(v)["state"], json.loads(v)["error"]) for v in actions.values()}
+    state, why = states["pagerduty.trigger"]
+    assert state == "skipped" and "resolved before" in why
