@@ -17,13 +17,19 @@ async def _final(store: Store, event_id: str) -> dict:
     return await wait_for(check, timeout=15)
 
 
-async def test_failed_production_deploy_posts_to_slack(redis_url, redis, fake_slack, running_worker) -> None:
-    settings = make_settings(redis_url, slack_webhook_url=fake_slack.webhook_url)
+async def _deliver(settings, redis, running_worker, fixture: str) -> tuple[Store, str, dict]:
+    """Post a signed fixture through the real app with a worker running; wait for its final state."""
     store = Store(redis, settings)
-    body, headers = fixture_request("github_deployment_status_failure.json")
+    body, headers = fixture_request(fixture)
     async with TestClient(TestServer(create_app(settings))) as c, running_worker(settings):
         event_id = (await (await c.post("/webhooks/github", data=body, headers=headers)).json())["event_id"]
         rec = await _final(store, event_id)
+    return store, event_id, rec
+
+
+async def test_failed_production_deploy_posts_to_slack(redis_url, redis, fake_slack, running_worker) -> None:
+    settings = make_settings(redis_url, slack_webhook_url=fake_slack.webhook_url)
+    store, event_id, rec = await _deliver(settings, redis, running_worker, "github_deployment_status_failure.json")
     assert rec["state"] == "done"
     assert len(fake_slack.requests) == 1
     msg = fake_slack.requests[0].json()
@@ -38,11 +44,7 @@ async def test_failed_production_deploy_posts_to_slack(redis_url, redis, fake_sl
 
 async def test_success_deploy_is_done_with_no_action(redis_url, redis, fake_slack, running_worker) -> None:
     settings = make_settings(redis_url, slack_webhook_url=fake_slack.webhook_url)
-    store = Store(redis, settings)
-    body, headers = fixture_request("github_deployment_status_success.json")
-    async with TestClient(TestServer(create_app(settings))) as c, running_worker(settings):
-        event_id = (await (await c.post("/webhooks/github", data=body, headers=headers)).json())["event_id"]
-        rec = await _final(store, event_id)
+    store, event_id, rec = await _deliver(settings, redis, running_worker, "github_deployment_status_success.json")
     assert rec["state"] == "done"
     assert rec["events"][0]["kind"] == "deploy.succeeded"
     assert fake_slack.requests == [] and await store.actions(event_id) == {}
@@ -50,11 +52,7 @@ async def test_success_deploy_is_done_with_no_action(redis_url, redis, fake_slac
 
 async def test_no_slack_url_records_skipped(redis_url, redis, running_worker) -> None:
     settings = make_settings(redis_url)
-    store = Store(redis, settings)
-    body, headers = fixture_request("github_deployment_status_failure.json")
-    async with TestClient(TestServer(create_app(settings))) as c, running_worker(settings):
-        event_id = (await (await c.post("/webhooks/github", data=body, headers=headers)).json())["event_id"]
-        rec = await _final(store, event_id)
+    store, event_id, rec = await _deliver(settings, redis, running_worker, "github_deployment_status_failure.json")
     assert rec["state"] == "done"
     (action,) = (await store.actions(event_id)).values()
     assert action["state"] == "skipped"
@@ -69,11 +67,7 @@ async def test_slack_500_then_429_is_retried_then_delivered_once(redis_url, redi
     monkeypatch.setattr(Slack, "retry_policy", RetryPolicy(max_attempts=5, base_delay=0.05, max_delay=0.2))
     fake_slack.faults.extend([Fault(status=500), Fault(status=429, retry_after="1")])
     settings = make_settings(redis_url, slack_webhook_url=fake_slack.webhook_url)
-    store = Store(redis, settings)
-    body, headers = fixture_request("github_deployment_status_failure.json")
-    async with TestClient(TestServer(create_app(settings))) as c, running_worker(settings):
-        event_id = (await (await c.post("/webhooks/github", data=body, headers=headers)).json())["event_id"]
-        rec = await _final(store, event_id)
+    store, event_id, rec = await _deliver(settings, redis, running_worker, "github_deployment_status_failure.json")
     assert rec["state"] == "done"
     (action,) = (await store.actions(event_id)).values()
     assert [a["status"] for a in action["attempts"]] == [500, 429, 200]
@@ -83,11 +77,7 @@ async def test_slack_500_then_429_is_retried_then_delivered_once(redis_url, redi
 async def test_slack_permanent_error_dead_letters_with_body(redis_url, redis, fake_slack, running_worker) -> None:
     fake_slack.faults.append(Fault(status=404, body="channel_not_found"))
     settings = make_settings(redis_url, slack_webhook_url=fake_slack.webhook_url)
-    store = Store(redis, settings)
-    body, headers = fixture_request("github_deployment_status_failure.json")
-    async with TestClient(TestServer(create_app(settings))) as c, running_worker(settings):
-        event_id = (await (await c.post("/webhooks/github", data=body, headers=headers)).json())["event_id"]
-        rec = await _final(store, event_id)
+    store, event_id, rec = await _deliver(settings, redis, running_worker, "github_deployment_status_failure.json")
     assert rec["state"] == "dead"
     (action,) = (await store.actions(event_id)).values()
     assert action["state"] == "dead" and "channel_not_found" in action["last_response"]
