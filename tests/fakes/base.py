@@ -34,6 +34,19 @@ class Fault:
     stall: float = 0.0
     reset: bool = False
 
+    async def apply(self, request: web.Request) -> web.Response | None:
+        """Misbehave on this request: stall, then reset the connection or answer the status."""
+        if self.stall:
+            await asyncio.sleep(self.stall)
+        if self.reset:
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError
+        if self.status:
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return web.Response(status=self.status, text=self.body, headers=headers)
+        return None
+
 
 @dataclass
 class FakeUpstream:
@@ -52,16 +65,9 @@ class FakeUpstream:
         self.requests.append(Recorded(request.method, request.path, dict(request.query),
                                       dict(request.headers), body))
         if self.faults:
-            fault = self.faults.popleft()
-            if fault.stall:
-                await asyncio.sleep(fault.stall)
-            if fault.reset:
-                assert request.transport is not None
-                request.transport.close()
-                raise asyncio.CancelledError
-            if fault.status:
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
-                return web.Response(status=fault.status, text=fault.body, headers=headers)
+            answer = await self.faults.popleft().apply(request)
+            if answer is not None:
+                return answer
         return await handler(request)
 
     async def start(self) -> FakeUpstream:

@@ -143,15 +143,9 @@ class Recording:
             kind = fault_kind(fault)
             if kind:
                 self.injected[kind] += 1
-            if fault.stall:
-                await asyncio.sleep(fault.stall)
-            if fault.reset:
-                assert request.transport is not None
-                request.transport.close()
-                raise asyncio.CancelledError
-            if fault.status:
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
-                return web.Response(status=fault.status, text=fault.body, headers=headers)
+            answer = await fault.apply(request)
+            if answer is not None:
+                return answer
         response = await handler(request)
         self.answered.append((request.method, request.path, response.status))
         return response
