@@ -53,6 +53,22 @@ def _created_ms(incident: Mapping[str, Any]) -> int | None:
         return None
 
 
+
+def _incident_fields(p: dict[str, Any]) -> dict[str, Any]:
+    """The `incident` body fields a create or an update sends, from the action's params."""
+    fields: dict[str, Any] = {opt: p[opt] for opt in ("status", "impact_override", "deliver_notifications")
+                              if p.get(opt) is not None}
+    if p.get("name"):
+        fields["name"] = str(p["name"])[:NAME_MAX]
+    if p.get("body"):
+        fields["body"] = str(p["body"])[:BODY_MAX]
+    ids, statuses = _components(p)
+    if ids:
+        fields["component_ids"] = ids
+    if statuses:
+        fields["components"] = statuses
+    return fields
+
 def _components(params: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
     """(component ids, {id: status}) from `components`, `component_ids` and `component_status`."""
     statuses = {str(k): str(v) for k, v in dict(params.get("components") or {}).items()}
@@ -153,18 +169,9 @@ class Statuspage(Connector):
                 return Outcome("succeeded", outcome.status, detail="found after an unconfirmed create",
                                result=self._result(found["id"]))
 
-        ids, statuses = _components(p)
-        fields: dict[str, Any] = {"name": name, "status": str(p.get("status") or "investigating"),
-                                  "metadata": {MARKER: {"ref": stable_ref(key)}}}
-        if p.get("body"):
-            fields["body"] = str(p["body"])[:BODY_MAX]
-        if ids:
-            fields["component_ids"] = ids
-        if statuses:
-            fields["components"] = statuses
-        for opt in ("impact_override", "deliver_notifications"):
-            if p.get(opt) is not None:
-                fields[opt] = p[opt]
+        ids = _components(p)[0]
+        fields = {**_incident_fields({**p, "status": str(p.get("status") or "investigating")}), "name": name,
+                  "metadata": {MARKER: {"ref": stable_ref(key)}}}
         await ledger.begin(key)
         outcome, data = await self.request("POST", self._url(), json_body={"incident": fields},
                                            headers=self._headers())
@@ -206,19 +213,7 @@ class Statuspage(Connector):
         if record and record.get("resolved"):
             return Outcome("skipped", detail="the Statuspage incident is already resolved",
                            result=self._result(incident_id))
-        ids, statuses = _components(p)
-        fields: dict[str, Any] = {}
-        for opt in ("status", "impact_override", "deliver_notifications"):
-            if p.get(opt) is not None:
-                fields[opt] = p[opt]
-        if p.get("name"):
-            fields["name"] = str(p["name"])[:NAME_MAX]
-        if p.get("body"):
-            fields["body"] = str(p["body"])[:BODY_MAX]
-        if ids:
-            fields["component_ids"] = ids
-        if statuses:
-            fields["components"] = statuses
+        fields = _incident_fields(p)
         if not fields:
             return Outcome("skipped", detail="nothing to update", result=self._result(incident_id))
         if call.after_ambiguous and fields.get("body"):
@@ -231,7 +226,7 @@ class Statuspage(Connector):
         outcome, _ = await self._patch(incident_id, fields)
         if outcome.ok:
             if record is not None:
-                touched = list(dict.fromkeys([*record.get("components", []), *ids]))
+                touched = list(dict.fromkeys([*record.get("components", []), *fields.get("component_ids", [])]))
                 await self.ledger.put(self._key(call), {**record, "components": touched})
             outcome.result = self._result(incident_id)
         return outcome
