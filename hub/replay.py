@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
 from hub import audit, metrics
@@ -183,7 +184,9 @@ async def replay_event(store: Store, event_id: str, *, force: bool = False, by: 
         try:
             result = await _replay_once(store, redis, event_id, key, akey, job_key, force, by, job)
             break
-        except WatchError:
+        except WatchError as e:
+            if "ConnectionError" in str(e):  # redis-py's wording for a connection lost under WATCH
+                raise RedisConnectionError(str(e)) from e
             await asyncio.sleep(0.005)
     else:
         raise ReplayRefused(409, "busy", f"event {event_id} kept changing while replaying; try again")

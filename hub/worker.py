@@ -191,6 +191,14 @@ async def supervise(settings: Settings) -> None:
             # OutOfMemoryError: Redis at maxmemory (noeviction) refuses arq's own writes; like an
             # outage it passes once the operator makes room, so wait and start again, not exit.
             log.warning("Redis unavailable (%s: %s); restarting the worker in %.1fs", type(e).__name__, e, delay)
+        except redis_errors.WatchError as e:
+            # redis-py turns a connection lost while arq WATCHes its queue into a WatchError
+            # (arq only catches the real-conflict case at EXEC): an outage in disguise.
+            log.warning("Redis connection lost inside a transaction (%s); restarting the worker in %.1fs", e, delay)
+        except Exception:
+            # Anything else from arq's poll loop would end the process and leave the queue with
+            # no consumer; a worker that restarts (and says why, loudly) is what on-call wants.
+            log.exception("worker stopped unexpectedly; restarting it in %.1fs", delay)
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await current.close()
