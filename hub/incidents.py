@@ -44,6 +44,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from hub.batch import Batch
 from hub.events import Kind, NormalisedEvent
 from hub.store import now_ms
 
@@ -251,11 +252,11 @@ class IncidentStore:
 
     async def save(self, key: str, state: dict[str, Any], changes: Iterable[dict[str, Any]] = ()) -> None:
         """Write the whole record (and timeline entries) in one transaction; refresh expiry."""
-        async with self.redis.pipeline(transaction=True) as p:
-            self.save_into(p, key, state, changes)
-            await p.execute()
+        p = Batch()
+        self.save_into(p, key, state, changes)
+        await p.execute(self.redis)
 
-    def save_into(self, p: Any, key: str, state: dict[str, Any], changes: Iterable[dict[str, Any]] = ()) -> None:
+    def save_into(self, p: Batch, key: str, state: dict[str, Any], changes: Iterable[dict[str, Any]] = ()) -> None:
         """Queue the writes of `save` on a pipeline (so they can share a transaction)."""
         if not state:
             return
@@ -280,9 +281,10 @@ class IncidentStore:
         """`update` (only an existing record) and `note`, in one round trip."""
         await self._update_noted(keys=[PREFIX + key, PREFIX + key + ":timeline"], args=self._noted_args(fields, entry))
 
-    def update_noted_into(self, p: Any, key: str, fields: dict[str, Any], entry: dict[str, Any]) -> None:
-        """Queue `update_noted` on a transaction (EVAL, so the pipeline needs no script check first)."""
-        p.eval(_UPDATE_NOTED, 2, PREFIX + key, PREFIX + key + ":timeline", *self._noted_args(fields, entry))
+    def update_noted_into(self, p: Batch, key: str, fields: dict[str, Any], entry: dict[str, Any]) -> None:
+        """Queue `update_noted` on a batch."""
+        entry_json, ttl, *pairs = self._noted_args(fields, entry)
+        p.update_noted(PREFIX + key, PREFIX + key + ":timeline", entry_json, ttl, pairs)
 
     def _noted_args(self, fields: dict[str, Any], entry: dict[str, Any]) -> list[Any]:
         argv: list[Any] = [json.dumps({"at": now_ms(), **entry}, default=str), self.retention]
@@ -322,7 +324,7 @@ class IncidentStore:
         if name != key:
             await self.redis.set(ALIAS + name, key, ex=self.retention)
 
-    def alias_into(self, p: Any, name: str, key: str) -> None:
+    def alias_into(self, p: Batch, name: str, key: str) -> None:
         if name != key:
             p.set(ALIAS + name, key, ex=self.retention)
 
@@ -338,12 +340,12 @@ class IncidentStore:
 
     async def claim(self, subject: str, identity: str, event_id: str) -> str:
         """Own `identity` for `event_id` unless another event already does; returns the owner."""
-        async with self.redis.pipeline(transaction=True) as p:
-            self.claim_into(p, subject, identity, event_id)
-            _, owner, _ = await p.execute()
+        p = Batch()
+        self.claim_into(p, subject, identity, event_id)
+        _, owner, _ = await p.execute(self.redis)
         return owner.decode()
 
-    def claim_into(self, p: Any, subject: str, identity: str, event_id: str) -> None:
+    def claim_into(self, p: Batch, subject: str, identity: str, event_id: str) -> None:
         """Queue `claim` on a transaction: three replies, the owner second."""
         p.hsetnx(CLAIMS + subject, identity, event_id)
         p.hget(CLAIMS + subject, identity)
@@ -383,14 +385,14 @@ class IncidentStore:
             await self._release(keys=[PREFIX + key + ":lock"], args=[token])
 
     @staticmethod
-    def unlock_into(p: Any, entered: Entered) -> None:
+    def unlock_into(p: Batch, entered: Entered) -> None:
         """Queue the release of `entered`'s locks on a pipeline (it then shares that transaction).
 
         The caller sets `entered.released` once the transaction ran; until then the run's
         own `finally` still releases them.
         """
         for key in entered.lock_keys:
-            p.eval(_RELEASE, 1, PREFIX + key + ":lock", entered.token)
+            p.release(PREFIX + key + ":lock", entered.token)
 
     async def enter(self, event_key: str, actions_key: str, names: list[str | None], pages: list[bool],
                     lease_s: float, *, resolve: bool) -> Entered:

@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 
 from hub import metrics, timers
 from hub.actions import ActionRunner, OnSuccess, PlannedAction
+from hub.batch import Batch
 from hub.events import NormalisedEvent
 from hub.incidents import DEPLOY_KINDS, PAGE_KINDS, Entered, IncidentStore, incident_key
 from hub.registry import sources
@@ -206,17 +207,17 @@ class Processor:
         if first_run:
             saves, severity_changed = await self._prepare_commit(rec, events, world)
         # One transaction: processing, the pin and the incidents, the parsed events, the claims.
-        async with self.store.redis.pipeline(transaction=True) as p:
-            if state != "processing":
-                self.store.transition_into(p, event_id, rec["received_at"], state, "processing")
-            if first_run:
-                self._commit_into(p, rec, world, saves)
-            if "events" not in rec:
-                self.store.record_parsed_into(p, event_id, rec["received_at"],
-                                              [e.model_dump(mode="json") for e in events])
-            for step in steps:
-                self.incidents.claim_into(p, step.subject, step.id, event_id)
-            replies = await p.execute()
+        p = Batch()
+        if state != "processing":
+            self.store.transition_into(p, event_id, rec["received_at"], state, "processing")
+        if first_run:
+            self._commit_into(p, rec, world, saves)
+        if "events" not in rec:
+            self.store.record_parsed_into(p, event_id, rec["received_at"],
+                                          [e.model_dump(mode="json") for e in events])
+        for step in steps:
+            self.incidents.claim_into(p, step.subject, step.id, event_id)
+        replies = await p.execute(self.store.redis)
         state = "processing"
         owners = replies[len(replies) - 3 * len(steps):][1::3] if steps else []
         for key in severity_changed:
@@ -229,11 +230,11 @@ class Processor:
         existing = self.store.decode_actions(entered.actions)
         results, wait = await self.execute(rec, steps, existing, force=force, known=known)
         if wait is not None:
-            async with self.store.redis.pipeline(transaction=True) as p:
-                p.hset(ev_key(event_id), "runs", 0)
-                p.zadd(PENDING, {event_id: now_ms()}, xx=True)
-                self.incidents.unlock_into(p, entered)
-                await p.execute()
+            p = Batch()
+            p.hset(ev_key(event_id), "runs", 0)
+            p.zadd(PENDING, {event_id: now_ms()}, xx=True)
+            self.incidents.unlock_into(p, entered)
+            await p.execute(self.store.redis)
             entered.released = True
             return wait
         states = {r["state"] for r in results}
@@ -266,7 +267,7 @@ class Processor:
                 await self._remember_deploy(ev, rec)
         return saves, severity_changed
 
-    def _commit_into(self, p: Any, rec: dict[str, Any], world: World,
+    def _commit_into(self, p: Batch, rec: dict[str, Any], world: World,
                      saves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
         """Pin what was seen and advance the incidents, in the caller's transaction."""
         pin = {"keys": world.keys, "before": world.incidents, "episodes": world.episodes}
@@ -288,10 +289,10 @@ class Processor:
         """Keep the steps this event owns; note the ones another event of the incident already has."""
         if not steps:
             return []
-        async with self.store.redis.pipeline(transaction=True) as p:
-            for step in steps:
-                self.incidents.claim_into(p, step.subject, step.id, event_id)
-            replies = await p.execute()
+        p = Batch()
+        for step in steps:
+            self.incidents.claim_into(p, step.subject, step.id, event_id)
+        replies = await p.execute(self.store.redis)
         return await self._kept(event_id, steps, [o.decode() for o in replies[1::3]], note=note)
 
     async def _kept(self, event_id: str, steps: list[PlannedStep], owners: list[str], *, note: bool
@@ -434,9 +435,9 @@ class Processor:
         """Copy what a step's `record:` asks for from its result into the incident."""
         incident, queue = self._record_writes(step, record, view, incident)
         if queue is not None:
-            async with self.store.redis.pipeline(transaction=True) as p:
-                queue(p)
-                await p.execute()
+            p = Batch()
+            queue(p)
+            await p.execute(self.store.redis)
         return incident
 
     def _on_success(self, step: PlannedStep, view: Mapping[str, Any], incident: dict[str, Any] | None,
@@ -674,12 +675,12 @@ class Processor:
     async def _finish(self, rec: dict[str, Any], final: str, note: dict[str, Any], old: str | None = None, *,
                       entered: Entered | None = None) -> None:
         """The final state; the incidents' locks (when given) are released in the same transaction."""
-        async with self.store.redis.pipeline(transaction=True) as p:
-            self.store.transition_into(p, rec["id"], rec["received_at"], old or rec["state"], final, note,
-                                       runs=0, **({"error": note["error"]} if "error" in note else {}))
-            if entered is not None:
-                self.incidents.unlock_into(p, entered)
-            await p.execute()
+        p = Batch()
+        self.store.transition_into(p, rec["id"], rec["received_at"], old or rec["state"], final, note,
+                                   runs=0, **({"error": note["error"]} if "error" in note else {}))
+        if entered is not None:
+            self.incidents.unlock_into(p, entered)
+        await p.execute(self.store.redis)
         if entered is not None:
             entered.released = True
         metrics.EVENTS_FINISHED.labels(rec["source"], final).inc()

@@ -37,6 +37,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from hub.batch import Batch
 from hub.settings import Settings
 
 PREFIX = "hub:"
@@ -195,11 +196,11 @@ class Store:
     async def transition(self, event_id: str, received_ms: int, old: str, new: str,
                          note: dict[str, Any] | None = None, **fields: Any) -> None:
         """Move an event between states, keeping the state indexes and the pending set exact."""
-        async with self.redis.pipeline(transaction=True) as p:
-            self.transition_into(p, event_id, received_ms, old, new, note, **fields)
-            await p.execute()
+        p = Batch()
+        self.transition_into(p, event_id, received_ms, old, new, note, **fields)
+        await p.execute(self.redis)
 
-    def transition_into(self, p: Any, event_id: str, received_ms: int, old: str, new: str,
+    def transition_into(self, p: Batch, event_id: str, received_ms: int, old: str, new: str,
                         note: dict[str, Any] | None = None, **fields: Any) -> None:
         """Queue the writes of `transition` on a transaction (so other writes can share it)."""
         ms = now_ms()
@@ -215,12 +216,12 @@ class Store:
         p.expire(timeline_key(event_id), self.retention)
 
     async def record_parsed(self, event_id: str, received_ms: int, events: list[dict[str, Any]]) -> None:
-        async with self.redis.pipeline(transaction=True) as p:
-            self.record_parsed_into(p, event_id, received_ms, events)
-            await p.execute()
+        p = Batch()
+        self.record_parsed_into(p, event_id, received_ms, events)
+        await p.execute(self.redis)
 
     @staticmethod
-    def record_parsed_into(p: Any, event_id: str, received_ms: int, events: list[dict[str, Any]]) -> None:
+    def record_parsed_into(p: Batch, event_id: str, received_ms: int, events: list[dict[str, Any]]) -> None:
         ms = now_ms()
         kinds = sorted({e["kind"] for e in events})
         p.hset(ev_key(event_id), mapping={"events": dumps(events), "kinds": ",".join(kinds)})
@@ -242,19 +243,25 @@ class Store:
         `also` queues more writes into that transaction (what a success records on its incident).
         """
         ms = now_ms()
+        p = Batch()
+        self.save_action_into(p, event_id, record, timeline, ms)
+        if also is not None:
+            also(p)
+        await p.execute(self.redis)
+
+    def save_action_into(self, p: Batch, event_id: str, record: dict[str, Any],
+                         timeline: dict[str, Any] | None = None, ms: int | None = None) -> None:
+        """Queue `save_action`'s writes on a batch (so other writes can share it)."""
+        ms = ms or now_ms()
         dead_member = f"{event_id}/{record['id']}"
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hset(actions_key(event_id), record["id"], dumps(record))
-            p.expire(actions_key(event_id), self.retention)
-            if record["state"] == "dead":
-                p.zadd(DEAD, {dead_member: ms})
-            else:
-                p.zrem(DEAD, dead_member)
-            if timeline:
-                p.rpush(timeline_key(event_id), dumps({"at": ms, **timeline}))
-            if also is not None:
-                also(p)
-            await p.execute()
+        p.hset(actions_key(event_id), record["id"], dumps(record))
+        p.expire(actions_key(event_id), self.retention)
+        if record["state"] == "dead":
+            p.zadd(DEAD, {dead_member: ms})
+        else:
+            p.zrem(DEAD, dead_member)
+        if timeline:
+            p.rpush(timeline_key(event_id), dumps({"at": ms, **timeline}))
 
     async def touch(self, event_id: str) -> None:
         await self.redis.zadd(PENDING, {event_id: now_ms()}, xx=True)

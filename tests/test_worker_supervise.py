@@ -70,8 +70,11 @@ async def test_supervisor_does_not_restart_after_a_stop_signal(monkeypatch, redi
     started: list[StandIn] = []
     monkeypatch.setattr(worker_mod, "make_worker", lambda *a, **kw: StandIn(None, started))
     task = asyncio.create_task(worker_mod.supervise(make_settings(redis_url)))
-    while not started:
+    for _ in range(200):
+        if started:
+            break
         await asyncio.sleep(0.01)
+    assert started
     os.kill(os.getpid(), signal.SIGINT)
     await asyncio.wait_for(task, 5)
     assert len(started) == 1

@@ -1,0 +1,162 @@
+"""Atomic write batches: queued like a MULTI pipeline, sent as one script call.
+
+The worker's writes (a state change, an action record, an incident, claims, lock release)
+go out together. A redis-py MULTI/EXEC pipeline packs every command separately and parses
+a `QUEUED` reply for each, which made the Python client the worker's largest cost. A
+`Batch` queues the same calls, then runs them in one `EVALSHA` with the commands as one
+JSON argument: atomic like MULTI/EXEC (a script runs alone), one command and one reply on
+the wire whatever the batch holds.
+
+Semantics kept from MULTI/EXEC: every command runs even if an earlier one failed (`pcall`),
+and `execute` then raises the first error. Two deliberate differences:
+
+- `expire` is deferred to the end of the batch and sent once per key (the last TTL wins), so
+  a key written after its EXPIRE was queued still gets it, and the repeated EXPIREs of
+  timeline writes cost nothing. Its place in the replies holds None.
+- arguments are sent as text (numbers formatted here), so scores and TTLs are exact.
+
+Every key is passed in KEYS, as scripts should.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from redis.exceptions import NoScriptError, ResponseError
+
+# ops: a JSON array of [command, key index, args...]; NOTED and RELEASE are the two compound
+# writes the worker needs inside a batch (scripts cannot call scripts).
+_APPLY = """
+local ops = cjson.decode(ARGV[1])
+local out = {}
+for i, op in ipairs(ops) do
+  local cmd, key = op[1], KEYS[op[2]]
+  local r
+  if cmd == 'NOTED' then
+    -- update an incident's fields only if it exists, and always note it on its timeline
+    local tl = KEYS[op[3]]
+    if #op > 5 and redis.call('EXISTS', key) == 1 then
+      redis.call('HSET', key, unpack(op, 6))
+    end
+    redis.call('RPUSH', tl, op[4])
+    r = redis.call('EXPIRE', tl, op[5])
+  elseif cmd == 'RELEASE' then
+    if redis.call('GET', key) == op[3] then r = redis.call('DEL', key) else r = 0 end
+  else
+    r = redis.pcall(cmd, key, unpack(op, 3))
+  end
+  if r == nil then r = false end
+  out[i] = r
+end
+return out
+"""
+_SHA = hashlib.sha1(_APPLY.encode()).hexdigest()
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a Redis value; pass 0/1 or text")
+    if isinstance(value, int | float):
+        return repr(value) if isinstance(value, float) else str(value)
+    raise TypeError(f"cannot send {type(value).__name__} to Redis")
+
+
+class Batch:
+    """Writes for one atomic script call; method names and arguments follow redis-py."""
+
+    __slots__ = ("_expires", "_keys", "_ops")
+
+    def __init__(self) -> None:
+        self._keys: dict[str, int] = {}
+        self._ops: list[list[Any]] = []
+        self._expires: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def _key(self, name: str) -> int:
+        idx = self._keys.get(name)
+        if idx is None:
+            idx = self._keys[name] = len(self._keys) + 1
+        return idx
+
+    def _op(self, cmd: str, name: str, *args: Any) -> None:
+        self._ops.append([cmd, self._key(name), *(_text(a) for a in args)])
+
+    # -- the commands the worker uses ----------------------------------------------------------
+
+    def hset(self, name: str, key: str | None = None, value: Any = None,
+             mapping: Mapping[str, Any] | None = None) -> None:
+        pairs: list[Any] = [key, value] if key is not None else []
+        for k, v in (mapping or {}).items():
+            pairs += [k, v]
+        if not pairs:
+            raise ValueError("hset needs a key and value or a mapping")
+        self._op("HSET", name, *pairs)
+
+    def hsetnx(self, name: str, key: str, value: Any) -> None:
+        self._op("HSETNX", name, key, value)
+
+    def hget(self, name: str, key: str) -> None:
+        self._op("HGET", name, key)
+
+    def expire(self, name: str, seconds: int) -> None:
+        self._expires[self._key(name)] = _text(int(seconds))
+        self._ops.append(["", 0])  # keeps reply positions; replaced by None
+
+    def zadd(self, name: str, mapping: Mapping[str, float | int], *, xx: bool = False) -> None:
+        args: list[Any] = ["XX"] if xx else []
+        for member, score in mapping.items():
+            args += [score, member]
+        self._op("ZADD", name, *args)
+
+    def zrem(self, name: str, *members: str) -> None:
+        self._op("ZREM", name, *members)
+
+    def zremrangebyscore(self, name: str, min: Any, max: Any) -> None:
+        self._op("ZREMRANGEBYSCORE", name, min, max)
+
+    def rpush(self, name: str, *values: Any) -> None:
+        self._op("RPUSH", name, *values)
+
+    def sadd(self, name: str, *values: Any) -> None:
+        self._op("SADD", name, *values)
+
+    def set(self, name: str, value: Any, ex: int | None = None) -> None:
+        self._op("SET", name, value, *(("EX", int(ex)) if ex is not None else ()))
+
+    def update_noted(self, name: str, timeline: str, entry: str, ttl: int, fields: list[Any]) -> None:
+        """HSET `fields` only if `name` exists; RPUSH `entry` on `timeline` and expire it."""
+        self._ops.append(["NOTED", self._key(name), self._key(timeline), entry, _text(ttl),
+                          *(_text(f) for f in fields)])
+
+    def release(self, name: str, token: str) -> None:
+        """Delete the lock `name` if it still holds `token`."""
+        self._op("RELEASE", name, token)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def execute(self, redis: Any) -> list[Any]:
+        """Run the batch atomically; the replies in call order (None for `expire`)."""
+        ops = [op for op in self._ops if op[0]]
+        ops += [["EXPIRE", idx, ttl] for idx, ttl in self._expires.items()]
+        if not ops:
+            return [None] * len(self._ops)
+        keys = list(self._keys)
+        payload = json.dumps(ops, separators=(",", ":"), ensure_ascii=False)
+        try:
+            raw = await redis.evalsha(_SHA, len(keys), *keys, payload)
+        except NoScriptError:
+            raw = await redis.eval(_APPLY, len(keys), *keys, payload)
+        for r in raw:
+            if isinstance(r, ResponseError):
+                raise r
+        replies = iter(raw)
+        return [None if not op[0] else next(replies) for op in self._ops]
