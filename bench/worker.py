@@ -119,6 +119,51 @@ async def ceiling(redis_url: str, n: int, concurrency: int) -> float:
     return n / elapsed
 
 
+async def http_floor(redis_url: str, pd_url: str, n: int, concurrency: int) -> float:
+    """arq jobs that each make one bare aiohttp POST to the fake PagerDuty and nothing else.
+
+    The floor of any connector path: no parsing, rules, records or retries, just the queue
+    plus the one outside call every event needs. The hub cannot beat this side.
+    """
+    import aiohttp
+    from arq import Worker, func
+
+    from hub.redis_conn import connect
+    from hub.settings import load_settings
+    from hub.worker import worker_options
+
+    settings = load_settings(redis_url=redis_url, hub_worker_concurrency=concurrency)
+    pool = connect(redis_url)
+    await pool.flushall()
+    opts = worker_options(settings)
+    keep = {k: opts[k] for k in ("job_serializer", "job_deserializer", "max_jobs", "job_timeout", "keep_result",
+                                 "poll_delay")}
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+    url = pd_url + "/v2/enqueue"
+
+    async def post(ctx: dict[str, Any], i: int) -> None:
+        body = {"routing_key": ROUTING_KEY, "event_action": "trigger", "dedup_key": f"floor-{i}",
+                "payload": {"summary": f"bench alert {i}", "source": "bench", "severity": "error"}}
+        async with session.post(url, json=body) as resp:
+            await resp.read()
+            if resp.status != 202:
+                raise RuntimeError(f"fake PagerDuty answered {resp.status}")
+
+    worker = Worker(functions=[func(post, name="post", keep_result=0)], redis_pool=pool, burst=True,
+                    handle_signals=False, **keep)
+    for i in range(n):
+        await pool.enqueue_job("post", i, _job_id=f"post-{i}")
+    started = time.perf_counter()
+    await worker.async_run()
+    elapsed = time.perf_counter() - started
+    done = worker.jobs_complete
+    await worker.close()
+    await session.close()
+    if done != n:
+        raise RuntimeError(f"floor run completed {done} of {n} jobs")
+    return n / elapsed
+
+
 async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: str, redis_stats: bool = False
                    ) -> tuple[float, dict[str, Any]]:
     """The real worker draining N alert events, each paging the fake PagerDuty once."""
@@ -195,14 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         redis = EmbeddedRedis(Path(tmp), appendonly=True).start()
         try:
-            ceilings, rates, checks = [], [], []
+            ceilings, floors, rates, checks = [], [], [], []
             for r in range(args.rounds):
                 ceilings.append(asyncio.run(ceiling(redis.url, args.events, args.concurrency)))
+                floors.append(asyncio.run(http_floor(redis.url, pd_url, args.events, args.concurrency)))
                 rate, check = asyncio.run(hub_rate(redis.url, pd_url, args.events, args.concurrency, f"r{r}",
                                                    args.redis_stats))
                 rates.append(rate)
                 checks.append(check)
-                print(f"round {r + 1}: arq no-op {ceilings[-1]:7.0f} jobs/s   hub {rate:7.0f} events/s   "
+                print(f"round {r + 1}: arq no-op {ceilings[-1]:7.0f} jobs/s   arq + bare POST {floors[-1]:7.0f} "
+                      f"jobs/s ({floors[-1] / ceilings[-1]:.2f})   hub {rate:7.0f} events/s   "
                       f"ratio {rate / ceilings[-1]:.2f}   worker CPU {check['worker_cpu_ms_per_event']:.2f} ms/event",
                       flush=True)
                 if "redis_per_event" in check:
@@ -216,11 +263,16 @@ def main(argv: list[str] | None = None) -> int:
             fake.join(5)
     result = {"events": args.events, "rounds": args.rounds, "concurrency": args.concurrency,
               "python": sys.version.split()[0], "cpus": os.cpu_count(),
-              "arq_noop_jobs_per_s": [round(c) for c in ceilings], "hub_events_per_s": [round(r) for r in rates],
+              "arq_noop_jobs_per_s": [round(c) for c in ceilings],
+              "arq_bare_post_jobs_per_s": [round(f) for f in floors], "hub_events_per_s": [round(r) for r in rates],
               "median_ratio": round(statistics.median(r / c for r, c in zip(rates, ceilings, strict=True)), 3),
               "checks": checks[-1]}
-    print(f"median: arq no-op {statistics.median(ceilings):.0f} jobs/s, hub {statistics.median(rates):.0f} events/s, "
-          f"ratio {result['median_ratio']:.2f} (target ≥ 0.70)")
+    result["median_floor_ratio"] = round(statistics.median(f / c for f, c in zip(floors, ceilings, strict=True)), 3)
+    result["median_hub_to_floor"] = round(statistics.median(r / f for r, f in zip(rates, floors, strict=True)), 3)
+    print(f"median: arq no-op {statistics.median(ceilings):.0f} jobs/s, arq + bare POST "
+          f"{statistics.median(floors):.0f} jobs/s ({result['median_floor_ratio']:.2f} of no-op), hub "
+          f"{statistics.median(rates):.0f} events/s: ratio {result['median_ratio']:.2f} of no-op (target ≥ 0.70), "
+          f"{result['median_hub_to_floor']:.2f} of bare POST")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"worker-{time.strftime('%Y-%m-%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -247,6 +247,11 @@ class Connector:
     timeout: ClassVar[float] = 10.0
     #: Seconds one whole attempt may take (an action may make several requests).
     attempt_timeout: ClassVar[float] = 30.0
+    #: Actions whose repeat the outside system deduplicates (PagerDuty's dedup_key, an
+    #: OpsGenie alias, incident.io's idempotency_key): their success may be recorded with
+    #: the event's next write instead of on its own. Anything else (a Slack message, a
+    #: note) is recorded before the hub does anything more.
+    repeat_safe: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: Settings, http: aiohttp.ClientSession, redis: Redis) -> None:
         self.settings = settings

@@ -44,6 +44,8 @@ def priority(params: Mapping[str, Any]) -> str | None:
 
 class OpsGenie(Connector):
     name = "opsgenie"
+    #: One open alert per alias: a repeated create, acknowledge or close changes nothing more.
+    repeat_safe = frozenset({"create", "acknowledge", "close"})
     #: OpsGenie's limits depend on the plan and the endpoint; this stays well inside them.
     default_rate_limit = "10/s"
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=120.0, deadline=2 * 3600)

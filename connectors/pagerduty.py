@@ -204,6 +204,8 @@ class PagerDuty(Connector):
     """
 
     name = "pagerduty"
+    #: A repeat with the same dedup_key (and routing key) applies to the same open alert.
+    repeat_safe = frozenset({"trigger", "acknowledge", "resolve"})
     default_rate_limit = "120/min"
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=120.0, deadline=2 * 3600)
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from connectors.base import RESPONSE_KEEP, ActionCall, ActionFn, Connector, Outcome, RetryPolicy
 from hub import metrics
+from hub.batch import Batch
 from hub.ratelimit import RateLimiter
 from hub.store import ACTION_FINAL, Store, now_ms
 
@@ -117,8 +118,15 @@ class ActionRunner:
                 "created_at": now_ms()}
 
     async def run(self, event_id: str, planned: PlannedAction, record: dict[str, Any] | None,
-                  received_ms: int, *, force: bool = False, on_success: OnSuccess | None = None) -> dict[str, Any]:
+                  received_ms: int, *, force: bool = False, on_success: OnSuccess | None = None,
+                  pending: Batch | None = None) -> dict[str, Any]:
         """Advance one action by at most one attempt; returns its (saved) record.
+
+        `pending`: the caller's batch of not-yet-sent writes. Outcomes that protect nothing
+        outside (decided without a call: skipped, dead) and successes of calls the outside
+        system deduplicates (`Connector.repeat_safe`) are queued on it for the caller's next
+        write; anything else is written at once, with it. It is always sent before a call
+        goes out, so a success that a repeat would duplicate is on record before anything else.
 
         `on_success(record)`, when this call records a success, may return a function that
         queues more writes into the transaction that saves it (one round trip, atomically).
@@ -139,17 +147,21 @@ class ActionRunner:
 
         connector = self.connectors.get(planned.connector)
         if connector is None:
-            return await self._final(event_id, rec, "dead", f"unknown connector {planned.connector!r}")
+            return await self._final(event_id, rec, "dead", f"unknown connector {planned.connector!r}",
+                                     pending=pending, defer=True)
         fn = connector.actions().get(planned.action)
         if fn is None:
-            return await self._final(event_id, rec, "dead", f"{planned.connector} has no action {planned.action!r}")
+            return await self._final(event_id, rec, "dead", f"{planned.connector} has no action {planned.action!r}",
+                                     pending=pending, defer=True)
         missing = connector.missing_config(planned.params)
         if missing:
-            return await self._final(event_id, rec, "skipped", f"skipped: {missing}")
+            return await self._final(event_id, rec, "skipped", f"skipped: {missing}",
+                                     pending=pending, defer=True)
         policy = connector.retry_policy
         started_ms = max(received_ms, rec.get("round_started_at") or 0, rec.get("replayed_at") or 0)
         if now_ms() - started_ms > policy.deadline * 1000:
-            return await self._final(event_id, rec, "dead", f"deadline of {policy.deadline:g}s passed")
+            return await self._final(event_id, rec, "dead", f"deadline of {policy.deadline:g}s passed",
+                                     pending=pending, defer=True)
 
         replayed = rec.get("replayed_at") or 0
         round_attempts = [a for a in rec["attempts"][rec.get("round_first", 0):] if a.get("at", 0) >= replayed]
@@ -164,11 +176,14 @@ class ActionRunner:
             token = await self._lock(connector, serial)
             if token is None:
                 return await self._park(event_id, rec, 0.25 + random.uniform(0, 0.5),
-                                        f"waiting: another call on the same {connector.name} object is running")
+                                        f"waiting: another call on the same {connector.name} object is running",
+                                        pending)
         try:
             wait = await self._pace(connector, call)
             if wait > 0:
-                return await self._park(event_id, rec, wait, f"waiting: {connector.name} rate limit")
+                return await self._park(event_id, rec, wait, f"waiting: {connector.name} rate limit", pending)
+            if pending:
+                await pending.flush(self.store.redis)
             outcome, duration = await self._attempt(connector, fn, call)
         finally:
             if token is not None and serial is not None:
@@ -188,24 +203,36 @@ class ActionRunner:
             rec["result"] = {**rec.get("result", {}), **outcome.result}
 
         if outcome.state == "succeeded":
-            return await self._final(event_id, rec, "succeeded", None, also=on_success(rec) if on_success else None)
+            return await self._final(event_id, rec, "succeeded", None, also=on_success(rec) if on_success else None,
+                                     pending=pending, defer=planned.action in connector.repeat_safe)
         if outcome.state == "skipped":
-            return await self._final(event_id, rec, "skipped", outcome.detail)
+            return await self._final(event_id, rec, "skipped", outcome.detail, pending=pending)
         if outcome.state == "permanent":
-            return await self._final(event_id, rec, "dead", outcome.detail, response=outcome.response)
+            return await self._final(event_id, rec, "dead", outcome.detail, response=outcome.response,
+                                     pending=pending)
         if attempt_no >= policy.max_attempts:
             return await self._final(event_id, rec, "dead", f"out of attempts ({attempt_no}): {outcome.detail}",
-                                     response=outcome.response)
+                                     response=outcome.response, pending=pending)
         delay = backoff(policy, attempt_no, outcome.retry_after)
         if now_ms() + delay * 1000 - started_ms > policy.deadline * 1000:
             return await self._final(event_id, rec, "dead", f"next retry would pass the {policy.deadline:g}s "
-                                     f"deadline: {outcome.detail}", response=outcome.response)
+                                     f"deadline: {outcome.detail}", response=outcome.response, pending=pending)
         rec.update(state="retrying", error=outcome.detail, next_at=now_ms() + int(delay * 1000))
         metrics.RETRIES.labels(planned.connector).inc()
-        await self.store.save_action(event_id, rec, {"type": "action", "action": rec["id"], "name": rec["name"],
-                                                     "state": "retrying", "status": outcome.status,
-                                                     "error": outcome.detail, "retry_in_s": round(delay, 2)})
+        await self._save(event_id, rec, {"type": "action", "action": rec["id"], "name": rec["name"],
+                                         "state": "retrying", "status": outcome.status,
+                                         "error": outcome.detail, "retry_in_s": round(delay, 2)}, pending)
         return rec
+
+    async def _save(self, event_id: str, rec: dict[str, Any], timeline: dict[str, Any] | None,
+                    pending: Batch | None, also: Callable[[Any], None] | None = None, *, defer: bool = False) -> None:
+        """Write the record now (with whatever is pending), or queue it on `pending` when `defer`."""
+        p = pending if pending is not None else Batch()
+        self.store.save_action_into(p, event_id, rec, timeline)
+        if also is not None:
+            also(p)
+        if not defer or pending is None:
+            await p.flush(self.store.redis)
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -252,17 +279,19 @@ class ActionRunner:
                       scrub(outcome.detail, connector.secrets(call.params)))
         return outcome, time.perf_counter() - started
 
-    async def _park(self, event_id: str, rec: dict[str, Any], delay: float, reason: str) -> dict[str, Any]:
+    async def _park(self, event_id: str, rec: dict[str, Any], delay: float, reason: str,
+                    pending: Batch | None = None) -> dict[str, Any]:
         """Not an attempt: come back in `delay` seconds."""
         first = rec.get("waiting") != reason
         rec.update(state="retrying", next_at=now_ms() + max(1, int(delay * 1000)), waiting=reason)
         timeline = {"type": "action", "action": rec["id"], "name": rec["name"], "state": "retrying",
                     "waiting": reason, "retry_in_s": round(delay, 2)} if first else None
-        await self.store.save_action(event_id, rec, timeline)
+        await self._save(event_id, rec, timeline, pending)
         return rec
 
     async def _final(self, event_id: str, rec: dict[str, Any], state: str, error: str | None,
-                     response: str = "", also: Callable[[Any], None] | None = None) -> dict[str, Any]:
+                     response: str = "", also: Callable[[Any], None] | None = None,
+                     pending: Batch | None = None, defer: bool = False) -> dict[str, Any]:
         rec.update(state=state, error=error, next_at=None)
         rec.pop("waiting", None)
         if response:
@@ -271,7 +300,7 @@ class ActionRunner:
             metrics.DEAD_LETTERED.labels(rec["connector"]).inc()
             log.warning("action %s of %s dead-lettered: %s", rec["name"], event_id, error)
         last = rec["attempts"][-1] if rec["attempts"] else {}
-        await self.store.save_action(event_id, rec, {"type": "action", "action": rec["id"], "name": rec["name"],
-                                                     "state": state, "status": last.get("status"),
-                                                     "error": error}, also=also)
+        await self._save(event_id, rec, {"type": "action", "action": rec["id"], "name": rec["name"],
+                                         "state": state, "status": last.get("status"), "error": error},
+                         pending, also, defer=defer)
         return rec

@@ -143,6 +143,15 @@ class Batch:
 
     # -- sending ---------------------------------------------------------------------------------
 
+    async def flush(self, redis: Any) -> list[Any]:
+        """`execute`, then empty the batch for more writes."""
+        try:
+            return await self.execute(redis)
+        finally:
+            self._keys.clear()
+            self._ops.clear()
+            self._expires.clear()
+
     async def execute(self, redis: Any) -> list[Any]:
         """Run the batch atomically; the replies in call order (None for `expire`)."""
         ops = [op for op in self._ops if op[0]]

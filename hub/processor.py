@@ -228,18 +228,18 @@ class Processor:
         for key, (after, _changes) in saves.items():  # the records as the transaction left them (HSET merges)
             known[key] = {**(known.get(key) or {}), **after}
         existing = self.store.decode_actions(entered.actions)
-        results, wait = await self.execute(rec, steps, existing, force=force, known=known)
+        pending = Batch()  # action records that ride along with the run's last write
+        results, wait = await self.execute(rec, steps, existing, force=force, known=known, pending=pending)
         if wait is not None:
-            p = Batch()
-            p.hset(ev_key(event_id), "runs", 0)
-            p.zadd(PENDING, {event_id: now_ms()}, xx=True)
-            self.incidents.unlock_into(p, entered)
-            await p.execute(self.store.redis)
+            pending.hset(ev_key(event_id), "runs", 0)
+            pending.zadd(PENDING, {event_id: now_ms()}, xx=True)
+            self.incidents.unlock_into(pending, entered)
+            await pending.flush(self.store.redis)
             entered.released = True
             return wait
         states = {r["state"] for r in results}
         final = "dead" if states == {"dead"} else "partially_failed" if "dead" in states else "done"
-        await self._finish(rec, final, {"actions": len(results)}, state, entered=entered)
+        await self._finish(rec, final, {"actions": len(results)}, state, entered=entered, pending=pending)
         return None
 
     async def _prepare_commit(self, rec: dict[str, Any], events: list[NormalisedEvent], world: World
@@ -309,15 +309,23 @@ class Processor:
 
     async def execute(self, rec: dict[str, Any], steps: list[PlannedStep], existing: dict[str, dict[str, Any]],
                       *, force: bool = False, fire: bool = False,
-                      known: Mapping[str, dict[str, Any] | None] | None = None
+                      known: Mapping[str, dict[str, Any] | None] | None = None, pending: Batch | None = None
                       ) -> tuple[list[dict[str, Any]], float | None]:
         """Run immediate steps in order (and delayed ones when `fire`); schedule the other delayed ones.
 
         `known`: incident records the caller has just read or written under their locks.
+        `pending`: where records that may wait for the caller's next write are queued (see
+        `ActionRunner.run`); without one they are written before this returns.
 
         Returns the records of the actions that ran or were decided now, and seconds until
         the next retry when some are still retrying (None when all are final).
         """
+        if pending is None:
+            own = Batch()
+            try:
+                return await self.execute(rec, steps, existing, force=force, fire=fire, known=known, pending=own)
+            finally:
+                await own.flush(self.store.redis)
         event_id = rec["id"]
         results: list[dict[str, Any]] = []
         done: dict[tuple[str, int], dict[str, Any]] = {}  # (workflow, event index) → steps view
@@ -343,28 +351,28 @@ class Processor:
                 if state == "wait":
                     waits.append(now_ms() + 250)
                     continue
-                record = await self._decide(event_id, step, record, "dead", why)
+                record = await self._decide(event_id, step, record, "dead", why, pending=pending)
             elif (stale := self._superseded(step, record, rec, incidents.get(key) if key else None, force)):
-                record = await self._decide(event_id, step, record, "skipped", stale)
+                record = await self._decide(event_id, step, record, "skipped", stale, pending=pending)
             elif step.builtin:
-                record = await self._builtin(rec, step, record, force)
+                record = await self._builtin(rec, step, record, force, pending)
             else:
                 try:
                     step.params = step.render(view, incidents.get(key) if key else None)
                 except Exception as e:
                     record = await self._decide(event_id, step, record, "dead",
-                                                f"parameters did not render: {type(e).__name__}: {e}")
+                                                f"parameters did not render: {type(e).__name__}: {e}", pending=pending)
                 else:
                     applied: dict[str, dict[str, Any] | None] = {}
                     on_success = self._on_success(step, view, incidents.get(key), applied) \
                         if step.record and key else None
                     record = await self.runner.run(event_id, step, record, rec["received_at"], force=force,
-                                                   on_success=on_success)
+                                                   on_success=on_success, pending=pending)
                     if "incident" in applied and key:  # recorded in the same transaction as the success
                         incidents[key] = applied["incident"]
                         recorded = True
             if record["state"] == "succeeded" and step.record and key and not recorded:
-                incidents[key] = await self._apply_record(step, record, view, incidents.get(key))
+                incidents[key] = self._apply_record(step, record, view, incidents.get(key), pending)
             view[step.step_id] = {"state": record["state"], "result": record.get("result") or {},
                                   "params": record.get("params") or {}}
             results.append(record)
@@ -404,22 +412,30 @@ class Processor:
         return None
 
     async def _decide(self, event_id: str, step: PlannedStep, record: dict[str, Any] | None, state: str,
-                      why: str, **extra: Any) -> dict[str, Any]:
-        """Record an outcome the hub decided itself (no call out): skipped, dead, cancelled."""
+                      why: str, pending: Batch | None = None, **extra: Any) -> dict[str, Any]:
+        """Record an outcome the hub decided itself (no call out): skipped, dead, cancelled.
+
+        With `pending` it is queued there: nothing outside depends on it, and a run that
+        dies before its next write simply decides it again.
+        """
         rec = record or self.runner.new_record(step)
         if rec["state"] == state and rec.get("error") == why:
             return rec
         rec.update(state=state, error=why, next_at=None, **extra)
-        await self.store.save_action(event_id, rec, {"type": "action", "action": rec["id"], "name": rec["name"],
-                                                     "state": state, "error": why})
+        timeline = {"type": "action", "action": rec["id"], "name": rec["name"], "state": state, "error": why}
+        if pending is not None:
+            self.store.save_action_into(pending, event_id, rec, timeline)
+        else:
+            await self.store.save_action(event_id, rec, timeline)
         return rec
 
     async def _builtin(self, rec: dict[str, Any], step: PlannedStep, record: dict[str, Any] | None,
-                       force: bool) -> dict[str, Any]:
+                       force: bool, pending: Batch | None = None) -> dict[str, Any]:
         if record and record["state"] in ACTION_FINAL and not force:
             return record
         if step.action != "cancel_timers" or not step.incident_key:
-            return await self._decide(rec["id"], step, record, "skipped", "skipped: no incident to act on")
+            return await self._decide(rec["id"], step, record, "skipped", "skipped: no incident to act on",
+                                      pending=pending)
         params = step.render({}, None)
         only = params.get("only")
         cancelled = await self.cancel_timers(step.incident_key, f"{step.workflow} ({rec['id']})",
@@ -430,14 +446,12 @@ class Processor:
                                                       "state": "succeeded", "cancelled": cancelled})
         return out
 
-    async def _apply_record(self, step: PlannedStep, record: dict[str, Any], view: Mapping[str, Any],
-                            incident: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Copy what a step's `record:` asks for from its result into the incident."""
+    def _apply_record(self, step: PlannedStep, record: dict[str, Any], view: Mapping[str, Any],
+                      incident: dict[str, Any] | None, pending: Batch) -> dict[str, Any] | None:
+        """Copy what a step's `record:` asks for from its result into the incident (queued on `pending`)."""
         incident, queue = self._record_writes(step, record, view, incident)
         if queue is not None:
-            p = Batch()
-            queue(p)
-            await p.execute(self.store.redis)
+            queue(pending)
         return incident
 
     def _on_success(self, step: PlannedStep, view: Mapping[str, Any], incident: dict[str, Any] | None,
@@ -673,9 +687,10 @@ class Processor:
                                                      "state": "fired" if fired else "dropped"})
 
     async def _finish(self, rec: dict[str, Any], final: str, note: dict[str, Any], old: str | None = None, *,
-                      entered: Entered | None = None) -> None:
-        """The final state; the incidents' locks (when given) are released in the same transaction."""
-        p = Batch()
+                      entered: Entered | None = None, pending: Batch | None = None) -> None:
+        """The final state; the incidents' locks (when given) are released in the same transaction,
+        with the action records still `pending`."""
+        p = pending if pending is not None else Batch()
         self.store.transition_into(p, rec["id"], rec["received_at"], old or rec["state"], final, note,
                                    runs=0, **({"error": note["error"]} if "error" in note else {}))
         if entered is not None:

@@ -156,6 +156,23 @@ def make_worker(settings: Settings, redis: ArqRedis | None = None, shared: dict[
     return Worker(redis_pool=pool, **{**worker_options(settings, shared), **overrides})
 
 
+async def close_worker(worker: Worker) -> None:
+    """`Worker.close`, also when it raises the CancelledError of the jobs it has just cancelled.
+
+    arq's close cancels the running jobs, then gathers them: the first cancelled one ends
+    the gather, skipping its shutdown hook and leaving the Redis pool open.
+    """
+    try:
+        await worker.close()
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we are being cancelled ourselves
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        worker.tasks.clear()
+        await worker.close()
+
+
 async def supervise(settings: Settings) -> None:
     """Run arq workers until SIGINT/SIGTERM; a lost Redis restarts the worker, not the process.
 
@@ -200,8 +217,8 @@ async def supervise(settings: Settings) -> None:
             # no consumer; a worker that restarts (and says why, loudly) is what on-call wants.
             log.exception("worker stopped unexpectedly; restarting it in %.1fs", delay)
         finally:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await current.close()
+            with contextlib.suppress(Exception):
+                await close_worker(current)
             await shutdown(current.ctx)
         if stop.is_set():
             break

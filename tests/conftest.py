@@ -21,6 +21,7 @@ from hub.redis_conn import connect
 from hub.settings import Settings
 from hub.store import Store
 from hub.web import create_app
+from hub.worker import close_worker
 
 FIXTURES = Path(__file__).parent / "fixtures" / "inbound"
 GITHUB_SECRET = "It's a Secret to Everybody"
@@ -131,7 +132,7 @@ class RunningWorker:
             await asyncio.wait({self.task}, timeout=1)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
-        await self.worker.close()
+        await close_worker(self.worker)
 
 
 @pytest.fixture

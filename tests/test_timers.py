@@ -266,7 +266,7 @@ async def _loaded(client: Any) -> bool:
 
 
 async def test_sighup_reloads_rules_and_keeps_them_when_invalid(tmp_path, redis_url, caplog) -> None:
-    from hub.worker import make_worker, watch_sighup
+    from hub.worker import close_worker, make_worker, watch_sighup
     from tests.conftest import make_settings
 
     path = tmp_path / "hub.yaml"
@@ -290,7 +290,7 @@ async def test_sighup_reloads_rules_and_keeps_them_when_invalid(tmp_path, redis_
         await wait_for(lambda: _logged(caplog, "rules not reloaded"), timeout=5)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        await worker.close()
+        await close_worker(worker)
     assert shared["rules"] is reloaded
     assert f"{path}:4:9" in caplog.text
 

@@ -22,6 +22,7 @@ from hub.registry import sources
 from hub.settings import Settings
 from hub.store import FINAL_STATES, Store
 from hub.web import create_app
+from hub.worker import close_worker
 from tests.conftest import FIXTURES, GRAFANA_SECRET, INCIDENTIO_SECRET, fixture_request, make_settings, wait_for
 from tests.fakes import incidentio as fake_incidentio
 from tests.fakes import jira as fake_jira
@@ -127,7 +128,7 @@ class Hub:
                 await asyncio.wait({task}, timeout=1)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            await worker.close()
+            await close_worker(worker)
         assert self._client is not None
         await self._client.__aexit__(*exc)
 
