@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,8 @@ class FakeUpstream:
     requests: list[Recorded] = field(default_factory=list)
     faults: deque[Fault] = field(default_factory=deque)
     server: TestServer | None = None
+    #: Awaited as each request arrives, before it is answered (tests look at the hub's state then).
+    on_request: Callable[[], Awaitable[None]] | None = None
 
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
@@ -64,6 +67,8 @@ class FakeUpstream:
         body = await request.read()
         self.requests.append(Recorded(request.method, request.path, dict(request.query),
                                       dict(request.headers), body))
+        if self.on_request is not None:
+            await self.on_request()
         if self.faults:
             answer = await self.faults.popleft().apply(request)
             if answer is not None:
