@@ -119,11 +119,14 @@ async def ceiling(redis_url: str, n: int, concurrency: int) -> float:
     return n / elapsed
 
 
-async def http_floor(redis_url: str, pd_url: str, n: int, concurrency: int) -> float:
+async def http_floor(redis_url: str, pd_url: str, n: int, concurrency: int, durable: bool = False) -> float:
     """arq jobs that each make one bare aiohttp POST to the fake PagerDuty and nothing else.
 
     The floor of any connector path: no parsing, rules, records or retries, just the queue
     plus the one outside call every event needs. The hub cannot beat this side.
+
+    `durable`: each job also reads its event (HGETALL) before the call and records the
+    outcome (HSET) after it: the least any worker that keeps a result per event must do.
     """
     import aiohttp
     from arq import Worker, func
@@ -142,17 +145,23 @@ async def http_floor(redis_url: str, pd_url: str, n: int, concurrency: int) -> f
     url = pd_url + "/v2/enqueue"
 
     async def post(ctx: dict[str, Any], i: int) -> None:
+        if durable:
+            await pool.hgetall(f"floor:{i}")
         body = {"routing_key": ROUTING_KEY, "event_action": "trigger", "dedup_key": f"floor-{i}",
                 "payload": {"summary": f"bench alert {i}", "source": "bench", "severity": "error"}}
         async with session.post(url, json=body) as resp:
             await resp.read()
             if resp.status != 202:
                 raise RuntimeError(f"fake PagerDuty answered {resp.status}")
+        if durable:
+            await pool.hset(f"floor:{i}", mapping={"state": "done", "status": resp.status})
 
     worker = Worker(functions=[func(post, name="post", keep_result=0)], redis_pool=pool, burst=True,
                     handle_signals=False, **keep)
     for i in range(n):
         await pool.enqueue_job("post", i, _job_id=f"post-{i}")
+        if durable:
+            await pool.hset(f"floor:{i}", mapping={"state": "accepted", "body": "x" * 700})
     started = time.perf_counter()
     await worker.async_run()
     elapsed = time.perf_counter() - started
@@ -240,16 +249,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         redis = EmbeddedRedis(Path(tmp), appendonly=True).start()
         try:
-            ceilings, floors, rates, checks = [], [], [], []
+            ceilings, floors, durables, rates, checks = [], [], [], [], []
             for r in range(args.rounds):
                 ceilings.append(asyncio.run(ceiling(redis.url, args.events, args.concurrency)))
                 floors.append(asyncio.run(http_floor(redis.url, pd_url, args.events, args.concurrency)))
+                durables.append(asyncio.run(http_floor(redis.url, pd_url, args.events, args.concurrency,
+                                                       durable=True)))
                 rate, check = asyncio.run(hub_rate(redis.url, pd_url, args.events, args.concurrency, f"r{r}",
                                                    args.redis_stats))
                 rates.append(rate)
                 checks.append(check)
-                print(f"round {r + 1}: arq no-op {ceilings[-1]:7.0f} jobs/s   arq + bare POST {floors[-1]:7.0f} "
-                      f"jobs/s ({floors[-1] / ceilings[-1]:.2f})   hub {rate:7.0f} events/s   "
+                print(f"round {r + 1}: arq no-op {ceilings[-1]:5.0f}/s   + bare POST {floors[-1]:5.0f}/s "
+                      f"({floors[-1] / ceilings[-1]:.2f})   + read, POST, write {durables[-1]:5.0f}/s "
+                      f"({durables[-1] / ceilings[-1]:.2f})   hub {rate:5.0f} events/s   "
                       f"ratio {rate / ceilings[-1]:.2f}   worker CPU {check['worker_cpu_ms_per_event']:.2f} ms/event",
                       flush=True)
                 if "redis_per_event" in check:
@@ -264,13 +276,18 @@ def main(argv: list[str] | None = None) -> int:
     result = {"events": args.events, "rounds": args.rounds, "concurrency": args.concurrency,
               "python": sys.version.split()[0], "cpus": os.cpu_count(),
               "arq_noop_jobs_per_s": [round(c) for c in ceilings],
-              "arq_bare_post_jobs_per_s": [round(f) for f in floors], "hub_events_per_s": [round(r) for r in rates],
+              "arq_bare_post_jobs_per_s": [round(f) for f in floors],
+              "arq_read_post_write_jobs_per_s": [round(d) for d in durables],
+              "hub_events_per_s": [round(r) for r in rates],
               "median_ratio": round(statistics.median(r / c for r, c in zip(rates, ceilings, strict=True)), 3),
               "checks": checks[-1]}
     result["median_floor_ratio"] = round(statistics.median(f / c for f, c in zip(floors, ceilings, strict=True)), 3)
     result["median_hub_to_floor"] = round(statistics.median(r / f for r, f in zip(rates, floors, strict=True)), 3)
+    result["median_durable_ratio"] = round(statistics.median(d / c for d, c in zip(durables, ceilings,
+                                                                                  strict=True)), 3)
     print(f"median: arq no-op {statistics.median(ceilings):.0f} jobs/s, arq + bare POST "
-          f"{statistics.median(floors):.0f} jobs/s ({result['median_floor_ratio']:.2f} of no-op), hub "
+          f"{statistics.median(floors):.0f} jobs/s ({result['median_floor_ratio']:.2f} of no-op), + read, POST, "
+          f"write {statistics.median(durables):.0f} jobs/s ({result['median_durable_ratio']:.2f}), hub "
           f"{statistics.median(rates):.0f} events/s: ratio {result['median_ratio']:.2f} of no-op (target ≥ 0.70), "
           f"{result['median_hub_to_floor']:.2f} of bare POST")
     RESULTS.mkdir(exist_ok=True)

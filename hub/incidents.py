@@ -199,6 +199,10 @@ return 1
 """
 
 
+#: json.dumps(v, default=str), byte for byte, without building an encoder per call.
+_encode = json.JSONEncoder(default=str).encode
+
+
 def _decode_state(raw: Any) -> dict[str, Any] | None:
     """An incident hash as HGETALL answers it (a dict, or a flat list from a script)."""
     if not raw:
@@ -261,12 +265,12 @@ class IncidentStore:
         if not state:
             return
         ms = now_ms()
-        p.hset(PREFIX + key, mapping={k: json.dumps(v, default=str) for k, v in state.items()})
+        p.hset(PREFIX + key, mapping={k: _encode(v) for k, v in state.items()})
         p.expire(PREFIX + key, self.retention)
         if state.get("declared_at"):
             p.zadd(INDEX, {key: int(state["declared_at"])})
         for entry in changes:
-            p.rpush(PREFIX + key + ":timeline", json.dumps({"at": ms, **entry}, default=str))
+            p.rpush(PREFIX + key + ":timeline", _encode({"at": ms, **entry}))
         p.expire(PREFIX + key + ":timeline", self.retention)
         p.expire(PREFIX + key + ":timers", self.retention)
         p.zremrangebyscore(INDEX, "-inf", ms - self.retention * 1000)
@@ -275,7 +279,7 @@ class IncidentStore:
         """Set a few fields of an existing record (results of actions: statuspage id, jira key, …)."""
         if not await self.redis.exists(PREFIX + key):
             return
-        await self.redis.hset(PREFIX + key, mapping={k: json.dumps(v, default=str) for k, v in fields.items()})
+        await self.redis.hset(PREFIX + key, mapping={k: _encode(v) for k, v in fields.items()})
 
     async def update_noted(self, key: str, fields: dict[str, Any], entry: dict[str, Any]) -> None:
         """`update` (only an existing record) and `note`, in one round trip."""
@@ -287,9 +291,9 @@ class IncidentStore:
         p.update_noted(PREFIX + key, PREFIX + key + ":timeline", entry_json, ttl, pairs)
 
     def _noted_args(self, fields: dict[str, Any], entry: dict[str, Any]) -> list[Any]:
-        argv: list[Any] = [json.dumps({"at": now_ms(), **entry}, default=str), self.retention]
+        argv: list[Any] = [_encode({"at": now_ms(), **entry}), self.retention]
         for k, v in fields.items():
-            argv += [k, json.dumps(v, default=str)]
+            argv += [k, _encode(v)]
         return argv
 
     async def timeline(self, key: str) -> list[dict[str, Any]]:
@@ -297,7 +301,7 @@ class IncidentStore:
 
     async def note(self, key: str, entry: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=False) as p:
-            p.rpush(PREFIX + key + ":timeline", json.dumps({"at": now_ms(), **entry}, default=str))
+            p.rpush(PREFIX + key + ":timeline", _encode({"at": now_ms(), **entry}))
             p.expire(PREFIX + key + ":timeline", self.retention)
             await p.execute()
 
@@ -359,7 +363,7 @@ class IncidentStore:
 
     async def add_timer(self, key: str, timer_id: str, spec: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(PREFIX + key + ":timers", timer_id, json.dumps(spec, default=str))
+            p.hset(PREFIX + key + ":timers", timer_id, _encode(spec))
             p.expire(PREFIX + key + ":timers", self.retention)
             await p.execute()
 

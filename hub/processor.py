@@ -32,7 +32,7 @@ from hub.registry import sources
 from hub.rules import Rules
 from hub.rules.conditions import matches, recent_deploys
 from hub.rules.engine import DEPLOY_LOOKBACK_S, PlannedStep, World, configured_connectors, timer_spec
-from hub.store import ACTION_FINAL, FINAL_STATES, PENDING, Store, actions_key, ev_key, now_ms
+from hub.store import ACTION_FINAL, FINAL_STATES, PENDING, Store, actions_key, dumps, ev_key, now_ms
 
 log = logging.getLogger("hub.processor")
 
@@ -271,7 +271,7 @@ class Processor:
                      saves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
         """Pin what was seen and advance the incidents, in the caller's transaction."""
         pin = {"keys": world.keys, "before": world.incidents, "episodes": world.episodes}
-        p.hset(ev_key(rec["id"]), PIN_FIELD, json.dumps(pin, default=str))
+        p.hset(ev_key(rec["id"]), PIN_FIELD, dumps(pin))
         for key, (after, changes) in saves.items():
             self.incidents.save_into(p, key, after, changes)
 

@@ -95,8 +95,12 @@ def new_event_id(ms: int | None = None) -> str:
     return f"ev_{(ms or now_ms()):012x}{secrets.token_hex(4)}"
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), default=str)
+    # one shared encoder: json.dumps with any option builds a new one per call
+    return _COMPACT.encode(obj)
 
 
 def arq_job(function: str, args: list[Any], enqueue_ms: int, job_try: int | None = None) -> bytes:
