@@ -206,7 +206,7 @@ class Store:
 
     def transition_into(self, p: Batch, event_id: str, received_ms: int, old: str, new: str,
                         note: dict[str, Any] | None = None, **fields: Any) -> None:
-        """Queue the writes of `transition` on a transaction (so other writes can share it)."""
+        """Queue the writes of `transition` on a batch (so other writes can share its one atomic call)."""
         ms = now_ms()
         p.hset(ev_key(event_id), mapping={"state": new, "updated_at": ms, **fields})
         if old != new:
@@ -242,9 +242,9 @@ class Store:
 
     async def save_action(self, event_id: str, record: dict[str, Any], timeline: dict[str, Any] | None = None,
                           also: Callable[[Any], None] | None = None) -> None:
-        """Write an action record (and its dead-letter entry) in one transaction.
+        """Write an action record (and its dead-letter entry) in one atomic batch (`hub.batch`).
 
-        `also` queues more writes into that transaction (what a success records on its incident).
+        `also` queues more writes into that batch (what a success records on its incident).
         """
         ms = now_ms()
         p = Batch()
