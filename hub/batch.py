@@ -8,7 +8,9 @@ JSON argument: atomic like MULTI/EXEC (a script runs alone), one command and one
 the wire whatever the batch holds.
 
 Semantics kept from MULTI/EXEC: every command runs even if an earlier one failed (`pcall`),
-and `execute` then raises the first error. Two deliberate differences:
+and `execute` then raises the first error; a Redis at maxmemory (noeviction) applies
+nothing and `execute` raises its OutOfMemoryError, so the callers' "Redis unavailable"
+handling applies. Two deliberate differences:
 
 - `expire` is deferred to the end of the batch and sent once per key (the last TTL wins), so
   a key written after its EXPIRE was queued still gets it, and the repeated EXPIREs of
@@ -30,6 +32,12 @@ from redis.exceptions import NoScriptError, ResponseError
 # ops: a JSON array of [command, key index, args...]; NOTED and RELEASE are the two compound
 # writes the worker needs inside a batch (scripts cannot call scripts).
 _APPLY = """
+local OOM = "OOM command not allowed when used memory > 'maxmemory'."
+-- Redis at maxmemory refuses a script's first write that can grow memory: stop there, so
+-- nothing is applied (as MULTI/EXEC would), rather than let DEL/ZREM-style writes through alone
+local function full(r)
+  return type(r) == 'table' and r.err and string.find(r.err, 'OOM command not allowed', 1, true)
+end
 local ops = cjson.decode(ARGV[1])
 local out = {}
 for i, op in ipairs(ops) do
@@ -39,14 +47,17 @@ for i, op in ipairs(ops) do
     -- update an incident's fields only if it exists, and always note it on its timeline
     local tl = KEYS[op[3]]
     if #op > 5 and redis.call('EXISTS', key) == 1 then
-      redis.call('HSET', key, unpack(op, 6))
+      r = redis.pcall('HSET', key, unpack(op, 6))
+      if full(r) then return redis.error_reply(OOM) end
     end
-    redis.call('RPUSH', tl, op[4])
-    r = redis.call('EXPIRE', tl, op[5])
+    r = redis.pcall('RPUSH', tl, op[4])
+    if full(r) then return redis.error_reply(OOM) end
+    r = redis.pcall('EXPIRE', tl, op[5])
   elseif cmd == 'RELEASE' then
     if redis.call('GET', key) == op[3] then r = redis.call('DEL', key) else r = 0 end
   else
     r = redis.pcall(cmd, key, unpack(op, 3))
+    if full(r) then return redis.error_reply(OOM) end
   end
   if r == nil then r = false end
   out[i] = r

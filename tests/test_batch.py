@@ -109,3 +109,30 @@ def test_values_that_are_not_text_or_numbers_are_refused() -> None:
         p.hset("h", "k", True)
     with pytest.raises(TypeError):
         p.rpush("l", {"a": 1})
+
+
+async def test_a_full_redis_applies_nothing_and_says_out_of_memory(redis) -> None:
+    from redis.exceptions import OutOfMemoryError
+
+    await redis.zadd("idx", {"ev1": 1})
+    await redis.zadd("pending", {"ev1": 1})
+    old = (await redis.config_get("maxmemory"))["maxmemory"]
+    await redis.config_set("maxmemory", 1)  # noeviction: every write that can grow memory is refused
+    try:
+        p = Batch()
+        p.hset("ev:1", "state", "done")  # refused
+        p.zrem("idx", "ev1")  # would be allowed alone: it must not apply without the rest
+        p.zrem("pending", "ev1")
+        p.expire("ev:1", 60)
+        with pytest.raises(OutOfMemoryError):
+            await p.execute(redis)
+        p = Batch()
+        p.update_noted("inc:1", "inc:1:tl", '{"type":"x"}', 100, [])
+        p.zrem("idx", "ev1")
+        with pytest.raises(OutOfMemoryError):
+            await p.execute(redis)
+    finally:
+        await redis.config_set("maxmemory", old)
+    assert await redis.zscore("idx", "ev1") == 1
+    assert await redis.zscore("pending", "ev1") == 1
+    assert not await redis.exists("ev:1", "inc:1:tl")
