@@ -94,8 +94,12 @@ async def _noop(ctx: dict[str, Any], *args: Any) -> None:
     return None
 
 
-async def ceiling(redis_url: str, n: int, concurrency: int) -> float:
-    """arq's own rate for no-op jobs, with the hub worker's options."""
+async def _arq_side(redis_url: str, n: int, concurrency: int, job: Any, side: str,
+                    prepare: Any = None) -> float:
+    """N jobs of `job` through an arq Worker with the hub worker's options: jobs/s.
+
+    Its CPU per job goes to CPU_MS[side]; `prepare(pool, i)` sets up what job i reads.
+    """
     from arq import Worker, func
 
     from hub.redis_conn import connect
@@ -108,20 +112,27 @@ async def ceiling(redis_url: str, n: int, concurrency: int) -> float:
     opts = worker_options(settings)
     keep = {k: opts[k] for k in ("job_serializer", "job_deserializer", "max_jobs", "job_timeout", "keep_result",
                                  "poll_delay")}
-    worker = Worker(functions=[func(_noop, name="noop", keep_result=0)], redis_pool=pool, burst=True,
+    worker = Worker(functions=[func(job, name=side, keep_result=0)], redis_pool=pool, burst=True,
                     handle_signals=False, **keep)
     for i in range(n):
-        await pool.enqueue_job("noop", i, _job_id=f"noop-{i}")
+        await pool.enqueue_job(side, i, _job_id=f"{side}-{i}")
+        if prepare is not None:
+            await prepare(pool, i)
     started = time.perf_counter()
     cpu_started = time.process_time()
     await worker.async_run()
     elapsed = time.perf_counter() - started
-    CPU_MS["noop"] = round((time.process_time() - cpu_started) / n * 1000, 3)
+    CPU_MS[side] = round((time.process_time() - cpu_started) / n * 1000, 3)
     done = worker.jobs_complete
     await worker.close()
     if done != n:
-        raise RuntimeError(f"ceiling run completed {done} of {n} jobs")
+        raise RuntimeError(f"{side} run completed {done} of {n} jobs")
     return n / elapsed
+
+
+async def ceiling(redis_url: str, n: int, concurrency: int) -> float:
+    """arq's own rate for no-op jobs, with the hub worker's options."""
+    return await _arq_side(redis_url, n, concurrency, _noop, "noop")
 
 
 async def http_floor(redis_url: str, pd_url: str, n: int, concurrency: int, durable: bool = False) -> float:
@@ -134,24 +145,13 @@ async def http_floor(redis_url: str, pd_url: str, n: int, concurrency: int, dura
     outcome (HSET) after it: the least any worker that keeps a result per event must do.
     """
     import aiohttp
-    from arq import Worker, func
 
-    from hub.redis_conn import connect
-    from hub.settings import load_settings
-    from hub.worker import worker_options
-
-    settings = load_settings(redis_url=redis_url, hub_worker_concurrency=concurrency)
-    pool = connect(redis_url)
-    await pool.flushall()
-    opts = worker_options(settings)
-    keep = {k: opts[k] for k in ("job_serializer", "job_deserializer", "max_jobs", "job_timeout", "keep_result",
-                                 "poll_delay")}
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
     url = pd_url + "/v2/enqueue"
 
     async def post(ctx: dict[str, Any], i: int) -> None:
         if durable:
-            await pool.hgetall(f"floor:{i}")
+            await ctx["redis"].hgetall(f"floor:{i}")
         body = {"routing_key": ROUTING_KEY, "event_action": "trigger", "dedup_key": f"floor-{i}",
                 "payload": {"summary": f"bench alert {i}", "source": "bench", "severity": "error"}}
         async with session.post(url, json=body) as resp:
@@ -159,25 +159,16 @@ async def http_floor(redis_url: str, pd_url: str, n: int, concurrency: int, dura
             if resp.status != 202:
                 raise RuntimeError(f"fake PagerDuty answered {resp.status}")
         if durable:
-            await pool.hset(f"floor:{i}", mapping={"state": "done", "status": resp.status})
+            await ctx["redis"].hset(f"floor:{i}", mapping={"state": "done", "status": resp.status})
 
-    worker = Worker(functions=[func(post, name="post", keep_result=0)], redis_pool=pool, burst=True,
-                    handle_signals=False, **keep)
-    for i in range(n):
-        await pool.enqueue_job("post", i, _job_id=f"post-{i}")
-        if durable:
-            await pool.hset(f"floor:{i}", mapping={"state": "accepted", "body": "x" * 700})
-    started = time.perf_counter()
-    cpu_started = time.process_time()
-    await worker.async_run()
-    elapsed = time.perf_counter() - started
-    CPU_MS["durable" if durable else "post"] = round((time.process_time() - cpu_started) / n * 1000, 3)
-    done = worker.jobs_complete
-    await worker.close()
-    await session.close()
-    if done != n:
-        raise RuntimeError(f"floor run completed {done} of {n} jobs")
-    return n / elapsed
+    async def record(pool: Any, i: int) -> None:
+        await pool.hset(f"floor:{i}", mapping={"state": "accepted", "body": "x" * 700})
+
+    try:
+        return await _arq_side(redis_url, n, concurrency, post, "durable" if durable else "post",
+                               record if durable else None)
+    finally:
+        await session.close()
 
 
 async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: str, redis_stats: bool = False
