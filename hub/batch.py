@@ -68,8 +68,10 @@ _SHA = hashlib.sha1(_APPLY.encode()).hexdigest()
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, str):
+    if type(value) is str:
         return value
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, bool):
@@ -99,7 +101,7 @@ class Batch:
         return idx
 
     def _op(self, cmd: str, name: str, *args: Any) -> None:
-        self._ops.append([cmd, self._key(name), *(_text(a) for a in args)])
+        self._ops.append([cmd, self._key(name), *map(_text, args)])
 
     # -- the commands the worker uses ----------------------------------------------------------
 

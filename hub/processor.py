@@ -193,7 +193,7 @@ class Processor:
 
         world = await self.world(rec, events, entered)
         try:
-            steps = self.rules.plan(events, world)
+            steps = self.rules.plan(events, world, preview=False)  # rendered when run (`_previewed` else)
         except Exception as e:  # a rules bug must stay visible, not loop
             log.exception("planning %s failed", event_id)
             if state != "processing":
@@ -381,6 +381,13 @@ class Processor:
         wait = max(0.05, (min(waits) - now_ms()) / 1000) if waits else None
         return results, wait
 
+    def _previewed(self, step: PlannedStep) -> PlannedStep:
+        """`step` with its parameters as far as known before running: what a record of a step
+        decided without running it (skipped, dead, scheduled) shows the operator."""
+        if not step.params and step.template:
+            step.params = self.rules.preview(step)
+        return step
+
     @staticmethod
     def _superseded(step: PlannedStep, record: dict[str, Any] | None, rec: dict[str, Any],
                     incident: dict[str, Any] | None, force: bool) -> str | None:
@@ -418,7 +425,7 @@ class Processor:
         With `pending` it is queued there: nothing outside depends on it, and a run that
         dies before its next write simply decides it again.
         """
-        rec = record or self.runner.new_record(step)
+        rec = record or self.runner.new_record(self._previewed(step))
         if rec["state"] == state and rec.get("error") == why:
             return rec
         rec.update(state=state, error=why, next_at=None, **extra)
@@ -440,7 +447,7 @@ class Processor:
         only = params.get("only")
         cancelled = await self.cancel_timers(step.incident_key, f"{step.workflow} ({rec['id']})",
                                              only=[only] if isinstance(only, str) else only)
-        out = record or self.runner.new_record(step)
+        out = record or self.runner.new_record(self._previewed(step))
         out.update(state="succeeded", error=None, next_at=None, result={"cancelled": cancelled})
         await self.store.save_action(rec["id"], out, {"type": "action", "action": out["id"], "name": out["name"],
                                                       "state": "succeeded", "cancelled": cancelled})
@@ -531,7 +538,7 @@ class Processor:
         for step in group:
             if existing.get(step.id):
                 continue
-            record = self.runner.new_record(step)
+            record = self.runner.new_record(self._previewed(step))
             record.update(scheduled_for=due, timer=first.timer_id)
             await self.store.save_action(rec["id"], record, {
                 "type": "timer", "timer": first.timer_id, "action": step.id, "name": record["name"],

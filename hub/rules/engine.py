@@ -238,12 +238,17 @@ class Rules:
 
     # -- planning ------------------------------------------------------------------------------
 
-    def plan(self, events: list[NormalisedEvent], world: World | None = None) -> list[PlannedStep]:
-        """Every action instance these events cause, in workflow and step order, per event."""
+    def plan(self, events: list[NormalisedEvent], world: World | None = None, *,
+             preview: bool = True) -> list[PlannedStep]:
+        """Every action instance these events cause, in workflow and step order, per event.
+
+        `preview=False` leaves `params` empty (the worker renders them when it runs a step,
+        and previews only what it records without running: see `Rules.preview`).
+        """
         world = world or World(received_ms=_now_ms(), now_ms=_now_ms())
         planned: list[PlannedStep] = []
         for index, (ev, key, before, after) in enumerate(self.states(events, world)):
-            planned.extend(self._plan_event(index, ev, key, before, after, world))
+            planned.extend(self._plan_event(index, ev, key, before, after, world, preview))
         return planned
 
     @staticmethod
@@ -289,7 +294,7 @@ class Rules:
         return ctx, facts
 
     def _plan_event(self, index: int, ev: NormalisedEvent, key: str | None, before: dict[str, Any] | None,
-                    after: dict[str, Any] | None, world: World) -> list[PlannedStep]:
+                    after: dict[str, Any] | None, world: World, preview: bool = True) -> list[PlannedStep]:
         ctx, facts = self.context(index, ev, key, after, world)
         facts.before = before
         out: list[PlannedStep] = []
@@ -302,7 +307,7 @@ class Rules:
             for step in wf.do:
                 if not matches(step.if_, facts):
                     continue
-                out.extend(self._steps(wf, step, index, ev, key, after, wf_ctx, facts, world))
+                out.extend(self._steps(wf, step, index, ev, key, after, wf_ctx, facts, world, preview=preview))
         return out
 
     def scope(self, wf: Workflow, ev: NormalisedEvent, key: str | None, after: dict[str, Any] | None,
@@ -316,7 +321,7 @@ class Rules:
 
     def _steps(self, wf: Workflow, step: Step, index: int, ev: NormalisedEvent, key: str | None,
                after: dict[str, Any] | None, ctx: dict[str, Any], facts: Facts, world: World,
-               occurrence: int = 1) -> list[PlannedStep]:
+               occurrence: int = 1, *, preview: bool = True) -> list[PlannedStep]:
         subject, scope = self.scope(wf, ev, key, after, index, world)
         members = step.do if step.do else [step]
         timer = None
@@ -342,7 +347,8 @@ class Rules:
                 template=dict(sub.with_), record=dict(sub.record), context={**ctx, "occurrence": occurrence},
                 needs=tuple(sorted(_needs(sub.with_))), timer=timer, timer_id=timer_id, occurrence=occurrence,
                 builtin=connector == "hub")
-            ps.params = self.preview(ps)
+            if preview:
+                ps.params = self.preview(ps)
             out.append(ps)
         return out
 
