@@ -10,6 +10,14 @@ Auth, any of (both when both are configured):
 Events: one per alert in the group (see `connectors._alertgroup`), `alert.firing` or
 `alert.resolved` from the alert's own status; fingerprint = Grafana's alert fingerprint.
 
+Legacy alerting (Grafana ≤ 10 dashboards' alert rules, removed in 11) posts a different
+body: one rule with `ruleId`, `ruleName`, `state` (`alerting`, `no_data`, `ok`, `pending`,
+`paused`), `message`, `ruleUrl`, `tags`, `evalMatches`. It is read as a group of one alert:
+`alerting` and `no_data` fire, `ok` resolves, other states are recorded as `other`; the
+fingerprint is `legacy-<orgId>-<ruleId>` (the same for a rule's alert and its recovery),
+labels are the rule's tags plus `alertname`, and a delivery is identified by its body (the
+body carries no timestamp: two notifications differ in their state or values).
+
 Catalog options (all optional): `severity_map` (label value → SEV1..SEV4, e.g.
 `{"critical": "SEV1"}`; defaults critical→SEV1, error/high/major→SEV2, warning/minor→SEV3,
 else SEV4), `default_severity` (for a missing or unknown label, default SEV4),
@@ -21,8 +29,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
-from connectors._alertgroup import AlertGroupSource
+from pydantic import BaseModel
+
+from connectors._alertgroup import AlertGroup, AlertGroupSource
+from connectors._lenient import short_hash
 from hub.settings import Settings
 from hub.verify import (
     AuthError,
@@ -35,6 +47,33 @@ from hub.verify import (
 )
 
 SIGNATURE_HEADER = "X-Grafana-Alerting-Signature"
+LEGACY_VERSION = "legacy"
+_LEGACY_STATUS = {"alerting": "firing", "no_data": "firing", "ok": "resolved"}
+
+
+def is_legacy(data: Any) -> bool:
+    """A legacy-alerting body: a single rule, no `alerts` list."""
+    return isinstance(data, dict) and "alerts" not in data and ("ruleId" in data or "ruleName" in data)
+
+
+def from_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """A legacy-alerting body as the group of one alert the unified format would send."""
+    tags = data.get("tags") if isinstance(data.get("tags"), dict) else {}
+    name = str(data.get("ruleName") or data.get("title") or "grafana alert")
+    labels = {str(k): str(v) for k, v in tags.items() if v is not None}
+    labels.setdefault("alertname", name)
+    state = str(data.get("state") or "").strip().lower()
+    status = _LEGACY_STATUS.get(state, state or "unknown")
+    rule = data.get("ruleId")
+    matches = data.get("evalMatches") if isinstance(data.get("evalMatches"), list) else []
+    values = {str(m.get("metric")): m.get("value") for m in matches if isinstance(m, dict) and m.get("metric")}
+    alert = {"status": status, "labels": labels,
+             "annotations": {"description": str(data.get("message") or "")},
+             "fingerprint": f"legacy-{data.get('orgId') or 0}-{rule}" if rule not in (None, "") else None,
+             "generatorURL": data.get("ruleUrl"), "imageURL": data.get("imageUrl"), "values": values}
+    return {"status": status, "alerts": [alert], "groupLabels": {"alertname": name}, "version": LEGACY_VERSION,
+            "orgId": data.get("orgId"), "title": data.get("title"), "state": state,
+            "message": data.get("message")}
 
 
 class GrafanaSource(AlertGroupSource):
@@ -50,6 +89,14 @@ class GrafanaSource(AlertGroupSource):
             require_token(settings.grafana_webhook_token, headers, "GRAFANA_WEBHOOK_TOKEN")
             how.append("token")
         return " + ".join(how)
+
+    def validate(self, data: Any, headers: Mapping[str, str]) -> BaseModel:
+        return super().validate(from_legacy(data) if is_legacy(data) else data, headers)
+
+    def delivery_id(self, payload: BaseModel, headers: Mapping[str, str], body: bytes) -> str:
+        if isinstance(payload, AlertGroup) and payload.version == LEGACY_VERSION:
+            return short_hash(LEGACY_VERSION, body.decode("utf-8", "surrogateescape"))
+        return super().delivery_id(payload, headers, body)
 
     def _verify_hmac(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
         sig = headers.get(SIGNATURE_HEADER, "").strip()

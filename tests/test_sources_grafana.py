@@ -270,3 +270,58 @@ async def test_unconfigured_grafana_is_401_naming_both_variables(client: TestCli
     assert resp.status == 401
     detail = (await resp.json())["detail"]
     assert "GRAFANA_WEBHOOK_SECRET" in detail and "GRAFANA_WEBHOOK_TOKEN" in detail
+
+
+# -- legacy alerting (Grafana <= 10 dashboard alerts): field names from Grafana's legacy webhook docs --
+
+def legacy(state: str = "alerting", **extra: Any) -> dict[str, Any]:
+    return {"dashboardId": 1, "evalMatches": [{"value": 100, "metric": "High value", "tags": None},
+                                             {"value": 200, "metric": "Higher Value", "tags": None}],
+            "imageUrl": "https://grafana.com/assets/img/blog/mixed_styles.png", "message": "Notification Message",
+            "orgId": 1, "panelId": 2, "ruleId": 7, "ruleName": "Panel Title alert",
+            "ruleUrl": "http://localhost:3000/d/hZ7BuVbWz/test-dashboard?fullscreen&edit&tab=alert&panelId=2&orgId=1",
+            "state": state, "tags": {"tag name": "tag value", "severity": "critical"},
+            "title": f"[{state.title()}] Panel Title alert", **extra}
+
+
+def test_legacy_alerting_fires_and_ok_resolves_the_same_rule() -> None:
+    (fired,) = parse(legacy("alerting"))
+    (ok,) = parse(legacy("ok", evalMatches=[]))
+    assert (fired.kind, ok.kind) == (Kind.ALERT_FIRING, Kind.ALERT_RESOLVED)
+    assert fired.fingerprint == ok.fingerprint == "legacy-1-7"
+    assert fired.severity == Severity.SEV1  # from the rule's `severity` tag
+    assert fired.title == "Panel Title alert" and fired.summary == "Notification Message"
+    assert fired.labels["tag name"] == "tag value" and fired.labels["alertname"] == "Panel Title alert"
+    assert [link.text for link in fired.links] == ["source", "image"]
+    assert fired.attributes["values"] == {"High value": 100, "Higher Value": 200}
+
+
+@pytest.mark.parametrize(("state", "kind"), [("no_data", Kind.ALERT_FIRING), ("pending", Kind.OTHER),
+                                             ("paused", Kind.OTHER)])
+def test_legacy_other_states(state: str, kind: Kind) -> None:
+    (ev,) = parse(legacy(state))
+    assert ev.kind == kind
+
+
+def test_legacy_deliveries_differ_by_state_and_values_and_repeat_exactly() -> None:
+    assert delivery(legacy("alerting")) == delivery(legacy("alerting"))
+    assert delivery(legacy("alerting")) != delivery(legacy("ok"))
+    assert delivery(legacy("alerting")) != delivery(legacy("alerting", evalMatches=[{"value": 1, "metric": "m"}]))
+
+
+async def test_legacy_body_is_accepted_signed_and_redelivery_is_a_duplicate(graf: TestClient, redis: Any) -> None:
+    body = json.dumps(legacy("alerting")).encode()
+    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign_hex_hmac(GRAFANA_SECRET, body)}
+    first = await graf.post("/webhooks/grafana", data=body, headers=headers)
+    assert first.status == 202, await first.text()
+    again = await graf.post("/webhooks/grafana", data=body, headers=headers)
+    assert await again.json() == {"event_id": (await first.json())["event_id"], "status": "duplicate"}
+    unsigned = await graf.post("/webhooks/grafana", data=body, headers={"Content-Type": "application/json"})
+    assert unsigned.status == 401
+
+
+def test_a_legacy_body_without_a_rule_id_falls_back_to_its_labels() -> None:
+    payload = legacy("alerting")
+    del payload["ruleId"]
+    (ev,) = parse(payload)
+    assert ev.kind == Kind.ALERT_FIRING and ev.fingerprint and not ev.fingerprint.startswith("legacy-")
