@@ -2,6 +2,10 @@
 
 Auth: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>`; no timestamp, so
 redelivery is recognised by `X-GitHub-Delivery` (GitHub keeps it on manual redelivery).
+
+Content type: `application/json`, or `application/x-www-form-urlencoded` (a webhook's
+default in GitHub's settings page), where the JSON is the `payload` form field and the
+signature covers the form body as sent.
 """
 
 from __future__ import annotations
@@ -9,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ValidationError
 
 from connectors._lenient import Lenient, LooseInt, Opt, Text
-from connectors.base import BadPayload, InboundSource, summarise_validation
+from connectors.base import BadPayload, InboundSource, is_json_content_type, summarise_validation
 from hub.events import Kind, Link, NormalisedEvent
 from hub.settings import Settings
 from hub.verify import AuthError, check_hex_hmac
@@ -96,6 +101,21 @@ class GitHubIngress(Lenient):
 _REQUIRED = {"deployment": ("deployment",), "deployment_status": ("deployment", "deployment_status"),
              "workflow_run": ("workflow_run",)}
 
+FORM = "application/x-www-form-urlencoded"
+
+
+def form_payload(body: bytes) -> bytes:
+    """The JSON of a form-encoded delivery (`payload=<url-encoded JSON>`)."""
+    try:
+        fields = parse_qs(body.decode("utf-8"), max_num_fields=20, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadPayload("malformed_form", f"body is not valid form data: {e}") from None
+    values = fields.get("payload")
+    if not values:
+        raise BadPayload("malformed_form", "form body has no payload field")
+    return values[0].encode("utf-8", "surrogatepass")
+
+
 #: Workflows whose completed runs count as deploys when the catalog does not say.
 DEFAULT_DEPLOY_WORKFLOWS = ("deploy", "release", "cd")
 
@@ -106,6 +126,13 @@ class GitHubSource(InboundSource):
                         "X-GitHub-Enterprise-Host")
     credential_settings = ("github_webhook_secret",)
     model = GitHubPayload
+    accepted_content_types = "application/json or application/x-www-form-urlencoded"
+
+    def accepts_content_type(self, content_type: str) -> bool:
+        return content_type == FORM or is_json_content_type(content_type)
+
+    def decode(self, body: bytes, content_type: str) -> Any:
+        return super().decode(form_payload(body) if content_type == FORM else body, content_type)
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
         sig = headers.get("X-Hub-Signature-256")
@@ -124,7 +151,7 @@ class GitHubSource(InboundSource):
         """Only what the hub needs, parsed in pydantic-core from the bytes: GitHub bodies are
         large (10-25 KB) and the worker parses the stored body in full anyway."""
         try:
-            payload = GitHubIngress.model_validate_json(body)
+            payload = GitHubIngress.model_validate_json(form_payload(body) if content_type == FORM else body)
         except ValidationError as e:
             if any(err["type"] == "json_invalid" for err in e.errors()):
                 raise BadPayload("malformed_json", "body is not valid JSON") from None

@@ -66,3 +66,42 @@ def test_workflow_run_named_like_a_deploy_is_one() -> None:
     assert ev.kind == Kind.DEPLOY_SUCCEEDED
     assert ev.fingerprint == f"github:workflow:octo-org/octo-repo:{data['workflow_run']['id']}"
     assert source.normalise(p, headers, {"deploy_workflows": ["release"]}) == []
+
+
+def form_encoded(name: str, delivery: str) -> tuple[bytes, dict[str, str]]:
+    """A fixture as GitHub sends it with content type application/x-www-form-urlencoded."""
+    from urllib.parse import urlencode
+
+    from tests.conftest import GITHUB_SECRET
+
+    json_body, headers = fixture_request(name)
+    body = urlencode({"payload": json_body.decode()}).encode()
+    return body, {**headers, "Content-Type": "application/x-www-form-urlencoded", "X-GitHub-Delivery": delivery,
+                  "X-Hub-Signature-256": "sha256=" + sign_hex_hmac(GITHUB_SECRET, body)}
+
+
+async def test_form_encoded_delivery_is_accepted_and_normalised_from_the_record(client: TestClient,
+                                                                               redis: Any) -> None:
+    body, headers = form_encoded("github_deployment_status_failure.json", "form-1")
+    resp = await client.post("/webhooks/github", data=body, headers=headers)
+    assert resp.status == 202, await resp.text()
+    rec = await redis.hgetall(f"hub:ev:{(await resp.json())['event_id']}")
+    assert rec[b"body"] == body and rec[b"content_type"] == b"application/x-www-form-urlencoded"
+    (ev,) = source.normalise(source.parse(rec[b"body"], headers, rec[b"content_type"].decode()), headers, {})
+    assert (ev.kind, ev.fingerprint) == (Kind.DEPLOY_FAILED, "github:deploy:Codertocat/Hello-World:145988746")
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    (b"payload=%7Bnot-json", "malformed_json"),
+    (b"other=1", "malformed_form"),
+    (b"payload=\xff\xfe", "malformed_form"),
+])
+async def test_bad_form_bodies_are_400_and_not_stored(client: TestClient, redis: Any, body: bytes, code: str) -> None:
+    from tests.conftest import GITHUB_SECRET
+
+    resp = await client.post("/webhooks/github", data=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "X-GitHub-Event": "deployment_status",
+        "X-GitHub-Delivery": "form-bad", "X-Hub-Signature-256": "sha256=" + sign_hex_hmac(GITHUB_SECRET, body)})
+    assert resp.status == 400
+    assert (await resp.json())["error"] == code
+    assert await redis.keys("hub:ev:*") == []
