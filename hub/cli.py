@@ -75,11 +75,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     redis = None
     if not settings.redis_url:
-        from hub.embedded_redis import EmbeddedRedis
+        from hub.embedded_redis import EmbeddedRedis, running, socket_path, start_lock
 
-        redis = EmbeddedRedis(settings.hub_data_dir / "redis", port=args.redis_port, own_session=True).start()
-        env["REDIS_URL"] = redis.url
-        print(f"incident-hub: embedded Redis on {redis.url} (AOF in {redis.dir})", file=sys.stderr)
+        # One server per data dir: it also listens on the data dir's socket, where CLI
+        # commands in another terminal look for it (a second server would share the AOF).
+        with start_lock(settings.hub_data_dir):
+            url = running(settings.hub_data_dir)
+            if url is None:
+                redis = EmbeddedRedis(settings.hub_data_dir / "redis", port=args.redis_port, own_session=True,
+                                      unix_socket=socket_path(settings.hub_data_dir)).start()
+                url = redis.url
+                print(f"incident-hub: embedded Redis on {url} (AOF in {redis.dir})", file=sys.stderr)
+            else:
+                print(f"incident-hub: using the embedded Redis already running at {url}", file=sys.stderr)
+        env["REDIS_URL"] = url
     exe = [sys.executable, "-m", "hub"]
     children = [subprocess.Popen([*exe, "serve"], env=env)]
     children += [subprocess.Popen([*exe, "worker"], env=env) for _ in range(args.workers)]

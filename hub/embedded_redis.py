@@ -6,11 +6,13 @@ restart of Redis or of the whole hub.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -53,10 +55,12 @@ class EmbeddedRedis:
     """A redis-server child process bound to loopback (TCP port and a unix socket)."""
 
     def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True,
-                 extra_args: tuple[str, ...] = (), own_session: bool = False) -> None:
+                 extra_args: tuple[str, ...] = (), own_session: bool = False, unix_socket: Path | None = None) -> None:
         self.dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
+        #: Also listen here (`make run` does, so CLI commands in another terminal find it).
+        self.unix_socket = unix_socket
         self.extra_args = extra_args
         #: In its own session Redis does not get the terminal's Ctrl-C: its owner stops it last.
         self.own_session = own_session
@@ -71,7 +75,9 @@ class EmbeddedRedis:
             redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.dir), "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
-            "--daemonize", "no", "--loglevel", "warning", *self.extra_args,
+            "--daemonize", "no", "--loglevel", "warning",
+            *(("--unixsocket", str(self.unix_socket), "--unixsocketperm", "700") if self.unix_socket else ()),
+            *self.extra_args,
         ]
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
@@ -106,21 +112,40 @@ class EmbeddedRedis:
             self.proc.wait()
 
 
+def socket_path(data_dir: Path) -> Path:
+    """Where the embedded Redis of a data dir listens, whoever started it."""
+    return Path(data_dir).resolve() / "redis" / "redis.sock"
+
+
+def running(data_dir: Path) -> str | None:
+    """The URL of the embedded Redis already serving this data dir, if one is."""
+    sock = socket_path(data_dir)
+    return f"unix://{sock}" if _ping(unix=str(sock)) else None
+
+
+@contextlib.contextmanager
+def start_lock(data_dir: Path) -> Iterator[None]:
+    """Held while an embedded Redis is started: one data dir (one AOF) never gets two servers."""
+    redis_dir = Path(data_dir).resolve() / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    with open(redis_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_daemon(data_dir: Path) -> str:
     """A shared embedded Redis for standalone `serve`/`worker` processes; returns its URL.
 
     It listens on a unix socket under the data dir and outlives the process that started
     it (stop it with `redis-cli -s <socket> shutdown`); a lock keeps two processes from
-    starting two servers.
+    starting two servers. A `make run` already serving the data dir is used as it is.
     """
     redis_dir = Path(data_dir).resolve() / "redis"
-    redis_dir.mkdir(parents=True, exist_ok=True)
-    sock = redis_dir / "redis.sock"
+    sock = socket_path(data_dir)
     url = f"unix://{sock}"
     if _ping(unix=str(sock)):
         return url
-    with open(redis_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with start_lock(data_dir):
         if _ping(unix=str(sock)):
             return url
         subprocess.run([redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",

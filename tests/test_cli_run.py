@@ -1,0 +1,101 @@
+"""`incident-hub run` (what `make run` starts) and CLI commands run next to it share one Redis.
+
+The README's flow is `make run` in one terminal and `incident-hub events list` in another,
+both without REDIS_URL. The second must find the first's embedded Redis, not start its own
+server on the same data dir (two servers appending to one AOF), and Ctrl-C must leave no
+Redis behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from hub.embedded_redis import free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def redis_servers(data_dir: Path) -> list[int]:
+    """PIDs of redis-server processes serving `data_dir` (Redis works in its `--dir`; it
+    rewrites its own command line, so the working directory is what identifies it)."""
+    target = (data_dir / "redis").resolve()
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            name = (proc / "comm").read_text().strip()
+            cwd = Path(os.readlink(proc / "cwd"))
+        except OSError:
+            continue
+        if name.startswith("redis-server") and cwd == target:
+            out.append(int(proc.name))
+    return out
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+def test_cli_next_to_run_uses_its_redis_and_ctrl_c_leaves_none(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(HUB_DATA_DIR=str(data), HUB_PORT=str(port), HUB_HOST="127.0.0.1",
+               GITHUB_WEBHOOK_SECRET="It's a Secret to Everybody", HUB_LOG_LEVEL="WARNING")
+    run = subprocess.Popen([sys.executable, "-m", "hub", "run"], env=env, cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        assert len(redis_servers(data)) == 1
+
+        listed = subprocess.run([sys.executable, "-m", "hub", "events", "list"], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert f"unix://{(data / 'redis' / 'redis.sock').resolve()}" in listed.stderr
+        assert len(redis_servers(data)) == 1, "the CLI started a second Redis on the same data dir"
+    finally:
+        run.send_signal(signal.SIGINT)
+        output = run.communicate(timeout=60)[0].decode(errors="replace")
+    assert "stopped" in output, output
+    assert redis_servers(data) == []
+
+
+def test_run_after_a_cli_command_uses_the_redis_that_command_started(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(HUB_DATA_DIR=str(data), HUB_PORT=str(port), HUB_HOST="127.0.0.1",
+               GITHUB_WEBHOOK_SECRET="It's a Secret to Everybody", HUB_LOG_LEVEL="WARNING")
+    first = subprocess.run([sys.executable, "-m", "hub", "events", "list"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    (daemon,) = redis_servers(data)  # the CLI's shared daemon: it outlives the command by design
+    run = subprocess.Popen([sys.executable, "-m", "hub", "run"], env=env, cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        assert redis_servers(data) == [daemon]
+    finally:
+        run.send_signal(signal.SIGINT)
+        output = run.communicate(timeout=60)[0].decode(errors="replace")
+        still = redis_servers(data)
+        for pid in still:
+            os.kill(pid, signal.SIGTERM)
+    assert "using the embedded Redis already running" in output, output
+    assert still == [daemon]  # not stopped by `run`: it was not `run`'s to stop
