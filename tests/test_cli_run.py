@@ -52,12 +52,18 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise AssertionError(f"{url} did not answer within {timeout}s")
 
 
-def test_cli_next_to_run_uses_its_redis_and_ctrl_c_leaves_none(tmp_path: Path) -> None:
-    data = tmp_path / "var"
-    port = free_port()
+def hub_env(data: Path, port: int) -> dict[str, str]:
+    """The environment of a user with no REDIS_URL, the hub's data in `data`."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(HUB_DATA_DIR=str(data), HUB_PORT=str(port), HUB_HOST="127.0.0.1",
                GITHUB_WEBHOOK_SECRET="It's a Secret to Everybody", HUB_LOG_LEVEL="WARNING")
+    return env
+
+
+def test_cli_next_to_run_uses_its_redis_and_ctrl_c_leaves_none(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    port = free_port()
+    env = hub_env(data, port)
     run = subprocess.Popen([sys.executable, "-m", "hub", "run"], env=env, cwd=tmp_path,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -79,9 +85,7 @@ def test_cli_next_to_run_uses_its_redis_and_ctrl_c_leaves_none(tmp_path: Path) -
 def test_run_after_a_cli_command_uses_the_redis_that_command_started(tmp_path: Path) -> None:
     data = tmp_path / "var"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(HUB_DATA_DIR=str(data), HUB_PORT=str(port), HUB_HOST="127.0.0.1",
-               GITHUB_WEBHOOK_SECRET="It's a Secret to Everybody", HUB_LOG_LEVEL="WARNING")
+    env = hub_env(data, port)
     first = subprocess.run([sys.executable, "-m", "hub", "events", "list"], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
