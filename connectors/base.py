@@ -59,6 +59,30 @@ def is_json_content_type(ct: str) -> bool:
     return ct in JSON_TYPES or (ct.startswith("application/") and ct.endswith("+json"))
 
 
+def loads_json(data: bytes | str) -> Any:
+    """json.loads, with lone UTF-16 surrogates (`"\\ud83d"` escapes) replaced by U+FFFD.
+
+    JSON allows them and senders written in JavaScript produce them by cutting an emoji in
+    half; Python keeps them in str, where they cannot be encoded as UTF-8 and would fail
+    every later write of the event (keys, records, the outbound call).
+    """
+    value = json.loads(data)
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    if b"\\ud" in raw or b"\\uD" in raw:
+        return _no_surrogates(value)
+    return value
+
+
+def _no_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_no_surrogates(k): _no_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_surrogates(v) for v in value]
+    return value
+
+
 class InboundSource:
     """Base class for a webhook sender. Subclasses set the class vars and override hooks."""
 
@@ -87,7 +111,7 @@ class InboundSource:
 
     def decode(self, body: bytes, content_type: str) -> Any:
         try:
-            return json.loads(body)
+            return loads_json(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise BadPayload("malformed_json", f"body is not valid JSON: {e}") from None
 

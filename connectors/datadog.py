@@ -24,7 +24,6 @@ default SEV4), `service_tag` (tag key naming services, default `service`),
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -35,7 +34,7 @@ from pydantic import BaseModel, field_validator
 from connectors import _options
 from connectors._lenient import Lenient, Opt, Text, bounded, clip, parse_time, short_hash
 from connectors._severity import PRIORITY_MAP, SEV4, map_severity
-from connectors.base import BadPayload, InboundSource, is_json_content_type
+from connectors.base import BadPayload, InboundSource, is_json_content_type, loads_json
 from hub.events import Kind, Link, NormalisedEvent
 from hub.settings import Settings
 from hub.verify import bearer, first_credential, require_token
@@ -268,7 +267,7 @@ def _form_to_dict(pairs: list[tuple[str, str]]) -> dict[str, Any]:
         decoded: Any = value
         if value.startswith("{"):
             try:
-                decoded = json.loads(value)
+                decoded = loads_json(value)
             except ValueError:
                 decoded = value
         out[key] = decoded
