@@ -28,7 +28,9 @@ def hmac_sha256(key: bytes, msg: bytes) -> bytes:
 
 
 def _enc(s: str) -> bytes:
-    return s.encode("utf-8")
+    # surrogatepass: a header with bytes that are not UTF-8 (aiohttp keeps them as surrogate
+    # escapes) must compare unequal, not raise
+    return s.encode("utf-8", "surrogatepass")
 
 
 def check_hex_hmac(secrets: Iterable[str], message: bytes, candidates: Iterable[str]) -> bool:

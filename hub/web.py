@@ -105,6 +105,18 @@ async def receive_webhook(request: web.Request) -> web.Response:
     return response
 
 
+def text(value: str) -> str:
+    """`value` as text Redis can store: a header's bytes that are not UTF-8 (kept by aiohttp
+    as surrogate escapes) become U+FFFD, the same way on every retry."""
+    if value.isascii():
+        return value
+    try:
+        raw = value.encode("utf-8", "surrogateescape")  # the bytes as sent
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
 async def _accept(request: web.Request, src: InboundSource) -> tuple[web.Response, bool]:
     settings = request.app[SETTINGS]
     missing = src.missing_credentials(settings)
@@ -122,7 +134,7 @@ async def _accept(request: web.Request, src: InboundSource) -> tuple[web.Respons
                       f"Content-Type {content_type!r} is not accepted; send {src.accepted_content_types}")
     try:
         payload = src.parse_ingress(body, headers, content_type)
-        delivery_id = src.delivery_id(payload, headers, body)
+        delivery_id = text(src.delivery_id(payload, headers, body))
     except BadPayload as e:
         raise _Reject(400, e.code, e.detail) from None
     kept = {h: headers[h] for h in src.recorded_headers if h in headers}
