@@ -59,18 +59,44 @@ def is_json_content_type(ct: str) -> bool:
     return ct in JSON_TYPES or (ct.startswith("application/") and ct.endswith("+json"))
 
 
-def loads_json(data: bytes | str) -> Any:
-    """json.loads, with lone UTF-16 surrogates (`"\\ud83d"` escapes) replaced by U+FFFD.
+#: Deeper JSON is refused: real webhooks nest fewer than 15 levels, and Python's json (and
+#: everything that walks the value later) fails with RecursionError near 1,000.
+MAX_JSON_DEPTH = 100
 
-    JSON allows them and senders written in JavaScript produce them by cutting an emoji in
-    half; Python keeps them in str, where they cannot be encoded as UTF-8 and would fail
-    every later write of the event (keys, records, the outbound call).
+
+def loads_json(data: bytes | str) -> Any:
+    """json.loads for webhook bodies; ValueError for what the hub cannot safely hold.
+
+    - Nesting deeper than MAX_JSON_DEPTH is refused (it would be a 500 or a poison event).
+    - Lone UTF-16 surrogates (`"\\ud83d"` escapes) become U+FFFD: JSON allows them and
+      senders written in JavaScript produce them by cutting an emoji in half, but Python
+      keeps them in str, where they cannot be encoded as UTF-8 and would fail every later
+      write of the event (keys, records, the outbound call).
     """
-    value = json.loads(data)
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
     raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     if b"\\ud" in raw or b"\\uD" in raw:
         return _no_surrogates(value)
     return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
 
 
 def _no_surrogates(value: Any) -> Any:
