@@ -120,6 +120,9 @@ class Batch:
     def hget(self, name: str, key: str) -> None:
         self._op("HGET", name, key)
 
+    def hdel(self, name: str, *keys: str) -> None:
+        self._op("HDEL", name, *keys)
+
     def expire(self, name: str, seconds: int) -> None:
         self._expires[self._key(name)] = _text(int(seconds))
         self._ops.append(["", 0])  # keeps reply positions; replaced by None

@@ -300,10 +300,13 @@ class IncidentStore:
         return [json.loads(x) for x in await self.redis.lrange(PREFIX + key + ":timeline", 0, -1)]
 
     async def note(self, key: str, entry: dict[str, Any]) -> None:
-        async with self.redis.pipeline(transaction=False) as p:
-            p.rpush(PREFIX + key + ":timeline", _encode({"at": now_ms(), **entry}))
-            p.expire(PREFIX + key + ":timeline", self.retention)
-            await p.execute()
+        p = Batch()
+        self.note_into(p, key, entry)
+        await p.execute(self.redis)
+
+    def note_into(self, p: Batch, key: str, entry: dict[str, Any]) -> None:
+        p.rpush(PREFIX + key + ":timeline", _encode({"at": now_ms(), **entry}))
+        p.expire(PREFIX + key + ":timeline", self.retention)
 
     async def acknowledge(self, key: str, by: str = "operator") -> bool:
         """An operator's ack (stops escalation). False when unknown or already acknowledged."""
@@ -369,6 +372,10 @@ class IncidentStore:
 
     async def remove_timer(self, key: str, timer_id: str) -> bool:
         return bool(await self.redis.hdel(PREFIX + key + ":timers", timer_id))
+
+    @staticmethod
+    def remove_timer_into(p: Batch, key: str, timer_id: str) -> None:
+        p.hdel(PREFIX + key + ":timers", timer_id)
 
     # -- locking -------------------------------------------------------------------------------
 

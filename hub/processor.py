@@ -683,15 +683,19 @@ class Processor:
 
     async def _drop(self, key: str | None, timer_id: str, why: str | None, *, fired: bool = False,
                     event_id: str | None = None) -> None:
+        """Unlist the timer and say so on the timelines, in one atomic write (a worker stopped
+        in between would otherwise leave it unlisted with no line saying it fired)."""
+        p = Batch()
         if key:
-            await self.incidents.remove_timer(key, timer_id)
+            self.incidents.remove_timer_into(p, key, timer_id)
             entry = {"type": "timer_fired" if fired else "timer_dropped", "timer": timer_id}
             if why:
                 entry["reason"] = why
-            await self.incidents.note(key, entry)
+            self.incidents.note_into(p, key, entry)
         if event_id:
-            await self.store.add_timeline(event_id, {"type": "timer", "timer": timer_id,
-                                                     "state": "fired" if fired else "dropped"})
+            self.store.add_timeline_into(p, event_id, {"type": "timer", "timer": timer_id,
+                                                       "state": "fired" if fired else "dropped"})
+        await p.execute(self.store.redis)
 
     async def _finish(self, rec: dict[str, Any], final: str, note: dict[str, Any], old: str | None = None, *,
                       entered: Entered | None = None, pending: Batch | None = None) -> None:

@@ -235,10 +235,13 @@ class Store:
         p.rpush(timeline_key(event_id), dumps({"at": ms, "type": "parsed", "events": len(events), "kinds": kinds}))
 
     async def add_timeline(self, event_id: str, entry: dict[str, Any]) -> None:
-        async with self.redis.pipeline(transaction=False) as p:
-            p.rpush(timeline_key(event_id), dumps({"at": now_ms(), **entry}))
-            p.expire(timeline_key(event_id), self.retention)
-            await p.execute()
+        p = Batch()
+        self.add_timeline_into(p, event_id, entry)
+        await p.execute(self.redis)
+
+    def add_timeline_into(self, p: Batch, event_id: str, entry: dict[str, Any]) -> None:
+        p.rpush(timeline_key(event_id), dumps({"at": now_ms(), **entry}))
+        p.expire(timeline_key(event_id), self.retention)
 
     async def save_action(self, event_id: str, record: dict[str, Any], timeline: dict[str, Any] | None = None,
                           also: Callable[[Any], None] | None = None) -> None:
