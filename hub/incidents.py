@@ -149,8 +149,6 @@ def duration_ms(state: dict[str, Any] | None) -> int | None:
     return max(0, int(end) - int(state["declared_at"]))
 
 
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
 # An event's way in, in one round trip: resolve its incident names (key, else alias, else
 # none for a page), take every incident's lock (all or none), count the run, and read what
 # the run needs. Key names are built here from the names (Redis Cluster is not supported).
@@ -187,17 +185,6 @@ for i, k in ipairs(locks) do incidents[i] = redis.call('HGETALL', 'hub:incident:
 return {1, resolved, locks, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), incidents}
 """
 
-# Set fields of an existing record and add a timeline line, in one round trip.
-# KEYS: record, timeline. ARGV: entry, retention s, then field/value pairs.
-_UPDATE_NOTED = """
-if #ARGV > 2 and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return 1
-"""
-
 
 #: json.dumps(v, default=str), byte for byte, without building an encoder per call.
 _encode = json.JSONEncoder(default=str).encode
@@ -232,9 +219,7 @@ class IncidentStore:
     def __init__(self, redis: Redis, retention_s: float) -> None:
         self.redis = redis
         self.retention = int(retention_s)
-        self._release = redis.register_script(_RELEASE)
         self._enter = redis.register_script(_ENTER)
-        self._update_noted = redis.register_script(_UPDATE_NOTED)
 
     # -- the record ----------------------------------------------------------------------------
 
@@ -281,20 +266,13 @@ class IncidentStore:
             return
         await self.redis.hset(PREFIX + key, mapping={k: _encode(v) for k, v in fields.items()})
 
-    async def update_noted(self, key: str, fields: dict[str, Any], entry: dict[str, Any]) -> None:
-        """`update` (only an existing record) and `note`, in one round trip."""
-        await self._update_noted(keys=[PREFIX + key, PREFIX + key + ":timeline"], args=self._noted_args(fields, entry))
-
     def update_noted_into(self, p: Batch, key: str, fields: dict[str, Any], entry: dict[str, Any]) -> None:
-        """Queue `update_noted` on a batch."""
-        entry_json, ttl, *pairs = self._noted_args(fields, entry)
-        p.update_noted(PREFIX + key, PREFIX + key + ":timeline", entry_json, ttl, pairs)
-
-    def _noted_args(self, fields: dict[str, Any], entry: dict[str, Any]) -> list[Any]:
-        argv: list[Any] = [_encode({"at": now_ms(), **entry}), self.retention]
+        """Queue on a batch: set `fields` if the record exists (`update`), and `note` the entry."""
+        pairs: list[Any] = []
         for k, v in fields.items():
-            argv += [k, _encode(v)]
-        return argv
+            pairs += [k, _encode(v)]
+        p.update_noted(PREFIX + key, PREFIX + key + ":timeline", _encode({"at": now_ms(), **entry}), self.retention,
+                       pairs)
 
     async def timeline(self, key: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in await self.redis.lrange(PREFIX + key + ":timeline", 0, -1)]
@@ -392,18 +370,24 @@ class IncidentStore:
         return token
 
     async def unlock(self, keys: Iterable[str], token: str) -> None:
-        for key in keys:
-            await self._release(keys=[PREFIX + key + ":lock"], args=[token])
+        """Release the locks that still hold `token`, in one round trip."""
+        p = Batch()
+        self.release_into(p, keys, token)
+        await p.execute(self.redis)
 
     @staticmethod
-    def unlock_into(p: Batch, entered: Entered) -> None:
-        """Queue the release of `entered`'s locks on a pipeline (it then shares that transaction).
+    def release_into(p: Batch, keys: Iterable[str], token: str) -> None:
+        for key in keys:
+            p.release(PREFIX + key + ":lock", token)
 
-        The caller sets `entered.released` once the transaction ran; until then the run's
-        own `finally` still releases them.
+    @classmethod
+    def unlock_into(cls, p: Batch, entered: Entered) -> None:
+        """Queue the release of `entered`'s locks on a batch (it then shares that atomic write).
+
+        The caller sets `entered.released` once the batch ran; until then the run's own
+        `finally` still releases them.
         """
-        for key in entered.lock_keys:
-            p.release(PREFIX + key + ":lock", entered.token)
+        cls.release_into(p, entered.lock_keys, entered.token)
 
     async def enter(self, event_key: str, actions_key: str, names: list[str | None], pages: list[bool],
                     lease_s: float, *, resolve: bool) -> Entered:
