@@ -229,7 +229,7 @@ class Processor:
             known[key] = {**(known.get(key) or {}), **after}
         existing = self.store.decode_actions(entered.actions)
         pending = Batch()  # action records that ride along with the run's last write
-        results, wait = await self.execute(rec, steps, existing, force=force, known=known, pending=pending)
+        results, wait = await self.execute(rec, steps, existing, pending, force=force, known=known)
         if wait is not None:
             pending.hset(ev_key(event_id), "runs", 0)
             pending.zadd(PENDING, {event_id: now_ms()}, xx=True)
@@ -308,24 +308,18 @@ class Processor:
         return kept
 
     async def execute(self, rec: dict[str, Any], steps: list[PlannedStep], existing: dict[str, dict[str, Any]],
-                      *, force: bool = False, fire: bool = False,
-                      known: Mapping[str, dict[str, Any] | None] | None = None, pending: Batch | None = None
+                      pending: Batch, *, force: bool = False, fire: bool = False,
+                      known: Mapping[str, dict[str, Any] | None] | None = None
                       ) -> tuple[list[dict[str, Any]], float | None]:
         """Run immediate steps in order (and delayed ones when `fire`); schedule the other delayed ones.
 
         `known`: incident records the caller has just read or written under their locks.
         `pending`: where records that may wait for the caller's next write are queued (see
-        `ActionRunner.run`); without one they are written before this returns.
+        `ActionRunner.run`); the caller sends it.
 
         Returns the records of the actions that ran or were decided now, and seconds until
         the next retry when some are still retrying (None when all are final).
         """
-        if pending is None:
-            own = Batch()
-            try:
-                return await self.execute(rec, steps, existing, force=force, fire=fire, known=known, pending=own)
-            finally:
-                await own.flush(self.store.redis)
         event_id = rec["id"]
         results: list[dict[str, Any]] = []
         done: dict[tuple[str, int], dict[str, Any]] = {}  # (workflow, event index) → steps view
@@ -653,7 +647,11 @@ class Processor:
             record = existing.get(s.id)
             if record and record["state"] == "pending" and not record.get("attempts"):
                 record["round_started_at"] = now
-        results, wait = await self.execute(rec, steps, existing, fire=True)
+        pending = Batch()
+        try:
+            results, wait = await self.execute(rec, steps, existing, pending, fire=True)
+        finally:
+            await pending.flush(self.store.redis)
         if wait is not None:
             return "retrying", wait
         await self._drop(key, timer_id, None, fired=True, event_id=event_id)
