@@ -2,8 +2,9 @@
 
 Flow: load the page, enter the token, filter to dead events, open one, replay its dead
 letter from the dead-letter list, and watch it turn done — with a real worker and a fake
-Slack that refused once and has recovered. Skipped, saying why, when no browser can run
-(`scripts/ensure-browser.sh` installs chromium for `make test` when it can).
+Slack that refused once and has recovered. `scripts/ensure-browser.sh` installs chromium for
+`make test`. Under CI (`CI` set) a missing or broken browser FAILS this test, saying why, so CI
+can never pass without opening the page; on a developer machine it is skipped, saying why.
 """
 
 from __future__ import annotations
@@ -26,20 +27,28 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
+def _unavailable(why: str) -> None:
+    """No browser here: a failure under CI (where one must run), a skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the admin page in a browser, but {why}", pytrace=False)
+    pytest.skip(why)
+
+
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     try:
         from playwright.async_api import async_playwright
     except ImportError:
-        pytest.skip("playwright is not installed (pip install -e '.[test]')")
+        _unavailable("playwright is not installed (make test installs it from requirements-test.lock)")
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no browser at {CHROMIUM}: run scripts/ensure-browser.sh (apt-get install chromium) as root")
+        _unavailable(f"there is no browser at {CHROMIUM}: run scripts/ensure-browser.sh "
+                     "(apt-get install chromium) as root")
     pw = await async_playwright().start()  # the page's CSP forbids eval: waits use locators, not JS strings
     try:
         try:
             b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True, timeout=30_000)
-        except Exception as e:  # a browser that cannot start here is an environment problem, not a failure
-            pytest.skip(f"chromium at {CHROMIUM} did not start: {type(e).__name__}: {str(e)[:300]}")
+        except Exception as e:  # an environment problem: a failure under CI, a skip elsewhere
+            _unavailable(f"chromium at {CHROMIUM} did not start: {type(e).__name__}: {str(e)[:300]}")
         yield b
         await b.close()
     finally:
