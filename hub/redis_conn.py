@@ -12,6 +12,9 @@ from urllib.parse import unquote, urlsplit
 
 from arq.connections import ArqRedis
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 #: Short timeouts: the ingress must answer 503 quickly when Redis is away, not hang.
 SOCKET_TIMEOUT = 5.0
@@ -31,6 +34,14 @@ def _json_jobs(client: ArqRedis) -> ArqRedis:
     client.job_serializer = json_dumps
     client.job_deserializer = json_loads
     return client
+
+
+def connection_lost(e: WatchError) -> bool:
+    """Whether a WatchError is an outage in disguise: redis-py raises it while handling the
+    ConnectionError (or timeout) of a connection lost under WATCH, not for a watched key
+    that changed. Decided by the exception it was raised from, never by its wording."""
+    cause = e.__cause__ or e.__context__
+    return isinstance(cause, RedisConnectionError | RedisTimeoutError | ConnectionError | TimeoutError | OSError)
 
 
 def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT, max_connections: int | None = None) -> ArqRedis:

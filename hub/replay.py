@@ -37,6 +37,7 @@ from redis.exceptions import WatchError
 
 from hub import audit, metrics
 from hub.queries import EventFilter, list_events, split_dead_id
+from hub.redis_conn import connection_lost
 from hub.settings import Settings
 from hub.store import (
     ARQ_JOB_EXPIRES_MS,
@@ -185,7 +186,7 @@ async def replay_event(store: Store, event_id: str, *, force: bool = False, by: 
             result = await _replay_once(store, redis, event_id, key, akey, job_key, force, by, job)
             break
         except WatchError as e:
-            if "ConnectionError" in str(e):  # redis-py's wording for a connection lost under WATCH
+            if connection_lost(e):  # a connection lost under WATCH: Redis unavailable, not a conflict
                 raise RedisConnectionError(str(e)) from e
             await asyncio.sleep(0.005)
     else:

@@ -111,7 +111,16 @@ def arq_job(function: str, args: list[Any], enqueue_ms: int, job_try: int | None
 _INGEST_LUA = """
 local prev = redis.call('GET', KEYS[1])
 if prev then return prev end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+-- Only a script's first write can be refused for memory (Redis lets a script that has written
+-- finish). That refusal goes back as a plain OOM error reply, not wrapped as a script error as
+-- Redis 6 wraps a failed redis.call, so the client raises OutOfMemoryError on every version.
+local first = redis.pcall('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if type(first) == 'table' and first.err then
+  if string.find(first.err, 'OOM command not allowed', 1, true) then
+    return redis.error_reply("OOM command not allowed when used memory > 'maxmemory'.")
+  end
+  return redis.error_reply(first.err)
+end
 redis.call('HSET', KEYS[2], 'source', ARGV[8], 'state', 'accepted', 'received_at', ARGV[4],
            'updated_at', ARGV[4], 'delivery_id', ARGV[9], 'content_type', ARGV[10], 'headers', ARGV[11],
            'verified', ARGV[12], 'size', ARGV[13], 'body', ARGV[14])

@@ -92,11 +92,10 @@ async def receive_webhook(request: web.Request) -> web.Response:
         metrics.WEBHOOKS_REJECTED.labels(name, "redis_unavailable").inc()
         return error(503, "unavailable", "event store unreachable; nothing was recorded, retry later",
                      headers={"Retry-After": RETRY_AFTER_S})
-    except redis_errors.ResponseError as e:
+    except redis_errors.OutOfMemoryError:
         # Redis at maxmemory (noeviction) refuses the ingest script's first write: nothing was
-        # recorded, exactly as when it is unreachable. Any other script error stays a bug (500).
-        if "OOM" not in str(e):
-            raise
+        # recorded, exactly as when it is unreachable. redis-py maps the server's OOM error reply
+        # to this class; any other script error stays a bug (500).
         metrics.WEBHOOKS_REJECTED.labels(name, "redis_full").inc()
         return error(503, "unavailable", "event store is full (Redis maxmemory); nothing was recorded, retry later",
                      headers={"Retry-After": RETRY_AFTER_S})
