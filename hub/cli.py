@@ -49,10 +49,12 @@ def _logging() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from hub import loop
     from hub.web import create_app
 
     settings = with_redis(_settings())
     _logging()
+    loop.install()
     host = args.host or settings.hub_host
     port = args.port or settings.hub_port
     web.run_app(create_app(settings), host=host, port=port, access_log=None,
@@ -61,10 +63,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from hub import loop
     from hub.worker import run_worker
 
     settings = with_redis(_settings())
     _logging()
+    loop.install()
     run_worker(settings)
     return 0
 
