@@ -127,7 +127,9 @@ class Jira(Connector):
         return f"jira not configured ({', '.join(missing)})" if missing else None
 
     def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
-        return [self.settings.jira_api_token] if self.settings.jira_api_token else []
+        """The token, and the Basic-auth pair it travels in (scrubbed in its base64 form too)."""
+        token = self.settings.jira_api_token
+        return [token, f"{self.settings.jira_email or ''}:{token}"] if token else []
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"jira:{self.settings.jira_email}@{self.settings.jira_url}"
