@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     hub_retention: float = 14 * 86400
     hub_timestamp_tolerance: float = 300
     hub_body_timeout: float = 15
+    hub_header_timeout: float = 10
     hub_sweep_grace: float = 120
     hub_job_timeout: float = 60
     hub_max_event_runs: int = Field(8, ge=1)
@@ -129,7 +130,7 @@ class Settings(BaseSettings):
         return v
 
     @field_validator("hub_dedup_window", "hub_retention", "hub_timestamp_tolerance", "hub_sweep_grace",
-                     "hub_body_timeout",
+                     "hub_body_timeout", "hub_header_timeout",
                      "hub_job_timeout", mode="before")
     @classmethod
     def _duration(cls, v: object) -> float:
