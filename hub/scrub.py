@@ -31,9 +31,11 @@ MASK = "***"
 _AUTH_HEADER = re.compile(
     r"""(?P<name>\b(?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?P<scheme>[A-Za-z][\w.-]*\s+)?"""
     r"""(?P<cred>[^\s"',;}\]]+)""", re.I)
-#: A bare `Scheme credential` pair outside a header (e.g. inside a library's error text).
-_SCHEME_CRED = re.compile(r"\b(?P<scheme>Basic|Bearer|Token|GenieKey|OAuth|Digest|ApiKey|Key|SSWS|Splunk)\s+"
-                          r"(?P<cred>[A-Za-z0-9._~+/=-]{8,})", re.I)
+#: A bare `Scheme credential` pair outside a header (e.g. inside a library's error text). The
+#: credential must look like one (8+ token characters, a digit or one of `+/=` among them), so
+#: prose such as "Basic authentication is deprecated" stays readable.
+_SCHEME_CRED = re.compile(r"\b(?P<scheme>Basic|Bearer|Token|GenieKey|OAuth|Digest|ApiKey|SSWS|Splunk)\s+"
+                          r"(?P<cred>(?=[A-Za-z._~-]*[0-9+/=])[A-Za-z0-9._~+/=-]{8,})", re.I)
 #: Fields named like a credential: `X-Api-Key: …`, `"api_key": "…"`, `token=…`, `password: …`.
 _KEY_FIELD = re.compile(
     r"""(?P<name>\b(?:x-)?(?:api[-_]?key|apikey|api[-_]?token|access[-_]?token|auth[-_]?token|private[-_]?token|"""
