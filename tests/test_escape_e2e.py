@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from hub.cli import main
-from tests.conftest import FIXTURES, GITHUB_SECRET, fixture_request
-from tests.test_workflows_e2e import Hub, Upstreams, incident_payload
+from tests.conftest import FIXTURES, GITHUB_SECRET, fixture_request, wait_for
+from tests.test_workflows_e2e import INCIDENT_KEY, RULES, Hub, Upstreams, incident_payload
 
 HOSTILE_NAME = ("<!channel> <!here> <!everyone> <@U123> <https://evil.example|click> & "
                 "[~accountid:5b10a2844c20165700ede21g] [click|https://evil] !https://evil/pixel.png! "
@@ -69,6 +69,24 @@ async def test_hostile_incident_name_reaches_slack_and_statuspage_as_text(redis_
     for field in ("name", "body"):
         assert "<" not in sent[field] and ">" not in sent[field] and "\x1b" not in sent[field], sent[field]
     assert "bold" in sent["name"] and "ongoing" in sent["body"]
+
+
+async def test_escalation_keeps_the_operators_mention_but_not_the_payloads(redis_url, redis, upstreams,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/data/rules/escalation.yaml: `{{ team.manager.slack }} {{ incident.title }} …` after 2 s."""
+    monkeypatch.setenv("PD_KEY_L2", "L2KEY00000000000000000000000000A")
+    upstreams.seed_incident()
+    data = incident_payload("incident_created_v2", severity="Critical")
+    data["public_incident.incident_created_v2"]["name"] = "<!channel> db down <@U999>"
+    async with Hub(upstreams.settings(redis_url, hub_config=RULES / "escalation.yaml"), redis) as hub:
+        await hub.send("incidentio", data)
+
+        async def escalated() -> Any:
+            return upstreams.slack.requests and not await hub.incidents.timers(INCIDENT_KEY)
+        await wait_for(escalated, timeout=10)
+    (notice,) = [r.json() for r in upstreams.slack.requests]
+    assert notice["text"] == ("<@U024BE7LH> INC-1482: &lt;!channel&gt; db down &lt;@U999&gt; not acknowledged: "
+                              "paging payments secondary")
 
 
 async def test_hostile_github_ref_reaches_slack_as_text(redis_url, redis, upstreams) -> None:
