@@ -302,6 +302,11 @@ class Connector:
     #: the event's next write instead of on its own. Anything else (a Slack message, a
     #: note) is recorded before the hub does anything more.
     repeat_safe: ClassVar[frozenset[str]] = frozenset()
+    #: {action: {param: format}}: parameters that the outside system renders as markup. The
+    #: templating escapes values interpolated into them for that format (a hub.escape
+    #: FORMATS name), so payload text cannot become markup while the operator's literal
+    #: text in hub.yaml stays as written.
+    markup: ClassVar[dict[str, dict[str, str]]] = {}
 
     def __init__(self, settings: Settings, http: aiohttp.ClientSession, redis: Redis) -> None:
         self.settings = settings

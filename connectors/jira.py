@@ -8,6 +8,12 @@ hub's apply, and `JIRAError.status_code` is classified with the same rule as HTT
 `project` and `issuetype` are passed as dicts, so creating an issue is one `POST
 /rest/api/2/issue` (no project or issue-type lookups, no prefetch).
 
+Escaping: `description` and a comment's `body` are wiki markup (`Jira.markup`): values
+interpolated into them are escaped when rendered (hub.escape.jira_wiki), so a payload
+cannot mention anyone, link, embed an image or open a macro; the operator's literal markup
+is kept. The summary is a plain-text field (Jira shows it as written), so it is sent as
+text, control characters removed.
+
 Idempotency: Jira has no idempotency key. Each created issue carries the label
 `incident-hub-<hash of key>` and the ledger (`connectors._ledger`) maps key → issue key,
 written before success is recorded. Before creating, an intent is marked; if an attempt may
@@ -44,6 +50,7 @@ from urllib3.exceptions import NewConnectionError
 
 from connectors._ledger import CreationLedger
 from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy, classify_status, stable_ref
+from hub.escape import terminal
 from hub.settings import parse_duration
 
 SUMMARY_MAX = 255
@@ -104,6 +111,7 @@ class Jira(Connector):
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=300.0, deadline=24 * 3600)
     timeout = 15.0
     attempt_timeout = 60.0
+    markup = {"create_issue": {"description": "jira_wiki"}, "comment": {"body": "jira_wiki"}}
     #: Seconds Jira's search index may take to show a new issue.
     index_grace: float = 15.0
 
@@ -119,7 +127,9 @@ class Jira(Connector):
         return f"jira not configured ({', '.join(missing)})" if missing else None
 
     def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
-        return [self.settings.jira_api_token] if self.settings.jira_api_token else []
+        """The token, and the Basic-auth pair it travels in (scrubbed in its base64 form too)."""
+        token = self.settings.jira_api_token
+        return [token, f"{self.settings.jira_email or ''}:{token}"] if token else []
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"jira:{self.settings.jira_email}@{self.settings.jira_url}"
@@ -170,7 +180,7 @@ class Jira(Connector):
         p = call.params
         key = self._key(call)
         project = p.get("project") or self.settings.jira_project
-        summary = " ".join(str(p.get("summary") or p.get("title") or "").split())[:SUMMARY_MAX]
+        summary = " ".join(terminal(str(p.get("summary") or p.get("title") or "")).split())[:SUMMARY_MAX]
         if not project or not summary:
             return Outcome("permanent", detail="jira create_issue needs a summary and a project (param or "
                                                "JIRA_PROJECT)")

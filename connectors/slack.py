@@ -1,5 +1,10 @@
 """Slack incoming webhook: action `notify`.
 
+Escaping: `text`, `title` and `summary` are mrkdwn (`Slack.markup`): values interpolated
+into them are escaped when rendered (hub.escape.slack_mrkdwn), the operator's literal text
+is kept. Everything else is data and escaped here: link texts and URLs (only http(s) URLs
+become links), ids, severity.
+
 Idempotency: Slack does not deduplicate messages. The runner records a success before the
 job returns and never re-sends a recorded success on retry or replay (unless forced); the
 remaining window (crash between Slack's 200 and the record) can at worst repeat one message.
@@ -11,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy
+from hub.escape import slack_link, slack_mrkdwn
 
 SEVERITY_EMOJI = {"SEV1": ":red_circle:", "SEV2": ":large_orange_circle:", "SEV3": ":large_yellow_circle:",
                   "SEV4": ":white_circle:"}
@@ -20,13 +26,14 @@ def build_message(params: dict[str, Any]) -> dict[str, Any]:
     """Text plus blocks: a header line, the summary, then links and ids as context."""
     text = str(params.get("text") or params.get("title") or "incident-hub notification")
     severity = params.get("severity")
-    head = f"{SEVERITY_EMOJI.get(str(severity), '')} *{severity}* {text}".strip() if severity else text
+    head = (f"{SEVERITY_EMOJI.get(str(severity), '')} *{slack_mrkdwn(str(severity))}* {text}".strip()
+            if severity else text)
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": head[:3000]}}]
     if params.get("summary"):
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": str(params["summary"])[:3000]}})
-    context = [f"<{link['href']}|{link.get('text') or link['href']}>" for link in params.get("links") or []
+    context = [slack_link(str(link["href"]), str(link.get("text") or "") or None) for link in params.get("links") or []
                if isinstance(link, dict) and link.get("href")]
-    context += [f"{k}: `{v}`" for k, v in (params.get("ids") or {}).items() if v]
+    context += [f"{slack_mrkdwn(str(k))}: `{slack_mrkdwn(str(v))}`" for k, v in (params.get("ids") or {}).items() if v]
     if context:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": c[:300]} for c in context[:10]]})
     return {"text": head[:3000], "blocks": blocks}
@@ -36,6 +43,7 @@ class Slack(Connector):
     name = "slack"
     default_rate_limit = "1/s"
     retry_policy = RetryPolicy(max_attempts=6, base_delay=1.0, max_delay=120.0, deadline=6 * 3600)
+    markup = {"notify": {"text": "slack_mrkdwn", "title": "slack_mrkdwn", "summary": "slack_mrkdwn"}}
 
     def missing_config(self, params: Mapping[str, Any] | None = None) -> str | None:
         if self.settings.slack_webhook_url or (params or {}).get("webhook_url"):

@@ -25,6 +25,10 @@ Params:
 - `resolve`: key (or incident_id), body; every component the incident touched goes back to
   `operational`. Skipped when no incident is open for the key.
 
+Escaping: the page is public and shows plain text, so every `name` and `body` (payload
+text and the operator's alike) goes through hub.escape.statuspage_text: no HTML tags, no
+`<!channel>`-style constructs, no control characters.
+
 Result keys (all actions): `statuspage_incident_id`.
 """
 
@@ -37,6 +41,7 @@ from urllib.parse import quote
 
 from connectors._ledger import CreationLedger
 from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy, stable_ref
+from hub.escape import statuspage_text
 
 NAME_MAX = 255
 BODY_MAX = 25000
@@ -59,9 +64,9 @@ def _incident_fields(p: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {opt: p[opt] for opt in ("status", "impact_override", "deliver_notifications")
                               if p.get(opt) is not None}
     if p.get("name"):
-        fields["name"] = str(p["name"])[:NAME_MAX]
+        fields["name"] = statuspage_text(str(p["name"]))[:NAME_MAX]
     if p.get("body"):
-        fields["body"] = str(p["body"])[:BODY_MAX]
+        fields["body"] = statuspage_text(str(p["body"]))[:BODY_MAX]
     ids, statuses = _components(p)
     if ids:
         fields["component_ids"] = ids
@@ -151,7 +156,7 @@ class Statuspage(Connector):
     async def open(self, call: ActionCall) -> Outcome:
         p = call.params
         key = self._key(call)
-        name = str(p.get("name") or p.get("title") or "").strip()[:NAME_MAX]
+        name = statuspage_text(str(p.get("name") or p.get("title") or "")).strip()[:NAME_MAX]
         if not name:
             return Outcome("permanent", detail="statuspage open needs a name")
         ledger = self.ledger
@@ -256,7 +261,8 @@ class Statuspage(Connector):
                 return Outcome("succeeded", outcome.status, detail="already resolved",
                                result=self._result(incident_id))
         touched = list(dict.fromkeys([*(record or {}).get("components", []), *_components(p)[0]]))
-        fields: dict[str, Any] = {"status": "resolved", "body": str(p.get("body") or RESOLVED_BODY)[:BODY_MAX]}
+        fields: dict[str, Any] = {"status": "resolved",
+                                  "body": statuspage_text(str(p.get("body") or RESOLVED_BODY))[:BODY_MAX]}
         if touched:
             fields["component_ids"] = touched
             fields["components"] = {cid: "operational" for cid in touched}

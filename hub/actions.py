@@ -17,7 +17,8 @@ to attempt lives here, identically for every connector:
 - once any attempt was ambiguous (it may have reached the outside system), every later
   attempt is told so, and creations look before they create again;
 - secrets are scrubbed from everything recorded: params by name, errors and responses by
-  value.
+  value and by kind (hub.scrub: Authorization credentials of any scheme, API-key fields,
+  URL credentials, whatever their length).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from connectors.base import RESPONSE_KEEP, ActionCall, ActionFn, Connector, Outc
 from hub import metrics
 from hub.batch import Batch
 from hub.ratelimit import RateLimiter
+from hub.scrub import scrub
 from hub.store import ACTION_FINAL, Store, now_ms
 
 log = logging.getLogger("hub.actions")
@@ -63,13 +65,6 @@ def _redact_value(v: Any) -> Any:
     if isinstance(v, list | tuple):
         return [_redact_value(x) for x in v]
     return v
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """`text` with every secret value (of a useful length) replaced by ***."""
-    for s in sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True):
-        text = text.replace(s, "***")
-    return text
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """Operators' admin API under /admin (Bearer HUB_ADMIN_TOKEN), and the /admin HTML page.
 
 Auth: ``HUB_ADMIN_TOKEN`` is a comma-separated list (rotation); an entry may be
-``name:token`` so the audit log can say who acted. Unset → every API call answers 503
-``admin_disabled``; no header → 401; a wrong token → 403. Tokens are compared in constant
-time against every configured entry. The HTML page and the OpenAPI document are public:
-they hold no data; everything the page shows comes from the token-protected API.
+``name:token`` so the audit log can say who acted (an entry with ``:`` is always
+``name:token``; settings refuse any other entry with ``:``). Unset → every API call answers
+503 ``admin_disabled``; no header → 401; a wrong token → 403. Tokens are compared in
+constant time, as HMAC digests (length-independent), against every configured entry. The
+HTML page and the OpenAPI document are public: they hold no data; everything the page shows
+comes from the token-protected API.
 
 Handlers only parse, call `hub.queries` / `hub.replay`, and shape JSON: bad input is a 400
 with ``{"error", "detail"}``, never a 5xx.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import re
 import secrets
@@ -56,6 +57,7 @@ from hub.replay import (
 )
 from hub.settings import Settings
 from hub.store import ARQ_QUEUE, DEAD, PENDING, STATES, Store, state_idx
+from hub.verify import tokens_equal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BULK_TASKS = web.AppKey("admin_bulk_tasks", set)
@@ -97,7 +99,7 @@ def authenticate(settings: Settings, authorization: str | None) -> str | web.Res
     presented = cred.strip().encode()
     who = ""
     for name, token in tokens:  # no early exit: the time taken does not depend on which entry matches
-        if hmac.compare_digest(token, presented) and not who:
+        if tokens_equal(token, presented) and not who:
             who = name
     if not who:
         return error(403, "bad_token", "the admin token is not valid (HUB_ADMIN_TOKEN)")

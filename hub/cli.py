@@ -47,9 +47,8 @@ def _logging() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from hub import loop
+    from hub.serving import serve
     from hub.web import create_app
 
     settings = with_redis(_settings())
@@ -57,8 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     loop.install()
     host = args.host or settings.hub_host
     port = args.port or settings.hub_port
-    web.run_app(create_app(settings), host=host, port=port, access_log=None,
-                print=lambda _: print(f"incident-hub: serving on http://{host}:{port}", file=sys.stderr))
+    serve(create_app(settings), host, port, header_timeout=settings.hub_header_timeout,
+          on_ready=lambda: print(f"incident-hub: serving on http://{host}:{port}", file=sys.stderr))
     return 0
 
 

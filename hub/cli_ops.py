@@ -14,17 +14,33 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.segment import Segment
 
+from hub.escape import terminal
 from hub.settings import Settings, SettingsError, load_settings
 from hub.store import Store
 
 T = TypeVar("T")
 
 
+class SafeConsole(Console):
+    """A Console whose text never carries control characters of its own.
+
+    Stored text (titles, errors, responses) comes from payloads and outside systems: an ESC
+    sequence in it could rewrite the screen or the clipboard (OSC 52). Every text segment is
+    passed through hub.escape.terminal here, in one place; the styles rich adds itself are
+    applied after. (Rich markup in stored text is escaped where it is printed.)
+    """
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Any:
+        for seg in super().render(renderable, options):
+            yield seg if seg.control else Segment(terminal(seg.text), seg.style)
+
+
 def console() -> Console:
     """Rich output on stdout; plain (no colour codes) when stdout is not a terminal."""
-    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    return SafeConsole(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
 
 def settings_or_exit() -> Settings:

@@ -14,6 +14,9 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: `name:token` entries of HUB_ADMIN_TOKEN: the name the audit log records (hub.admin).
+ADMIN_TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
 SecretList = Annotated[tuple[str, ...], NoDecode, Field(default=(), repr=False)]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -31,11 +34,13 @@ def parse_duration(value: str | float | int) -> float:
 
 
 def _split(value: object) -> tuple[str, ...]:
+    """A comma-separated rotation list. Empty entries (`a,,b`, a trailing comma) are dropped,
+    so no entry is ever an empty secret; a list of nothing but commas is no secret at all
+    (the source then refuses its webhooks, naming the variable)."""
     if value is None:
         return ()
-    if isinstance(value, str):
-        return tuple(p.strip() for p in value.split(",") if p.strip())
-    return tuple(str(v) for v in value)  # type: ignore[union-attr]
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(p for p in (str(v).strip() for v in items) if p)  # type: ignore[union-attr]
 
 
 class Settings(BaseSettings):
@@ -55,6 +60,7 @@ class Settings(BaseSettings):
     hub_retention: float = 14 * 86400
     hub_timestamp_tolerance: float = 300
     hub_body_timeout: float = 15
+    hub_header_timeout: float = 10
     hub_sweep_grace: float = 120
     hub_job_timeout: float = 60
     hub_max_event_runs: int = Field(8, ge=1)
@@ -99,8 +105,32 @@ class Settings(BaseSettings):
     def _comma_list(cls, v: object) -> tuple[str, ...]:
         return _split(v)
 
+    @field_validator("hub_admin_token")
+    @classmethod
+    def _admin_tokens(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        """An entry with `:` is always `name:token`; anything else with `:` is refused, so a
+        token is never silently split into a name and a shorter token."""
+        for i, entry in enumerate(v):
+            name, sep, token = entry.partition(":")
+            if sep and not (ADMIN_TOKEN_NAME.match(name) and token and ":" not in token):
+                raise ValueError(f"entry {i + 1} contains ':' but is not name:token (a name of letters, digits "
+                                 "and '_.@-', up to 64; one ':'; a non-empty token): a token cannot contain ':'")
+        return v
+
+    @field_validator("incidentio_webhook_secret")
+    @classmethod
+    def _standard_webhook_keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from hub.verify import standard_webhook_key
+
+        for i, secret in enumerate(v):
+            try:
+                standard_webhook_key(secret)
+            except ValueError as e:
+                raise ValueError(f"entry {i + 1}: {e}") from None
+        return v
+
     @field_validator("hub_dedup_window", "hub_retention", "hub_timestamp_tolerance", "hub_sweep_grace",
-                     "hub_body_timeout",
+                     "hub_body_timeout", "hub_header_timeout",
                      "hub_job_timeout", mode="before")
     @classmethod
     def _duration(cls, v: object) -> float:

@@ -1,7 +1,10 @@
 """Webhook authentication primitives, shared by every inbound source.
 
 All comparisons are constant-time and work on the raw request bytes. Each helper takes a
-list of secrets so a secret can be rotated without dropping deliveries.
+list of secrets so a secret can be rotated without dropping deliveries. Tokens (shared
+source tokens, admin tokens) are compared as HMAC-SHA256 digests under a random per-process
+key (`tokens_equal`): `hmac.compare_digest` on the tokens themselves returns early when the
+lengths differ, which tells a caller the token's length; digests are always 32 bytes.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets as _random
 import time
 from collections.abc import Iterable, Mapping
 
@@ -25,6 +29,16 @@ class AuthError(Exception):
 
 def hmac_sha256(key: bytes, msg: bytes) -> bytes:
     return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+_COMPARE_KEY = _random.token_bytes(32)
+
+
+def tokens_equal(configured: bytes | str, presented: bytes | str) -> bool:
+    """Constant time whatever the two lengths: compares HMACs of the tokens, not the tokens."""
+    a = configured if isinstance(configured, bytes) else _enc(configured)
+    b = presented if isinstance(presented, bytes) else _enc(presented)
+    return hmac.compare_digest(hmac_sha256(_COMPARE_KEY, a), hmac_sha256(_COMPARE_KEY, b))
 
 
 def _enc(s: str) -> bytes:
@@ -65,7 +79,7 @@ def check_token(tokens: Iterable[str], authorization: str | None) -> bool:
     presented = _enc(cred)
     ok = False
     for token in tokens:
-        ok |= hmac.compare_digest(_enc(token), presented)
+        ok |= tokens_equal(_enc(token), presented)
     return ok
 
 
@@ -92,12 +106,28 @@ def check_timestamp(ts: str | None, tolerance: float, now: float | None = None) 
 
 
 def standard_webhook_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret: base64 after the optional `whsec_` prefix."""
-    raw = secret[6:] if secret.startswith("whsec_") else secret
-    try:
-        return base64.b64decode(raw + "=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError):
-        return _enc(raw)
+    """The HMAC key of a Standard Webhooks secret: base64 after the optional `whsec_` prefix.
+
+    ValueError when there is no key: nothing (or only padding) after the prefix, or text after
+    `whsec_` that is not base64. An empty HMAC key would accept anyone's signature made with
+    the same empty key, so settings validation refuses such a secret at start.
+    """
+    if secret.startswith("whsec_"):
+        raw = secret[6:].strip()
+        try:
+            key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("the text after whsec_ is not base64") from None
+    else:
+        raw = secret.strip()
+        try:
+            key = base64.b64decode(raw + "=" * (-len(raw) % 4))
+        except (binascii.Error, ValueError):
+            key = _enc(raw)
+    if not key:
+        raise ValueError("the secret holds no key (nothing after whsec_)" if secret.startswith("whsec_")
+                         else "the secret holds no key")
+    return key
 
 
 def verify_standard_webhook(
@@ -124,7 +154,11 @@ def verify_standard_webhook(
         raise AuthError("bad_signature", "webhook-signature has no v1 signature")
     ok = False
     for secret in secrets:
-        expected = base64.b64encode(hmac_sha256(standard_webhook_key(secret), signed))
+        try:
+            key = standard_webhook_key(secret)
+        except ValueError:
+            continue  # refused at start by settings validation; never an empty key
+        expected = base64.b64encode(hmac_sha256(key, signed))
         for cand in presented:
             ok |= hmac.compare_digest(expected, cand)
     if not ok:

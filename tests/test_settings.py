@@ -44,3 +44,40 @@ def test_cli_exits_with_one_line_for_bad_settings(tmp_path) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "HUB_PORT" in lines[0]
+
+
+@pytest.mark.parametrize("value", ["whsec_", "whsec_ ", "whsec_!!!!", "whsec_a", "whsec_====", "!!!!",
+                                   "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_"])
+def test_a_signing_secret_without_a_key_is_refused_at_start(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("INCIDENTIO_WEBHOOK_SECRET", value)
+    with pytest.raises(SettingsError, match="INCIDENTIO_WEBHOOK_SECRET"):
+        load_settings(_env_file=None)
+
+
+def test_usable_signing_secrets_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INCIDENTIO_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, plain-secret")
+    assert len(load_settings(_env_file=None).incidentio_webhook_secret) == 2
+
+
+@pytest.mark.parametrize("variable", ["GITHUB_WEBHOOK_SECRET", "INCIDENTIO_WEBHOOK_SECRET", "GRAFANA_WEBHOOK_SECRET",
+                                      "GRAFANA_WEBHOOK_TOKEN", "DATADOG_WEBHOOK_TOKEN", "ALERTMANAGER_WEBHOOK_TOKEN",
+                                      "PAGERDUTY_WEBHOOK_SECRET", "HUB_ADMIN_TOKEN"])
+def test_no_rotation_list_ever_holds_an_empty_entry(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,, ,")
+    values = getattr(load_settings(_env_file=None), variable.lower())
+    assert values == ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",)
+    monkeypatch.setenv(variable, " , ,")
+    assert getattr(load_settings(_env_file=None), variable.lower()) == ()
+
+
+@pytest.mark.parametrize("value", ["https://x:y", "a b:token", "alice:", ":token", "name/x:token"])
+def test_admin_tokens_with_a_colon_must_be_name_token(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("HUB_ADMIN_TOKEN", value)
+    with pytest.raises(SettingsError, match="HUB_ADMIN_TOKEN"):
+        load_settings(_env_file=None)
+
+
+def test_named_admin_tokens_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUB_ADMIN_TOKEN", "alice:s3cret-1,bob@example.com:s3cret-2,plain-token")
+    assert load_settings(_env_file=None).hub_admin_token == ("alice:s3cret-1", "bob@example.com:s3cret-2",
+                                                             "plain-token")

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from hub.rules.templating import _MISSING, PlaceholderSteps, _shortcut, render_jinja, render_value
 
 
-def both(template: str, context: dict[str, Any]) -> tuple[Any, Any]:
+def both(template: str, context: dict[str, Any], fmt: str | None = None) -> tuple[Any, Any]:
     def run(fn: Any) -> Any:
         try:
-            return ("ok", fn(template, context))
+            return ("ok", fn(template, context, fmt))
         except Exception as e:
             return ("error", type(e).__name__)
     return run(render_value), run(render_jinja)
@@ -84,3 +84,20 @@ TEMPLATES = st.one_of(
 def test_generated_templates_agree_with_jinja(template: str, context: dict[str, Any]) -> None:
     fast, jinja = both(template, context)
     assert fast == jinja
+
+
+@settings(max_examples=200, deadline=None)
+@given(template=TEMPLATES, context=st.dictionaries(NAMES, VALUES, max_size=4),
+       fmt=st.sampled_from(["slack_mrkdwn", "jira_wiki", "statuspage_text"]))
+def test_generated_templates_agree_with_jinja_when_escaping(template: str, context: dict[str, Any], fmt: str) -> None:
+    fast, jinja = both(template, context, fmt)
+    assert fast == jinja
+
+
+@pytest.mark.parametrize("fmt", ["slack_mrkdwn", "jira_wiki"])
+def test_escaped_cases_agree_with_jinja(fmt: str) -> None:
+    ctx = {**CONTEXT, "event": {**CONTEXT["event"], "title": "<!here> [~x] & {html} \\ -1"}}
+    for template in ("{{ event.title }}", "[{{ incident.severity }}] {{ event.title }} x{{ event.count }}",
+                     "{{ event.summary or event.title }}", "{{ event.services }} {{ event.title }}"):
+        fast, jinja = both(template, ctx, fmt)
+        assert fast == jinja and fast[0] == "ok"

@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from hub import audit
     from hub.audit import cli_actor
     from hub.cli_ops import print_json, with_store
+    from hub.escape import terminal
     from hub.incidents import IncidentStore
     from hub.store import Store
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     elif result["acknowledged"]:
-        print(f"acknowledged {result['incident']} as {who}")
+        print(terminal(f"acknowledged {result['incident']} as {who}"))
     else:
-        print(f"{result['incident']} was already acknowledged by {result['acknowledged_by']}")
+        print(terminal(f"{result['incident']} was already acknowledged by {result['acknowledged_by']}"))
     return 0

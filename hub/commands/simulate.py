@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from connectors.base import BadPayload
     from hub.actions import redact
+    from hub.escape import terminal
     from hub.registry import sources
     from hub.rules import RulesError, World, load_file
     from hub.rules.engine import Rules, configured_connectors
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"rules: {rules.source} (no incident history: each event is taken as the first of its incident)")
     for e in events:
-        print(f"event  {e.kind:<24} {e.severity or '-':<5} {e.fingerprint}  {e.title}")
+        print(terminal(f"event  {e.kind:<24} {e.severity or '-':<5} {e.fingerprint}  {e.title}"))
     if not events:
         print("no events (recorded as done with no action)")
     for a, row in zip(planned, actions, strict=True):
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"action {a.name:<26} [{a.workflow}/{a.step_id}]{when}")
         print(f"       {json.dumps(row['params'], default=str)}")
         if a.render_error:
-            print(f"       (renders when it runs; now: {a.render_error})")
+            print(terminal(f"       (renders when it runs; now: {a.render_error})"))
     if events and not planned:
         print("no actions")
     return 0

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from hub.actions import PlannedAction
@@ -102,7 +103,7 @@ class PlannedStep(PlannedAction):
         ctx["steps"] = dict(steps)
         if incident is not None:
             ctx["incident"] = incident_view(incident)
-        return _drop_none(templating.render_value(self.template, ctx))
+        return _drop_none(templating.render_params(self.template, ctx, markup_for(self.connector, self.action)))
 
     def render_record(self, params: Mapping[str, Any], result: Mapping[str, Any],
                       steps: Mapping[str, Any], incident: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -111,6 +112,15 @@ class PlannedStep(PlannedAction):
         if incident is not None:
             ctx["incident"] = incident_view(incident)
         return _drop_none(templating.render_value(self.record, ctx))
+
+
+@lru_cache(maxsize=256)
+def markup_for(connector: str, action: str) -> dict[str, str]:
+    """{param: hub.escape format} the connector declares for this action (escaped when rendered)."""
+    from hub.registry import connector_classes
+
+    cls = connector_classes().get(connector)
+    return dict(getattr(cls, "markup", {}).get(action) or {}) if cls is not None else {}
 
 
 def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
@@ -199,22 +209,23 @@ class Rules:
 
     def service_view(self, name: str | None, world: World) -> dict[str, Any]:
         svc = self.config.catalog.services.get(name or "") or Service()
-        return {
-            "name": name or "", "description": svc.description, "aliases": list(svc.aliases), "team": svc.team,
+        in_catalog = name in self.config.catalog.services
+        # catalog text is the operator's (kept as written in markup); an unknown name is the payload's
+        return templating.trusted({
+            "description": svc.description, "aliases": list(svc.aliases), "team": svc.team,
             "statuspage_components": list(svc.statuspage_components),
             "pagerduty_routing_key": env_value(svc.pagerduty_routing_key),
             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in svc.opsgenie_responders],
             "jira_project": svc.jira_project or self.config.catalog.jira_project or world.jira_project,
             "slack_webhook": env_value(svc.slack_webhook),
-            "in_catalog": name in self.config.catalog.services,
-        }
+        }) | {"name": templating.Trusted(name) if in_catalog and name else (name or ""), "in_catalog": in_catalog}
 
     def team_view(self, name: str | None) -> dict[str, Any]:
         team = self.config.catalog.teams.get(name or "") or Team()
         manager = team.manager.model_dump() if team.manager else {"name": "", "slack": "", "email": "",
                                                                     "slack_webhook": None}
         manager["slack_webhook"] = env_value(manager.get("slack_webhook"))
-        return {
+        return templating.trusted({
             "name": name or "", "description": team.description,
             "pagerduty_routing_key": env_value(team.pagerduty_routing_key),
             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in team.opsgenie_responders],
@@ -223,7 +234,7 @@ class Rules:
                             "pagerduty_routing_key": env_value(lvl.pagerduty_routing_key),
                             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in lvl.opsgenie_responders]}
                            for i, lvl in enumerate(team.escalation)],
-        }
+        })
 
     @staticmethod
     def pager(service: Mapping[str, Any], team: Mapping[str, Any], configured: set[str]) -> str:
@@ -377,7 +388,7 @@ class Rules:
         ctx = dict(ps.context)
         ctx["steps"] = templating.PlaceholderSteps()
         try:
-            return _drop_none(templating.render_value(ps.template, ctx))
+            return _drop_none(templating.render_params(ps.template, ctx, markup_for(ps.connector, ps.action)))
         except Exception as e:  # shown in dry runs; the real render reports it on the action
             ps.render_error = f"{type(e).__name__}: {e}"
             return dict(ps.template)

@@ -5,18 +5,34 @@ reach Python internals, mutate anything, import or evaluate code. A string that 
 one `{{ expression }}` keeps the expression's type (a list of component ids stays a list);
 any other string renders to text. Unknown names fail loudly at render time (StrictUndefined),
 and `incident-hub validate` checks names and step references before anything runs.
+
+Escaping: a parameter a connector declares as markup (`Connector.markup`, e.g. Slack's
+`text`) is rendered with that format's escape (hub.escape) applied to every interpolated
+value, so payload text cannot become markup there; the operator's literal text around the
+`{{ }}` stays as written, and so do values from the catalog (`Trusted`: service and team
+entries written in hub.yaml, e.g. a manager's `<@U…>` mention).
+
+Bounds: a template cannot build huge values: `*`, `**` and `%` are checked before they run
+(at most MAX_OUTPUT characters or items, exponents up to 64 bits of result, no format
+widths over 4 digits), as are the padding filters, and a rendered text longer than
+MAX_OUTPUT characters fails (TemplateTooLarge) instead of filling memory.
 """
 
 from __future__ import annotations
 
+import math
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.filters import do_center, do_format, do_indent
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from hub.escape import FORMATS
 
 #: The names a template may use (the render context's top level).
 ROOTS = ("event", "incident", "service", "services", "team", "steps", "deploy", "deploys", "now", "occurrence",
@@ -69,7 +85,87 @@ def _date_in(hours: Any, base_ms: Any = None) -> str:
     return (base + timedelta(hours=float(hours))).date().isoformat()
 
 
+#: The longest text (or list) a template may build.
+MAX_OUTPUT = 100_000
+_BIG_WIDTH = re.compile(r"%[-#0 +]*(?:\d{5,}|\*)|%[-#0 +]*\d*\.\d{5,}|\{[^{}]*[:.][^{}]*\d{5,}[^{}]*\}")
+
+
+class TemplateTooLarge(ValueError):
+    """A template would build a value longer than MAX_OUTPUT (or an absurd number)."""
+
+
+class Trusted(str):
+    """Text the operator wrote in hub.yaml (catalog entries): never escaped when interpolated."""
+
+    __slots__ = ()
+
+
+def trusted(value: Any) -> Any:
+    """`value` with every string inside it marked Trusted."""
+    if isinstance(value, str):
+        return Trusted(value)
+    if isinstance(value, dict):
+        return {k: trusted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [trusted(v) for v in value]
+    return value
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, str | bytes | list | tuple) else 0
+
+
+def _mul(left: Any, right: Any) -> Any:
+    for seq, n in ((left, right), (right, left)):
+        if _size(seq) and isinstance(n, int) and _size(seq) * n > MAX_OUTPUT:
+            raise TemplateTooLarge(f"template builds a value over {MAX_OUTPUT} characters (repetition)")
+    return operator.mul(left, right)
+
+
+def _pow(left: Any, right: Any) -> Any:
+    if isinstance(left, int | float) and isinstance(right, int | float) and abs(left) > 1 \
+            and right * math.log2(abs(left)) > 64:
+        raise TemplateTooLarge("template computes a number over 64 bits (power)")
+    return operator.pow(left, right)
+
+
+def _mod(left: Any, right: Any) -> Any:
+    if isinstance(left, str) and _BIG_WIDTH.search(left):
+        raise TemplateTooLarge("template uses a format width over 4 digits")
+    return operator.mod(left, right)
+
+
+def _format(value: Any, *args: Any, **kwargs: Any) -> str:
+    if _BIG_WIDTH.search(str(value)):
+        raise TemplateTooLarge("template uses a format width over 4 digits")
+    return do_format(value, *args, **kwargs)
+
+
+def _bounded_width(fn: Callable[..., str], position: int, name: str) -> Callable[..., str]:
+    def bounded(*args: Any, **kwargs: Any) -> str:
+        width = kwargs.get(name, args[position] if len(args) > position else None)
+        if isinstance(width, int) and width > MAX_OUTPUT:
+            raise TemplateTooLarge(f"template pads to over {MAX_OUTPUT} characters")
+        if isinstance(width, str) and len(width) * (str(args[0]).count("\n") + 1) > MAX_OUTPUT:
+            raise TemplateTooLarge(f"template pads to over {MAX_OUTPUT} characters")
+        return fn(*args, **kwargs)
+    bounded.__name__ = fn.__name__
+    return bounded
+
+
 class _Env(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.binop_table.update({"*": _mul, "**": _pow, "%": _mod})
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None and _BIG_WIDTH.search(str(getattr(value, "__self__", ""))):
+            raise TemplateTooLarge("template uses a format width over 4 digits")
+        return wrapped
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         # `steps.update` or `event.items` mean the key, never the dict method of that name.
         if isinstance(obj, Mapping) and attribute in obj:
@@ -81,11 +177,41 @@ class _Env(ImmutableSandboxedEnvironment):
         return not attr.startswith("_") and not callable(value) and super().is_safe_attribute(obj, attr, value)
 
 
-@lru_cache(maxsize=1)
-def environment() -> _Env:
-    env = _Env(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+def _escape_value(fmt: str | None) -> Callable[[Any], Any]:
+    """What an interpolated value becomes in a parameter of format `fmt` (identity for None)."""
+    if fmt is None:
+        return lambda v: v
+    fn = FORMATS[fmt]
+
+    def esc(value: Any) -> Any:
+        if isinstance(value, Trusted):
+            return value
+        if isinstance(value, str):
+            return fn(value)
+        if isinstance(value, dict):
+            return {k: esc(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [esc(v) for v in value]
+        return value
+    return esc
+
+
+@lru_cache(maxsize=8)
+def environment(fmt: str | None = None) -> _Env:
+    """The sandbox; with `fmt`, every `{{ }}` output is escaped for that format (Trusted text kept)."""
+    finalize = None
+    if fmt is not None:
+        esc = FORMATS[fmt]
+
+        def finalize(value: Any) -> Any:
+            if isinstance(value, Trusted | Placeholder) or value is None or isinstance(value, bool | int | float):
+                return value
+            return esc(value if isinstance(value, str) else str(value))
+    env = _Env(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, finalize=finalize)
     env.filters.update(duration=_duration, pd_severity=_pd_severity, og_priority=_og_priority,
-                       component_status=_component_status, iso=_iso)
+                       component_status=_component_status, iso=_iso,
+                       center=_bounded_width(do_center, 1, "width"), indent=_bounded_width(do_indent, 1, "width"),
+                       format=_format)
     env.globals.clear()
     env.globals.update(date_in=_date_in)
     return env
@@ -101,38 +227,55 @@ def _compile_expression(expr: str) -> Any:
 
 
 @lru_cache(maxsize=4096)
-def _compile_template(text: str) -> Any:
-    return environment().from_string(text)
+def _compile_template(text: str, fmt: str | None = None) -> Any:
+    return environment(fmt).from_string(text)
 
 
 def is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
-def render_value(value: Any, context: Mapping[str, Any]) -> Any:
-    """Render every string inside `value` (dicts and lists recursively)."""
+def render_value(value: Any, context: Mapping[str, Any], fmt: str | None = None) -> Any:
+    """Render every string inside `value` (dicts and lists recursively).
+
+    `fmt` (a hub.escape format name): escape every interpolated value for that format.
+    """
     if isinstance(value, str):
         if not is_template(value):
             return value
         fast = _shortcut(value)
         if fast is not None:
-            got = fast(context)
+            got = fast(context, fmt)
             if got is not _MISSING:
                 return got
-        return render_jinja(value, context)
+        return render_jinja(value, context, fmt)
     if isinstance(value, dict):
-        return {k: render_value(v, context) for k, v in value.items()}
+        return {k: render_value(v, context, fmt) for k, v in value.items()}
     if isinstance(value, list):
-        return [render_value(v, context) for v in value]
+        return [render_value(v, context, fmt) for v in value]
     return value
 
 
-def render_jinja(value: str, context: Mapping[str, Any]) -> Any:
+def render_params(template: Mapping[str, Any], context: Mapping[str, Any],
+                  markup: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A step's `with:` rendered, each parameter escaped for its declared format (`markup`)."""
+    markup = markup or {}
+    return {k: render_value(v, context, markup.get(k)) for k, v in template.items()}
+
+
+def render_jinja(value: str, context: Mapping[str, Any], fmt: str | None = None) -> Any:
     """One template string through Jinja (what `render_value` does when no shortcut applies)."""
     m = _SINGLE.match(value)
     if m and "{%" not in value:
-        return _native(_compile_expression(m["expr"].strip())(**context))
-    return _compile_template(value).render(**context)
+        return _native(_escape_value(fmt)(_compile_expression(m["expr"].strip())(**context)))
+    out: list[str] = []
+    size = 0
+    for chunk in _compile_template(value, fmt).generate(**context):
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise TemplateTooLarge(f"template renders over {MAX_OUTPUT} characters")
+        out.append(chunk)
+    return "".join(out)
 
 
 # -- the shortcut for plain lookups ------------------------------------------------------------
@@ -189,9 +332,9 @@ def _shortcut(text: str) -> Any:
         if paths is None:
             return None
 
-        def single(context: Mapping[str, Any]) -> Any:
+        def single(context: Mapping[str, Any], fmt: str | None = None) -> Any:
             value = _lookup(paths, context)
-            return _MISSING if value is _MISSING else _native(value)
+            return _MISSING if value is _MISSING else _escape_value(fmt)(_native(value))
         return single
     if text.endswith("\n") or "{{-" in text or "-}}" in text:
         return None  # Jinja's newline and whitespace rules
@@ -207,17 +350,22 @@ def _shortcut(text: str) -> Any:
     if any(isinstance(p, str) and ("{{" in p or "}}" in p) for p in pieces):
         return None
 
-    def joined(context: Mapping[str, Any]) -> Any:
+    def joined(context: Mapping[str, Any], fmt: str | None = None) -> Any:
+        esc = FORMATS[fmt] if fmt else None
         out = []
         for piece in pieces:
             if isinstance(piece, str):
                 out.append(piece)
                 continue
             value = _lookup(piece, context)
-            if type(value) not in (str, int, float):
+            if type(value) not in (str, int, float, Trusted):
                 return _MISSING  # None, booleans, lists, _MISSING: Jinja's own rendering
-            out.append(str(value))
-        return "".join(out)
+            text = str(value)
+            out.append(esc(text) if esc and type(value) is str else text)
+        text = "".join(out)
+        if len(text) > MAX_OUTPUT:
+            raise TemplateTooLarge(f"template renders over {MAX_OUTPUT} characters")
+        return text
     return joined
 
 

@@ -44,6 +44,9 @@ class FakeJira(ShieldedUpstream):
         self.created: list[str] = []
         self.comments: dict[str, list[dict[str, Any]]] = {}
         self.index_lag = 0.0
+        #: When set, creating an issue answers this status echoing the request headers (as some
+        #: proxies and misconfigured servers do), Authorization included.
+        self.echo_headers_status: int | None = None
         self._ids = itertools.count(10000)
         self._numbers: dict[str, itertools.count[int]] = {}
 
@@ -81,6 +84,9 @@ class FakeJira(ShieldedUpstream):
         return web.json_response(FIELDS)
 
     async def create_issue(self, request: web.Request) -> web.Response:
+        if self.echo_headers_status:
+            return _errors(self.echo_headers_status, [f"bad request: {dict(request.headers)!r}"],
+                           {"authorization": request.headers.get("Authorization", "")})
         try:
             fields = json.loads(await request.read())["fields"]
         except (ValueError, KeyError, TypeError):
