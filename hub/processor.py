@@ -445,7 +445,7 @@ class Processor:
             if got is None and (step.workflow, step.event_index, watched) not in planned:
                 view[watched] = {"state": "not_run", "error": "its condition did not hold", "result": {},
                                  "params": {}}
-            elif got is None or got["state"] not in ACTION_FINAL:
+            elif got is None or (got["state"] not in ACTION_FINAL and got["state"] != "not_run"):
                 return "wait", f"waiting for steps.{watched}"
         for need in step.needs:
             got = view.get(need)

@@ -469,3 +469,40 @@ async def test_a_later_plan_of_an_event_repeats_what_it_decided_first(redis_url,
     expected = [f"{change['id']}.0:incident-changed:statuspage-update", f"{change['id']}.0:incident-changed:notify"]
     assert [p.id for p in planned] == expected and sorted(ran) == sorted(expected)
     assert planned[0].params["status"] == "monitoring"
+
+
+async def test_an_optional_team_key_that_is_unset_falls_back_on_the_record(redis_url, redis, upstreams, tmp_path,
+                                                                          monkeypatch) -> None:
+    """`env:NAME?` unset: the page goes to the global key, and both timelines say so and why."""
+    monkeypatch.delenv("PD_KEY_OPTIONAL_TEAM", raising=False)
+    rules = tmp_path / "hub.yaml"
+    rules.write_text("version: 1\ncatalog:\n  services:\n    checkout-api: {aliases: [Payments], team: payments}\n"
+                     "  teams:\n    payments: {pagerduty_routing_key: 'env:PD_KEY_OPTIONAL_TEAM?'}\n"
+                     "  sources:\n    incidentio: {services_field: Affected Team}\n")
+    settings = upstreams.settings(redis_url, hub_config=rules)
+    async with Hub(settings, redis) as hub:
+        declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
+        (page,) = upstreams.pagerduty.calls("/v2/enqueue")
+        assert page.json()["routing_key"] == ROUTING_KEY
+        lines = [e for e in await hub.store.timeline(declared["id"]) if e["type"] == "fallback"]
+        on_incident = [e for e in await hub.incidents.timeline(INCIDENT_KEY) if e["type"] == "fallback"]
+    (line,) = lines
+    assert line["name"] == "pagerduty.trigger"
+    assert line["reason"].startswith("fell back to the global PAGERDUTY_ROUTING_KEY because team payments")
+    assert "PD_KEY_OPTIONAL_TEAM" in line["reason"]
+    assert [e["reason"] for e in on_incident] == [line["reason"]]
+
+
+async def test_a_team_key_that_is_set_is_used_without_a_fallback_line(redis_url, redis, upstreams, tmp_path,
+                                                                     monkeypatch) -> None:
+    monkeypatch.setenv("PD_KEY_OPTIONAL_TEAM", "TEAMKEY0000000000000000000000001")
+    rules = tmp_path / "hub.yaml"
+    rules.write_text("version: 1\ncatalog:\n  services:\n    checkout-api: {aliases: [Payments], team: payments}\n"
+                     "  teams:\n    payments: {pagerduty_routing_key: 'env:PD_KEY_OPTIONAL_TEAM?'}\n"
+                     "  sources:\n    incidentio: {services_field: Affected Team}\n")
+    settings = upstreams.settings(redis_url, hub_config=rules)
+    async with Hub(settings, redis) as hub:
+        declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
+        timeline = await hub.store.timeline(declared["id"])
+    assert upstreams.pagerduty.calls("/v2/enqueue")[0].json()["routing_key"] == "TEAMKEY0000000000000000000000001"
+    assert "fallback" not in [e["type"] for e in timeline]
