@@ -152,6 +152,11 @@ def test_an_unset_reference_refuses_to_start_naming_the_variable_and_line(tmp_pa
     assert "not starting" in output and "PD_KEY_PAYMENTS" in output, output
     assert "hub.yaml:9:" in output, output  # the line of the reference
 
+    worker = subprocess.run([sys.executable, "-m", "hub", "worker"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**env, "REDIS_URL": "redis://127.0.0.1:1/0"}, timeout=60)  # refuses before Redis
+    assert worker.returncode != 0
+    assert "not starting" in worker.stderr and "hub.yaml:9:" in worker.stderr and "PD_KEY_PAYMENTS" in worker.stderr
+
     validate = subprocess.run([sys.executable, "-m", "hub", "validate"], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=60)
     assert validate.returncode != 0

@@ -138,7 +138,7 @@ def test_status_change_updates_statuspage_per_event(defaults: Rules) -> None:
                                         keys=["incidentio:01ABC"]))
     update = next(p for p in planned if p.name == "statuspage.update")
     assert update.params == {"key": "incidentio:01ABC", "status": "monitoring",  # public wording, not the message
-                             "body": "A fix for  is in place and we are monitoring the results."}
+                             "body": "A fix for our service is in place and we are monitoring the results."}
     assert update.id == "ev_2.0:incident-changed:statuspage-update"  # per: event
     unchanged = defaults.plan([incident(Kind.INCIDENT_UPDATED)], world(incidents={"incidentio:01ABC": before},
                                                                          keys=["incidentio:01ABC"]))
@@ -339,3 +339,13 @@ def test_an_edit_that_closes_the_incident_resolves_it_once(defaults: Rules) -> N
     resolved = incident(Kind.INCIDENT_RESOLVED, status="Closed", attributes={"status_category": "closed"})
     again = defaults.plan([resolved], world(incidents={"incidentio:01ABC": after}, keys=["incidentio:01ABC"]))
     assert [p.id for p in again] == [p.id for p in planned]
+
+
+def test_a_step_read_only_for_its_outcome_is_watched_not_needed() -> None:
+    """`steps.X.state` / `.error` only: wait for X, run whatever its outcome; reading its result needs success."""
+    from hub.rules import templating
+
+    text = "{% if steps['page'].state == 'succeeded' %}paged{% else %}not: {{ steps['page'].error }}{% endif %}"
+    assert templating.outcome_reads(text) == {"page"}
+    assert templating.outcome_reads("{{ steps.page.state }} {{ steps.page.result.id }}") == set()
+    assert templating.outcome_reads("{{ steps.open.result.id }}") == set()

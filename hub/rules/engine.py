@@ -232,7 +232,7 @@ class Rules:
             "statuspage_components": list(svc.statuspage_components),
             "display_name": svc.display_name or name or "",
             "statuspage": bool(name in self.config.catalog.services and (svc.statuspage or svc.statuspage_components)),
-            "statuspage_text": self.statuspage_text(svc, svc.display_name or name or ""),
+            "statuspage_text": self.statuspage_text(svc, svc.display_name or name or "our service"),
             "pagerduty_routing_key": env_value(svc.pagerduty_routing_key, env),
             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in svc.opsgenie_responders],
             "jira_project": svc.jira_project or self.config.catalog.jira_project or world.jira_project,
