@@ -380,7 +380,7 @@ class Processor:
                                                 f"parameters did not render: {type(e).__name__}: {e}", pending=pending)
                 else:
                     first = record is None or (record["state"] == "pending" and not record.get("attempts"))
-                    if first and (why := step.fallback()):
+                    if first and (why := step.fallback()) and self._will_call(step):
                         self._note_fallback(event_id, step, why, pending)
                     applied: dict[str, dict[str, Any] | None] = {}
                     on_success = self._on_success(step, view, incidents.get(key), applied) \
@@ -399,6 +399,14 @@ class Processor:
                 waits.append(int(record.get("next_at") or now_ms()))
         wait = max(0.05, (min(waits) - now_ms()) / 1000) if waits else None
         return results, wait
+
+    def _will_call(self, step: PlannedStep) -> bool:
+        """The step's connector is set up for these params (so a fallback target is really used)."""
+        connector = self.runner.connectors.get(step.connector)
+        try:
+            return connector is not None and connector.missing_config(step.params) is None
+        except Exception:  # a connector that cannot say: the runner decides; say nothing here
+            return False
 
     def _note_fallback(self, event_id: str, step: PlannedStep, why: str, pending: Batch) -> None:
         """Say on both timelines that a step goes to the global target, not the catalog's own."""
