@@ -5,7 +5,8 @@ to attempt lives here, identically for every connector:
 
 - a recorded success (or skip) is never performed again unless a replay forces it, and a
   dead action stays dead until a replay asks for it again (a fresh round of attempts);
-- a disabled connector records `skipped` with the reason, not a failure;
+- a disabled connector records `skipped` with the reason, not a failure, and marks the
+  record `not_configured` (its identity is not kept: a later event may perform it);
 - calls on the same outside object (the connector's `serial_key`) never overlap, across
   all workers; waiting for that lock or for a rate-limit token is not an attempt: the
   runner waits briefly inline, else parks the action and tells the processor when to
@@ -150,8 +151,10 @@ class ActionRunner:
                                      pending=pending, defer=True)
         missing = connector.missing_config(planned.params)
         if missing:
+            rec["not_configured"] = True  # the processor gives its identity back (see docs/connectors.md)
             return await self._final(event_id, rec, "skipped", f"skipped: {missing}",
                                      pending=pending, defer=True)
+        rec.pop("not_configured", None)
         policy = connector.retry_policy
         started_ms = max(received_ms, rec.get("round_started_at") or 0, rec.get("replayed_at") or 0)
         if now_ms() - started_ms > policy.deadline * 1000:

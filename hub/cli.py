@@ -75,6 +75,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Everything in one terminal: embedded Redis (unless REDIS_URL), web, one worker."""
     settings = _settings()
+    from hub.rules import RulesError, load_rules
+
+    try:  # the workers would refuse these rules: say so before starting anything
+        load_rules(settings.rules_path())
+    except RulesError as e:
+        print(f"incident-hub: not starting: the rules file is invalid:\n{e.report()}", file=sys.stderr)
+        return 1
     env = dict(os.environ)
     redis = None
     if not settings.redis_url:
@@ -96,6 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     children = [subprocess.Popen([*exe, "serve"], env=env)]
     children += [subprocess.Popen([*exe, "worker"], env=env) for _ in range(args.workers)]
     stopping = False
+    failed = False
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -111,6 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             time.sleep(0.2)
         if not stopping:
             print("incident-hub: a process exited; stopping the others", file=sys.stderr)
+            failed = True
             stop(signal.SIGTERM, None)
         for c in children:
             try:
@@ -122,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if redis:
             redis.stop()
     print("incident-hub: stopped", file=sys.stderr)
-    return 0 if stopping else 1
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -336,6 +336,10 @@ class IncidentStore:
         p.hget(CLAIMS + subject, identity)
         p.expire(CLAIMS + subject, self.retention)
 
+    def unclaim_into(self, p: Batch, subject: str, identity: str) -> None:
+        """Queue giving an identity back (its owner only: see `Processor._unclaim_not_configured`)."""
+        p.hdel(CLAIMS + subject, identity)
+
     # -- timers --------------------------------------------------------------------------------
 
     async def timers(self, key: str) -> dict[str, dict[str, Any]]:

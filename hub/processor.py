@@ -230,6 +230,7 @@ class Processor:
         existing = self.store.decode_actions(entered.actions)
         pending = Batch()  # action records that ride along with the run's last write
         results, wait = await self.execute(rec, steps, existing, pending, force=force, known=known)
+        self._unclaim_not_configured(event_id, steps, results, pending)
         if wait is not None:
             pending.hset(ev_key(event_id), "runs", 0)
             pending.zadd(PENDING, {event_id: now_ms()}, xx=True)
@@ -241,6 +242,26 @@ class Processor:
         final = "dead" if states == {"dead"} else "partially_failed" if "dead" in states else "done"
         await self._finish(rec, final, {"actions": len(results)}, state, entered=entered, pending=pending)
         return None
+
+    def _unclaim_not_configured(self, event_id: str, steps: list[PlannedStep], results: list[dict[str, Any]],
+                                pending: Batch) -> None:
+        """Give back the identities of actions skipped because their connector (or target) is not
+        configured: once it is, a resend or the incident's next event performs them.
+
+        Only this run's claims (`steps` are the ones this event owns), and not delayed steps (a
+        timer's group is armed once per incident). Deleting is safe without a compare: a claim
+        is only ever set if absent, and only its owner deletes it.
+        """
+        by_id = {r["id"]: r for r in results}
+        released = [s for s in steps if s.timer is None and (by_id.get(s.id) or {}).get("state") == "skipped"
+                    and by_id[s.id].get("not_configured")]
+        if not released:
+            return
+        for step in released:
+            self.incidents.unclaim_into(pending, step.subject, step.id)
+        self.store.add_timeline_into(pending, event_id, {
+            "type": "not_claimed", "actions": [s.id for s in released],
+            "reason": "skipped as not configured: a later event or a resend of the same one performs it"})
 
     async def _prepare_commit(self, rec: dict[str, Any], events: list[NormalisedEvent], world: World
                               ) -> tuple[dict[str, tuple[dict[str, Any], list[dict[str, Any]]]], set[str]]:
@@ -326,6 +347,7 @@ class Processor:
         waits: list[int] = []
         incidents: dict[str, dict[str, Any] | None] = dict(known or {})
         scheduled: set[str] = set()
+        planned = {(s.workflow, s.event_index, s.step_id) for s in steps}
         for step in steps:
             view = done.setdefault((step.workflow, step.event_index), {})
             key = step.incident_key
@@ -339,7 +361,7 @@ class Processor:
                 continue
             record = existing.get(step.id)
             recorded = False
-            blocked = self._blocked(step, view)
+            blocked = self._blocked(step, view, planned)
             if blocked is not None:
                 state, why = blocked
                 if state == "wait":
@@ -357,6 +379,9 @@ class Processor:
                     record = await self._decide(event_id, step, record, "dead",
                                                 f"parameters did not render: {type(e).__name__}: {e}", pending=pending)
                 else:
+                    first = record is None or (record["state"] == "pending" and not record.get("attempts"))
+                    if first and (why := step.fallback()) and self._will_call(step):
+                        self._note_fallback(event_id, step, why, pending)
                     applied: dict[str, dict[str, Any] | None] = {}
                     on_success = self._on_success(step, view, incidents.get(key), applied) \
                         if step.record and key else None
@@ -368,12 +393,28 @@ class Processor:
             if record["state"] == "succeeded" and step.record and key and not recorded:
                 incidents[key] = self._apply_record(step, record, view, incidents.get(key), pending)
             view[step.step_id] = {"state": record["state"], "result": record.get("result") or {},
-                                  "params": record.get("params") or {}}
+                                  "params": record.get("params") or {}, "error": record.get("error")}
             results.append(record)
             if record["state"] == "retrying":
                 waits.append(int(record.get("next_at") or now_ms()))
         wait = max(0.05, (min(waits) - now_ms()) / 1000) if waits else None
         return results, wait
+
+    def _will_call(self, step: PlannedStep) -> bool:
+        """The step's connector is set up for these params (so a fallback target is really used)."""
+        connector = self.runner.connectors.get(step.connector)
+        try:
+            return connector is not None and connector.missing_config(step.params) is None
+        except Exception:  # a connector that cannot say: the runner decides; say nothing here
+            return False
+
+    def _note_fallback(self, event_id: str, step: PlannedStep, why: str, pending: Batch) -> None:
+        """Say on both timelines that a step goes to the global target, not the catalog's own."""
+        entry = {"type": "fallback", "action": step.id, "name": step.name, "reason": why}
+        self.store.add_timeline_into(pending, event_id, entry)
+        if step.incident_key:
+            self.incidents.note_into(pending, step.incident_key, {**entry, "event_id": event_id})
+        log.warning("%s of %s: %s", step.name, event_id, why)
 
     def _previewed(self, step: PlannedStep) -> PlannedStep:
         """`step` with its parameters as far as known before running: what a record of a step
@@ -402,8 +443,18 @@ class Processor:
                "failed attempts)"
 
     @staticmethod
-    def _blocked(step: PlannedStep, view: Mapping[str, Any]) -> tuple[str, str] | None:
-        """("wait", why) while a step it reads is unfinished; ("dead", why) if that step failed."""
+    def _blocked(step: PlannedStep, view: dict[str, Any], planned: set[tuple[str, int, str]]
+                 ) -> tuple[str, str] | None:
+        """("wait", why) while a step it reads is unfinished; ("dead", why) if a step whose result
+        it reads failed. A step read only for its outcome may have failed, or not be planned at
+        all (its `if` did not hold): it then reads as state `not_run`."""
+        for watched in step.watches:
+            got = view.get(watched)
+            if got is None and (step.workflow, step.event_index, watched) not in planned:
+                view[watched] = {"state": "not_run", "error": "its condition did not hold", "result": {},
+                                 "params": {}}
+            elif got is None or (got["state"] not in ACTION_FINAL and got["state"] != "not_run"):
+                return "wait", f"waiting for steps.{watched}"
         for need in step.needs:
             got = view.get(need)
             if got is None or got["state"] not in ACTION_FINAL:

@@ -46,12 +46,12 @@ def names(planned: list[Any]) -> list[str]:
     return [f"{p.workflow}/{p.step_id}" for p in planned]
 
 
-def test_sev1_declared_pages_announces_opens_statuspage_and_arms_timers(defaults: Rules) -> None:
+def test_sev1_declared_pages_announces_and_arms_timers(defaults: Rules) -> None:
+    """No Statuspage incident: the service did not opt in to the public page."""
     planned = defaults.plan([incident()], world())
     assert names(planned) == [
         "page-on-call/page", "page-on-call/announce", "page-on-call/reminder", "page-on-call/escalate-notify",
-        "page-on-call/escalate-note", "page-on-call/escalate-again-notify", "page-on-call/escalate-again-note",
-        "statuspage-open/open"]
+        "page-on-call/escalate-note", "page-on-call/escalate-again-notify", "page-on-call/escalate-again-note"]
     page = planned[0]
     assert page.name == "pagerduty.trigger" and page.id == page.idempotency_key == "incidentio:01ABC#1:page"
     assert page.params == {"summary": "[SEV1] INC-7: Checkout down", "severity": "SEV1", "source": "incident-hub",
@@ -66,7 +66,28 @@ def test_sev1_declared_pages_announces_opens_statuspage_and_arms_timers(defaults
     assert timed["reminder"].id == "incidentio:01ABC#1:page-on-call:reminder#1"
     assert timed["escalate-note"].timer_id == "timer:incidentio:01ABC#1:page-on-call:escalate"
     assert timed["escalate-note"].unless == ("acknowledged", "resolved")
-    assert planned[-1].params["component_status"] == "major_outage"
+
+
+PUBLIC = load_text("catalog:\n  services:\n    checkout-api:\n      aliases: [checkout]\n"
+                   "      display_name: Checkout\n      statuspage_components: [cmp1]\n"
+                   "    search: {statuspage: true}\n    billing: {}\n")
+
+
+@pytest.mark.parametrize(("service", "opens"), [("checkout", True), ("search", True), ("billing", False),
+                                                ("not-in-catalog", False)])
+def test_statuspage_is_opt_in_per_service_and_says_only_public_wording(service: str, opens: bool) -> None:
+    rules = Rules(PUBLIC)
+    for ev in (incident(services=[service]), alert(severity="SEV1")):
+        ev.services = [service]
+        ev.summary = "connection refused to pg-orders-primary:5432"
+        opened = [p for p in rules.plan([ev], world()) if p.name == "statuspage.open"]
+        assert bool(opened) == opens, ev.kind
+        if opened:
+            params = opened[0].params
+            public = {"checkout": "Checkout", "search": "search"}[service]
+            assert params["name"] == f"Degraded performance of {public}"
+            assert params["body"] == f"We are investigating degraded performance of {public}."
+            assert "pg-orders" not in str(params) and ev.title not in str(params)
 
 
 def test_sev2_has_longer_timers_and_no_statuspage(defaults: Rules) -> None:
@@ -116,7 +137,8 @@ def test_status_change_updates_statuspage_per_event(defaults: Rules) -> None:
     planned = defaults.plan([ev], world(event_id="ev_2", incidents={"incidentio:01ABC": before},
                                         keys=["incidentio:01ABC"]))
     update = next(p for p in planned if p.name == "statuspage.update")
-    assert update.params == {"key": "incidentio:01ABC", "status": "monitoring", "body": "Fix rolled out"}
+    assert update.params == {"key": "incidentio:01ABC", "status": "monitoring",  # public wording, not the message
+                             "body": "A fix for our service is in place and we are monitoring the results."}
     assert update.id == "ev_2.0:incident-changed:statuspage-update"  # per: event
     unchanged = defaults.plan([incident(Kind.INCIDENT_UPDATED)], world(incidents={"incidentio:01ABC": before},
                                                                          keys=["incidentio:01ABC"]))
@@ -317,3 +339,13 @@ def test_an_edit_that_closes_the_incident_resolves_it_once(defaults: Rules) -> N
     resolved = incident(Kind.INCIDENT_RESOLVED, status="Closed", attributes={"status_category": "closed"})
     again = defaults.plan([resolved], world(incidents={"incidentio:01ABC": after}, keys=["incidentio:01ABC"]))
     assert [p.id for p in again] == [p.id for p in planned]
+
+
+def test_a_step_read_only_for_its_outcome_is_watched_not_needed() -> None:
+    """`steps.X.state` / `.error` only: wait for X, run whatever its outcome; reading its result needs success."""
+    from hub.rules import templating
+
+    text = "{% if steps['page'].state == 'succeeded' %}paged{% else %}not: {{ steps['page'].error }}{% endif %}"
+    assert templating.outcome_reads(text) == {"page"}
+    assert templating.outcome_reads("{{ steps.page.state }} {{ steps.page.result.id }}") == set()
+    assert templating.outcome_reads("{{ steps.open.result.id }}") == set()

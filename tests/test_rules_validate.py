@@ -112,15 +112,46 @@ def test_on_is_a_key_not_yaml_true() -> None:
     assert loaded.config.workflows[0].on == ["incident.declared"]
 
 
-def test_secrets_in_the_file_and_unset_variables_are_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unset_reference_is_an_error_and_an_optional_one_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    """`env:NAME` unset is an error naming the variable and the line (the worker would page with
+    the global key instead); `env:NAME?` opts out, and a literal secret is a warning."""
+    monkeypatch.chdir(tmp_path)  # no .env here
     monkeypatch.delenv("PD_UNSET_FOR_TEST", raising=False)
-    loaded = load_text("catalog:\n  services:\n    a: {pagerduty_routing_key: env:PD_UNSET_FOR_TEST}\n"
+    with pytest.raises(RulesError) as e:
+        load_text("catalog:\n  services:\n    a: {pagerduty_routing_key: env:PD_UNSET_FOR_TEST}\n")
+    (problem,) = e.value.problems
+    assert (problem.line, problem.severity) == (3, "error") and "PD_UNSET_FOR_TEST" in problem.message
+    loaded = load_text("catalog:\n  services:\n    a: {pagerduty_routing_key: 'env:PD_UNSET_FOR_TEST?'}\n"
                        "    b: {pagerduty_routing_key: 0123456789abcdef0123456789abcdef}\n  teams: {}\n")
-    assert [(w.line, w.message) for w in loaded.warnings] == [
-        (3, "environment variable PD_UNSET_FOR_TEST is not set here"), (4, "a secret is written in the file")]
+    assert [(w.line, w.severity) for w in loaded.warnings] == [(3, "warning"), (4, "warning")]
+    assert "PD_UNSET_FOR_TEST" in loaded.warnings[0].message
+    assert loaded.warnings[1].message == "a secret is written in the file"
     with pytest.raises(RulesError) as e:
         load_text("catalog:\n  services:\n    a: {slack_webhook: 'env:not-a-name'}\n")
     assert e.value.problems[0].message == "'env:not-a-name' is not a valid environment reference"
+
+
+def test_references_resolve_from_dotenv_like_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A team key kept in `.env` (which the settings read) is set for hub.yaml too."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PD_KEY_DOTENV_TEST", raising=False)
+    (tmp_path / ".env").write_text("PD_KEY_DOTENV_TEST=team-key-from-dotenv-0123\n")
+    loaded = load_text("catalog:\n  services:\n    a: {pagerduty_routing_key: env:PD_KEY_DOTENV_TEST}\n")
+    assert loaded.warnings == []
+    from hub.rules import Rules, World
+
+    assert Rules(loaded).service_view("a", World())["pagerduty_routing_key"] == "team-key-from-dotenv-0123"
+
+
+def test_validate_exits_non_zero_naming_the_variable_and_line(tmp_path: Path) -> None:
+    (tmp_path / "hub.yaml").write_text("version: 1\ncatalog:\n  teams:\n    payments:\n"
+                                       "      pagerduty_routing_key: env:PD_KEY_NOT_SET_ANYWHERE\n")
+    out = subprocess.run([sys.executable, "-m", "hub", "validate", "hub.yaml"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, env={k: v for k, v in __import__("os").environ.items()
+                                                     if k != "PD_KEY_NOT_SET_ANYWHERE"})
+    assert out.returncode != 0
+    assert "hub.yaml:5:" in out.stdout + out.stderr and "PD_KEY_NOT_SET_ANYWHERE" in out.stdout + out.stderr
 
 
 def test_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:
@@ -152,7 +183,7 @@ def test_validate_cli_errors_and_exit_code() -> None:
 def test_validate_cli_ok_summary_and_json(tmp_path: Path) -> None:
     out = _cli("validate")
     assert out.returncode == 0
-    assert out.stdout.strip() == ("ok: <built-in defaults>: 10 workflows (10 enabled, 33 actions, 3 timers), "
+    assert out.stdout.strip() == ("ok: <built-in defaults>: 10 workflows (10 enabled, 35 actions, 3 timers), "
                                   "0 services, 0 teams")
     path = tmp_path / "hub.yaml"
     path.write_text((BROKEN / "bad_guard.yaml").read_text())

@@ -190,8 +190,9 @@ def incident_payload(event_type: str, *, severity: str | None = None, status: tu
 
 
 async def test_incident_created_status_changed_resolved(redis_url, redis, upstreams) -> None:
-    """SEV1 lifecycle: page + Slack + Statuspage; status change updates Statuspage; resolve closes it all."""
-    settings = upstreams.settings(redis_url)
+    """SEV1 lifecycle: page + Slack + Statuspage (the service opted in; public wording only); status
+    change updates Statuspage; resolve closes it all."""
+    settings = upstreams.settings(redis_url, hub_config=RULES / "public.yaml")
     async with Hub(settings, redis) as hub:
         created = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
         assert created["state"] == "done"
@@ -205,7 +206,9 @@ async def test_incident_created_status_changed_resolved(redis_url, redis, upstre
         assert page.json()["payload"]["summary"] == "[SEV1] INC-1482: Checkout API returning 5xx errors"
         (sp_create,) = upstreams.statuspage.calls(method="POST")
         assert sp_create.json()["incident"]["status"] == "investigating"
-        assert sp_create.json()["incident"]["name"] == "INC-1482: Checkout API returning 5xx errors"
+        assert sp_create.json()["incident"]["name"] == "Degraded performance of Checkout"
+        assert sp_create.json()["incident"]["body"] == "We are investigating degraded performance of Checkout."
+        assert sp_create.json()["incident"]["components"] == {"cmp_checkout": "major_outage"}
         assert upstreams.slack.requests[0].json()["text"].endswith(":rotating_light: INC-1482: Checkout API "
                                                                    "returning 5xx errors")
         state = await hub.incidents.get(INCIDENT_KEY)
@@ -223,8 +226,8 @@ async def test_incident_created_status_changed_resolved(redis_url, redis, upstre
                                                          ("slack.notify", "succeeded")]
         patch = upstreams.statuspage.calls(f"/v1/pages/{fake_statuspage.PAGE_ID}/incidents/{sp_id}", "PATCH")[-1]
         assert patch.json()["incident"]["status"] == "monitoring"
-        assert patch.json()["incident"]["body"] == "Fix deployed (checkout-api v2024.06.17-3); error rate back to " \
-                                                   "baseline."
+        assert patch.json()["incident"]["body"] == "A fix for Checkout is in place and we are monitoring the " \
+                                                   "results."  # the catalog's words, not the internal update
         assert upstreams.statuspage.incidents[sp_id]["status"] == "monitoring"
 
         before = len(upstreams.slack.requests)
@@ -304,7 +307,10 @@ async def test_datadog_triggered_then_recovered_then_flapping(redis_url, redis, 
         assert await hub.incidents.resolve(f"incidentio:{inc_id}") == fp  # its webhooks join this incident
 
         rec = await hub.send("datadog", recovered, headers=auth)
-        assert await hub.done_actions(rec["id"]) == [("pagerduty.resolve", "succeeded")]
+        # the page and the incident.io incident the hub opened for the alert are resolved
+        assert await hub.done_actions(rec["id"]) == [("pagerduty.resolve", "succeeded"),
+                                                     ("incidentio.update", "succeeded")]
+        assert upstreams.incidentio.incidents[inc_id]["incident_status"]["category"] == "closed"
         assert upstreams.pagerduty.calls("/v2/enqueue")[-1].json() == {
             "routing_key": ROUTING_KEY, "dedup_key": fp, "event_action": "resolve"}
 
@@ -403,12 +409,44 @@ async def test_incident_opened_for_an_alert_joins_the_alert_and_pages_once(redis
         created["public_incident.incident_created_v2"]["id"] = inc_id
         declared = await hub.send("incidentio", created)
     assert declared["events"][0]["fingerprint"] == f"incidentio:{inc_id}"
-    # the incident.io incident is the alert's incident: the page is already done, the Statuspage is new
-    assert await hub.done_actions(declared["id"]) == [("slack.notify", "succeeded"), ("statuspage.open", "succeeded")]
+    # the incident.io incident is the alert's incident: the page is already done; no Statuspage, since
+    # the service did not opt in to the public page
+    assert await hub.done_actions(declared["id"]) == [("slack.notify", "succeeded")]
     assert len(upstreams.pagerduty.calls("/v2/enqueue")) == 1
+    assert upstreams.statuspage.requests == []
     state = await hub.incidents.get(fp)
-    assert state["incidentio_id"] == inc_id and state["statuspage_incident_id"] == upstreams.statuspage.created[0]
+    assert state["incidentio_id"] == inc_id and state["statuspage_incident_id"] is None
     assert await hub.incidents.get(f"incidentio:{inc_id}") is None
+
+
+async def test_sev1_alert_on_an_opted_in_service_public_wording_and_its_resolve_closes_everything(
+        redis_url, redis, upstreams) -> None:
+    """Statuspage says only the catalog's words; the alert's resolve resolves the Statuspage incident
+    and the incident.io incident the hub opened, not only the page."""
+    settings = upstreams.settings(redis_url, hub_config=RULES / "public.yaml")
+    auth = {"Authorization": f"Bearer {DATADOG_TOKEN}", "Content-Type": "application/json"}
+    triggered = load("datadog_alert_triggered.json")
+    async with Hub(settings, redis) as hub:
+        fired = await hub.send("datadog", triggered, headers=auth)
+        assert fired["events"][0]["severity"] == "SEV1"
+        assert sorted(n for n, _ in await hub.done_actions(fired["id"])) == [
+            "incidentio.create_incident", "pagerduty.trigger", "statuspage.open"]
+        (sp_create,) = upstreams.statuspage.calls(method="POST")
+        incident = sp_create.json()["incident"]
+        assert incident["name"] == "Degraded performance of Checkout"
+        assert incident["body"] == "We are investigating degraded performance of Checkout."
+        alert_words = {triggered["title"], fired["events"][0]["title"], fired["events"][0]["summary"]} - {""}
+        assert not any(w in json.dumps(incident) for w in alert_words)
+        inc_id = upstreams.incidentio.created[0]
+        sp_id = upstreams.statuspage.created[0]
+
+        recovered = await hub.send("datadog", load("datadog_alert_recovered.json"), headers=auth)
+        assert await hub.done_actions(recovered["id"]) == [
+            ("pagerduty.resolve", "succeeded"), ("statuspage.resolve", "succeeded"), ("incidentio.update", "succeeded")]
+    assert upstreams.statuspage.incidents[sp_id]["status"] == "resolved"
+    resolve = upstreams.statuspage.calls(f"/v1/pages/{fake_statuspage.PAGE_ID}/incidents/{sp_id}", "PATCH")[-1]
+    assert resolve.json()["incident"]["body"] == "Checkout is operating normally again."
+    assert upstreams.incidentio.incidents[inc_id]["incident_status"]["category"] == "closed"
 
 
 async def test_a_later_plan_of_an_event_repeats_what_it_decided_first(redis_url, redis, upstreams) -> None:
@@ -418,16 +456,53 @@ async def test_a_later_plan_of_an_event_repeats_what_it_decided_first(redis_url,
     from hub.ratelimit import RateLimiter
     from hub.rules import load_rules
 
-    settings = upstreams.settings(redis_url)
+    settings = upstreams.settings(redis_url, hub_config=RULES / "public.yaml")
     async with Hub(settings, redis) as hub:
         await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
         change = await hub.send("incidentio", incident_payload(
             "incident_status_updated_v2", severity="Critical", status=("Monitoring", "live"),
             previous=("Investigating", "live")))
         await hub.send("incidentio", incident_payload("incident_status_updated_v2", severity="Critical"))
-    planner = Processor(hub.store, load_rules(None), ActionRunner(hub.store, {}, RateLimiter(redis)))
+    planner = Processor(hub.store, load_rules(RULES / "public.yaml"), ActionRunner(hub.store, {}, RateLimiter(redis)))
     _, planned = await planner.plan(await hub.store.get(change["id"]))
     ran = await hub.actions(change["id"])
     expected = [f"{change['id']}.0:incident-changed:statuspage-update", f"{change['id']}.0:incident-changed:notify"]
     assert [p.id for p in planned] == expected and sorted(ran) == sorted(expected)
     assert planned[0].params["status"] == "monitoring"
+
+
+async def test_an_optional_team_key_that_is_unset_falls_back_on_the_record(redis_url, redis, upstreams, tmp_path,
+                                                                          monkeypatch) -> None:
+    """`env:NAME?` unset: the page goes to the global key, and both timelines say so and why."""
+    monkeypatch.delenv("PD_KEY_OPTIONAL_TEAM", raising=False)
+    rules = tmp_path / "hub.yaml"
+    rules.write_text("version: 1\ncatalog:\n  services:\n    checkout-api: {aliases: [Payments], team: payments}\n"
+                     "  teams:\n    payments: {pagerduty_routing_key: 'env:PD_KEY_OPTIONAL_TEAM?'}\n"
+                     "  sources:\n    incidentio: {services_field: Affected Team}\n")
+    settings = upstreams.settings(redis_url, hub_config=rules)
+    async with Hub(settings, redis) as hub:
+        declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
+        (page,) = upstreams.pagerduty.calls("/v2/enqueue")
+        assert page.json()["routing_key"] == ROUTING_KEY
+        lines = [e for e in await hub.store.timeline(declared["id"]) if e["type"] == "fallback"]
+        on_incident = [e for e in await hub.incidents.timeline(INCIDENT_KEY) if e["type"] == "fallback"]
+    (line,) = lines
+    assert line["name"] == "pagerduty.trigger"
+    assert line["reason"].startswith("fell back to the global PAGERDUTY_ROUTING_KEY because team payments")
+    assert "PD_KEY_OPTIONAL_TEAM" in line["reason"]
+    assert [e["reason"] for e in on_incident] == [line["reason"]]
+
+
+async def test_a_team_key_that_is_set_is_used_without_a_fallback_line(redis_url, redis, upstreams, tmp_path,
+                                                                     monkeypatch) -> None:
+    monkeypatch.setenv("PD_KEY_OPTIONAL_TEAM", "TEAMKEY0000000000000000000000001")
+    rules = tmp_path / "hub.yaml"
+    rules.write_text("version: 1\ncatalog:\n  services:\n    checkout-api: {aliases: [Payments], team: payments}\n"
+                     "  teams:\n    payments: {pagerduty_routing_key: 'env:PD_KEY_OPTIONAL_TEAM?'}\n"
+                     "  sources:\n    incidentio: {services_field: Affected Team}\n")
+    settings = upstreams.settings(redis_url, hub_config=rules)
+    async with Hub(settings, redis) as hub:
+        declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
+        timeline = await hub.store.timeline(declared["id"])
+    assert upstreams.pagerduty.calls("/v2/enqueue")[0].json()["routing_key"] == "TEAMKEY0000000000000000000000001"
+    assert "fallback" not in [e["type"] for e in timeline]

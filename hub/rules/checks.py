@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import os
 import re
 from functools import lru_cache
 from typing import Any
 
+from hub import envref
 from hub.events import Kind
 from hub.rules import templating
 from hub.rules.loader import Path_, Positions, Problem, _dotted
-from hub.rules.model import Condition, HubConfig, Step, Workflow
+from hub.rules.model import Condition, HubConfig, StatuspageWording, Step, Workflow
 
 #: Actions the hub performs itself (not through a connector).
 BUILTIN_ACTIONS = {"hub": {"cancel_timers"}}
-ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
 #: Roots of `exists:` paths.
 EXISTS_ROOTS = ("event", "incident", "service", "team", "deploy")
 
@@ -48,6 +47,7 @@ class _Checker:
         self.data = data
         self.positions = positions
         self.problems: list[Problem] = []
+        self.env = envref.environment()
 
     def add(self, path: Path_, message: str, hint: str = "", *, key: bool = False, severity: str = "error") -> None:
         line, col = self.positions.find(path, key=key)
@@ -72,6 +72,10 @@ class _Checker:
                 seen_alias.setdefault(folded, name)
             self.secret((*base, "pagerduty_routing_key"), svc.pagerduty_routing_key)
             self.secret((*base, "slack_webhook"), svc.slack_webhook)
+        self.wording(("catalog", "statuspage_wording"), cat.statuspage_wording)
+        for name, svc in cat.services.items():
+            if svc.statuspage_wording is not None:
+                self.wording(("catalog", "services", name, "statuspage_wording"), svc.statuspage_wording)
         for name, team in cat.teams.items():
             base = ("catalog", "teams", name)
             self.secret((*base, "pagerduty_routing_key"), team.pagerduty_routing_key)
@@ -83,17 +87,44 @@ class _Checker:
         self.source_options()
 
     def secret(self, path: Path_, value: str | None) -> None:
+        """A secret reference: valid, and set where the settings are read (environment or `.env`).
+
+        An unset `env:NAME` is an error, not a warning: the worker would otherwise page with
+        the global key instead of the one the file names. `env:NAME?` may be unset.
+        """
         if not value:
             return
-        m = ENV_REF.match(value)
-        if value.startswith("env:") and not m:
-            self.add(path, f"{value!r} is not a valid environment reference", "write env:NAME (letters, digits, _)")
-        elif m and m.group(1) not in os.environ:
-            self.add(path, f"environment variable {m.group(1)} is not set here", "set it where the worker runs",
-                     severity="warning")
-        elif not m:
+        ref = envref.parse(value)
+        if envref.looks_like_ref(value) and ref is None:
+            self.add(path, f"{value!r} is not a valid environment reference",
+                     "write env:NAME (letters, digits, _), or env:NAME? when it may be unset")
+        elif ref is not None and envref.lookup(ref.name, self.env) is None:
+            if ref.optional:
+                self.add(path, f"environment variable {ref.name} is not set: this falls back (env:{ref.name}?)",
+                         "the fallback is recorded on the incident's timeline when it happens", severity="warning")
+            else:
+                self.add(path, f"environment variable {ref.name} is not set (neither in the environment nor "
+                               "in .env)",
+                         f"set {ref.name} where the worker runs (or in .env), or write env:{ref.name}? to let "
+                         "it fall back")
+        elif ref is None:
             self.add(path, "a secret is written in the file", "prefer env:NAME and set NAME in the environment",
                      severity="warning")
+
+    def wording(self, path: Path_, wording: StatuspageWording) -> None:
+        """Public wording may read only `service` (its public name): nothing internal reaches the page."""
+        for field, text in wording.model_dump().items():
+            try:
+                names = templating.references(text)[0] if templating.is_template(text) else set()
+            except templating.TemplateProblem as e:
+                self.add((*path, field), f"template syntax: {e}")
+                continue
+            except Exception as e:  # a Jinja syntax error
+                self.add((*path, field), f"template syntax: {e}")
+                continue
+            for other in sorted(names - {"service"}):
+                self.add((*path, field), f"public wording cannot read {other!r}",
+                         "the status page is public: only {{ service }} (the service's public name) is available")
 
     def source_options(self) -> None:
         from hub.registry import sources

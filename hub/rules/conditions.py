@@ -71,6 +71,8 @@ def matches(cond: Condition | None, f: Facts) -> bool:
         checks.append(f.pager == cond.pager)
     if cond.configured is not None:
         checks.append(all(c in f.configured for c in cond.configured))
+    if cond.statuspage is not None:
+        checks.append(bool(lookup(f.values, "service.statuspage")) == cond.statuspage)
     if cond.deployed_within is not None:
         checks.append(bool(recent_deploys(f.deploys, cond.deployed_within, f.now_ms)))
     if cond.any is not None:

@@ -15,8 +15,6 @@ fingerprint (`per: fingerprint`) or the event itself (`per: event`). A repeating
 from __future__ import annotations
 
 import fnmatch
-import os
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from hub import envref
 from hub.actions import PlannedAction
 from hub.events import NormalisedEvent, Severity
 from hub.incidents import advance, duration_ms, incident_key
@@ -32,7 +31,8 @@ from hub.rules.conditions import Facts, matches, recent_deploys
 from hub.rules.loader import Loaded
 from hub.rules.model import Condition, HubConfig, Service, Step, Team, Workflow
 
-ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+#: connector → (the parameter naming its target, the global setting used when it is empty).
+GLOBAL_TARGETS = {"pagerduty": ("routing_key", "PAGERDUTY_ROUTING_KEY"), "slack": ("webhook_url", "SLACK_WEBHOOK_URL")}
 #: How far back deploys are offered to conditions and templates.
 DEPLOY_LOOKBACK_S = 24 * 3600
 
@@ -90,6 +90,8 @@ class PlannedStep(PlannedAction):
     record: dict[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
     needs: tuple[str, ...] = ()
+    #: Steps read only for their outcome (`steps.<id>.state` / `.error`): waited for, not required.
+    watches: tuple[str, ...] = ()
     timer: TimerSpec | None = None
     timer_id: str | None = None
     occurrence: int = 1
@@ -104,6 +106,26 @@ class PlannedStep(PlannedAction):
         if incident is not None:
             ctx["incident"] = incident_view(incident)
         return _drop_none(templating.render_params(self.template, ctx, markup_for(self.connector, self.action)))
+
+    def fallback(self) -> str | None:
+        """Why this step's target is the global one although the catalog names its own, else None.
+
+        Only an `env:NAME?` reference can be unset by now (a plain `env:NAME` is an error at
+        start); the connector then uses its global setting, and that must be said.
+        """
+        target = GLOBAL_TARGETS.get(self.connector)
+        if target is None or self.params.get(target[0]) or target[0] not in self.template:
+            return None
+        text = " ".join(templating.strings(self.template[target[0]]))
+        unset = []
+        for root in ("service", "team"):
+            view = self.context.get(root) or {}
+            for path, name in (view.get("unset_env") or {}).items():
+                if f"{root}.{path}" in text:
+                    unset.append(f"{root} {view.get('name') or '?'} has {path}: env:{name}? and {name} is not set")
+        if not unset:
+            return None
+        return f"fell back to the global {target[1]} because " + "; ".join(unset)
 
     def render_record(self, params: Mapping[str, Any], result: Mapping[str, Any],
                       steps: Mapping[str, Any], incident: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -142,14 +164,19 @@ def configured_connectors(settings: Any) -> set[str]:
     return out
 
 
-def env_value(ref: str | None) -> str | None:
+def env_value(ref: str | None, env: Mapping[str, str] | None = None) -> str | None:
     """`env:NAME` → the variable's value (None when unset); a literal stays as written."""
-    if not ref:
-        return None
-    m = ENV_REF.match(ref)
-    if m:
-        return os.environ.get(m.group(1)) or None
-    return ref
+    return envref.resolve(ref, env)
+
+
+def _unset(refs: Mapping[str, str | None], env: Mapping[str, str]) -> dict[str, str]:
+    """Of the catalog's secret references, those written but unset here: path → variable."""
+    out: dict[str, str] = {}
+    for path, value in refs.items():
+        ref = envref.parse(value)
+        if ref is not None and envref.lookup(ref.name, env) is None:
+            out[path] = ref.name
+    return out
 
 
 def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -210,30 +237,48 @@ class Rules:
     def service_view(self, name: str | None, world: World) -> dict[str, Any]:
         svc = self.config.catalog.services.get(name or "") or Service()
         in_catalog = name in self.config.catalog.services
+        env = envref.environment()
         # catalog text is the operator's (kept as written in markup); an unknown name is the payload's
         return templating.trusted({
             "description": svc.description, "aliases": list(svc.aliases), "team": svc.team,
             "statuspage_components": list(svc.statuspage_components),
-            "pagerduty_routing_key": env_value(svc.pagerduty_routing_key),
+            "statuspage": bool(in_catalog and (svc.statuspage or svc.statuspage_components)),
+            "statuspage_text": self.statuspage_text(svc, svc.display_name or name or "our service"),
+            "pagerduty_routing_key": env_value(svc.pagerduty_routing_key, env),
             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in svc.opsgenie_responders],
             "jira_project": svc.jira_project or self.config.catalog.jira_project or world.jira_project,
-            "slack_webhook": env_value(svc.slack_webhook),
-        }) | {"name": templating.Trusted(name) if in_catalog and name else (name or ""), "in_catalog": in_catalog}
+            "slack_webhook": env_value(svc.slack_webhook, env),
+            "unset_env": _unset({"pagerduty_routing_key": svc.pagerduty_routing_key,
+                                 "slack_webhook": svc.slack_webhook}, env),
+        }) | {"name": templating.Trusted(name) if in_catalog and name else (name or ""), "in_catalog": in_catalog,
+              "display_name": templating.Trusted(svc.display_name or name) if in_catalog and (svc.display_name or name)
+              else (name or "")}
+
+    def statuspage_text(self, svc: Service, public_name: str) -> dict[str, str]:
+        """The public wording for this service, per status (its own, else the catalog's)."""
+        wording = svc.statuspage_wording or self.config.catalog.statuspage_wording
+        return {k: str(templating.render_value(v, {"service": public_name})) for k, v in wording.model_dump().items()}
 
     def team_view(self, name: str | None) -> dict[str, Any]:
         team = self.config.catalog.teams.get(name or "") or Team()
+        env = envref.environment()
         manager = team.manager.model_dump() if team.manager else {"name": "", "slack": "", "email": "",
                                                                     "slack_webhook": None}
-        manager["slack_webhook"] = env_value(manager.get("slack_webhook"))
+        refs = {"pagerduty_routing_key": team.pagerduty_routing_key, "slack_webhook": team.slack_webhook,
+                "manager.slack_webhook": manager.get("slack_webhook")}
+        refs.update({f"escalation[{i}].pagerduty_routing_key": lvl.pagerduty_routing_key
+                     for i, lvl in enumerate(team.escalation)})
+        manager["slack_webhook"] = env_value(manager.get("slack_webhook"), env)
         return templating.trusted({
             "name": name or "", "description": team.description,
-            "pagerduty_routing_key": env_value(team.pagerduty_routing_key),
+            "pagerduty_routing_key": env_value(team.pagerduty_routing_key, env),
             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in team.opsgenie_responders],
-            "slack_webhook": env_value(team.slack_webhook), "manager": manager,
+            "slack_webhook": env_value(team.slack_webhook, env), "manager": manager,
             "escalation": [{"level": i + 1, "name": lvl.name or f"level {i + 1}",
-                            "pagerduty_routing_key": env_value(lvl.pagerduty_routing_key),
+                            "pagerduty_routing_key": env_value(lvl.pagerduty_routing_key, env),
                             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in lvl.opsgenie_responders]}
                            for i, lvl in enumerate(team.escalation)],
+            "unset_env": _unset(refs, env),
         })
 
     @staticmethod
@@ -356,7 +401,8 @@ class Rules:
                 delay=float(delay or 0.0), unless=_guard_names(step.unless), workflow=wf.name,
                 step_id=sub.id, event_index=index, incident_key=key, subject=subject,
                 template=dict(sub.with_), record=dict(sub.record), context={**ctx, "occurrence": occurrence},
-                needs=tuple(sorted(_needs(sub.with_))), timer=timer, timer_id=timer_id, occurrence=occurrence,
+                needs=tuple(sorted(_needs(sub.with_))), watches=tuple(sorted(_watches(sub.with_))),
+                timer=timer, timer_id=timer_id, occurrence=occurrence,
                 builtin=connector == "hub")
             if preview:
                 ps.params = self.preview(ps)
@@ -415,13 +461,25 @@ def _guard_names(cond: Condition | None) -> tuple[str, ...]:
 
 
 def _needs(value: Any) -> set[str]:
+    """Steps whose result the parameters read (they must have succeeded)."""
     out: set[str] = set()
     for text in templating.strings(value):
         try:
-            out |= templating.references(text)[1]
+            out |= templating.references(text)[1] - templating.outcome_reads(text)
         except templating.TemplateProblem:
             continue
     return out
+
+
+def _watches(value: Any) -> set[str]:
+    """Steps the parameters read only for their outcome (state, error), unless a result is read too."""
+    out: set[str] = set()
+    for text in templating.strings(value):
+        try:
+            out |= templating.outcome_reads(text)
+        except templating.TemplateProblem:
+            continue
+    return out - _needs(value)
 
 
 def _now_ms() -> int:

@@ -57,7 +57,8 @@ class _Strict(BaseModel):
 
 # -- catalog ---------------------------------------------------------------------------------
 
-SecretRef = Annotated[str, Field(description="`env:NAME` reads the environment variable NAME when the action runs; "
+SecretRef = Annotated[str, Field(description="`env:NAME` reads the variable NAME (environment or .env; unset: an error "
+                                             "at start), `env:NAME?` may be unset (the fallback is recorded); "
                                              "a literal value works but puts a secret in the file")]
 
 
@@ -102,12 +103,30 @@ class Team(_Strict):
     escalation: list[EscalationLevel] = Field(default_factory=list, description="next levels, in order")
 
 
+class StatuspageWording(_Strict):
+    """What the public status page says, per Statuspage status. Templates read only `service`
+    (the service's public name): never alert or incident text, which is internal."""
+
+    title: str = Field("Degraded performance of {{ service }}", description="the Statuspage incident's name")
+    investigating: str = "We are investigating degraded performance of {{ service }}."
+    identified: str = "We have identified the cause of the degraded performance of {{ service }} and are " \
+                      "working on a fix."
+    monitoring: str = "A fix for {{ service }} is in place and we are monitoring the results."
+    resolved: str = "{{ service }} is operating normally again."
+
+
 class Service(_Strict):
     description: str = ""
+    display_name: str = Field("", description="the public name (status page); default: the catalog name")
     aliases: StrList = Field(default_factory=list,
                              description="names as they appear in tags, labels, repositories and incident.io fields")
     team: str | None = None
-    statuspage_components: StrList = Field(default_factory=list, description="Statuspage component ids")
+    statuspage: bool = Field(False, description="opt in to the public status page (implied by "
+                                                "statuspage_components); without it the built-in workflows "
+                                                "never open a Statuspage incident for the service")
+    statuspage_components: StrList = Field(default_factory=list, description="Statuspage component ids (opts in)")
+    statuspage_wording: StatuspageWording | None = Field(None, description="this service's public wording; "
+                                                                           "default: the catalog's")
     pagerduty_routing_key: SecretRef | None = None
     opsgenie_responders: list[Responder] = Field(default_factory=list)
     jira_project: str | None = None
@@ -122,6 +141,8 @@ class Catalog(_Strict):
     jira_project: str | None = Field(None, description="project for tickets when the service names none "
                                                        "(else JIRA_PROJECT)")
     deploy_history: int = Field(20, ge=1, le=500, description="deploys remembered per service and environment")
+    statuspage_wording: StatuspageWording = Field(default_factory=StatuspageWording,
+                                                  description="public wording on the status page, per status")
 
 
 # -- conditions ------------------------------------------------------------------------------
@@ -166,6 +187,8 @@ class Condition(_Strict):
         None, description="who pages for the service: PagerDuty when it has (or the hub has) a routing key, "
                           "else OpsGenie")
     configured: StrList | None = Field(None, description="connectors that must be configured")
+    statuspage: bool | None = Field(None, description="the (first) affected service opted in to the public "
+                                                      "status page (`statuspage: true` or statuspage_components)")
     deployed_within: Duration | DeployedWithin | None = None
     any: list[Condition] | None = None
     all: list[Condition] | None = None

@@ -417,6 +417,46 @@ def _references(text: str) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(names - assigned - set(environment().globals)), frozenset(steps)
 
 
+#: What a step may read of another step without needing it to have succeeded.
+OUTCOME_FIELDS = frozenset({"state", "error"})
+
+
+def outcome_reads(text: str) -> set[str]:
+    """Step ids the template reads only as `steps.<id>.state` / `.error` (never its result).
+
+    Such a step may have failed or not run at all: the template reports what happened (e.g.
+    "could not page …"), so it waits for the step to finish but is not failed with it.
+    """
+    return set(_outcome_reads(text))
+
+
+def _step_of(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "steps":
+        return node.attr
+    if isinstance(node, nodes.Getitem) and isinstance(node.node, nodes.Name) and node.node.name == "steps" \
+            and isinstance(node.arg, nodes.Const):
+        return str(node.arg.value)
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _outcome_reads(text: str) -> frozenset[str]:
+    tree = parse(text)
+    total: dict[str, int] = {}
+    for node in [*tree.find_all(nodes.Getattr), *tree.find_all(nodes.Getitem)]:
+        sid = _step_of(node)
+        if sid is not None:
+            total[sid] = total.get(sid, 0) + 1
+    outcome: dict[str, int] = {}
+    for node in [*tree.find_all(nodes.Getattr), *tree.find_all(nodes.Getitem)]:
+        field = node.attr if isinstance(node, nodes.Getattr) else \
+            (node.arg.value if isinstance(node.arg, nodes.Const) else None)
+        sid = _step_of(node.node)
+        if sid is not None and field in OUTCOME_FIELDS:
+            outcome[sid] = outcome.get(sid, 0) + 1
+    return frozenset(sid for sid, n in outcome.items() if n == total.get(sid))
+
+
 def strings(value: Any) -> list[str]:
     """Every template string inside a parameter value."""
     if isinstance(value, str):

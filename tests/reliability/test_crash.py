@@ -23,7 +23,7 @@ import pytest
 from hub.events import Severity
 from hub.store import FINAL_STATES
 from tests.reliability import payloads as P
-from tests.reliability.harness import Sender, event_states, latencies, repeats, spread, wait_final
+from tests.reliability.harness import RULES, Sender, event_states, latencies, repeats, spread, wait_final
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -78,7 +78,8 @@ async def test_sigkilled_workers_lose_nothing_and_double_nothing(make_cluster, u
     opening, closing = workload(rng)
     expected = expectations(opening + closing)
     upstreams.slow_down(LATENCY)
-    cluster = await make_cluster({**upstreams.env(), "HUB_JOB_TIMEOUT": "3", "HUB_SWEEP_GRACE": "5"},
+    cluster = await make_cluster({**upstreams.env(), "HUB_CONFIG": str(RULES / "public.yaml"), "HUB_JOB_TIMEOUT": "3",
+                                  "HUB_SWEEP_GRACE": "5"},
                                  workers=2).start()
     redis = cluster.redis_client
     send_seconds = (len(opening) + len(closing)) / RATE

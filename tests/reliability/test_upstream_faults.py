@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from connectors.base import stable_ref
 from tests.fakes.base import Fault
 from tests.reliability import payloads as P
 from tests.reliability.harness import RULES, Sender, dead_letters, repeats, wait_final
@@ -62,7 +63,8 @@ def doom(upstreams, doomed: dict[str, P.Webhook]) -> dict[str, int]:
                        [Fault(status=422, body='{"type":"validation_error","errors":[{"code":"rejected"}]}')]),
         "opsgenie": ("POST", "/v2/alerts", doomed["opsgenie"].keys[0],
                      [Fault(status=422, body='{"message":"rejected by test"}')]),
-        "statuspage": ("POST", "/v1/pages/", "INC-9050:", [Fault(status=422, body='{"error":"rejected by test"}')]),
+        "statuspage": ("POST", "/v1/pages/", stable_ref(doomed["statuspage"].keys[0]),  # public names repeat
+                       [Fault(status=422, body='{"error":"rejected by test"}')]),
         "jira": ("POST", "/rest/api/2/issue", "Follow-up 50 ",
                  [Fault(status=400, body='{"errorMessages":["rejected by test"],"errors":{}}')]),
         "slack": ("POST", "/services/", "INC-9051:", [Fault(status=500, body="internal_error")] * 6),
@@ -79,7 +81,7 @@ def delivered(upstreams) -> dict[str, list[str]]:
         "pagerduty": [a.dedup_key for a in upstreams.pagerduty.created],
         "opsgenie": og_alerts,
         "incidentio": [i["name"] for i in upstreams.incidentio.incidents.values()],
-        "statuspage": [i["name"] for i in upstreams.statuspage.incidents.values()],
+        "statuspage": [i["metadata"]["incident_hub"]["ref"] for i in upstreams.statuspage.incidents.values()],
         "jira": [upstreams.jira.issues[k]["fields"]["summary"] for k in upstreams.jira.created],
         "slack": list(upstreams.slack.delivered),
     }
@@ -142,7 +144,7 @@ async def test_upstream_faults_deliver_once_or_dead_letter_then_replay_once(make
         assert reasons[name].startswith(("HTTP 400", "HTTP 422")), (name, reasons[name])
     assert transient_injected == dict.fromkeys(upstreams.all, 4)  # each connector met all four faults
     assert doomed["pagerduty"].keys[0] not in first["pagerduty"]
-    assert "INC-9050: Checkout outage 50" not in first["statuspage"]
+    assert stable_ref(doomed["statuspage"].keys[0]) not in first["statuspage"]
     assert "Follow-up 50 of incident 50" not in first["jira"]
 
     # After the replay: the dead ones delivered, once; nothing else sent twice; nothing left to replay.
