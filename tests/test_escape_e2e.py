@@ -57,18 +57,21 @@ async def test_hostile_incident_name_reaches_slack_and_statuspage_as_text(redis_
     incident["name"] = HOSTILE_NAME
     incident["summary"] = "<!here> <b>ongoing</b> [~accountid:x]"
     incident["permalink"] = "javascript:alert(document.cookie)"
-    async with Hub(upstreams.settings(redis_url), redis) as hub:
+    # public.yaml opts the affected service in to the status page
+    async with Hub(upstreams.settings(redis_url, hub_config=RULES / "public.yaml"), redis) as hub:
         created = await hub.send("incidentio", data)
     assert created["state"] == "done"
     (message,) = [r.json() for r in upstreams.slack.requests]
     assert_slack_inert(message)
     assert "&lt;!channel&gt;" in message["text"] and "&amp;" in message["text"]
     assert not any("javascript:" in t and "<" in t.split("javascript:")[0][-1:] for t in slack_texts(message))
+    # The public page gets the catalog's wording only: none of the payload's text, markup or not.
     (sp_create,) = upstreams.statuspage.calls(method="POST")
     sent = sp_create.json()["incident"]
     for field in ("name", "body"):
         assert "<" not in sent[field] and ">" not in sent[field] and "\x1b" not in sent[field], sent[field]
-    assert "bold" in sent["name"] and "ongoing" in sent["body"]
+        assert "bold" not in sent[field] and "ongoing" not in sent[field] and "accountid" not in sent[field]
+    assert "Checkout" in sent["name"] + sent["body"]
 
 
 async def test_escalation_keeps_the_operators_mention_but_not_the_payloads(redis_url, redis, upstreams,
