@@ -5,22 +5,26 @@ born from an alert, by the alert's fingerprint (Grafana's and Alertmanager's lab
 `datadog:<monitor>[:<scope>]`). A page's dedup key is the incident key, so a PagerDuty ack
 (`page.acknowledged`, fingerprint = the dedup key) finds its incident directly.
 
-Keys (all expire HUB_RETENTION after the incident's last write):
+Keys (all expire HUB_RETENTION after the incident's last write). ``{k}`` is the incident key
+(sender text) as `hub.keys.part` encodes it: never a ``:``, so ``{k}:lock`` is no incident's
+record, whatever a sender names its alert; likewise ``{alias}``, ``{subject}``, ``{service}``
+and ``{env}``. Names are built by `hub.keys` only.
 
-=================================  ======  ===============================================
-``hub:incident:{key}``             hash    the record; every value is JSON (fields below)
-``hub:incident:{key}:timeline``    list    JSON entries, oldest first: opened, acknowledged,
-                                           resolved, timer scheduled/fired/cancelled, …
-``hub:incident:{key}:timers``      hash    timer job id → JSON {workflow, step, due_ms, …}
-``hub:incident:{key}:lock``        string  held while one worker advances the incident
-``hub:incidents``                  zset    incident key by declared_at ms (for reports)
-``hub:incident-alias:{alias}``     string  another name → incident key (escalation dedup
-                                           keys, the incident.io id of an alert-born incident)
-``hub:claims:{subject}``           hash    action identity → id of the event that owns it
-                                           (subject: incident key or event fingerprint)
-``hub:deploys:{service}:{env}``    zset    JSON deploy → deploy time ms (last N kept)
-``hub:deploys:{service}``          set     the environments seen for the service
-=================================  ======  ===============================================
+===================================  ======  ===============================================
+``hub:incident:{k}``                 hash    the record; every value is JSON (fields below)
+``hub:incident:{k}:timeline``        list    JSON entries, oldest first: opened, acknowledged,
+                                             resolved, timer scheduled/fired/cancelled, …
+``hub:incident:{k}:timers``          hash    timer job id → JSON {workflow, step, due_ms, …}
+``hub:incident:{k}:lock``            string  held while one worker advances the incident
+``hub:incidents``                    zset    incident key (raw) by declared_at ms (reports)
+``hub:incident-alias:{alias}``       string  another name → incident key (escalation dedup
+                                             keys, the incident.io id of an alert-born incident)
+``hub:claims:{subject}``             hash    action identity → id of the event that owns it
+                                             (subject: incident key or event fingerprint)
+``hub:deploys:{service}:{env}``      zset    JSON deploy → deploy time ms (last N kept; the
+                                             time is the sender's, see `Processor`)
+``hub:deploys:{service}``            set     the environments seen for the service
+===================================  ======  ===============================================
 
 Fields of ``hub:incident:{key}`` (JSON values; times are epoch milliseconds as the hub saw
 them, so MTTA = acknowledged_at - declared_at and MTTR = resolved_at - declared_at):

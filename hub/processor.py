@@ -140,10 +140,12 @@ class Processor:
     async def process(self, event_id: str, *, force: bool = False) -> float | None:
         """Advance the event; return seconds until it should run again, or None when final.
 
-        Round trips on the common path: read the record; one script that resolves the
-        incidents, locks them, counts the run and re-reads the record, its actions and the
-        incidents; one transaction for processing + pin + incident + parsed + claims; the
-        actions; one transaction that finishes the event and releases the locks.
+        Round trips on the common path: count the run and read the record (`Store.start`:
+        every job start counts, so a poison event ends as a dead letter after
+        HUB_MAX_EVENT_RUNS whatever fails); one script that resolves the incidents, locks them
+        and re-reads the record, its actions and the incidents; one transaction for
+        processing + pin + incident + parsed + claims; the actions; one transaction that
+        finishes the event and releases the locks.
         """
         rec = await self.store.start(event_id)  # counts this run before anything can fail
         if rec is None:

@@ -1,6 +1,8 @@
 """The Redis data model: events, their actions and timelines, indexes, dedup, dead letters.
 
-Keys (all under ``hub:``; Redis Cluster is not supported, as arq does not support it):
+Keys (all under ``hub:``, every name built by `hub.keys`; Redis Cluster is not supported, as
+arq does not support it). ``{id}`` is an event id the hub made (``ev_`` + 20 hex digits):
+never operator or sender text, so ``{id}:actions`` cannot be another event's id.
 
 =============================  ======  ==================================================
 ``hub:ev:{id}``                hash    the event record: source, state, received_at (ms),
@@ -8,12 +10,14 @@ Keys (all under ``hub:``; Redis Cluster is not supported, as arq does not suppor
                                        non-secret headers), verified, events (normalised)
 ``hub:ev:{id}:actions``        hash    action id → action record (JSON)
 ``hub:ev:{id}:timeline``       list    timeline entries (JSON), oldest first
-``hub:dedup:{source}:{hash}``  string  delivery id → event id, for HUB_DEDUP_WINDOW
+``hub:dedup:{source}:{hash}``  string  delivery id → event id, for HUB_DEDUP_WINDOW (hash:
+                                       SHA-256 of the delivery id, sender text)
 ``hub:idx:all``                zset    event id by received ms (listing, newest first)
 ``hub:idx:source:{s}``         zset    same, per source
 ``hub:idx:state:{s}``          zset    same, per state (moved on every transition)
 ``hub:idx:kind:{k}``           zset    same, per normalised kind (written by the worker)
 ``hub:pending``                zset    non-final events by last touch ms (the sweeper's view)
+``hub:schema:keys``            string  the key layout version (`hub.upgrade`)
 ``hub:dead``                   zset    "{event id}/{action id}" dead letters by time
 ``hub:workers``                zset    worker id by last heartbeat ms
 =============================  ======  ==================================================
