@@ -125,3 +125,80 @@ async def test_an_interrupted_upgrade_runs_again_without_moving_anything_twice(r
     assert await incidents.claims(["datadog:42:web"]) == {
         "datadog:42:web": {"datadog:42:web#1:page": "ev_0123456789ab01234567"}}
     assert [d["sha"] for d in await incidents.deploys(["checkout:eu"], 0)] == ["abc"]
+
+
+def test_the_upgrade_command_renames_and_then_says_it_is_up_to_date(redis_url: str, monkeypatch: Any,
+                                                                    capsys: Any) -> None:
+    import asyncio
+
+    from hub.cli import main
+    from hub.redis_conn import connect
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+
+    async def seed() -> None:
+        client = connect(redis_url)
+        try:
+            await _seed_old_layout(client)
+        finally:
+            await client.aclose()
+
+    asyncio.run(seed())
+    assert main(["upgrade", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first == {"version": upgrade.VERSION,
+                     "renamed": {"incident keys": 4, "aliases": 1, "claims": 1, "deploy keys": 2}}
+    assert main(["upgrade"]) == 0
+    assert "already up to date" in capsys.readouterr().out
+
+
+# -- the way in: names resolved through aliases, locks by full key names --------------------------
+
+async def test_enter_follows_an_alias_and_locks_the_incident_it_names(redis: Any) -> None:
+    incidents = IncidentStore(redis, 3600)
+    await incidents.save("datadog:1:web", {"key": "datadog:1:web", "declared_at": 1}, [])
+    await incidents.alias("incidentio:01HX", "datadog:1:web")
+    entered = await incidents.enter(keys.event("ev_0123456789ab01234567"),
+                                    keys.event_actions("ev_0123456789ab01234567"),
+                                    ["incidentio:01HX", "pd-dedup-unknown", "datadog:1:web"], [False, True, False],
+                                    5.0, resolve=True)
+    assert entered.locked
+    assert entered.keys == ["datadog:1:web", None, "datadog:1:web"]  # an unknown page: no incident
+    assert entered.lock_keys == ["datadog:1:web"]
+    assert await redis.get(keys.incident_lock("datadog:1:web")) == entered.token.encode()
+    assert entered.incidents["datadog:1:web"] == {"key": "datadog:1:web", "declared_at": 1}
+    await incidents.unlock(entered.lock_keys, entered.token)
+    assert not await redis.exists(keys.incident_lock("datadog:1:web"))
+
+
+async def test_enter_reports_what_blocks_it(redis: Any) -> None:
+    incidents = IncidentStore(redis, 3600)
+    event, actions = keys.event("ev_0123456789ab01234567"), keys.event_actions("ev_0123456789ab01234567")
+    await redis.hset(event, mapping={"state": "processing", "runs": 1})
+    await redis.set(keys.incident_lock("a"), "other", px=5000)
+    busy = await incidents.enter(event, actions, ["b", "a"], [False, False], 5.0, resolve=True)
+    assert (busy.locked, busy.blocked) == (False, "busy")
+    assert not await redis.exists(keys.incident_lock("b"))  # all or none
+    assert await redis.hget(event, "runs") == b"0"  # waiting for a lease is not a run
+    await redis.hset(keys.incident_lock("c"), "x", "1")
+    await redis.hset(event, "runs", 1)
+    foreign = await incidents.enter(event, actions, ["c"], [False], 5.0, resolve=True)
+    assert (foreign.locked, foreign.blocked) == (False, "hash")
+    assert await redis.hget(event, "runs") == b"1"
+
+
+def test_a_deploy_is_dated_by_its_sender_never_later_than_received() -> None:
+    from datetime import UTC, datetime
+
+    from hub.events import Kind, NormalisedEvent
+    from hub.processor import deploy_time
+
+    def ev(at: datetime | None) -> NormalisedEvent:
+        return NormalisedEvent(kind=Kind.DEPLOY_SUCCEEDED, source="github", fingerprint="github:deploy:r:1",
+                               occurred_at=at)
+
+    received = 1_700_000_000_000
+    assert deploy_time(ev(datetime(2023, 11, 14, 22, 0, tzinfo=UTC)), received) == 1_699_999_200_000
+    assert deploy_time(ev(datetime(2023, 11, 14, 22, 0)), received) == 1_699_999_200_000  # naive: UTC
+    assert deploy_time(ev(datetime(2030, 1, 1, tzinfo=UTC)), received) == received  # not from the future
+    assert deploy_time(ev(None), received) == received
