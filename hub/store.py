@@ -44,7 +44,7 @@ from hub import keys
 from hub.batch import Batch
 from hub.settings import Settings
 
-PREFIX = "hub:"
+PREFIX = keys.PREFIX
 IDX_ALL = PREFIX + "idx:all"
 PENDING = PREFIX + "pending"
 DEAD = PREFIX + "dead"

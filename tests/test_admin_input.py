@@ -102,27 +102,33 @@ NUMBERS = st.sampled_from(["9" * 400, "1e400", "-1", "0", "1" * 25, "nan", "inf"
                            "9" * 20 + "d", "2024-13-45", "0x10"])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ident=st.lists(ID_PIECES, min_size=1, max_size=4).map("".join), number=NUMBERS,
+OPTIONAL = st.one_of(st.just(""), NUMBERS)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ident=st.lists(ID_PIECES, min_size=1, max_size=4).map("".join), since=OPTIONAL, until=OPTIONAL,
+       limit=st.sampled_from(["", "10", "500", "0", "9" * 400]),
        raw_cursor=st.one_of(st.just(None), st.binary(max_size=30),
                             st.tuples(st.one_of(st.floats(), st.integers(), st.text(max_size=5)), st.text(max_size=10))
                             .map(lambda t: json.dumps(list(t)).encode())),
+       filters=st.booleans(),
        route=st.sampled_from(["events", "event", "replay", "dead", "purge", "job", "ack", "audit"]))
-async def test_admin_inputs_never_answer_5xx(client: TestClient, ident: str, number: str, raw_cursor: bytes | None,
-                                             route: str) -> None:
+async def test_admin_inputs_never_answer_5xx(client: TestClient, ident: str, since: str, until: str, limit: str,
+                                             raw_cursor: bytes | None, filters: bool, route: str) -> None:
     from urllib.parse import quote
 
-    q = quote(number)
     cur = base64.urlsafe_b64encode(raw_cursor).decode() if raw_cursor is not None else ""
+    times = f"since={quote(since)}&until={quote(until)}&limit={limit}&cursor={cur}"
+    extra = f"&source={quote(ident)}&kind={quote(ident)}" if filters else ""
     method, path = {
-        "events": ("GET", f"/admin/events?since={q}&until={q}&limit={q}&cursor={cur}"),
+        "events": ("GET", f"/admin/events?{times}{extra}"),
         "event": ("GET", f"/admin/events/{quote(ident)}"),
         "replay": ("POST", f"/admin/events/{quote(ident)}/replay?dry_run=1"),
-        "dead": ("GET", f"/admin/dead-letters?since={q}&cursor={cur}&limit={q}"),
+        "dead": ("GET", f"/admin/dead-letters?since={quote(since)}&cursor={cur}&limit={limit}"),
         "purge": ("DELETE", f"/admin/dead-letters/{quote(ident)}/{quote(ident)}"),
         "job": ("GET", f"/admin/replays/{quote(ident)}"),
         "ack": ("POST", f"/admin/incidents/{quote(ident)}/ack"),
-        "audit": ("GET", f"/admin/audit?cursor={q}&limit={q}"),
+        "audit": ("GET", f"/admin/audit?cursor={quote(since)}&limit={limit}"),
     }[route]
     resp = await client.request(method, path, headers=AUTH)
     assert resp.status < 500, (method, path, resp.status, await resp.text())
