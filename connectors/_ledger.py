@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from connectors.base import stable_ref
+from hub import keys
 
 RECORD_TTL_S = 180 * 86400  # outlives any incident worth updating
 INTENT_TTL_S = 7 * 86400
@@ -31,10 +31,10 @@ INTENT_TTL_S = 7 * 86400
 class CreationLedger:
     def __init__(self, redis: Redis, connector: str, scope: str) -> None:
         self.redis = redis
-        self.prefix = f"hub:ledger:{connector}:{stable_ref(scope, 12)}"
+        self.connector, self.scope = connector, scope
 
     def _key(self, kind: str, key: str) -> str:
-        return f"{self.prefix}:{kind}:{stable_ref(key, 32)}"
+        return keys.ledger(self.connector, self.scope, kind, key)
 
     async def get(self, key: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self._key("rec", key))

@@ -28,7 +28,7 @@ import jinja2
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hub import audit
+from hub import audit, keys
 from hub.openapi import openapi_document
 from hub.queries import (
     MAX_LIMIT,
@@ -110,7 +110,7 @@ def protected(handler: Callable[[web.Request, str], Awaitable[web.StreamResponse
     """Authenticate, then run the handler with the caller's name; map operator errors to 4xx."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        who = authenticate(_settings(request), request.headers.get("Authorization"))
+        who = authenticate(_settings(request), _header(request, "Authorization"))
         if isinstance(who, web.Response):
             return who
         try:
@@ -126,6 +126,15 @@ def protected(handler: Callable[[web.Request, str], Awaitable[web.StreamResponse
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
     return wrapped
+
+
+def _header(request: web.Request, name: str) -> str | None:
+    """A header as text that encodes: bytes that are not UTF-8 (kept by aiohttp as surrogate
+    escapes) become U+FFFD, as at the ingress, so such a token is refused (403), not a 500."""
+    from hub.web import text
+
+    value = request.headers.get(name)
+    return None if value is None else text(value)
 
 
 def _redis_unavailable() -> tuple[type[BaseException], ...]:
@@ -262,7 +271,7 @@ async def post_bulk_replay(request: web.Request, who: str) -> web.Response:
 async def get_replay_job(request: web.Request, who: str) -> web.Response:
     """GET /admin/replays/{id}[?results=1]: progress and counts of a bulk replay."""
     job_id = request.match_info["id"]
-    if not valid_event_id(job_id):
+    if not keys.is_replay_job_id(job_id):
         raise QueryError(f"not a replay job id: {job_id!r}")
     status = await bulk_status(_store(request).redis, job_id, results=_flag(request, "results"))
     if status is None:

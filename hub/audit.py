@@ -23,6 +23,15 @@ MAX_ENTRIES = 50_000
 _STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 
 
+def _stream_id(value: str) -> bool:
+    """A stream id Redis accepts as an exclusive end: two parts that fit 64 bits, not 0-0."""
+    if not _STREAM_ID.fullmatch(value):
+        return False
+    ms, _, seq = value.partition("-")
+    parts = (int(ms), int(seq or 0))
+    return all(p < 2**64 for p in parts) and parts != (0, 0)
+
+
 def cli_actor() -> str:
     """`who` for commands run from a shell: the local user name."""
     try:
@@ -41,7 +50,7 @@ async def record(redis: Redis, who: str, action: str, target: str, **detail: Any
 
 async def recent(redis: Redis, limit: int = 100, before: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first; `before` is the previous page's cursor (a stream id, exclusive)."""
-    if before and not _STREAM_ID.fullmatch(before):  # Redis would refuse it: bad input, not a server error
+    if before and not _stream_id(before):  # Redis would refuse it: bad input, not a server error
         raise QueryError(f"not an audit cursor: {before[:40]!r} (pass the next_cursor of the previous page)")
     top = f"({before}" if before else "+"
     rows = await redis.xrevrange(AUDIT, max=top, min="-", count=limit)

@@ -5,22 +5,26 @@ born from an alert, by the alert's fingerprint (Grafana's and Alertmanager's lab
 `datadog:<monitor>[:<scope>]`). A page's dedup key is the incident key, so a PagerDuty ack
 (`page.acknowledged`, fingerprint = the dedup key) finds its incident directly.
 
-Keys (all expire HUB_RETENTION after the incident's last write):
+Keys (all expire HUB_RETENTION after the incident's last write). ``{k}`` is the incident key
+(sender text) as `hub.keys.part` encodes it: never a ``:``, so ``{k}:lock`` is no incident's
+record, whatever a sender names its alert; likewise ``{alias}``, ``{subject}``, ``{service}``
+and ``{env}``. Names are built by `hub.keys` only.
 
-=================================  ======  ===============================================
-``hub:incident:{key}``             hash    the record; every value is JSON (fields below)
-``hub:incident:{key}:timeline``    list    JSON entries, oldest first: opened, acknowledged,
-                                           resolved, timer scheduled/fired/cancelled, …
-``hub:incident:{key}:timers``      hash    timer job id → JSON {workflow, step, due_ms, …}
-``hub:incident:{key}:lock``        string  held while one worker advances the incident
-``hub:incidents``                  zset    incident key by declared_at ms (for reports)
-``hub:incident-alias:{alias}``     string  another name → incident key (escalation dedup
-                                           keys, the incident.io id of an alert-born incident)
-``hub:claims:{subject}``           hash    action identity → id of the event that owns it
-                                           (subject: incident key or event fingerprint)
-``hub:deploys:{service}:{env}``    zset    JSON deploy → deploy time ms (last N kept)
-``hub:deploys:{service}``          set     the environments seen for the service
-=================================  ======  ===============================================
+===================================  ======  ===============================================
+``hub:incident:{k}``                 hash    the record; every value is JSON (fields below)
+``hub:incident:{k}:timeline``        list    JSON entries, oldest first: opened, acknowledged,
+                                             resolved, timer scheduled/fired/cancelled, …
+``hub:incident:{k}:timers``          hash    timer job id → JSON {workflow, step, due_ms, …}
+``hub:incident:{k}:lock``            string  held while one worker advances the incident
+``hub:incidents``                    zset    incident key (raw) by declared_at ms (reports)
+``hub:incident-alias:{alias}``       string  another name → incident key (escalation dedup
+                                             keys, the incident.io id of an alert-born incident)
+``hub:claims:{subject}``             hash    action identity → id of the event that owns it
+                                             (subject: incident key or event fingerprint)
+``hub:deploys:{service}:{env}``      zset    JSON deploy → deploy time ms (last N kept; the
+                                             time is the sender's, see `Processor`)
+``hub:deploys:{service}``            set     the environments seen for the service
+===================================  ======  ===============================================
 
 Fields of ``hub:incident:{key}`` (JSON values; times are epoch milliseconds as the hub saw
 them, so MTTA = acknowledged_at - declared_at and MTTR = resolved_at - declared_at):
@@ -44,15 +48,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from hub import keys as layout
 from hub.batch import Batch
 from hub.events import Kind, NormalisedEvent
 from hub.store import now_ms
 
-PREFIX = "hub:incident:"
+PREFIX = layout.INCIDENT_PREFIX
 INDEX = "hub:incidents"
-ALIAS = "hub:incident-alias:"
-CLAIMS = "hub:claims:"
-DEPLOYS = "hub:deploys:"
 
 ALERT_KINDS = frozenset({Kind.ALERT_FIRING, Kind.ALERT_RESOLVED})
 INCIDENT_KINDS = frozenset({Kind.INCIDENT_DECLARED, Kind.INCIDENT_UPDATED, Kind.INCIDENT_STATUS_CHANGED,
@@ -150,44 +152,63 @@ def duration_ms(state: dict[str, Any] | None) -> int | None:
 
 
 # An event's way in, in one round trip: resolve its incident names (key, else alias, else
-# none for a page), take every incident's lock (all or none), count the run, and read what
-# the run needs. Key names are built here from the names (Redis Cluster is not supported).
-# KEYS: event hash, its actions. ARGV: token, lease ms, '1' to resolve, then (name, page flag) pairs.
+# none for a page), take every incident's lock (all or none), and read what the run needs.
+# Key names come from `hub.keys` (this script builds none). As an alias is only known once
+# read, the caller passes a *guess* of each name's incident with that incident's keys; a
+# wrong guess (an alias in play) answers {2, resolved} and the caller calls again with the
+# resolved names as its guesses. Busy: {0, resolved, locks, why}, why = 'busy' for a lock
+# another worker holds (it lapses with its lease: the run is not counted, see
+# `hub.store.Store.start`), else the type of what sits at the lock's name (not a lock: it
+# will never clear, and the run stays counted so the event ends as a dead letter).
+# KEYS: event hash, its actions, then per name: its record, its alias, the guess's record,
+# the guess's lock. ARGV: token, lease ms, '1' to resolve, then per name: name, page flag, guess.
 _ENTER = """
-local n = (#ARGV - 3) / 2
-local resolved = {}
+local n = (#ARGV - 3) / 3
+local resolved, wrong = {}, false
 for i = 1, n do
-  local name, key = ARGV[2 + 2 * i], ARGV[2 + 2 * i]
-  if name ~= '' and ARGV[3] == '1' and redis.call('EXISTS', 'hub:incident:' .. name) == 0 then
-    local alias = redis.call('GET', 'hub:incident-alias:' .. name)
-    if alias then key = alias elseif ARGV[3 + 2 * i] == '1' then key = '' end
+  local name, guess = ARGV[1 + 3 * i], ARGV[3 + 3 * i]
+  local key = name
+  if name ~= '' and ARGV[3] == '1' and redis.call('EXISTS', KEYS[4 * i - 1]) == 0 then
+    local alias = redis.call('GET', KEYS[4 * i])
+    if alias then key = alias elseif ARGV[2 + 3 * i] == '1' then key = '' end
   end
   resolved[i] = key
+  if key ~= guess then wrong = true end
 end
-local seen, locks = {}, {}
+if wrong then return {2, resolved} end
+local first, locks = {}, {}
 for i = 1, n do
   local k = resolved[i]
-  if k ~= '' and not seen[k] then seen[k] = true; locks[#locks + 1] = k end
+  if k ~= '' and not first[k] then first[k] = i; locks[#locks + 1] = k end
 end
 table.sort(locks)
-for i, k in ipairs(locks) do
-  if not redis.call('SET', 'hub:incident:' .. k .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then
-    for j = 1, i - 1 do redis.call('DEL', 'hub:incident:' .. locks[j] .. ':lock') end
-    return {0, resolved, locks}
+for j, k in ipairs(locks) do
+  local lock = KEYS[4 * first[k] + 2]
+  if not redis.call('SET', lock, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    for m = 1, j - 1 do redis.call('DEL', KEYS[4 * first[locks[m]] + 2]) end
+    local kind = redis.call('TYPE', lock)['ok']
+    local why = kind
+    if kind == 'string' and redis.call('PTTL', lock) > 0 then
+      why = 'busy'
+      if tonumber(redis.call('HGET', KEYS[1], 'runs') or '0') > 0 then redis.call('HINCRBY', KEYS[1], 'runs', -1) end
+    end
+    return {0, resolved, locks, why}
   end
 end
-local state = redis.call('HGET', KEYS[1], 'state')
-if state and state ~= 'done' and state ~= 'partially_failed' and state ~= 'dead' then
-  redis.call('HINCRBY', KEYS[1], 'runs', 1)
-end
 local incidents = {}
-for i, k in ipairs(locks) do incidents[i] = redis.call('HGETALL', 'hub:incident:' .. k) end
+for j, k in ipairs(locks) do incidents[j] = redis.call('HGETALL', KEYS[4 * first[k] + 1]) end
 return {1, resolved, locks, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), incidents}
 """
+#: Calls of `_ENTER` before giving up on aliases that keep changing under it.
+ENTER_TRIES = 5
 
 
 #: json.dumps(v, default=str), byte for byte, without building an encoder per call.
 _encode = json.JSONEncoder(default=str).encode
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _decode_state(raw: Any) -> dict[str, Any] | None:
@@ -211,6 +232,8 @@ class Entered:
     actions: dict[bytes, bytes] = field(default_factory=dict)
     incidents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     released: bool = False
+    #: Why the locks were not taken: "busy" (another worker), else the type found at a lock's name.
+    blocked: str = ""
 
 
 class IncidentStore:
@@ -224,7 +247,7 @@ class IncidentStore:
     # -- the record ----------------------------------------------------------------------------
 
     async def get(self, key: str) -> dict[str, Any] | None:
-        raw = await self.redis.hgetall(PREFIX + key)
+        raw = await self.redis.hgetall(layout.incident(key))
         if not raw:
             return None
         return {k.decode(): json.loads(v) for k, v in raw.items()}
@@ -235,7 +258,7 @@ class IncidentStore:
             return {}
         async with self.redis.pipeline(transaction=False) as p:
             for key in keys:
-                p.hgetall(PREFIX + key)
+                p.hgetall(layout.incident(key))
             raws = await p.execute()
         return {key: _decode_state(raw) for key, raw in zip(keys, raws, strict=True)}
 
@@ -250,32 +273,32 @@ class IncidentStore:
         if not state:
             return
         ms = now_ms()
-        p.hset(PREFIX + key, mapping={k: _encode(v) for k, v in state.items()})
-        p.expire(PREFIX + key, self.retention)
+        p.hset(layout.incident(key), mapping={k: _encode(v) for k, v in state.items()})
+        p.expire(layout.incident(key), self.retention)
         if state.get("declared_at"):
             p.zadd(INDEX, {key: int(state["declared_at"])})
         for entry in changes:
-            p.rpush(PREFIX + key + ":timeline", _encode({"at": ms, **entry}))
-        p.expire(PREFIX + key + ":timeline", self.retention)
-        p.expire(PREFIX + key + ":timers", self.retention)
+            p.rpush(layout.incident_timeline(key), _encode({"at": ms, **entry}))
+        p.expire(layout.incident_timeline(key), self.retention)
+        p.expire(layout.incident_timers(key), self.retention)
         p.zremrangebyscore(INDEX, "-inf", ms - self.retention * 1000)
 
     async def update(self, key: str, **fields: Any) -> None:
         """Set a few fields of an existing record (results of actions: statuspage id, jira key, …)."""
-        if not await self.redis.exists(PREFIX + key):
+        if not await self.redis.exists(layout.incident(key)):
             return
-        await self.redis.hset(PREFIX + key, mapping={k: _encode(v) for k, v in fields.items()})
+        await self.redis.hset(layout.incident(key), mapping={k: _encode(v) for k, v in fields.items()})
 
     def update_noted_into(self, p: Batch, key: str, fields: dict[str, Any], entry: dict[str, Any]) -> None:
         """Queue on a batch: set `fields` if the record exists (`update`), and `note` the entry."""
         pairs: list[Any] = []
         for k, v in fields.items():
             pairs += [k, _encode(v)]
-        p.update_noted(PREFIX + key, PREFIX + key + ":timeline", _encode({"at": now_ms(), **entry}), self.retention,
-                       pairs)
+        p.update_noted(layout.incident(key), layout.incident_timeline(key), _encode({"at": now_ms(), **entry}),
+                       self.retention, pairs)
 
     async def timeline(self, key: str) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in await self.redis.lrange(PREFIX + key + ":timeline", 0, -1)]
+        return [json.loads(x) for x in await self.redis.lrange(layout.incident_timeline(key), 0, -1)]
 
     async def note(self, key: str, entry: dict[str, Any]) -> None:
         p = Batch()
@@ -283,8 +306,8 @@ class IncidentStore:
         await p.execute(self.redis)
 
     def note_into(self, p: Batch, key: str, entry: dict[str, Any]) -> None:
-        p.rpush(PREFIX + key + ":timeline", _encode({"at": now_ms(), **entry}))
-        p.expire(PREFIX + key + ":timeline", self.retention)
+        p.rpush(layout.incident_timeline(key), _encode({"at": now_ms(), **entry}))
+        p.expire(layout.incident_timeline(key), self.retention)
 
     async def acknowledge(self, key: str, by: str = "operator") -> bool:
         """An operator's ack (stops escalation). False when unknown or already acknowledged."""
@@ -300,18 +323,18 @@ class IncidentStore:
 
     async def resolve(self, name: str) -> str | None:
         """The incident key for a key or alias (None when neither is known)."""
-        if await self.redis.exists(PREFIX + name):
+        if await self.redis.exists(layout.incident(name)):
             return name
-        found = await self.redis.get(ALIAS + name)
+        found = await self.redis.get(layout.incident_alias(name))
         return found.decode() if found else None
 
     async def alias(self, name: str, key: str) -> None:
         if name != key:
-            await self.redis.set(ALIAS + name, key, ex=self.retention)
+            await self.redis.set(layout.incident_alias(name), key, ex=self.retention)
 
     def alias_into(self, p: Batch, name: str, key: str) -> None:
         if name != key:
-            p.set(ALIAS + name, key, ex=self.retention)
+            p.set(layout.incident_alias(name), key, ex=self.retention)
 
     # -- claims: who owns an action identity -------------------------------------------------
 
@@ -319,7 +342,7 @@ class IncidentStore:
         subjects = list(dict.fromkeys(subjects))
         async with self.redis.pipeline(transaction=False) as p:
             for s in subjects:
-                p.hgetall(CLAIMS + s)
+                p.hgetall(layout.claims(s))
             raws = await p.execute()
         return {s: {k.decode(): v.decode() for k, v in raw.items()} for s, raw in zip(subjects, raws, strict=True)}
 
@@ -332,9 +355,9 @@ class IncidentStore:
 
     def claim_into(self, p: Batch, subject: str, identity: str, event_id: str) -> None:
         """Queue `claim` on a transaction: three replies, the owner second."""
-        p.hsetnx(CLAIMS + subject, identity, event_id)
-        p.hget(CLAIMS + subject, identity)
-        p.expire(CLAIMS + subject, self.retention)
+        p.hsetnx(layout.claims(subject), identity, event_id)
+        p.hget(layout.claims(subject), identity)
+        p.expire(layout.claims(subject), self.retention)
 
     def unclaim_into(self, p: Batch, subject: str, identity: str) -> None:
         """Queue giving an identity back (its owner only: see `Processor._unclaim_not_configured`)."""
@@ -343,21 +366,21 @@ class IncidentStore:
     # -- timers --------------------------------------------------------------------------------
 
     async def timers(self, key: str) -> dict[str, dict[str, Any]]:
-        raw = await self.redis.hgetall(PREFIX + key + ":timers")
+        raw = await self.redis.hgetall(layout.incident_timers(key))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     async def add_timer(self, key: str, timer_id: str, spec: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(PREFIX + key + ":timers", timer_id, _encode(spec))
-            p.expire(PREFIX + key + ":timers", self.retention)
+            p.hset(layout.incident_timers(key), timer_id, _encode(spec))
+            p.expire(layout.incident_timers(key), self.retention)
             await p.execute()
 
     async def remove_timer(self, key: str, timer_id: str) -> bool:
-        return bool(await self.redis.hdel(PREFIX + key + ":timers", timer_id))
+        return bool(await self.redis.hdel(layout.incident_timers(key), timer_id))
 
     @staticmethod
     def remove_timer_into(p: Batch, key: str, timer_id: str) -> None:
-        p.hdel(PREFIX + key + ":timers", timer_id)
+        p.hdel(layout.incident_timers(key), timer_id)
 
     # -- locking -------------------------------------------------------------------------------
 
@@ -366,7 +389,7 @@ class IncidentStore:
         token = secrets.token_hex(8)
         taken: list[str] = []
         for key in sorted(set(keys)):
-            if await self.redis.set(PREFIX + key + ":lock", token, nx=True, px=int(lease_s * 1000)):
+            if await self.redis.set(layout.incident_lock(key), token, nx=True, px=int(lease_s * 1000)):
                 taken.append(key)
             else:
                 await self.unlock(taken, token)
@@ -382,7 +405,7 @@ class IncidentStore:
     @staticmethod
     def release_into(p: Batch, keys: Iterable[str], token: str) -> None:
         for key in keys:
-            p.release(PREFIX + key + ":lock", token)
+            p.release(layout.incident_lock(key), token)
 
     @classmethod
     def unlock_into(cls, p: Batch, entered: Entered) -> None:
@@ -395,38 +418,50 @@ class IncidentStore:
 
     async def enter(self, event_key: str, actions_key: str, names: list[str | None], pages: list[bool],
                     lease_s: float, *, resolve: bool) -> Entered:
-        """Resolve the event's incident names, lock them, count the run, read the event: one round trip.
+        """Resolve the event's incident names, lock them, read the event: one round trip
+        (two when an alias is involved: see `_ENTER`).
 
         `resolve=False` takes `names` as incident keys already (the pinned keys of a rerun).
-        When another worker holds one of the incidents nothing is locked or counted
-        (`locked` is False).
+        When one of the incidents cannot be locked nothing is locked (`locked` is False, and
+        `blocked` says why: ``busy``, or the type of a foreign key at the lock's name).
         """
         token = secrets.token_hex(8)
-        argv: list[Any] = [token, int(lease_s * 1000), "1" if resolve else "0"]
-        for name, page in zip(names, pages, strict=True):
-            argv += [name or "", "1" if page else "0"]
-        out = await self._enter(keys=[event_key, actions_key], args=argv)
-        keys = [(k.decode() if isinstance(k, bytes) else str(k)) or None for k in out[1]]
-        lock_keys = [k.decode() if isinstance(k, bytes) else str(k) for k in out[2]]
+        guesses = [name or "" for name in names]
+        for _ in range(ENTER_TRIES):
+            key_names: list[str] = [event_key, actions_key]
+            argv: list[Any] = [token, int(lease_s * 1000), "1" if resolve else "0"]
+            for name, page, guess in zip(names, pages, guesses, strict=True):
+                key_names += [layout.incident(name or ""), layout.incident_alias(name or ""), layout.incident(guess),
+                              layout.incident_lock(guess)]
+                argv += [name or "", "1" if page else "0", guess]
+            out = await self._enter(keys=key_names, args=argv)
+            resolved = [_text(k) for k in out[1]]
+            if out[0] != 2:
+                break
+            guesses = resolved
+        else:
+            raise RuntimeError(f"the aliases of {names!r} changed {ENTER_TRIES} times while resolving them")
+        found: list[str | None] = [k or None for k in resolved]
+        lock_keys = [_text(k) for k in out[2]]
         if not out[0]:
-            return Entered(False, token, keys, lock_keys)
+            return Entered(False, token, found, lock_keys, blocked=_text(out[3]))
         record = dict(zip(out[3][::2], out[3][1::2], strict=True))
         actions = dict(zip(out[4][::2], out[4][1::2], strict=True))
         incidents = {k: _decode_state(raw) for k, raw in zip(lock_keys, out[5], strict=True)}
-        return Entered(True, token, keys, lock_keys, record, actions, incidents)
+        return Entered(True, token, found, lock_keys, record, actions, incidents)
 
     # -- deploys -------------------------------------------------------------------------------
 
     async def record_deploy(self, deploy: dict[str, Any], keep: int) -> None:
         """Remember a deploy under its service and environment (idempotent: same deploy, same member)."""
         service, env = deploy["service"].casefold(), (deploy.get("environment") or "unknown").casefold()
-        zkey = f"{DEPLOYS}{service}:{env}"
+        zkey = layout.deploys(service, env)
         async with self.redis.pipeline(transaction=True) as p:
             p.zadd(zkey, {json.dumps(deploy, sort_keys=True, default=str): int(deploy["at"])})
             p.zremrangebyrank(zkey, 0, -keep - 1)
             p.expire(zkey, self.retention)
-            p.sadd(DEPLOYS + service, env)
-            p.expire(DEPLOYS + service, self.retention)
+            p.sadd(layout.deploy_environments(service), env)
+            p.expire(layout.deploy_environments(service), self.retention)
             await p.execute()
 
     async def deploys(self, services: Iterable[str], since_ms: int) -> list[dict[str, Any]]:
@@ -437,9 +472,9 @@ class IncidentStore:
             return out
         async with self.redis.pipeline(transaction=False) as p:  # two round trips, however many services
             for service in names:
-                p.smembers(DEPLOYS + service)
+                p.smembers(layout.deploy_environments(service))
             envs = await p.execute()
-            zkeys = [f"{DEPLOYS}{service}:{env.decode()}" for service, found in zip(names, envs, strict=True)
+            zkeys = [layout.deploys(service, env.decode()) for service, found in zip(names, envs, strict=True)
                      for env in found]
             if not zkeys:
                 return out

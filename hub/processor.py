@@ -15,10 +15,12 @@ a worker may be killed mid-way) and each run only advances what is not final yet
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC
 from typing import Any
 
 from multidict import CIMultiDict
@@ -138,16 +140,34 @@ class Processor:
     async def process(self, event_id: str, *, force: bool = False) -> float | None:
         """Advance the event; return seconds until it should run again, or None when final.
 
-        Round trips on the common path: read the record; one script that resolves the
-        incidents, locks them, counts the run and re-reads the record, its actions and the
-        incidents; one transaction for processing + pin + incident + parsed + claims; the
-        actions; one transaction that finishes the event and releases the locks.
+        Round trips on the common path: count the run and read the record (`Store.start`:
+        every job start counts, so a poison event ends as a dead letter after
+        HUB_MAX_EVENT_RUNS whatever fails); one script that resolves the incidents, locks them
+        and re-reads the record, its actions and the incidents; one transaction for
+        processing + pin + incident + parsed + claims; the actions; one transaction that
+        finishes the event and releases the locks.
         """
-        rec = await self.store.get(event_id)
+        rec = await self.store.start(event_id)  # counts this run before anything can fail
         if rec is None:
             return None  # expired past retention: nothing left to do
         if rec["state"] in FINAL_STATES:
             return None
+        runs = int(rec.get("runs") or 0)
+        if runs > self.max_runs:
+            error = f"worker crashed or timed out {runs - 1} times on this event (runs that never finished)"
+            if rec.get("last_error"):
+                error += f"; last error: {rec['last_error']}"
+            await self._finish(rec, "dead", {"error": error})
+            return None
+        try:
+            return await self._run(rec, force)
+        except Exception as e:  # the run stays counted; say why for the dead letter it may become
+            with contextlib.suppress(Exception):
+                await self.store.redis.hset(ev_key(event_id), "last_error", f"{type(e).__name__}: {e}"[:500])
+            raise
+
+    async def _run(self, rec: dict[str, Any], force: bool) -> float | None:
+        event_id = rec["id"]
         try:
             events = self.normalise(rec)
             pinned = json.loads(rec[PIN_FIELD])["keys"] if rec.get(PIN_FIELD) else None
@@ -162,6 +182,10 @@ class Processor:
         entered = await self.incidents.enter(ev_key(event_id), actions_key(event_id), names, pages,
                                              self.lock_lease, resolve=pinned is None)
         if not entered.locked:
+            if entered.blocked != "busy":  # never clears by itself: the run stays counted
+                await self.store.redis.hset(ev_key(event_id), "last_error",
+                                            f"the lock of incident {entered.lock_keys!r} is a Redis "
+                                            f"{entered.blocked}, not a lock")
             return LOCK_RETRY_S
         try:
             fresh = self.store.decode_record(event_id, entered.record)
@@ -184,11 +208,6 @@ class Processor:
         event_id = rec["id"]  # `rec` was read under the lock: pinned context may be new
         state = rec["state"]
         if state in FINAL_STATES:
-            return None
-        runs = int(rec.get("runs") or 0)  # counted by `enter`
-        if runs > self.max_runs:
-            await self._finish(rec, "dead", {"error": f"worker crashed or timed out {runs - 1} times on this event"},
-                               entered=entered)
             return None
 
         world = await self.world(rec, events, entered)
@@ -232,7 +251,7 @@ class Processor:
         results, wait = await self.execute(rec, steps, existing, pending, force=force, known=known)
         self._unclaim_not_configured(event_id, steps, results, pending)
         if wait is not None:
-            pending.hset(ev_key(event_id), "runs", 0)
+            pending.hset(ev_key(event_id), mapping={"runs": 0, "last_error": ""})
             pending.zadd(PENDING, {event_id: now_ms()}, xx=True)
             self.incidents.unlock_into(pending, entered)
             await pending.flush(self.store.redis)
@@ -304,7 +323,7 @@ class Processor:
                 "service": service, "environment": ev.environment or "", "sha": a.get("sha", ""),
                 "ref": a.get("ref", ""), "author": a.get("author", ""), "url": a.get("url", ""),
                 "repository": a.get("repository", ""), "state": ev.kind.split(".")[-1], "title": ev.title,
-                "fingerprint": ev.fingerprint, "event_id": rec["id"], "at": int(rec["received_at"])}, keep)
+                "fingerprint": ev.fingerprint, "at": deploy_time(ev, int(rec["received_at"]))}, keep)
 
     async def _claim(self, event_id: str, steps: list[PlannedStep], *, note: bool = False) -> list[PlannedStep]:
         """Keep the steps this event owns; note the ones another event of the incident already has."""
@@ -752,7 +771,7 @@ class Processor:
         with the action records still `pending`."""
         p = pending if pending is not None else Batch()
         self.store.transition_into(p, rec["id"], rec["received_at"], old or rec["state"], final, note,
-                                   runs=0, **({"error": note["error"]} if "error" in note else {}))
+                                   runs=0, last_error="", **({"error": note["error"]} if "error" in note else {}))
         if entered is not None:
             self.incidents.unlock_into(p, entered)
         await p.execute(self.store.redis)
@@ -760,6 +779,21 @@ class Processor:
             entered.released = True
         metrics.EVENTS_FINISHED.labels(rec["source"], final).inc()
         metrics.PROCESSING_SECONDS.labels(rec["source"]).observe(max(0.0, time.time() - rec["received_at"] / 1000))
+
+
+def deploy_time(ev: NormalisedEvent, received_ms: int) -> int:
+    """When a deploy happened: the sender's own time (GitHub's deployment_status.created_at),
+    never later than the hub received it; the receipt time when the sender gives none.
+
+    A body replayed under a new delivery id so keeps its deploy's time (and is the same
+    member of the deploy index: nothing new), instead of a fresh "deployed just now".
+    """
+    at = ev.occurred_at
+    if at is None:
+        return received_ms
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return min(received_ms, int(at.timestamp() * 1000))
 
 
 def _changes(before: dict[str, Any] | None, after: dict[str, Any], event_id: str) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from hub import keys as layout
 from hub.settings import parse_duration
 from hub.store import DEAD, IDX_ALL, STATES, actions_key, ev_key, kind_idx, now_ms, source_idx, state_idx, timeline_key
 
@@ -35,7 +37,6 @@ SCAN_MIN = 200
 #: "failed" is shorthand for the two final states that have dead letters.
 STATE_ALIASES = {"failed": ("partially_failed", "dead"), "final": ("done", "partially_failed", "dead"),
                  "in_flight": ("accepted", "processing")}
-_EVENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 ROW_FIELDS = ("source", "state", "received_at", "updated_at", "delivery_id", "kinds", "size", "error")
 
 
@@ -53,16 +54,27 @@ def parse_time(value: str, now: int | None = None) -> int:
     now = now_ms() if now is None else now
     if re.fullmatch(r"\d+(\.\d+)?", v):
         n = float(v)
-        return int(n if n >= 1e11 else n * 1000)
+        return _bounded(n if n >= 1e11 else n * 1000, value)
     if re.fullmatch(r"\d+(\.\d+)?\s*(ms|s|m|h|d)", v):
-        return now - int(parse_duration(v) * 1000)
+        return _bounded(now - parse_duration(v) * 1000, value)
     try:
         dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
     except ValueError:
         raise QueryError(f"not a time: {value!r} (use an age like 1h or 7d, epoch seconds, or ISO 8601)") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    return _bounded(dt.timestamp() * 1000, value)
+
+
+#: Times and cursor scores beyond this (ms, either sign) are not ones the hub wrote: 400, not a 500
+#: from float('inf') or a Redis score it cannot parse. Year 9999 ends at 253402300800000.
+MAX_MS = 253_402_300_800_000
+
+
+def _bounded(ms: float, value: object) -> int:
+    if not math.isfinite(ms) or abs(ms) > MAX_MS:
+        raise QueryError(f"time out of range: {str(value)[:40]!r}")
+    return int(ms)
 
 
 def parse_states(value: str | None) -> tuple[str, ...]:
@@ -96,7 +108,9 @@ def parse_limit(value: str | int | None, default: int = 50) -> int:
 
 
 def valid_event_id(event_id: str) -> bool:
-    return bool(_EVENT_ID.match(event_id))
+    """An id in the hub's own format (`hub.keys.EVENT_ID`): anything else names no event, and
+    must never become part of a key (``ev_…:timeline`` would name the event's timeline)."""
+    return layout.is_event_id(event_id)
 
 
 @dataclass(frozen=True)
@@ -115,10 +129,12 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             score, member = json.loads(raw)
-            if not isinstance(member, str) or isinstance(score, bool):
+            if not isinstance(member, str) or not isinstance(score, int | float) or isinstance(score, bool):
                 raise TypeError
+            if not math.isfinite(score) or abs(score) > MAX_MS:  # Infinity, NaN, 1e400: no position of ours
+                raise ValueError
             return cls(int(score), member)
-        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
             raise QueryError("cursor is not one this API returned; start again without it") from None
 
 

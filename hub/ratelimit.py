@@ -17,7 +17,6 @@ holder dies.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 import secrets
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
+
+from hub import keys
 
 if TYPE_CHECKING:
     from connectors.base import ActionCall, Connector
@@ -88,10 +89,6 @@ def parse_rate(value: str | None) -> float | None:
     return rate.interval if rate else None
 
 
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
 def _default_env() -> Mapping[str, str]:
     """The process environment over `.env`, as the settings read them."""
     try:
@@ -142,7 +139,7 @@ class RateLimiter:
         if rate is None or key is None:
             return 0.0
         interval_ms = max(1, round(rate.interval * 1000))
-        wait_ms = int(await self._script(keys=[f"hub:rl:{connector.name}:{_digest(key)}"],
+        wait_ms = int(await self._script(keys=[keys.rate_limit(connector.name, key)],
                                          args=[interval_ms, interval_ms * (rate.burst - 1)]))
         return max(0.0, wait_ms / 1000)
 
@@ -161,9 +158,9 @@ class RateLimiter:
     async def lock(self, scope: str, key: str, ttl: float) -> str | None:
         """Take the serial lock for `key`; its token, or None when another holder has it."""
         token = secrets.token_hex(8)
-        ok = await self.redis.set(f"hub:lock:{scope}:{_digest(key)}", token, nx=True, px=max(1, int(ttl * 1000)))
+        ok = await self.redis.set(keys.serial_lock(scope, key), token, nx=True, px=max(1, int(ttl * 1000)))
         return token if ok else None
 
     async def unlock(self, scope: str, key: str, token: str) -> None:
         """Release the lock if it is still ours (it may have expired and been taken since)."""
-        await self._unlock(keys=[f"hub:lock:{scope}:{_digest(key)}"], args=[token])
+        await self._unlock(keys=[keys.serial_lock(scope, key)], args=[token])

@@ -35,7 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
-from hub import audit, metrics
+from hub import audit, keys, metrics
 from hub.queries import EventFilter, list_events, split_dead_id
 from hub.redis_conn import connection_lost
 from hub.settings import Settings
@@ -273,16 +273,9 @@ async def purge_dead_letter(store: Store, dead_id: str, by: str = "admin") -> di
 
 # -- bulk -------------------------------------------------------------------------------------
 
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}replay:{job_id}"
-
-
-def job_items_key(job_id: str) -> str:
-    return f"{PREFIX}replay:{job_id}:items"
-
-
-def job_results_key(job_id: str) -> str:
-    return f"{PREFIX}replay:{job_id}:results"
+job_key = keys.replay_job
+job_items_key = keys.replay_items
+job_results_key = keys.replay_results
 
 
 @dataclass

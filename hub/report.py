@@ -24,8 +24,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from hub import keys as key_names
 from hub.incidents import INDEX as INCIDENTS
-from hub.incidents import PREFIX as INCIDENT_PREFIX
 from hub.store import KINDS, ev_key, kind_idx, now_ms
 
 DAY_MS = 86_400_000
@@ -90,7 +90,7 @@ async def load_incidents(redis: Redis, since_ms: int, until_ms: int, chunk: int 
     for i in range(0, len(keys), chunk):
         async with redis.pipeline(transaction=False) as p:
             for key in keys[i:i + chunk]:
-                p.hmget(INCIDENT_PREFIX + key, "declared_at", "acknowledged_at", "resolved_at", "severity",
+                p.hmget(key_names.incident(key), "declared_at", "acknowledged_at", "resolved_at", "severity",
                         "services", "kind", "title")
             rows = await p.execute()
         for key, vals in zip(keys[i:i + chunk], rows, strict=True):

@@ -1,6 +1,8 @@
 """The Redis data model: events, their actions and timelines, indexes, dedup, dead letters.
 
-Keys (all under ``hub:``; Redis Cluster is not supported, as arq does not support it):
+Keys (all under ``hub:``, every name built by `hub.keys`; Redis Cluster is not supported, as
+arq does not support it). ``{id}`` is an event id the hub made (``ev_`` + 20 hex digits):
+never operator or sender text, so ``{id}:actions`` cannot be another event's id.
 
 =============================  ======  ==================================================
 ``hub:ev:{id}``                hash    the event record: source, state, received_at (ms),
@@ -8,12 +10,14 @@ Keys (all under ``hub:``; Redis Cluster is not supported, as arq does not suppor
                                        non-secret headers), verified, events (normalised)
 ``hub:ev:{id}:actions``        hash    action id → action record (JSON)
 ``hub:ev:{id}:timeline``       list    timeline entries (JSON), oldest first
-``hub:dedup:{source}:{hash}``  string  delivery id → event id, for HUB_DEDUP_WINDOW
+``hub:dedup:{source}:{hash}``  string  delivery id → event id, for HUB_DEDUP_WINDOW (hash:
+                                       SHA-256 of the delivery id, sender text)
 ``hub:idx:all``                zset    event id by received ms (listing, newest first)
 ``hub:idx:source:{s}``         zset    same, per source
 ``hub:idx:state:{s}``          zset    same, per state (moved on every transition)
 ``hub:idx:kind:{k}``           zset    same, per normalised kind (written by the worker)
 ``hub:pending``                zset    non-final events by last touch ms (the sweeper's view)
+``hub:schema:keys``            string  the key layout version (`hub.upgrade`)
 ``hub:dead``                   zset    "{event id}/{action id}" dead letters by time
 ``hub:workers``                zset    worker id by last heartbeat ms
 =============================  ======  ==================================================
@@ -27,7 +31,6 @@ writes the record, the indexes and arq's job, and enqueues it, atomically.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import time
@@ -37,10 +40,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from hub import keys
 from hub.batch import Batch
 from hub.settings import Settings
 
-PREFIX = "hub:"
+PREFIX = keys.PREFIX
 IDX_ALL = PREFIX + "idx:all"
 PENDING = PREFIX + "pending"
 DEAD = PREFIX + "dead"
@@ -57,33 +61,13 @@ FINAL_STATES = frozenset({"done", "partially_failed", "dead"})
 ACTION_FINAL = frozenset({"succeeded", "skipped", "dead"})
 
 
-def ev_key(event_id: str) -> str:
-    return f"{PREFIX}ev:{event_id}"
-
-
-def actions_key(event_id: str) -> str:
-    return f"{PREFIX}ev:{event_id}:actions"
-
-
-def timeline_key(event_id: str) -> str:
-    return f"{PREFIX}ev:{event_id}:timeline"
-
-
-def source_idx(source: str) -> str:
-    return f"{PREFIX}idx:source:{source}"
-
-
-def state_idx(state: str) -> str:
-    return f"{PREFIX}idx:state:{state}"
-
-
-def kind_idx(kind: str) -> str:
-    return f"{PREFIX}idx:kind:{kind}"
-
-
-def dedup_key(source: str, delivery_id: str) -> str:
-    digest = hashlib.sha256(delivery_id.encode()).hexdigest()[:32]
-    return f"{PREFIX}dedup:{source}:{digest}"
+ev_key = keys.event
+actions_key = keys.event_actions
+timeline_key = keys.event_timeline
+source_idx = keys.source_index
+state_idx = keys.state_index
+kind_idx = keys.kind_index
+dedup_key = keys.dedup
 
 
 def now_ms() -> int:
@@ -137,6 +121,17 @@ return false
 """
 
 
+# A job's start: count the run (of an event not final yet) before anything else can fail,
+# and read the record. KEYS: the event hash.
+_START_LUA = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'done' and state ~= 'partially_failed' and state ~= 'dead' then
+  redis.call('HINCRBY', KEYS[1], 'runs', 1)
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
 @dataclass
 class IngestResult:
     event_id: str
@@ -151,6 +146,7 @@ class Store:
         self.retention = int(settings.hub_retention)
         self.dedup_window = int(settings.hub_dedup_window)
         self._ingest = redis.register_script(_INGEST_LUA)
+        self._start = redis.register_script(_START_LUA)
 
     # -- ingress ---------------------------------------------------------------------------
 
@@ -175,6 +171,16 @@ class Store:
 
     async def get(self, event_id: str) -> dict[str, Any] | None:
         return self.decode_record(event_id, await self.redis.hgetall(ev_key(event_id)))
+
+    async def start(self, event_id: str) -> dict[str, Any] | None:
+        """The record for a run of the worker, the run counted first (`runs`, while not final).
+
+        Every job start counts, whatever happens next (a crash, a timeout, an error, a lock
+        that is not one), so `Processor` can bound a poison event by HUB_MAX_EVENT_RUNS; only a
+        wait for another worker's incident lock gives its count back (`hub.incidents`).
+        """
+        flat = await self._start(keys=[ev_key(event_id)])
+        return self.decode_record(event_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     @staticmethod
     def decode_record(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from arq.connections import ArqRedis
 from redis import exceptions as redis_errors
 
 from connectors.base import Connector
-from hub import metrics
+from hub import metrics, upgrade
 from hub.actions import ActionRunner
 from hub.processor import Processor
 from hub.ratelimit import RateLimiter
@@ -45,6 +45,7 @@ def build_connectors(settings: Settings, http: aiohttp.ClientSession, redis: Arq
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     redis: ArqRedis = ctx["redis"]
+    await upgrade.ensure(redis)  # data of an older key layout is renamed before any job runs
     store = Store(redis, settings)
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
                                  headers={"User-Agent": "incident-hub/0.1"})

@@ -140,6 +140,33 @@ def running_worker() -> Any:
     return RunningWorker
 
 
+def github_deploy(name: str = "github_deployment_status_failure.json", *, at: float | None = None,
+                  repo: str | None = None, environment: str | None = None, delivery: str = "deploy-1"
+                  ) -> tuple[bytes, dict[str, str]]:
+    """A GitHub deployment fixture as a deploy that happened at `at` (epoch s, default now),
+    optionally of another repository (its service) or environment, signed, under `delivery`."""
+    import hashlib
+    import hmac
+    import time
+    from datetime import UTC, datetime
+
+    data = json.loads((FIXTURES / name).read_bytes())
+    stamp = datetime.fromtimestamp(time.time() if at is None else at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for part in ("deployment", "deployment_status"):
+        if part in data:
+            data[part].update(created_at=stamp, updated_at=stamp)
+            if environment is not None:
+                data[part]["environment"] = environment
+    if repo is not None:
+        owner = data["repository"]["owner"]["login"]
+        data["repository"].update(name=repo, full_name=f"{owner}/{repo}")
+    body = json.dumps(data).encode()
+    sig = "sha256=" + hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    event = "deployment_status" if "deployment_status" in data else "deployment"
+    return body, {"Content-Type": "application/json", "X-GitHub-Event": event, "X-GitHub-Delivery": delivery,
+                  "X-Hub-Signature-256": sig}
+
+
 def github_deploy_failure(n: int | str) -> tuple[bytes, dict[str, str]]:
     """The failed-deploy fixture as a distinct deployment `n` (own id, delivery and signature)."""
     import hashlib

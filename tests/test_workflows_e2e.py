@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,14 @@ from hub.settings import Settings
 from hub.store import FINAL_STATES, Store
 from hub.web import create_app
 from hub.worker import close_worker
-from tests.conftest import FIXTURES, GRAFANA_SECRET, INCIDENTIO_SECRET, fixture_request, make_settings, wait_for
+from tests.conftest import (
+    FIXTURES,
+    GRAFANA_SECRET,
+    INCIDENTIO_SECRET,
+    github_deploy,
+    make_settings,
+    wait_for,
+)
 from tests.fakes import incidentio as fake_incidentio
 from tests.fakes import jira as fake_jira
 from tests.fakes import opsgenie as fake_opsgenie
@@ -356,7 +364,7 @@ async def test_failed_production_deploy_then_incident_links_the_deploy(redis_url
     monkeypatch.setenv("PD_KEY_PAYMENTS", "PAYMENTSKEY000000000000000000000")
     settings = upstreams.settings(redis_url, hub_config=RULES / "catalog.yaml")
     upstreams.seed_incident()
-    body, headers = fixture_request("github_deployment_status_failure.json")
+    body, headers = github_deploy(at=time.time() - 60)  # GitHub's own time of the deploy: a minute ago
     async with Hub(settings, redis) as hub:
         deploy = await hub.send("github", body, headers=headers)
         assert await hub.done_actions(deploy["id"]) == [("slack.notify", "succeeded")]

@@ -1,0 +1,163 @@
+"""Every Redis key name the hub builds, in one place: one function per kind of key.
+
+Key names carry values senders control (alert fingerprints, incident keys and aliases,
+service names, environments, delivery ids). Pasted in raw, such a value can name another
+key: an alert fingerprinted ``V:lock`` had its record at ``hub:incident:V:lock``, the lock
+of incident ``V`` (which then never ran); a service ``checkout:production`` read the deploy
+list of ``checkout`` in ``production``. So every such value goes through `part`:
+
+- percent-encoding of its UTF-8 bytes, except ``A-Z a-z 0-9 . _ - ~ @ / + =``: the result
+  never contains ``:`` (nor ``*``, ``?``, ``[``, ``]``, ``{``, ``}``, ``#``, ``%``, space, …),
+  and distinct values give distinct results (``%`` itself is encoded);
+- a value whose encoding is longer than `MAX_PART` becomes ``#`` + the SHA-256 of its bytes
+  (``#`` never appears in an encoded value, so the two forms cannot meet).
+
+A key is a fixed prefix, encoded parts separated by ``:``, then an optional fixed suffix
+(``:timeline``, ``:lock``, …). As no part contains ``:``, a key name splits back into its
+prefix, parts and suffix one way only: two different (kind, values) never share a name.
+Plain values (Grafana's hex fingerprints, ``prod``) encode to themselves, so those keys
+read as before. `hub.upgrade` renames keys written by versions that did not encode.
+
+Ids the hub makes itself (event ids ``ev_…``, replay job ids ``rp_…``) are used as they
+are; operator input is checked against their format before it reaches a key (`EVENT_ID`).
+Connector names, sources, states and kinds are the hub's own identifiers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import quote
+
+PREFIX = "hub:"
+#: Longest encoded part kept readable; longer values are hashed (Redis keys stay short).
+MAX_PART = 200
+_SAFE = "._-~@/+="  # plus letters and digits (quote's own safe set is '_.-~')
+#: An event id as the hub makes them (`hub.store.new_event_id`): ms in 12 hex digits + 8 random.
+EVENT_ID = re.compile(r"ev_[0-9a-f]{20}")
+#: A bulk replay job id (`hub.replay.create_bulk`).
+REPLAY_JOB_ID = re.compile(r"rp_[0-9a-f]{20}")
+
+
+def part(value: str) -> str:
+    """`value` as one component of a key name: never contains ``:``; injective."""
+    raw = value.encode("utf-8", "surrogatepass")
+    enc = quote(raw, safe=_SAFE)
+    if len(enc) > MAX_PART:
+        return "#" + hashlib.sha256(raw).hexdigest()
+    return enc
+
+
+def is_event_id(value: str) -> bool:
+    return EVENT_ID.fullmatch(value) is not None
+
+
+def is_replay_job_id(value: str) -> bool:
+    return REPLAY_JOB_ID.fullmatch(value) is not None
+
+
+# -- events (hub-made ids) --------------------------------------------------------------------
+
+def event(event_id: str) -> str:
+    return f"{PREFIX}ev:{event_id}"
+
+
+def event_actions(event_id: str) -> str:
+    return f"{PREFIX}ev:{event_id}:actions"
+
+
+def event_timeline(event_id: str) -> str:
+    return f"{PREFIX}ev:{event_id}:timeline"
+
+
+def dedup(source: str, delivery_id: str) -> str:
+    """A delivery id is sender text: hashed (this layout predates `part` and is kept)."""
+    digest = hashlib.sha256(delivery_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{PREFIX}dedup:{source}:{digest}"
+
+
+def source_index(source: str) -> str:
+    return f"{PREFIX}idx:source:{source}"
+
+
+def state_index(state: str) -> str:
+    return f"{PREFIX}idx:state:{state}"
+
+
+def kind_index(kind: str) -> str:
+    return f"{PREFIX}idx:kind:{kind}"
+
+
+# -- incidents (sender-controlled keys) -------------------------------------------------------
+
+INCIDENT_PREFIX = f"{PREFIX}incident:"
+ALIAS_PREFIX = f"{PREFIX}incident-alias:"
+CLAIMS_PREFIX = f"{PREFIX}claims:"
+DEPLOYS_PREFIX = f"{PREFIX}deploys:"
+
+
+def incident(key: str) -> str:
+    return INCIDENT_PREFIX + part(key)
+
+
+def incident_timeline(key: str) -> str:
+    return f"{INCIDENT_PREFIX}{part(key)}:timeline"
+
+
+def incident_timers(key: str) -> str:
+    return f"{INCIDENT_PREFIX}{part(key)}:timers"
+
+
+def incident_lock(key: str) -> str:
+    return f"{INCIDENT_PREFIX}{part(key)}:lock"
+
+
+def incident_alias(name: str) -> str:
+    return ALIAS_PREFIX + part(name)
+
+
+def claims(subject: str) -> str:
+    return CLAIMS_PREFIX + part(subject)
+
+
+def deploys(service: str, environment: str) -> str:
+    """The zset of a service's deploys to one environment (two parts)."""
+    return f"{DEPLOYS_PREFIX}{part(service)}:{part(environment)}"
+
+
+def deploy_environments(service: str) -> str:
+    """The set of environments a service was deployed to (one part: never a `deploys` key)."""
+    return DEPLOYS_PREFIX + part(service)
+
+
+# -- replays (hub-made ids) -------------------------------------------------------------------
+
+def replay_job(job_id: str) -> str:
+    return f"{PREFIX}replay:{job_id}"
+
+
+def replay_items(job_id: str) -> str:
+    return f"{PREFIX}replay:{job_id}:items"
+
+
+def replay_results(job_id: str) -> str:
+    return f"{PREFIX}replay:{job_id}:results"
+
+
+# -- connectors (hub-named, sender text hashed) -----------------------------------------------
+
+def _digest(value: str, length: int) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
+def rate_limit(connector: str, key: str) -> str:
+    return f"{PREFIX}rl:{connector}:{_digest(key, 24)}"
+
+
+def serial_lock(scope: str, key: str) -> str:
+    return f"{PREFIX}lock:{scope}:{_digest(key, 24)}"
+
+
+def ledger(connector: str, scope: str, kind: str, key: str) -> str:
+    """A creation ledger entry (`connectors._ledger`): kind is ``rec`` or ``intent``."""
+    return f"{PREFIX}ledger:{connector}:{_digest(scope, 12)}:{kind}:{_digest(key, 32)}"
