@@ -361,7 +361,7 @@ class IncidentStore:
 
     def unclaim_into(self, p: Batch, subject: str, identity: str) -> None:
         """Queue giving an identity back (its owner only: see `Processor._unclaim_not_configured`)."""
-        p.hdel(CLAIMS + subject, identity)
+        p.hdel(layout.claims(subject), identity)
 
     # -- timers --------------------------------------------------------------------------------
 
