@@ -275,3 +275,25 @@ def test_operations_doc_names_the_settings() -> None:
     for name in ("HUB_MAX_ALERTS_PER_JOB", "HUB_MAX_ALERTS_PER_EVENT", "hub_alerts_truncated_total"):
         assert name in text
     assert "HUB_MAX_ALERTS_PER_JOB" in design and "HUB_MAX_ALERTS_PER_EVENT" in design
+
+
+async def test_a_large_grafana_group_is_chunked_too(redis_url: str, redis: Any, pd: FakePagerDuty,
+                                                    running_worker: Any) -> None:
+    data = json.loads((FIXTURES / "grafana_firing.json").read_bytes())
+    template = data["alerts"][0]
+    alerts = []
+    for i in range(60):
+        alert = json.loads(json.dumps(template))
+        alert["fingerprint"] = f"{0xE0000000 + i:016x}"
+        alert["labels"] = {**alert["labels"], "severity": "critical", "pod": f"g-{i}"}
+        alerts.append(alert)
+    data["alerts"] = alerts
+    settings = fan_settings(redis_url, pd, hub_max_alerts_per_job=25)
+    store = Store(redis, settings)
+    # recorded as the ingress records a verified delivery
+    event_id = (await store.ingest("grafana", "grafana-group-60", json.dumps(data).encode(), {},
+                                   "application/json", "hmac")).event_id
+    async with running_worker(settings):
+        rec = await final(store, event_id)
+    assert rec["state"] == "done" and rec["chunks"] == "3"
+    assert paged(pd) == Counter({f"{0xE0000000 + i:016x}": 1 for i in range(60)})
