@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,9 @@ LOCK_LEASE_S = 90.0
 LOCK_RETRY_S = 0.2
 #: An incident is linked to deploys of its services this recent when it opens.
 LINK_DEPLOYS_S = 3600
+#: Large deliveries whose normalised events a worker keeps at hand: each chunk job of one
+#: would otherwise parse the whole body again (a 1 MiB group: ~0.3 s of CPU) on every run.
+NORMALISED_CACHE = 4
 PIN_FIELD = "incident_ctx"
 #: Actions that open or announce an incident: a retry of one is dropped once the incident has
 #: resolved since its event (see `Processor._superseded`).
@@ -86,6 +90,7 @@ class Processor:
         self.budget = budget
         self.incidents = IncidentStore(store.redis, store.retention)
         self.chunks = Chunks(store.redis, store.retention)
+        self._normalised: OrderedDict[tuple[str, int, Rules], tuple[list[NormalisedEvent], int]] = OrderedDict()
 
     # -- deciding ------------------------------------------------------------------------------
 
@@ -93,7 +98,14 @@ class Processor:
         return self._normalise(rec)[0]
 
     def _normalise(self, rec: dict[str, Any]) -> tuple[list[NormalisedEvent], int]:
-        """The delivery's events, cut to HUB_MAX_ALERTS_PER_EVENT, and how many it had."""
+        """The delivery's events, cut to HUB_MAX_ALERTS_PER_EVENT, and how many it had.
+
+        A large delivery's are kept for its next chunk runs: the body never changes, and the
+        source options only with the rules (a reload brings a new `Rules`, so a new key)."""
+        cache_key = (rec["id"], int(rec.get("received_at") or 0), self.rules)  # Rules hash by identity
+        if (hit := self._normalised.get(cache_key)) is not None:
+            self._normalised.move_to_end(cache_key)
+            return hit
         src = sources()[rec["source"]]
         headers = CIMultiDict(rec.get("headers") or {})
         payload = src.parse(rec["body"], headers, rec.get("content_type", "application/json"))
@@ -101,6 +113,10 @@ class Processor:
         total = len(events)
         if self.max_per_event is not None and total > self.max_per_event:
             events = events[:self.max_per_event]
+        if self.max_per_job is not None and len(events) > self.max_per_job:
+            self._normalised[cache_key] = (events, total)
+            while len(self._normalised) > NORMALISED_CACHE:
+                self._normalised.popitem(last=False)
         return events, total
 
     async def plan(self, rec: dict[str, Any]) -> tuple[list[NormalisedEvent], list[PlannedAction]]:

@@ -297,3 +297,37 @@ async def test_a_large_grafana_group_is_chunked_too(redis_url: str, redis: Any, 
         rec = await final(store, event_id)
     assert rec["state"] == "done" and rec["chunks"] == "3"
     assert paged(pd) == Counter({f"{0xE0000000 + i:016x}": 1 for i in range(60)})
+
+
+async def test_chunk_runs_parse_a_large_body_once_per_worker(redis_url: str, redis: Any, pd: FakePagerDuty,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every chunk run needs the delivery's events; a 1 MiB group costs ~0.3 s to parse."""
+    from hub.registry import sources
+    from hub.worker import process_event, shutdown
+
+    source = sources()["alertmanager"]
+    parses = []
+    original = source.parse
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        parses.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(source, "parse", counting)
+    settings = fan_settings(redis_url, pd, hub_max_alerts_per_job=5)
+    event_id = await post(settings, group(20, first=8000))
+    parses.clear()  # the ingress parsed it too
+    ctx = await startup_ctx(settings, redis)
+    try:
+        await process_event(ctx, event_id)
+        for k in range(4):
+            assert await ctx["processor"].process(event_id, chunk=k) is None
+        assert len(parses) == 1
+        assert (await Store(redis, settings).get(event_id))["state"] == "done"
+        from hub.rules import load_rules
+
+        ctx["processor"].rules = load_rules(settings.rules_path())  # a SIGHUP: parsed afresh
+        ctx["processor"].normalise(await Store(redis, settings).get(event_id))
+        assert len(parses) == 2
+    finally:
+        await shutdown(ctx)
