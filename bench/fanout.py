@@ -7,6 +7,7 @@ the pages the fake PagerDuty opened, and what the event's timeline says about th
 (sweeper requeues, fan-out chunks). Not a test: nothing here asserts a time.
 
     python -m bench.fanout [--alerts 300] [--job-timeout 60] [--per-job 50] [--rate-limits default|off]
+                           [--latency 0.1]
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def group(n: int) -> bytes:
     return json.dumps(data).encode()
 
 
-async def run(alerts: int, job_timeout: float, per_job: int | None, rate_limits: str) -> dict[str, Any]:
+async def run(alerts: int, job_timeout: float, per_job: int | None, rate_limits: str,
+              latency: float = 0.0) -> dict[str, Any]:
     from hub.worker import close_worker, make_worker
     from tests.fakes import incidentio as fake_incidentio
     from tests.fakes.incidentio import FakeIncidentIO
@@ -52,6 +54,10 @@ async def run(alerts: int, job_timeout: float, per_job: int | None, rate_limits:
     tmp = Path(tempfile.mkdtemp(prefix="hub-fanout-"))
     server = EmbeddedRedis(tmp / "redis", appendonly=False).start()
     pd, inc = await FakePagerDuty().start(), await FakeIncidentIO().start()
+    if latency:
+        async def slow() -> None:
+            await asyncio.sleep(latency)
+        pd.on_request = inc.on_request = slow
     values: dict[str, Any] = {
         "redis_url": server.url, "hub_admin_token": "bench-admin-token", "alertmanager_webhook_token": "bench",
         "hub_job_timeout": job_timeout, "pagerduty_routing_key": "BENCHROUTINGKEY0123456789ABCDEFG",
@@ -85,7 +91,7 @@ async def run(alerts: int, job_timeout: float, per_job: int | None, rate_limits:
             "pagerduty_requests": len(pd.requests), "actions": dict(Counter(a["state"] for a in actions.values())),
             "sweeper_requeues": sum(1 for e in timeline if e.get("type") == "requeued"),
             "chunks": sum(1 for e in timeline if e.get("type") == "chunk"),
-            "job_timeout": job_timeout, "rate_limits": rate_limits,
+            "job_timeout": job_timeout, "rate_limits": rate_limits, "latency": latency,
         }
     finally:
         while not task.done():
@@ -106,8 +112,9 @@ def main() -> None:
     ap.add_argument("--job-timeout", type=float, default=60)
     ap.add_argument("--per-job", type=int, default=None, help="HUB_MAX_ALERTS_PER_JOB (when the hub has it)")
     ap.add_argument("--rate-limits", choices=("default", "off"), default="default")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds each fake upstream takes to answer")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(run(args.alerts, args.job_timeout, args.per_job, args.rate_limits))))
+    print(json.dumps(asyncio.run(run(args.alerts, args.job_timeout, args.per_job, args.rate_limits, args.latency))))
 
 
 if __name__ == "__main__":
