@@ -77,7 +77,7 @@ return 1
 """
 
 # KEYS: event hash, chunk results, timeline, pending, then the state indexes in STATES order.
-# ARGV: now ms, timeline TTL s. Returns the final state when this call made the event final.
+# ARGV: now ms, timeline TTL s, event id. Returns the final state when this call made the event final.
 _COMPLETE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'done' or state == 'partially_failed' or state == 'dead' then return false end

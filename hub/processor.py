@@ -55,6 +55,9 @@ LINK_DEPLOYS_S = 3600
 #: Large deliveries whose normalised events a worker keeps at hand: each chunk job of one
 #: would otherwise parse the whole body again (a 1 MiB group: ~0.3 s of CPU) on every run.
 NORMALISED_CACHE = 4
+#: What a chunk run reads of its event's record: not the stored events (megabytes for a large
+#: group), and the body only when the worker has not normalised it yet.
+CHUNK_RUN_FIELDS = ("source", "state", "received_at", "updated_at", "headers", "content_type", "chunks")
 PIN_FIELD = "incident_ctx"
 #: Actions that open or announce an incident: a retry of one is dropped once the incident has
 #: resolved since its event (see `Processor._superseded`).
@@ -102,10 +105,9 @@ class Processor:
 
         A large delivery's are kept for its next chunk runs: the body never changes, and the
         source options only with the rules (a reload brings a new `Rules`, so a new key)."""
-        cache_key = (rec["id"], int(rec.get("received_at") or 0), self.rules)  # Rules hash by identity
-        if (hit := self._normalised.get(cache_key)) is not None:
-            self._normalised.move_to_end(cache_key)
+        if (hit := self._cached(rec)) is not None:
             return hit
+        cache_key = self._cache_key(rec)
         src = sources()[rec["source"]]
         headers = CIMultiDict(rec.get("headers") or {})
         payload = src.parse(rec["body"], headers, rec.get("content_type", "application/json"))
@@ -118,6 +120,26 @@ class Processor:
             while len(self._normalised) > NORMALISED_CACHE:
                 self._normalised.popitem(last=False)
         return events, total
+
+    def _cache_key(self, rec: dict[str, Any]) -> tuple[str, int, Rules]:
+        return rec["id"], int(rec.get("received_at") or 0), self.rules  # Rules hash by identity
+
+    def _cached(self, rec: dict[str, Any]) -> tuple[list[NormalisedEvent], int] | None:
+        hit = self._normalised.get(key := self._cache_key(rec))
+        if hit is not None:
+            self._normalised.move_to_end(key)
+        return hit
+
+    async def _chunk_run_record(self, event_id: str) -> dict[str, Any] | None:
+        """The event's record as a chunk run needs it (`CHUNK_RUN_FIELDS`, the body if not cached)."""
+        raw = await self.store.redis.hmget(ev_key(event_id), CHUNK_RUN_FIELDS)
+        rec = self.store.decode_record(event_id, {f.encode(): v for f, v in zip(CHUNK_RUN_FIELDS, raw, strict=True)
+                                                  if v is not None})
+        if rec is None or "state" not in rec:
+            return None
+        if self._cached(rec) is None:
+            rec["body"] = await self.store.redis.hget(ev_key(event_id), "body") or b""
+        return rec
 
     async def plan(self, rec: dict[str, Any]) -> tuple[list[NormalisedEvent], list[PlannedAction]]:
         """Normalise and decide, without side effects (also used by dry-run replay and simulate)."""
@@ -193,7 +215,7 @@ class Processor:
         incidents; one transaction for processing + pin + incident + parsed + claims; the
         actions; one transaction that finishes the event and releases the locks.
         """
-        rec = await self.store.get(event_id)
+        rec = await (self.store.get(event_id) if chunk is None else self._chunk_run_record(event_id))
         if rec is None:
             return None  # expired past retention: nothing left to do
         if rec["state"] in FINAL_STATES:
