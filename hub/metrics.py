@@ -21,6 +21,11 @@ ACTION_SECONDS = Histogram("hub_action_seconds", "Outbound call duration", ["con
 RETRIES = Counter("hub_action_retries_total", "Action attempts scheduled for retry", ["connector"])
 DEAD_LETTERED = Counter("hub_actions_dead_lettered_total", "Actions moved to the dead-letter list", ["connector"])
 SWEPT = Counter("hub_sweeper_requeued_total", "Stuck events re-enqueued by the sweeper")
+# Bounded fan-out (hub.chunks): alerts dropped past HUB_MAX_ALERTS_PER_EVENT, and runs that
+# stopped at their time budget to go on in a fresh job instead of running into the job timeout.
+ALERTS_TRUNCATED = Counter("hub_alerts_truncated_total",
+                           "Alerts of one delivery dropped past HUB_MAX_ALERTS_PER_EVENT", ["source"])
+RUNS_YIELDED = Counter("hub_runs_yielded_total", "Worker runs that used their time budget and continue in a new job")
 
 # Operators (hub.replay, hub.admin) and escalations (the rules engine increments the latter).
 REPLAYS = Counter("hub_replays_total", "Events handed back to the workers by a replay", ["mode", "kind"])

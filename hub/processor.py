@@ -10,7 +10,13 @@ a worker may be killed mid-way) and each run only advances what is not final yet
 - each action identity is *claimed* by the first event that plans it (`hub:claims:*`): a
   later event of the same incident skips what another event already owns (one page per
   incident episode, one Jira issue per follow-up);
-- delayed steps become timers (`hub.timers`); `fire_timer` runs them when they are due.
+- delayed steps become timers (`hub.timers`); `fire_timer` runs them when they are due;
+- a delivery of more alerts than fit one job is worked in chunk jobs (`hub.chunks`), each
+  run like an event of its own over its slice of the alerts; past a limit alerts are dropped,
+  counted and noted on the timeline;
+- a run that has used its time budget stops between actions and comes back in a fresh job,
+  so a slow upstream never runs a job into its timeout (which loses the run until the
+  sweeper notices).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
@@ -28,6 +36,7 @@ from multidict import CIMultiDict
 from hub import metrics, timers
 from hub.actions import ActionRunner, OnSuccess, PlannedAction
 from hub.batch import Batch
+from hub.chunks import Chunks, bounds, chunk_key
 from hub.events import NormalisedEvent
 from hub.incidents import DEPLOY_KINDS, PAGE_KINDS, Entered, IncidentStore, incident_key
 from hub.registry import sources
@@ -45,6 +54,12 @@ LOCK_LEASE_S = 90.0
 LOCK_RETRY_S = 0.2
 #: An incident is linked to deploys of its services this recent when it opens.
 LINK_DEPLOYS_S = 3600
+#: Large deliveries whose normalised events a worker keeps at hand: each chunk job of one
+#: would otherwise parse the whole body again (a 1 MiB group: ~0.3 s of CPU) on every run.
+NORMALISED_CACHE = 4
+#: What a chunk run reads of its event's record: not the stored events (megabytes for a large
+#: group), and the body only when the worker has not normalised it yet.
+CHUNK_RUN_FIELDS = ("source", "state", "received_at", "updated_at", "headers", "content_type", "chunks")
 PIN_FIELD = "incident_ctx"
 #: Actions that open or announce an incident: a retry of one is dropped once the incident has
 #: resolved since its event (see `Processor._superseded`).
@@ -52,24 +67,81 @@ SUPERSEDED_BY_RESOLUTION = frozenset({"pagerduty.trigger", "opsgenie.create", "s
                                       "statuspage.update", "incidentio.create_incident"})
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """The slice of a delivery's events one chunk job works (`hub.chunks`)."""
+
+    index: int
+    lo: int
+    key: str  # the chunk's record (state, runs, pin), in place of the event's
+
+
 class Processor:
     def __init__(self, store: Store, rules: Rules, runner: ActionRunner, max_runs: int = 8, *,
-                 lock_lease: float = LOCK_LEASE_S) -> None:
+                 lock_lease: float = LOCK_LEASE_S, max_per_job: int | None = None,
+                 max_per_event: int | None = None, budget: float | None = None) -> None:
         self.store = store
         self.rules = rules
         self.runner = runner
         self.max_runs = max_runs
         #: Longest an incident stays locked by a worker that died holding it (job timeout + margin).
         self.lock_lease = lock_lease
+        #: HUB_MAX_ALERTS_PER_JOB: a delivery of more events is worked in chunk jobs (None: never).
+        self.max_per_job = max_per_job
+        #: HUB_MAX_ALERTS_PER_EVENT: events of one delivery past this are dropped (None: none are).
+        self.max_per_event = max_per_event
+        #: Seconds a run may spend on actions before it stops and continues in a fresh job
+        #: (None: no limit); the worker leaves room for one more step before its job timeout.
+        self.budget = budget
         self.incidents = IncidentStore(store.redis, store.retention)
+        self.chunks = Chunks(store.redis, store.retention)
+        self._normalised: OrderedDict[tuple[str, int, Rules], tuple[list[NormalisedEvent], int]] = OrderedDict()
 
     # -- deciding ------------------------------------------------------------------------------
 
     def normalise(self, rec: dict[str, Any]) -> list[NormalisedEvent]:
+        return self._normalise(rec)[0]
+
+    def _normalise(self, rec: dict[str, Any]) -> tuple[list[NormalisedEvent], int]:
+        """The delivery's events, cut to HUB_MAX_ALERTS_PER_EVENT, and how many it had.
+
+        A large delivery's are kept for its next chunk runs: the body never changes, and the
+        source options only with the rules (a reload brings a new `Rules`, so a new key)."""
+        if (hit := self._cached(rec)) is not None:
+            return hit
+        cache_key = self._cache_key(rec)
         src = sources()[rec["source"]]
         headers = CIMultiDict(rec.get("headers") or {})
         payload = src.parse(rec["body"], headers, rec.get("content_type", "application/json"))
-        return src.normalise(payload, headers, self.rules.source_options(rec["source"]))
+        events = src.normalise(payload, headers, self.rules.source_options(rec["source"]))
+        total = len(events)
+        if self.max_per_event is not None and total > self.max_per_event:
+            events = events[:self.max_per_event]
+        if self.max_per_job is not None and len(events) > self.max_per_job:
+            self._normalised[cache_key] = (events, total)
+            while len(self._normalised) > NORMALISED_CACHE:
+                self._normalised.popitem(last=False)
+        return events, total
+
+    def _cache_key(self, rec: dict[str, Any]) -> tuple[str, int, Rules]:
+        return rec["id"], int(rec.get("received_at") or 0), self.rules  # Rules hash by identity
+
+    def _cached(self, rec: dict[str, Any]) -> tuple[list[NormalisedEvent], int] | None:
+        hit = self._normalised.get(key := self._cache_key(rec))
+        if hit is not None:
+            self._normalised.move_to_end(key)
+        return hit
+
+    async def _chunk_run_record(self, event_id: str) -> dict[str, Any] | None:
+        """The event's record as a chunk run needs it (`CHUNK_RUN_FIELDS`, the body if not cached)."""
+        raw = await self.store.redis.hmget(ev_key(event_id), CHUNK_RUN_FIELDS)
+        rec = self.store.decode_record(event_id, {f.encode(): v for f, v in zip(CHUNK_RUN_FIELDS, raw, strict=True)
+                                                  if v is not None})
+        if rec is None or "state" not in rec:
+            return None
+        if self._cached(rec) is None:
+            rec["body"] = await self.store.redis.hget(ev_key(event_id), "body") or b""
+        return rec
 
     async def plan(self, rec: dict[str, Any]) -> tuple[list[NormalisedEvent], list[PlannedAction]]:
         """Normalise and decide, without side effects (also used by dry-run replay and simulate)."""
@@ -137,8 +209,8 @@ class Processor:
 
     # -- acting ------------------------------------------------------------------------------
 
-    async def process(self, event_id: str, *, force: bool = False) -> float | None:
-        """Advance the event; return seconds until it should run again, or None when final.
+    async def process(self, event_id: str, *, force: bool = False, chunk: int | None = None) -> float | None:
+        """Advance the event (or its chunk `chunk`); seconds until it should run again, or None.
 
         Round trips on the common path: count the run and read the record (`Store.start`:
         every job start counts, so a poison event ends as a dead letter after
@@ -147,6 +219,8 @@ class Processor:
         processing + pin + incident + parsed + claims; the actions; one transaction that
         finishes the event and releases the locks.
         """
+        if chunk is not None:
+            return await self._run_chunk(event_id, chunk, force)
         rec = await self.store.start(event_id)  # counts this run before anything can fail
         if rec is None:
             return None  # expired past retention: nothing left to do
@@ -169,10 +243,12 @@ class Processor:
     async def _run(self, rec: dict[str, Any], force: bool) -> float | None:
         event_id = rec["id"]
         try:
-            events = self.normalise(rec)
+            events, total = self._normalise(rec)
             pinned = json.loads(rec[PIN_FIELD])["keys"] if rec.get(PIN_FIELD) else None
         except Exception as e:  # the ingress validated it, so this is a parser bug: keep it visible
             return await self._parse_failed(rec, e)
+        if rec.get("chunks") or (pinned is None and self.max_per_job is not None and len(events) > self.max_per_job):
+            return await self._fan_out(rec, events, total, force)
         if pinned is not None:
             names: list[str | None] = list(pinned)
             pages = [False] * len(names)
@@ -191,10 +267,133 @@ class Processor:
             fresh = self.store.decode_record(event_id, entered.record)
             if fresh is None:
                 return None
-            return await self._process(fresh, events, force, entered)
+            return await self._process(fresh, events, force, entered, total=total)
         finally:
             if entered.lock_keys and not entered.released:
                 await self.incidents.unlock(entered.lock_keys, entered.token)
+
+    # -- chunks ------------------------------------------------------------------------------
+
+    async def _run_chunk(self, event_id: str, index: int, force: bool) -> float | None:
+        """A chunk job: the event's record is read, not counted (each chunk counts its own runs
+        on its own record, in `_process_chunk`)."""
+        rec = await self._chunk_run_record(event_id)
+        if rec is None or rec["state"] in FINAL_STATES:
+            return None
+        try:
+            events, _ = self._normalise(rec)
+        except Exception as e:  # the ingress validated it, so this is a parser bug: keep it visible
+            return await self._parse_failed(rec, e)
+        try:
+            return await self._process_chunk(rec, events, index, force)
+        except Exception as e:  # the chunk's run stays counted; say why for the dead letter it may become
+            with contextlib.suppress(Exception):
+                await self.store.redis.hset(chunk_key(event_id, index), "last_error", f"{type(e).__name__}: {e}"[:500])
+            raise
+
+    async def _fan_out(self, rec: dict[str, Any], events: list[NormalisedEvent], total: int,
+                       force: bool) -> None:
+        """Split the delivery into chunk jobs (once; a replay sets the same chunks going again),
+        then queue every chunk not final yet. A rerun (the sweeper's) only queues again what
+        is neither final nor queued, so it is how a lost or timed-out chunk job comes back."""
+        event_id, state = rec["id"], rec["state"]
+        count = int(rec.get("chunks") or 0)
+        if not count or state == "accepted":
+            p = Batch()
+            if not count:
+                size = int(self.max_per_job or len(events) or 1)
+                slices = bounds(len(events), size)
+                count = len(slices)
+                note = {"chunks": count, "per_job": size}
+            else:  # a replay
+                size, slices, note = int(rec.get("chunk_size") or 0), None, {"chunks": count, "replay": True}
+            if state != "processing":
+                self.store.transition_into(p, event_id, rec["received_at"], state, "processing")
+            dropped = 0
+            if "events" not in rec:
+                dropped = self._record_parsed_into(p, rec, events, total)
+            self.chunks.plan_into(p, event_id, count, size, slices)
+            self.store.add_timeline_into(p, event_id, {"type": "fanned_out", "events": len(events), **note})
+            await p.execute(self.store.redis)
+            if dropped:
+                metrics.ALERTS_TRUNCATED.labels(rec["source"]).inc(dropped)
+            finished: dict[int, str] = {}
+        else:
+            finished = await self.chunks.finished(event_id, count)
+        todo = [i for i in range(count) if i not in finished]
+        if todo:
+            await self.chunks.enqueue(event_id, todo, force)
+            # this run ended normally: a sweeper rerun that only queues chunks again must not use
+            # up the event's runs while its chunks (each counting their own) are still working
+            await self.store.redis.hset(ev_key(event_id), mapping={"runs": 0, "last_error": ""})
+        else:
+            await self._complete(rec)
+        return None
+
+    async def _process_chunk(self, rec: dict[str, Any], events: list[NormalisedEvent], index: int,
+                             force: bool) -> float | None:
+        """One chunk job: `process` over the chunk's slice, with the chunk's record in place of
+        the event's (its state, runs and pin), the event's actions and timeline."""
+        event_id = rec["id"]
+        key = chunk_key(event_id, index)
+        meta = await self.store.start(event_id, key)  # counts the chunk's run before anything can fail
+        if meta is None or "lo" not in meta:
+            return None  # expired, or the event was never split
+        if meta["state"] in FINAL_STATES:
+            await self._complete(rec)  # idempotent: in case the run that finished it stopped short
+            return None
+        lo, hi = int(meta["lo"]), int(meta["hi"])
+        runs = int(meta.get("runs") or 0)
+        if runs > self.max_runs:
+            error = f"worker crashed or timed out {runs - 1} times on this chunk (runs that never finished)"
+            if meta.get("last_error"):
+                error += f"; last error: {meta['last_error']}"
+            await self._finish(rec, "dead", {"error": error}, chunk=Chunk(index, lo, key))
+            return None
+        part = events[lo:hi]
+        pinned = json.loads(meta[PIN_FIELD])["keys"] if meta.get(PIN_FIELD) else None
+        if pinned is not None:
+            names: list[str | None] = list(pinned)
+            pages = [False] * len(names)
+        else:
+            names = [incident_key(ev) for ev in part]
+            pages = [ev.kind in PAGE_KINDS for ev in part]
+        # the chunk's record stands in for the event's (state, runs, pin); its actions are read
+        # by id once planned, not the whole event's (`_process`)
+        entered = await self.incidents.enter(key, key, names, pages, self.lock_lease, resolve=pinned is None)
+        if not entered.locked:
+            return LOCK_RETRY_S
+        try:
+            fresh = self.store.decode_record(event_id, entered.record)
+            if fresh is None:
+                return None
+            merged = {k: v for k, v in rec.items() if k not in (PIN_FIELD, "runs", "error")}
+            merged.update(fresh)
+            return await self._process(merged, part, force, entered, chunk=Chunk(index, lo, key))
+        finally:
+            if entered.lock_keys and not entered.released:
+                await self.incidents.unlock(entered.lock_keys, entered.token)
+
+    async def _complete(self, rec: dict[str, Any]) -> None:
+        """The event's final state once every chunk has one (only the call that made it counts)."""
+        final = await self.chunks.complete(rec["id"])
+        if final is not None:
+            metrics.EVENTS_FINISHED.labels(rec["source"], final).inc()
+            metrics.PROCESSING_SECONDS.labels(rec["source"]).observe(
+                max(0.0, time.time() - rec["received_at"] / 1000))
+
+    def _record_parsed_into(self, p: Batch, rec: dict[str, Any], events: list[NormalisedEvent], total: int) -> int:
+        """The parsed events on the record; alerts dropped past the limit noted. How many were."""
+        self.store.record_parsed_into(p, rec["id"], rec["received_at"], [e.model_dump(mode="json") for e in events])
+        dropped = total - len(events)
+        if dropped > 0:
+            p.hset(ev_key(rec["id"]), "truncated_alerts", dropped)
+            self.store.add_timeline_into(p, rec["id"], {
+                "type": "truncated", "alerts": total, "kept": len(events), "dropped": dropped,
+                "limit": self.max_per_event, "setting": "HUB_MAX_ALERTS_PER_EVENT"})
+            log.warning("event %s: %d of its %d alerts dropped (HUB_MAX_ALERTS_PER_EVENT=%s)", rec["id"], dropped,
+                        total, self.max_per_event)
+        return max(0, dropped)
 
     async def _parse_failed(self, rec: dict[str, Any], e: Exception) -> None:
         state = rec["state"]
@@ -204,21 +403,23 @@ class Processor:
         return None
 
     async def _process(self, rec: dict[str, Any], events: list[NormalisedEvent], force: bool,
-                       entered: Entered) -> float | None:
+                       entered: Entered, *, total: int | None = None, chunk: Chunk | None = None) -> float | None:
+        """`chunk`: a chunk's run (`rec` merges the event and the chunk's own record)."""
         event_id = rec["id"]  # `rec` was read under the lock: pinned context may be new
+        record_key = chunk.key if chunk else ev_key(event_id)
         state = rec["state"]
         if state in FINAL_STATES:
             return None
 
         world = await self.world(rec, events, entered)
-        try:
-            steps = self.rules.plan(events, world, preview=False)  # rendered when run (`_previewed` else)
+        try:  # rendered when run (`_previewed` else)
+            steps = self.rules.plan(events, world, preview=False, first=chunk.lo if chunk else 0)
         except Exception as e:  # a rules bug must stay visible, not loop
             log.exception("planning %s failed", event_id)
-            if state != "processing":
+            if state != "processing" and chunk is None:
                 await self.store.transition(event_id, rec["received_at"], state, "processing")
             await self._finish(rec, "dead", {"error": f"planning failed: {type(e).__name__}: {e}"}, "processing",
-                               entered=entered)
+                               entered=entered, chunk=chunk)
             return None
         first_run = PIN_FIELD not in rec
         saves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
@@ -227,16 +428,21 @@ class Processor:
             saves, severity_changed = await self._prepare_commit(rec, events, world)
         # One transaction: processing, the pin and the incidents, the parsed events, the claims.
         p = Batch()
-        if state != "processing":
+        if chunk is not None:
+            if state != "processing":
+                p.hset(record_key, mapping={"state": "processing", "updated_at": now_ms()})
+        elif state != "processing":
             self.store.transition_into(p, event_id, rec["received_at"], state, "processing")
         if first_run:
-            self._commit_into(p, rec, world, saves)
-        if "events" not in rec:
-            self.store.record_parsed_into(p, event_id, rec["received_at"],
-                                          [e.model_dump(mode="json") for e in events])
+            self._commit_into(p, rec, world, saves, record_key)
+        dropped = 0
+        if "events" not in rec and chunk is None:
+            dropped = self._record_parsed_into(p, rec, events, len(events) if total is None else total)
         for step in steps:
             self.incidents.claim_into(p, step.subject, step.id, event_id)
         replies = await p.execute(self.store.redis)
+        if dropped:
+            metrics.ALERTS_TRUNCATED.labels(rec["source"]).inc(dropped)
         state = "processing"
         owners = replies[len(replies) - 3 * len(steps):][1::3] if steps else []
         for key in severity_changed:
@@ -246,12 +452,17 @@ class Processor:
         known: dict[str, dict[str, Any] | None] = dict(entered.incidents)
         for key, (after, _changes) in saves.items():  # the records as the transaction left them (HSET merges)
             known[key] = {**(known.get(key) or {}), **after}
-        existing = self.store.decode_actions(entered.actions)
+        if chunk is not None:  # only this chunk's records, not every chunk's
+            ids = list(dict.fromkeys(s.id for s in steps))
+            raw = await self.store.redis.hmget(actions_key(event_id), ids) if ids else []
+            existing = {i: json.loads(r) for i, r in zip(ids, raw, strict=True) if r is not None}
+        else:
+            existing = self.store.decode_actions(entered.actions)
         pending = Batch()  # action records that ride along with the run's last write
         results, wait = await self.execute(rec, steps, existing, pending, force=force, known=known)
         self._unclaim_not_configured(event_id, steps, results, pending)
         if wait is not None:
-            pending.hset(ev_key(event_id), mapping={"runs": 0, "last_error": ""})
+            pending.hset(record_key, mapping={"runs": 0, "last_error": ""})
             pending.zadd(PENDING, {event_id: now_ms()}, xx=True)
             self.incidents.unlock_into(pending, entered)
             await pending.flush(self.store.redis)
@@ -259,7 +470,8 @@ class Processor:
             return wait
         states = {r["state"] for r in results}
         final = "dead" if states == {"dead"} else "partially_failed" if "dead" in states else "done"
-        await self._finish(rec, final, {"actions": len(results)}, state, entered=entered, pending=pending)
+        await self._finish(rec, final, {"actions": len(results)}, state, entered=entered, pending=pending,
+                           chunk=chunk)
         return None
 
     def _unclaim_not_configured(self, event_id: str, steps: list[PlannedStep], results: list[dict[str, Any]],
@@ -308,10 +520,11 @@ class Processor:
         return saves, severity_changed
 
     def _commit_into(self, p: Batch, rec: dict[str, Any], world: World,
-                     saves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
-        """Pin what was seen and advance the incidents, in the caller's transaction."""
+                     saves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]], record_key: str) -> None:
+        """Pin what was seen (on the event's or the chunk's record) and advance the incidents,
+        in the caller's transaction."""
         pin = {"keys": world.keys, "before": world.incidents, "episodes": world.episodes}
-        p.hset(ev_key(rec["id"]), PIN_FIELD, dumps(pin))
+        p.hset(record_key, PIN_FIELD, dumps(pin))
         for key, (after, changes) in saves.items():
             self.incidents.save_into(p, key, after, changes)
 
@@ -367,7 +580,14 @@ class Processor:
         incidents: dict[str, dict[str, Any] | None] = dict(known or {})
         scheduled: set[str] = set()
         planned = {(s.workflow, s.event_index, s.step_id) for s in steps}
+        started = time.monotonic()
+        progressed = False  # a step advanced in this run (not only read back, or still parked)
         for step in steps:
+            if progressed and self.budget is not None and time.monotonic() - started > self.budget:
+                # out of time: what ran is recorded; a fresh job goes on from the next step
+                metrics.RUNS_YIELDED.inc()
+                waits.append(now_ms())
+                break
             view = done.setdefault((step.workflow, step.event_index), {})
             key = step.incident_key
             if key and key not in incidents:
@@ -379,6 +599,7 @@ class Processor:
                     results += await self._arm(rec, group, existing, incidents.get(key) if key else None)
                 continue
             record = existing.get(step.id)
+            before = (record["state"], len(record["attempts"])) if record else None
             recorded = False
             blocked = self._blocked(step, view, planned)
             if blocked is not None:
@@ -414,6 +635,7 @@ class Processor:
             view[step.step_id] = {"state": record["state"], "result": record.get("result") or {},
                                   "params": record.get("params") or {}, "error": record.get("error")}
             results.append(record)
+            progressed = progressed or (record["state"], len(record["attempts"])) != before
             if record["state"] == "retrying":
                 waits.append(int(record.get("next_at") or now_ms()))
         wait = max(0.05, (min(waits) - now_ms()) / 1000) if waits else None
@@ -766,17 +988,26 @@ class Processor:
         await p.execute(self.store.redis)
 
     async def _finish(self, rec: dict[str, Any], final: str, note: dict[str, Any], old: str | None = None, *,
-                      entered: Entered | None = None, pending: Batch | None = None) -> None:
+                      entered: Entered | None = None, pending: Batch | None = None,
+                      chunk: Chunk | None = None) -> None:
         """The final state; the incidents' locks (when given) are released in the same transaction,
-        with the action records still `pending`."""
+        with the action records still `pending`. A chunk's is its own; the last chunk to finish
+        makes the event's (`hub.chunks`)."""
         p = pending if pending is not None else Batch()
-        self.store.transition_into(p, rec["id"], rec["received_at"], old or rec["state"], final, note,
-                                   runs=0, last_error="", **({"error": note["error"]} if "error" in note else {}))
+        if chunk is not None:
+            self.chunks.finish_into(p, rec["id"], chunk.index, final, note.get("error"))
+            self.store.add_timeline_into(p, rec["id"], {"type": "chunk", "chunk": chunk.index, "state": final, **note})
+        else:
+            self.store.transition_into(p, rec["id"], rec["received_at"], old or rec["state"], final, note,
+                                       runs=0, last_error="", **({"error": note["error"]} if "error" in note else {}))
         if entered is not None:
             self.incidents.unlock_into(p, entered)
         await p.execute(self.store.redis)
         if entered is not None:
             entered.released = True
+        if chunk is not None:
+            await self._complete(rec)
+            return
         metrics.EVENTS_FINISHED.labels(rec["source"], final).inc()
         metrics.PROCESSING_SECONDS.labels(rec["source"]).observe(max(0.0, time.time() - rec["received_at"] / 1000))
 

@@ -138,7 +138,8 @@ def make_planner(store: Store, settings: Settings | None = None) -> Any:
     connectors = {name: cls(settings, None, store.redis)  # type: ignore[arg-type]
                   for name, cls in connector_classes().items()}
     runner = ActionRunner(store, connectors, RateLimiter(store.redis))
-    return Processor(store, load_rules(settings.rules_path()), runner, settings.hub_max_event_runs)
+    return Processor(store, load_rules(settings.rules_path()), runner, settings.hub_max_event_runs,
+                     max_per_event=settings.hub_max_alerts_per_event)
 
 
 async def dry_run(store: Store, event_id: str, *, force: bool = False, planner: Any = None,

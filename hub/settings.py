@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     hub_job_timeout: float = 60
     hub_max_event_runs: int = Field(8, ge=1)
     hub_worker_concurrency: int = Field(20, ge=1)
+    #: Alerts of one delivery processed per worker job; a larger group is split into chunk jobs.
+    hub_max_alerts_per_job: int = Field(50, ge=1)
+    #: Alerts of one delivery processed at all; the rest are dropped (counted, on the timeline).
+    hub_max_alerts_per_event: int = Field(2000, ge=1)
 
     github_webhook_secret: SecretList
     incidentio_webhook_secret: SecretList

@@ -172,14 +172,14 @@ class Store:
     async def get(self, event_id: str) -> dict[str, Any] | None:
         return self.decode_record(event_id, await self.redis.hgetall(ev_key(event_id)))
 
-    async def start(self, event_id: str) -> dict[str, Any] | None:
+    async def start(self, event_id: str, key: str | None = None) -> dict[str, Any] | None:
         """The record for a run of the worker, the run counted first (`runs`, while not final).
 
         Every job start counts, whatever happens next (a crash, a timeout, an error, a lock
         that is not one), so `Processor` can bound a poison event by HUB_MAX_EVENT_RUNS; only a
         wait for another worker's incident lock gives its count back (`hub.incidents`).
         """
-        flat = await self._start(keys=[ev_key(event_id)])
+        flat = await self._start(keys=[key or ev_key(event_id)])  # `key`: a chunk's own record
         return self.decode_record(event_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     @staticmethod

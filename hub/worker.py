@@ -1,7 +1,8 @@
 """The arq worker: runs `process_event` jobs, the sweeper, and a heartbeat for /readyz.
 
 Jobs carry only the event id (the payload lives in the record) and are serialised as JSON,
-never pickle. A job's id is the event id, so an event is in the queue at most once.
+never pickle. A job's id is the event id, so an event is in the queue at most once. A large
+alert group is worked in `process_chunk` jobs, id `{event id}:chunk:{k}` (`hub.chunks`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from redis import exceptions as redis_errors
 from connectors.base import Connector
 from hub import metrics, upgrade
 from hub.actions import ActionRunner
+from hub.chunks import CHUNK_JOB
 from hub.processor import Processor
 from hub.ratelimit import RateLimiter
 from hub.redis_conn import connect, json_dumps, json_loads
@@ -54,7 +56,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     shared = ctx.setdefault("shared", {})
     rules = shared.get("rules") or load_worker_rules(settings)
     processor = Processor(store, rules, runner, settings.hub_max_event_runs,
-                          lock_lease=settings.hub_job_timeout + 5)
+                          lock_lease=settings.hub_job_timeout + 5, **fan_out_limits(settings, connectors, runner))
     shared.update(rules=rules, processor=processor)
     ctx.update(store=store, http=http, connectors=connectors, processor=processor)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -78,8 +80,24 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await http.close()
 
 
+def fan_out_limits(settings: Settings, connectors: dict[str, Connector], runner: ActionRunner) -> dict[str, Any]:
+    """The Processor's chunking limits, and its time budget per run: the job timeout less the
+    longest one step can take (an attempt, and the inline waits for a lock and a rate-limit
+    token), so a run stops between steps before arq would cancel it mid-call."""
+    longest = max((c.attempt_timeout for c in connectors.values()), default=30.0) + 2 * runner.inline_wait + 5
+    return {"max_per_job": settings.hub_max_alerts_per_job, "max_per_event": settings.hub_max_alerts_per_event,
+            "budget": max(settings.hub_job_timeout / 4, settings.hub_job_timeout - longest)}
+
+
 async def process_event(ctx: dict[str, Any], event_id: str, force: bool = False) -> None:
     delay = await ctx["processor"].process(event_id, force=force)
+    if delay is not None:
+        raise Retry(defer=delay)
+
+
+async def process_chunk(ctx: dict[str, Any], event_id: str, index: int, force: bool = False) -> None:
+    """Chunk `index` of a large alert group (`hub.chunks`)."""
+    delay = await ctx["processor"].process(event_id, force=force, chunk=index)
     if delay is not None:
         raise Retry(defer=delay)
 
@@ -130,6 +148,8 @@ def worker_options(settings: Settings, shared: dict[str, Any] | None = None) -> 
     return {
         "functions": [func(process_event, name=PROCESS_JOB, max_tries=10_000,  # our own limits apply
                            timeout=settings.hub_job_timeout, keep_result=0),
+                      func(process_chunk, name=CHUNK_JOB, max_tries=10_000, timeout=settings.hub_job_timeout,
+                           keep_result=0),
                       # a fired timer's result is kept so the same timer id is never queued again
                       func(run_timer, name=TIMER_JOB, max_tries=1_000_000, timeout=settings.hub_job_timeout,
                            keep_result=settings.hub_retention)],

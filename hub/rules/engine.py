@@ -295,15 +295,17 @@ class Rules:
     # -- planning ------------------------------------------------------------------------------
 
     def plan(self, events: list[NormalisedEvent], world: World | None = None, *,
-             preview: bool = True) -> list[PlannedStep]:
+             preview: bool = True, first: int = 0) -> list[PlannedStep]:
         """Every action instance these events cause, in workflow and step order, per event.
 
         `preview=False` leaves `params` empty (the worker renders them when it runs a step,
         and previews only what it records without running: see `Rules.preview`).
+        `first`: the index of `events[0]` in its delivery, when they are one chunk of it
+        (`hub.chunks`): event indexes name actions and timers, so they stay the delivery's.
         """
         world = world or World(received_ms=_now_ms(), now_ms=_now_ms())
         planned: list[PlannedStep] = []
-        for index, (ev, key, before, after) in enumerate(self.states(events, world)):
+        for index, (ev, key, before, after) in enumerate(self.states(events, world), start=first):
             planned.extend(self._plan_event(index, ev, key, before, after, world, preview))
         return planned
 
