@@ -23,7 +23,7 @@ from typing import Any
 
 from multidict import CIMultiDict
 
-from hub import metrics, timers
+from hub import fallback, metrics, timers
 from hub.actions import ActionRunner, OnSuccess, PlannedAction
 from hub.batch import Batch
 from hub.events import NormalisedEvent
@@ -367,6 +367,10 @@ class Processor:
                         recorded = True
             if record["state"] == "succeeded" and step.record and key and not recorded:
                 incidents[key] = self._apply_record(step, record, view, incidents.get(key), pending)
+            if fallback.is_page(step) and not step.builtin:
+                extra = await self._fallback(rec, step, record, existing, pending, incidents.get(key) if key else None)
+                results += extra
+                waits += [int(r.get("next_at") or now_ms()) for r in extra if r["state"] == "retrying"]
             view[step.step_id] = {"state": record["state"], "result": record.get("result") or {},
                                   "params": record.get("params") or {}}
             results.append(record)
@@ -374,6 +378,53 @@ class Processor:
                 waits.append(int(record.get("next_at") or now_ms()))
         wait = max(0.05, (min(waits) - now_ms()) / 1000) if waits else None
         return results, wait
+
+    async def _fallback(self, rec: dict[str, Any], page: PlannedStep, record: dict[str, Any],
+                        existing: dict[str, dict[str, Any]], pending: Batch,
+                        incident: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """A dead page: the other pager and a Slack notice (`hub.fallback`), each claimed once.
+
+        A page that is not dead (a replay of it succeeded) closes fallback actions a forced
+        replay reset, so they never go out for a page that reached its pager.
+        """
+        event_id = rec["id"]
+        ids = fallback.fallback_ids(page.id)
+        if record["state"] != "dead":
+            if record["state"] in ACTION_FINAL:
+                for aid in ids:
+                    old = existing.get(aid)
+                    if old and old["state"] not in ACTION_FINAL:
+                        why = f"not needed: the page it stood in for is {record['state']}"
+                        old.update(state="skipped", error=why, next_at=None)
+                        self.store.save_action_into(pending, event_id, old, {
+                            "type": "action", "action": aid, "name": old["name"], "state": "skipped", "error": why})
+            return []
+        if not fallback.enabled(page, self.rules.config.catalog.fallback_pager):
+            return []
+        if incident and incident.get("resolved_at") and not any(existing.get(a) for a in ids):
+            return []  # recovered meanwhile: nobody needs paging any more
+        error = str(record.get("error") or "no error recorded")[:300]
+        other = fallback.target(page, self.configured())
+        planned = [fallback.page_step(page, other, error)] if other else []
+        planned.append(fallback.notice_step(page, event_id, error, other, None))
+        kept = {s.id for s in await self._claim(event_id, planned)}
+        out: list[dict[str, Any]] = []
+        fb_record: dict[str, Any] | None = None
+        for step in planned:
+            if step.id not in kept:
+                continue
+            if step.id == ids[1]:  # worded from what the fallback page did
+                step = fallback.notice_step(page, event_id, error, other, fb_record)
+            current = existing.get(step.id)
+            if current is None:  # its deadline counts from now, not from the event
+                current = self.runner.new_record(step)
+                current["round_started_at"] = now_ms()
+            done = await self.runner.run(event_id, step, current, rec["received_at"], pending=pending)
+            existing[step.id] = done
+            if step.id == ids[0]:
+                fb_record = done
+            out.append(done)
+        return out
 
     def _previewed(self, step: PlannedStep) -> PlannedStep:
         """`step` with its parameters as far as known before running: what a record of a step

@@ -206,6 +206,7 @@ class Rules:
             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in svc.opsgenie_responders],
             "jira_project": svc.jira_project or self.config.catalog.jira_project or world.jira_project,
             "slack_webhook": env_value(svc.slack_webhook),
+            "fallback_pager": svc.fallback_pager,
             "in_catalog": name in self.config.catalog.services,
         }
 
@@ -219,6 +220,7 @@ class Rules:
             "pagerduty_routing_key": env_value(team.pagerduty_routing_key),
             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in team.opsgenie_responders],
             "slack_webhook": env_value(team.slack_webhook), "manager": manager,
+            "fallback_pager": team.fallback_pager,
             "escalation": [{"level": i + 1, "name": lvl.name or f"level {i + 1}",
                             "pagerduty_routing_key": env_value(lvl.pagerduty_routing_key),
                             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in lvl.opsgenie_responders]}
