@@ -28,6 +28,8 @@ EXPECTED: dict[str, tuple[int, int, str, str]] = {
     "unknown_team.yaml": (5, 13, "unknown team 'paymnets'", "did you mean 'payments'?"),
     "template_syntax.yaml": (8, 17, "template syntax", "{{ event.title }}"),
     "template_variable.yaml": (7, 17, "unknown template variable 'evnt'", "did you mean 'event'?"),
+    "template_field.yaml": (8, 20, "unknown variable incident.severty; did you mean incident.severity?",
+                            "incident has: "),
     "step_reference.yaml": (8, 17, "steps.open is not an earlier step", "none here"),
     "reads_delayed_step.yaml": (11, 22, "steps.later is not an earlier step", "not delayed"),
     "missing_on.yaml": (5, 5, "missing required key 'on'", ""),
@@ -54,6 +56,36 @@ def test_broken_file_reports_the_right_place(name: str) -> None:
     assert message in problem.message
     assert hint in problem.hint
     assert f"{BROKEN / name}:{line}:{column}: error: " in e.value.report()
+
+
+def test_template_fields_are_checked_against_what_each_step_can_see() -> None:
+    """Nested fields, list items, earlier steps' views and `exists:` paths; free-form data is not checked."""
+    text = """\
+version: 1
+workflows:
+  - name: wf
+    on: [incident.declared]
+    do:
+      - id: open
+        action: slack.notify
+        with:
+          text: "{{ team.escalation[0].nme }} {{ event.attributes.anything.goes }} {{ event.labels.env }}"
+      - id: after
+        if: {exists: incident.statuspage_incidnet_id}
+        action: slack.notify
+        with:
+          text: "{{ steps.open.reslt.id }} {{ steps.open.result.whatever }} {{ services[0].team }}"
+          summary: "{% for s in services %}{{ s.nme }}{% endfor %}{{ deploy.sha[:12] }}"
+        record: {jira_key: "{{ result.key }} {{ params.x }}"}
+"""
+    with pytest.raises(RulesError) as e:
+        load_text(text, "t.yaml")
+    got = sorted((p.line, p.message) for p in e.value.problems if p.severity == "error")
+    assert got == [
+        (9, "unknown variable team.escalation.0.nme; did you mean team.escalation.0.name?"),
+        (11, "unknown variable incident.statuspage_incidnet_id; did you mean incident.statuspage_incident_id?"),
+        (14, "unknown variable steps.open.reslt; did you mean steps.open.result?"),
+    ]
 
 
 def test_all_errors_are_reported_not_just_the_first() -> None:
