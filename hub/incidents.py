@@ -31,7 +31,8 @@ them, so MTTA = acknowledged_at - declared_at and MTTR = resolved_at - declared_
 ``resolved_at``, ``resolution``, ``escalated_at``, ``escalation_level``, ``updated_at``,
 ``page_dedup_key``, ``statuspage_incident_id``, ``incidentio_id``, ``jira_keys`` (list),
 ``deploys`` (list of {service, environment, sha, ref, author, url, state, at}),
-``links`` (list of {href, text}), ``severity_history`` (list of [ms, severity]).
+``links`` (list of {href, text}), ``severity_history`` (list of [ms, severity]), ``group``
+(an alert's Grafana / Alertmanager notification group key, else null).
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def advance(before: dict[str, Any] | None, event: NormalisedEvent, key: str, at_
             prior.get("incidentio_id") if prior.get("kind") == "incident" else None,
             "jira_keys": [], "deploys": [], "links": [], "services": [], "severity_history": [],
             "status": None, "status_category": None, "severity": None, "title": "",
+            # the alert's notification group: reports count one group's alerts open together as one incident
+            "group": (event.attributes.get("group_key") or None) if event.kind in ALERT_KINDS else None,
         }
     else:
         state = dict(before)

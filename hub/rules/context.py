@@ -42,7 +42,7 @@ def _incident() -> Schema:
 
     fields = dict.fromkeys(incident_view(None), ANY)
     fields.update(dict.fromkeys(typing.get_args(Recordable), ANY))
-    fields.update(dict.fromkeys(("updated_at", "severity_history", "kind"), ANY))
+    fields.update(dict.fromkeys(("updated_at", "severity_history", "kind", "group"), ANY))
     for name in ("alias", "jira_key"):  # recorded as another name of the incident, or into jira_keys
         fields.pop(name, None)
     fields.update(links=[LINK], deploys=[DEPLOY])
