@@ -354,7 +354,11 @@ async def test_failed_production_deploy_then_incident_links_the_deploy(redis_url
     async with Hub(settings, redis) as hub:
         deploy = await hub.send("github", body, headers=headers)
         assert await hub.done_actions(deploy["id"]) == [("slack.notify", "succeeded")]
-        assert "production failed" in upstreams.slack.requests[0].json()["text"]
+        failed = upstreams.slack.requests[0].json()
+        # the catalog service and its owner, and a page a person can open (never api.github.com)
+        assert "production failed: checkout-api, owned by payments" in failed["text"]
+        assert "<https://github.com/Codertocat/Hello-World|repository>" in json.dumps(failed["blocks"])
+        assert "api.github.com" not in json.dumps(failed)
         declared = await hub.send("incidentio", incident_payload("incident_created_v2"))
     assert declared["events"][0]["services"] == ["Payments"]
     assert await hub.done_actions(declared["id"]) == [
@@ -364,7 +368,7 @@ async def test_failed_production_deploy_then_incident_links_the_deploy(redis_url
     assert note["incident_id"] == INCIDENT_ID
     assert note["description"] == (
         "Deployed shortly before this incident: Codertocat/Hello-World@master (f95f852bd8fc) by Codertocat, failed: "
-        "https://api.github.com/repos/Codertocat/Hello-World/deployments/145988746")
+        "https://github.com/Codertocat/Hello-World")
     notice = upstreams.slack.requests[-1].json()
     assert "was deployed to production shortly before" in notice["text"]
     state = await hub.incidents.get(INCIDENT_KEY)
