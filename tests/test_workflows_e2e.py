@@ -164,14 +164,18 @@ class Hub:
 
 
 def incident_payload(event_type: str, *, severity: str | None = None, status: tuple[str, str] | None = None,
-                     previous: tuple[str, str] | None = None, services_field: str | None = None) -> dict[str, Any]:
-    """An incident.io webhook from the fixtures, with severity/status changed where asked."""
+                     previous: tuple[str, str] | None = None, services_field: str | None = None,
+                     postmortem: bool = False) -> dict[str, Any]:
+    """An incident.io webhook from the fixtures, with severity/status changed where asked (and
+    without the fixtures' post-mortem document unless `postmortem`: with one, no Jira post-mortem)."""
     source = {"incident_created_v2": "incidentio_incident_created.json",
               "incident_status_updated_v2": "incidentio_incident_status_updated.json",
               "incident_updated_v2": "incidentio_incident_updated.json"}[event_type]
     data = copy.deepcopy(load(source))
     body = data[f"public_incident.{event_type}"]
     incident = body.get("incident", body)
+    if not postmortem:
+        incident.pop("postmortem_document_url", None)
     if severity:
         rank = {"Critical": 3, "Major": 2, "Minor": 1}[severity]
         incident["severity"] = {**incident["severity"], "name": severity, "rank": rank}
@@ -254,6 +258,19 @@ async def test_incident_created_status_changed_resolved(redis_url, redis, upstre
     assert pending and all(a["state"] == "skipped" and a["error"].startswith("cancelled") for a in pending)
 
 
+async def test_no_postmortem_ticket_when_the_incident_already_has_a_postmortem(redis_url, redis,
+                                                                               upstreams) -> None:
+    settings = upstreams.settings(redis_url)
+    async with Hub(settings, redis) as hub:
+        await hub.send("incidentio", incident_payload("incident_created_v2"))
+        resolved = await hub.send("incidentio", incident_payload("incident_status_updated_v2", postmortem=True))
+    assert resolved["events"][0]["kind"] == "incident.resolved"
+    assert "jira.create_issue" not in [name for name, _ in await hub.done_actions(resolved["id"])]
+    assert upstreams.jira.created == []
+    state = await hub.incidents.get(INCIDENT_KEY)
+    assert {"href": "https://docs.google.com/document/d/1a2B3c4D5e6F7g8H9i0J", "text": "post-mortem"} in state["links"]
+
+
 async def test_sev2_declared_twice_pages_once_and_updates_do_not_repage(redis_url, redis, upstreams) -> None:
     settings = upstreams.settings(redis_url)
     async with Hub(settings, redis) as hub:
@@ -282,6 +299,8 @@ async def test_followup_created_twice_makes_one_jira_issue(redis_url, redis, ups
     fields = upstreams.jira.issues[issue_key]["fields"]
     assert fields["summary"] == "Add circuit breaker to payment provider client"
     assert INCIDENT_ID in fields["description"]
+    # the follow-up's priority and assignee (Maria Lopez, found in Jira by her email)
+    assert fields["priority"] == {"name": "High"} and fields["assignee"] == {"name": "mlopez"}
     assert len(upstreams.jira.calls("/rest/api/2/issue", "POST")) == 1
 
 

@@ -156,6 +156,9 @@ def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
     base["acknowledged"] = bool(base.get("acknowledged_at"))
     base["resolved"] = bool(base.get("resolved_at"))
     base["url"] = next((link["href"] for link in base["links"] if isinstance(link, dict)), "")
+    # a post-mortem document the incident already links (incident.io's postmortem_document_url)
+    base["postmortem_url"] = next((link["href"] for link in base["links"] if isinstance(link, dict)
+                                   and link.get("text") == "post-mortem"), None)
     return base
 
 
