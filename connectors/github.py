@@ -223,6 +223,26 @@ class GitHubSource(InboundSource):
             return self._workflow_run(payload.workflow_run, payload.action, repo, service, options or {})
         return []
 
+    def no_events_reason(self, payload: BaseModel, headers: Mapping[str, str],
+                         options: Mapping[str, Any] | None = None) -> str:
+        assert isinstance(payload, GitHubPayload)
+        event = headers.get("X-GitHub-Event", "")
+        if event == "deployment_status" and payload.deployment_status:
+            return (f"deployment_status {payload.deployment_status.state!r}: only success, failure and error "
+                    "are deploy results")
+        if event == "workflow_run" and payload.workflow_run:
+            run = payload.workflow_run
+            names = [str(n) for n in (options or {}).get("deploy_workflows", DEFAULT_DEPLOY_WORKFLOWS)]
+            if payload.action != "completed":
+                return f"workflow_run {payload.action!r}: only completed runs count"
+            if not any(n.lower() in (run.name or "").lower() for n in names):
+                return (f"workflow {run.name!r} is not a deploy workflow (names containing "
+                        f"{', '.join(names)}; the catalog's github deploy_workflows option)")
+            return f"workflow run conclusion {run.conclusion!r}: only success, failure and timed_out count"
+        if event in _REQUIRED:
+            return f"{event} without the objects the hub reads"
+        return f"GitHub event {event!r} is not one the hub acts on (deployment, deployment_status, workflow_run)"
+
     def _deploy(self, kind: Kind, d: Deployment, repo: str, service: str, env: str, description: str,
                 links: list[Link], at: datetime | None, state: str) -> NormalisedEvent:
         verb = {Kind.DEPLOY_STARTED: "started", Kind.DEPLOY_SUCCEEDED: "succeeded"}.get(kind, "failed")

@@ -15,6 +15,7 @@ a worker may be killed mid-way) and each run only advances what is not final yet
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import time
@@ -222,6 +223,7 @@ class Processor:
         owners = replies[len(replies) - 3 * len(steps):][1::3] if steps else []
         for key in severity_changed:
             await self._rearm(key, saves[key][0])
+        planned_steps = len(steps)
         steps = await self._kept(event_id, steps, [o.decode() for o in owners], note=first_run)
 
         known: dict[str, dict[str, Any] | None] = dict(entered.incidents)
@@ -239,8 +241,33 @@ class Processor:
             return wait
         states = {r["state"] for r in results}
         final = "dead" if states == {"dead"} else "partially_failed" if "dead" in states else "done"
-        await self._finish(rec, final, {"actions": len(results)}, state, entered=entered, pending=pending)
+        note: dict[str, Any] = {"actions": len(results)}
+        if not results:
+            note["reason"] = self.no_action_reason(rec, events, planned_steps)
+        await self._finish(rec, final, note, state, entered=entered, pending=pending)
         return None
+
+    def no_action_reason(self, rec: dict[str, Any], events: list[NormalisedEvent], planned: int) -> str:
+        """Why an event caused no action, in words an operator can act on."""
+        if not events:
+            src = sources()[rec["source"]]
+            headers = CIMultiDict(rec.get("headers") or {})
+            try:
+                payload = src.parse(rec["body"], headers, rec.get("content_type", "application/json"))
+                why = src.no_events_reason(payload, headers, self.rules.source_options(rec["source"]))
+            except Exception as e:  # the reason must never fail the event
+                why = f"{type(e).__name__}: {e}"
+            return f"no events: {why}"
+        if planned:
+            return "already done: another event of the incident owns every action (see already_done)"
+        parts = []
+        for ev in events:
+            listening = [wf.name for wf in self.rules.config.workflows
+                         if wf.enabled and any(fnmatch.fnmatchcase(ev.kind, k) for k in wf.on)]
+            what = f"{ev.kind}" + (f" {ev.severity.value}" if ev.severity else "")
+            parts.append(f"{what}: no workflow listens on {ev.kind}" if not listening else
+                         f"{what}: the conditions of {', '.join(listening)} did not hold")
+        return "no workflow matched: " + "; ".join(parts)
 
     async def _prepare_commit(self, rec: dict[str, Any], events: list[NormalisedEvent], world: World
                               ) -> tuple[dict[str, tuple[dict[str, Any], list[dict[str, Any]]]], set[str]]:
@@ -752,7 +779,8 @@ class Processor:
         with the action records still `pending`."""
         p = pending if pending is not None else Batch()
         self.store.transition_into(p, rec["id"], rec["received_at"], old or rec["state"], final, note,
-                                   runs=0, **({"error": note["error"]} if "error" in note else {}))
+                                   runs=0, **({"error": note["error"]} if "error" in note else {}),
+                                   **({"reason": note["reason"]} if "reason" in note else {}))
         if entered is not None:
             self.incidents.unlock_into(p, entered)
         await p.execute(self.store.redis)

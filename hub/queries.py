@@ -353,7 +353,7 @@ async def event_detail(redis: Redis, event_id: str) -> dict[str, Any] | None:
         "headers": json.loads(text.get("headers") or "{}"),
         "kinds": [k for k in text.get("kinds", "").split(",") if k],
         "events": json.loads(text["events"]) if text.get("events") else [],
-        "error": text.get("error"), "replays": int(text.get("replays", 0)),
+        "error": text.get("error"), "reason": text.get("reason"), "replays": int(text.get("replays", 0)),
         "actions": actions, "timeline": [json.loads(x) for x in timeline_raw],
         "payload": payload,
     }

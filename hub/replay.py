@@ -217,7 +217,7 @@ async def _replay_once(store: Store, redis: Redis, event_id: str, key: str, akey
                   if would(r, force)[0] == "run" and r.get("state") != "pending"}
         p.multi()
         p.hset(key, mapping={"state": "accepted", "updated_at": ms, "runs": 0})
-        p.hdel(key, "error")
+        p.hdel(key, "error", "reason")
         p.hincrby(key, "replays", 1)
         p.zrem(state_idx(state), event_id)
         p.zadd(state_idx("accepted"), {event_id: received})

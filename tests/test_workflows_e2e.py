@@ -271,6 +271,23 @@ async def test_no_postmortem_ticket_when_the_incident_already_has_a_postmortem(r
     assert {"href": "https://docs.google.com/document/d/1a2B3c4D5e6F7g8H9i0J", "text": "post-mortem"} in state["links"]
 
 
+async def test_an_event_that_causes_no_action_says_why(redis_url, redis, upstreams) -> None:
+    settings = upstreams.settings(redis_url)
+    body, headers = fixture_request("github_workflow_run_completed.json")  # a run of an unnamed (not deploy) workflow
+    minor = copy.deepcopy(load("datadog_alert_triggered.json"))
+    minor["alert_priority"] = "P4"
+    auth = {"Authorization": f"Bearer {DATADOG_TOKEN}", "Content-Type": "application/json"}
+    async with Hub(settings, redis) as hub:
+        run = await hub.send("github", body, headers=headers)
+        alert = await hub.send("datadog", minor, headers=auth)
+        alert_again = await hub.send("datadog", {**minor, "id": "another-delivery"}, headers=auth)
+    assert run["state"] == "done" and run["events"] == []
+    assert run["reason"].startswith("no events: workflow '' is not a deploy workflow")
+    assert (await hub.store.timeline(run["id"]))[-1]["reason"] == run["reason"]
+    assert alert["reason"] == "no workflow matched: alert.firing SEV4: the conditions of alert-page did not hold"
+    assert alert_again["reason"].startswith("no workflow matched")
+
+
 async def test_sev2_declared_twice_pages_once_and_updates_do_not_repage(redis_url, redis, upstreams) -> None:
     settings = upstreams.settings(redis_url)
     async with Hub(settings, redis) as hub:

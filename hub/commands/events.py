@@ -90,6 +90,8 @@ def run_show(args: argparse.Namespace) -> int:
               f"{detail['size']} bytes  verified by {escape(str(detail['verified']))}")
     if detail.get("error"):
         out.print(f"[red]{escape(detail['error'])}[/red]")
+    if detail.get("reason"):
+        out.print(f"[yellow]no action: {escape(detail['reason'])}[/yellow]")
     for ev in detail["events"]:
         out.print(f"  event  {ev.get('kind')}  {ev.get('severity') or '-'}  {escape(ev.get('title') or '')}  "
                   f"[dim]{escape(ev.get('fingerprint') or '')}[/dim]")
