@@ -90,12 +90,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"incident-hub: using the embedded Redis already running at {url}", file=sys.stderr)
         env["REDIS_URL"] = url
     exe = [sys.executable, "-m", "hub"]
-    children = [subprocess.Popen([*exe, "serve"], env=env)]
-    children += [subprocess.Popen([*exe, "worker"], env=env) for _ in range(args.workers)]
+    # Own process groups: a terminal's Ctrl-C reaches only this process, which passes one
+    # signal on; a child signalled twice (by the terminal and by us) cut its shutdown short.
+    children = [subprocess.Popen([*exe, "serve"], env=env, process_group=0)]
+    children += [subprocess.Popen([*exe, "worker"], env=env, process_group=0) for _ in range(args.workers)]
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if stopping:
+            return  # once: a second Ctrl-C must not cut the children's shutdown short
         stopping = True
         for c in children:
             if c.poll() is None:
@@ -103,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, lambda _s, f: stop(signal.SIGTERM, f))  # the terminal closed: stop them too
     try:
         while not stopping and all(c.poll() is None for c in children):
             time.sleep(0.2)
@@ -150,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+    try:
+        return int(args.fn(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C outside a process's own signal handling (start-up, shutdown)
+        print("incident-hub: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
