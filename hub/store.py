@@ -299,5 +299,9 @@ class Store:
     async def heartbeat(self, worker_id: str) -> None:
         await self.redis.zadd(WORKERS, {worker_id: now_ms()})
 
+    async def forget_worker(self, worker_id: str) -> None:
+        """A worker stopping says so: it is not counted for the rest of its heartbeat window."""
+        await self.redis.zrem(WORKERS, worker_id)
+
     async def live_workers(self, within_s: float = 30) -> int:
         return int(await self.redis.zcount(WORKERS, now_ms() - int(within_s * 1000), "+inf"))
