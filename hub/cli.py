@@ -55,16 +55,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _logging()
     host = args.host or settings.hub_host
     port = args.port or settings.hub_port
-    web.run_app(create_app(settings), host=host, port=port, access_log=None,
-                print=lambda _: print(f"incident-hub: serving on http://{host}:{port}", file=sys.stderr))
+    from hub.summary import startup_summary
+
+    summary = startup_summary(settings)
+
+    def ready(_: str) -> None:
+        print(f"incident-hub: serving on http://{host}:{port}", file=sys.stderr)
+        print(summary, file=sys.stderr)
+
+    web.run_app(create_app(settings), host=host, port=port, access_log=None, print=ready)
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from hub.summary import startup_summary
     from hub.worker import run_worker
 
     settings = with_redis(_settings())
     _logging()
+    print(startup_summary(settings, admin=False).replace("incident-hub:", "incident-hub worker:", 1),
+          file=sys.stderr)
     run_worker(settings)
     return 0
 

@@ -140,3 +140,22 @@ def test_ctrl_c_of_serve_is_one_line_not_a_traceback(tmp_path: Path, redis_url: 
         serve.send_signal(signal.SIGINT)  # twice: during the shutdown the first one started
     output = serve.communicate(timeout=60)[0].decode(errors="replace")
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+
+
+def test_serve_says_what_is_switched_on(tmp_path: Path, redis_url: str) -> None:
+    port = free_port()
+    env = {**hub_env(tmp_path / "var", port), "REDIS_URL": redis_url, "HUB_ADMIN_TOKEN": "",
+           "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/secret-part"}
+    serve = subprocess.Popen([sys.executable, "-m", "hub", "serve"], env=env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        serve.send_signal(signal.SIGINT)
+        output = serve.communicate(timeout=60)[0].decode(errors="replace")
+    (line,) = [x for x in output.splitlines() if "sources:" in x]
+    assert "sources: github (not set up: " in line
+    assert "connectors: slack (not configured: " in line
+    assert "rules: built-in defaults (10 workflows, 0 services)" in line
+    assert line.endswith("admin: off (set HUB_ADMIN_TOKEN)")
+    assert "secret-part" not in output
