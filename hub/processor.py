@@ -614,7 +614,7 @@ class Processor:
             record.update(scheduled_for=due, timer=first.timer_id)
             await self.store.save_action(rec["id"], record, {
                 "type": "timer", "timer": first.timer_id, "action": step.id, "name": record["name"],
-                "state": "scheduled", "due_at": due})
+                "state": "scheduled", "due_at": due, "workflow": first.workflow, "step": first.timer.group})
             existing[step.id] = record
         if queued and first.incident_key:
             await self.incidents.note(first.incident_key, {"type": "timer_scheduled", "timer": first.timer_id,

@@ -36,7 +36,8 @@ SCAN_MIN = 200
 STATE_ALIASES = {"failed": ("partially_failed", "dead"), "final": ("done", "partially_failed", "dead"),
                  "in_flight": ("accepted", "processing")}
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-ROW_FIELDS = ("source", "state", "received_at", "updated_at", "delivery_id", "kinds", "size", "error")
+ROW_FIELDS = ("source", "state", "received_at", "updated_at", "delivery_id", "kinds", "size", "error", "title",
+              "severity", "services")
 
 
 class QueryError(ValueError):
@@ -233,7 +234,8 @@ def _row(event_id: str, values: list[Any]) -> dict[str, Any] | None:
     return {"id": event_id, "source": f["source"], "state": f["state"],
             "received_at": int(f["received_at"] or 0), "updated_at": int(f["updated_at"] or 0),
             "delivery_id": f["delivery_id"], "kinds": kinds, "size": int(f["size"] or 0),
-            "error": f["error"]}
+            "error": f["error"], "title": f["title"] or "", "severity": f["severity"] or None,
+            "services": [s for s in (f["services"] or "").split(",") if s]}
 
 
 def _matches(row: dict[str, Any], flt: EventFilter) -> bool:

@@ -365,6 +365,8 @@ async def run_bulk(store: Store, job_id: str, on_progress: Progress | None = Non
                 if dry:
                     plan = await dry_run(store, event_id, force=force, planner=planner)
                     outcome["would_run"] = [a["name"] for a in plan["actions"] if a["would"] == "run"]
+                    outcome["actions"] = [{"id": a["id"], "name": a["name"], "reason": a["reason"]}
+                                          for a in plan["actions"] if a["would"] == "run"]
                     counter = "would_run" if outcome["would_run"] else "skipped"
                 else:
                     res = await replay_event(store, event_id, force=force, by=by, job=job_id, record_audit=False)
