@@ -210,8 +210,35 @@ def test_simulate_prints_rendered_actions_and_touches_nothing() -> None:
     text = _cli("simulate", "incidentio", fixture).stdout.splitlines()
     assert text[1] == ("event  incident.declared        SEV2  incidentio:01J0ZKW6305FATZYDS3AR0RGXJ  INC-1482: "
                        "Checkout API returning 5xx errors")
-    assert text[4].startswith("action slack.notify               [page-on-call/announce]")
-    assert "after SEV1: 15m, SEV2: 30m, every SEV1: 15m, SEV2: 30m unless resolved" in text[6]
+    assert text[5].startswith("action slack.notify               [page-on-call/announce]")
+    assert "after SEV1: 15m, SEV2: 30m, every SEV1: 15m, SEV2: 30m unless resolved" in text[8]
+
+
+def test_simulate_says_where_each_action_goes_masked_but_distinguishable(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "hub.yaml"
+    path.write_text("catalog:\n  services:\n    checkout:\n      aliases: [Payments]\n"
+                    "      pagerduty_routing_key: env:SIM_PD_CHECKOUT\n      slack_webhook: env:SIM_HOOK_PAY\n"
+                    "  sources:\n    incidentio: {services_field: Affected Team}\n")
+    env = {"SIM_PD_CHECKOUT": "pd-checkout-key-000000000000AAAA",
+           "SIM_HOOK_PAY": "https://hooks.slack.com/services/T0/B0/payments-hook-PPPP",
+           "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/global-hook-GGGG"}
+    os.environ.update(env)
+    try:
+        fixture = str(ROOT / "tests" / "fixtures" / "inbound" / "incidentio_incident_created.json")
+        out = _cli("simulate", "incidentio", fixture, "--config", str(path))
+        data = json.loads(_cli("simulate", "incidentio", fixture, "--json", "--config", str(path)).stdout)
+    finally:
+        for name in env:
+            del os.environ[name]
+    assert out.returncode == 0, out.stderr
+    targets = {(a["step"]): a["target"] for a in data["actions"]}
+    assert targets["page"].startswith("PagerDuty routing key …AAAA (the step's routing_key")
+    assert targets["announce"].startswith("Slack webhook …PPPP (the step's webhook_url")
+    assert "→ PagerDuty routing key …AAAA" in out.stdout
+    for secret in env.values():
+        assert secret not in out.stdout and secret not in json.dumps(data)
 
 
 def test_simulate_redacts_secrets_and_reports_bad_rules(tmp_path: Path) -> None:
