@@ -446,12 +446,28 @@ class Processor:
             if current is None:  # its deadline counts from now, not from the event
                 current = self.runner.new_record(step)
                 current["round_started_at"] = now_ms()
-            done = await self.runner.run(event_id, step, current, rec["received_at"], pending=pending)
+            on_success = self._fallback_paged(page, step) if step.id == ids[0] else None
+            done = await self.runner.run(event_id, step, current, rec["received_at"], pending=pending,
+                                         on_success=on_success)
             existing[step.id] = done
             if step.id == ids[0]:
                 fb_record = done
             out.append(done)
         return out
+
+    def _fallback_paged(self, page: PlannedStep, step: PlannedStep) -> OnSuccess | None:
+        """The incident remembers who paged and the key, so its resolution closes that alert
+        (the resolve steps' `pager:` condition follows `paged_by`)."""
+        key = page.incident_key
+        if not key or "page_dedup_key" not in page.record:
+            return None  # not the incident's page (an escalation): its own resolve steps know its key
+        updates = {"paged_by": step.connector,
+                   "page_dedup_key": step.params.get("alias") or step.params.get("dedup_key")}
+        entry = {"type": "recorded", "action": step.id, **updates}
+
+        def on_success(_record: dict[str, Any]) -> Callable[[Any], None]:
+            return lambda p: self.incidents.update_noted_into(p, key, updates, entry)
+        return on_success
 
     def _previewed(self, step: PlannedStep) -> PlannedStep:
         """`step` with its parameters as far as known before running: what a record of a step

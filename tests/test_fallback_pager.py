@@ -59,6 +59,8 @@ async def test_dead_page_falls_back_to_opsgenie_and_a_replay_does_not_page_twice
         assert again["state"] in ("done", "partially_failed")
     assert len(upstreams.opsgenie.calls("/v2/alerts", "POST")) == 1
     assert len(notices(upstreams)) == 1
+    state = await hub.incidents.get(INCIDENT_KEY)
+    assert state["paged_by"] == "opsgenie" and state["page_dedup_key"] == INCIDENT_KEY
     records = await hub.actions(event_id)
     fallback = [r for r in records.values() if r["id"].endswith(":fallback")]
     assert [r["state"] for r in fallback] == ["succeeded"]
@@ -106,3 +108,30 @@ async def test_a_dead_opsgenie_page_falls_back_to_the_services_pagerduty_key(
     assert sent["dedup_key"] == INCIDENT_KEY and sent["payload"]["summary"].startswith("page INC-1482")
     (notice,) = notices(upstreams)
     assert "The OpsGenie page" in notice and "PagerDuty was paged instead" in notice
+
+
+async def test_the_fallback_alert_closes_when_the_incident_resolves(redis_url, redis, upstreams) -> None:  # noqa: F811
+    upstreams.pagerduty.faults.extend(Fault(status=500) for _ in range(3))
+    settings = upstreams.settings(redis_url)
+    async with Hub(settings, redis) as hub:
+        await hub.send("incidentio", incident_payload("incident_created_v2"))
+        resolved = await hub.send("incidentio", incident_payload("incident_status_updated_v2"))
+    names = [name for name, _ in await hub.done_actions(resolved["id"])]
+    assert "opsgenie.close" in names and "pagerduty.resolve" not in names  # the alert that went out is closed
+    close = upstreams.opsgenie.requests[-1]
+    assert close.path == f"/v2/alerts/{INCIDENT_KEY}/close"
+
+
+async def test_a_forced_replay_that_delivers_the_page_leaves_the_fallback_alone(redis_url, redis,
+                                                                                upstreams) -> None:  # noqa: F811
+    upstreams.pagerduty.faults.extend(Fault(status=500) for _ in range(3))
+    settings = upstreams.settings(redis_url)
+    async with Hub(settings, redis) as hub:
+        declared = await hub.send("incidentio", incident_payload("incident_created_v2"))
+        await replay_event(hub.store, declared["id"], force=True, by="test")
+        await hub.final(declared["id"])
+    assert len(upstreams.opsgenie.calls("/v2/alerts", "POST")) == 1 and len(notices(upstreams)) == 1
+    records = await hub.actions(declared["id"])
+    fallback = {aid.rsplit(":", 1)[1]: r for aid, r in records.items() if ":fallback" in aid}
+    assert {k: r["state"] for k, r in fallback.items()} == {"fallback": "skipped", "fallback-notice": "skipped"}
+    assert fallback["fallback"]["error"] == "not needed: the page it stood in for is succeeded"

@@ -147,7 +147,7 @@ def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
     base: dict[str, Any] = {f: None for f in (
         "key", "kind", "source", "title", "severity", "status", "status_category", "episode", "declared_at",
         "acknowledged_at", "acknowledged_by", "resolved_at", "resolution", "escalated_at", "page_dedup_key",
-        "statuspage_incident_id", "incidentio_id")}
+        "statuspage_incident_id", "incidentio_id", "paged_by")}
     base.update(services=[], jira_keys=[], deploys=[], links=[], escalation_level=0)
     if state:
         base.update(state)
@@ -294,7 +294,8 @@ class Rules:
         }
         facts = Facts(event=ev, incident=after, before=world.incidents.get(key) if key else None,
                       services=services + [s for s in raw_services if s not in services], teams=team_names,
-                      pager=self.pager(views[0], team, world.configured), configured=world.configured,
+                      pager=(after or {}).get("paged_by") or self.pager(views[0], team, world.configured),
+                      configured=world.configured,
                       deploys=deploys, now_ms=world.now_ms, values=ctx)
         return ctx, facts
 
