@@ -88,6 +88,25 @@ workflows:
     ]
 
 
+def test_a_typo_inside_a_block_template_is_reported_on_its_own_line() -> None:
+    text = """\
+version: 1
+workflows:
+  - name: wf
+    on: [incident.declared]
+    do:
+      - action: slack.notify
+        with:
+          text: |
+            Incident {{ incident.title }}
+            Severity {{ incident.severty }}
+"""
+    with pytest.raises(RulesError) as e:
+        load_text(text, "t.yaml")
+    (problem,) = e.value.problems
+    assert problem.line == 10 and "incident.severty" in problem.message
+
+
 def test_all_errors_are_reported_not_just_the_first() -> None:
     text = """\
 catalog:

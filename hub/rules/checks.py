@@ -49,8 +49,12 @@ class _Checker:
         self.positions = positions
         self.problems: list[Problem] = []
 
-    def add(self, path: Path_, message: str, hint: str = "", *, key: bool = False, severity: str = "error") -> None:
+    def add(self, path: Path_, message: str, hint: str = "", *, key: bool = False, severity: str = "error",
+            text_line: int = 0) -> None:
+        """`text_line`: the line inside a template, placed exactly when the value is a `|` block."""
         line, col = self.positions.find(path, key=key)
+        if text_line and tuple(path) in self.positions.literal:
+            line += text_line
         self.problems.append(Problem(line, col, _dotted(path), message, hint, severity))
 
     # -- catalog -------------------------------------------------------------------------------
@@ -211,13 +215,13 @@ class _Checker:
         for name in sorted(names - set(roots)):
             self.add(path, f"unknown template variable {name!r}", _suggest(name, roots, "variables"))
         reported: set[str] = set()
-        for ref, _line in templating.attribute_paths(text):
+        for ref, line in templating.attribute_paths(text):
             if ref[0] not in roots:
                 continue  # reported above, or a name the template assigns itself
             found = _unknown_field(ref)
             if found and found[0] not in reported:
                 reported.add(found[0])
-                self.add(path, *found[1:])
+                self.add(path, *found[1:], text_line=line)
         for sid in sorted(steps - set(earlier)):
             self.add(path, f"steps.{sid} is not an earlier step that has run by then",
                      "a step reads the results of the steps before it that are not delayed: "
