@@ -107,6 +107,16 @@ def would(record: dict[str, Any] | None, force: bool) -> tuple[str, str]:
     return "run", str(state)
 
 
+def fallback_of(action_id: str) -> str | None:
+    """The page a fallback action stands in for (`hub.fallback`), else None."""
+    from hub.fallback import SUFFIX_NOTICE, SUFFIX_PAGE
+
+    for suffix in (SUFFIX_NOTICE, SUFFIX_PAGE):
+        if action_id.endswith(suffix):
+            return action_id[:-len(suffix)]
+    return None
+
+
 def reset_record(record: dict[str, Any], by: str, at: int) -> dict[str, Any]:
     """The record set back to `pending` for a fresh round (the runner counts attempts and the
     deadline from `replayed_at`). Every earlier attempt stays in `attempts` — so a timeout
@@ -165,10 +175,18 @@ async def dry_run(store: Store, event_id: str, *, force: bool = False, planner: 
         actions.append(row)
     planned_ids = {p.id for p in planned}
     for aid, record in existing.items():
-        if aid not in planned_ids:
-            actions.append({"id": aid, "name": record.get("name"), "would": "skip", "state": record.get("state"),
-                            "reason": "no longer planned by the current rules",
-                            "idempotency_key": record.get("idempotency_key")})
+        if aid in planned_ids:
+            continue
+        page = fallback_of(aid)
+        if page is not None:  # planned by the processor when its page is dead, not by the rules
+            verdict, why = would(record, force)
+            actions.append({"id": aid, "name": record.get("name"), "would": verdict, "state": record.get("state"),
+                            "reason": f"the fallback of {page}: {why}; it runs only if that page is dead after "
+                                      "the replay", "idempotency_key": record.get("idempotency_key")})
+            continue
+        actions.append({"id": aid, "name": record.get("name"), "would": "skip", "state": record.get("state"),
+                        "reason": "no longer planned by the current rules",
+                        "idempotency_key": record.get("idempotency_key")})
     return {"dry_run": True, "event_id": event_id, "state": rec["state"], "force": force,
             "events": [{"kind": e.kind, "fingerprint": e.fingerprint,
                         "severity": e.severity.value if e.severity else None, "title": e.title} for e in events],

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from connectors.base import RetryPolicy
-from hub.replay import replay_event
+from hub.replay import dry_run, replay_event
 from tests.fakes.base import Fault
 from tests.test_workflows_e2e import INCIDENT_KEY, Hub, incident_payload, upstreams  # noqa: F401 (fixture)
 
@@ -49,6 +49,10 @@ async def test_dead_page_falls_back_to_opsgenie_and_a_replay_does_not_page_twice
         assert "OpsGenie was paged instead" in notice
         assert f"`incident-hub replay {event_id}`" in notice
 
+        # the dry run says what the fallback actions are, not "no longer planned"
+        plan = await dry_run(hub.store, event_id, settings=settings)
+        reasons = {a["id"].rsplit(":", 1)[1]: (a["would"], a["reason"]) for a in plan["actions"]}
+        assert reasons["fallback"][0] == "skip" and reasons["fallback"][1].startswith("the fallback of ")
         # PagerDuty is back: the replay delivers the page; the fallback does not run again
         await replay_event(hub.store, event_id, by="test")
         replayed = await hub.final(event_id)
