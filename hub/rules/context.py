@@ -10,6 +10,7 @@ when it is sent). A field named here as `ANY` holds source-specific or free-form
 from __future__ import annotations
 
 import typing
+from functools import lru_cache
 from typing import Any
 
 from hub.events import NormalisedEvent
@@ -49,17 +50,32 @@ def _incident() -> Schema:
     return fields
 
 
-SERVICE = _keys("name", "description", "aliases", "team", "statuspage_components", "pagerduty_routing_key",
-                "jira_project", "slack_webhook", "in_catalog", "fallback_pager", opsgenie_responders=[RESPONDER])
-TEAM = _keys("name", "description", "pagerduty_routing_key", "slack_webhook", "fallback_pager",
-             opsgenie_responders=[RESPONDER], manager=_keys("name", "slack", "email", "slack_webhook"),
-             escalation=[_keys("level", "name", "pagerduty_routing_key", opsgenie_responders=[RESPONDER])])
 STEP_VIEW = _keys("state", "result", "params")
 
 
+def _service() -> Schema:
+    """`Rules.service_view`'s keys (asked, so a field added there is known here)."""
+    from hub.rules.engine import Rules, World
+    from hub.rules.model import HubConfig
+
+    return {**dict.fromkeys(Rules(HubConfig()).service_view(None, World()), ANY), "opsgenie_responders": [RESPONDER]}
+
+
+def _team() -> Schema:
+    from hub.rules.engine import Rules
+    from hub.rules.model import HubConfig
+
+    view = Rules(HubConfig()).team_view(None)
+    return {**dict.fromkeys(view, ANY), "opsgenie_responders": [RESPONDER],
+            "manager": dict.fromkeys(view["manager"], ANY),
+            "escalation": [_keys("level", "name", "pagerduty_routing_key", opsgenie_responders=[RESPONDER])]}
+
+
+@lru_cache(maxsize=1)
 def schema() -> Schema:
     """The roots every step's `with` templates see (`steps` is checked by step id elsewhere)."""
-    return {"event": _event(), "incident": _incident(), "service": SERVICE, "services": [SERVICE], "team": TEAM,
+    service = _service()
+    return {"event": _event(), "incident": _incident(), "service": service, "services": [service], "team": _team(),
             "steps": ANY, "deploy": DEPLOY, "deploys": [DEPLOY], "now": ANY, "occurrence": ANY, "workflow": ANY,
             "result": ANY, "params": ANY}
 
