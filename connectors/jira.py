@@ -271,8 +271,10 @@ class Jira(Connector):
         """The `assignee` field: given outright, or found by email (not found: unassigned)."""
         if p.get("assignee"):
             ref = str(p["assignee"])
-            cloud = (await self._call(lambda c: c._is_cloud))[1]
-            return Outcome("succeeded"), ({"accountId": ref} if cloud else {"name": ref})
+            outcome, cloud = await self._call(lambda c: c._is_cloud)  # builds the client: may fail like a call
+            if not outcome.ok:
+                return outcome, None
+            return outcome, ({"accountId": ref} if cloud else {"name": ref})
         email = str(p.get("assignee_email") or "").strip()
         if not email:
             return Outcome("succeeded"), None

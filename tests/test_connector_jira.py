@@ -186,3 +186,12 @@ async def test_an_unknown_priority_or_assignee_does_not_lose_the_issue(hub: Harn
     assert "assignee" not in fake.issues["OPS-1"]["fields"]  # nobody found: unassigned
     assert rec["result"]["jira_dropped_fields"] == ["priority"]  # refused by Jira: created without it
     assert "priority" not in fake.issues["OPS-1"]["fields"] and fake.created == ["OPS-1"]
+
+
+async def test_an_explicit_assignee_is_an_account_id_on_cloud_and_a_name_on_server(hub: Harness,
+                                                                                  fake: FakeJira) -> None:
+    ref = "5b10ac8d82e05b22cc7d4ef5" if fake.deployment == "Cloud" else "mlopez"
+    rec = await hub.run(create(assignee=ref))
+    assert rec["state"] == "succeeded"
+    key = "accountId" if fake.deployment == "Cloud" else "name"
+    assert fake.issues["OPS-1"]["fields"]["assignee"] == {key: ref}
