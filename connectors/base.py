@@ -157,6 +157,11 @@ class InboundSource:
         """Turn a validated payload into events. `options` is this source's catalog section."""
         raise NotImplementedError
 
+    def no_events_reason(self, payload: BaseModel, headers: Mapping[str, str],
+                         options: Mapping[str, Any] | None = None) -> str:
+        """Why `normalise` returned no events for this payload (recorded on the event)."""
+        return f"the {self.name} payload carries nothing the hub acts on"
+
     def parse(self, body: bytes, headers: Mapping[str, str], content_type: str) -> BaseModel:
         """decode + validate: the full payload, as the worker reads it."""
         return self.validate(self.decode(body, content_type), headers)

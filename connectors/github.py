@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ValidationError
 
@@ -52,6 +52,7 @@ class DeploymentStatus(Lenient):
     description: Text = None
     target_url: Text = None
     log_url: Text = None
+    environment_url: Text = None
     created_at: Opt[datetime] = None
 
 
@@ -114,6 +115,26 @@ def form_payload(body: bytes) -> bytes:
     if not values:
         raise BadPayload("malformed_form", "form body has no payload field")
     return values[0].encode("utf-8", "surrogatepass")
+
+
+def _page_links(*candidates: tuple[str | None, str]) -> list[Link]:
+    """Links a person can open, best first: the deployment's log or page, else the repository.
+
+    GitHub's `url` fields (api.github.com, or /api/v3 on Enterprise) are JSON API URLs, never
+    shown; a deployment without a `log_url`/`target_url` gets its repository's page.
+    """
+    out: list[Link] = []
+    for href, text in candidates:
+        if not href or not href.startswith(("https://", "http://")) or _is_api_url(href):
+            continue
+        if href not in (link.href for link in out) and not (text == "repository" and out):
+            out.append(Link(href=href, text=text))
+    return out
+
+
+def _is_api_url(href: str) -> bool:
+    host = urlsplit(href).hostname or ""
+    return host == "api.github.com" or "/api/v3/" in href
 
 
 #: Workflows whose completed runs count as deploys when the catalog does not say.
@@ -180,34 +201,57 @@ class GitHubSource(InboundSource):
         event = headers.get("X-GitHub-Event", "")
         repo = (payload.repository.full_name if payload.repository else None) or ""
         service = (payload.repository.name if payload.repository else None) or ""
+        repo_url = (payload.repository.html_url if payload.repository else None) or ""
         if event == "ping":
             return [NormalisedEvent(kind=Kind.PING, source=self.name, fingerprint=f"github:ping:{payload.hook_id}",
                                     title=f"GitHub ping: {payload.zen or ''}".strip())]
         if event == "deployment" and payload.deployment:
             d = payload.deployment
             return [self._deploy(Kind.DEPLOY_STARTED, d, repo, service, d.environment or "", d.description or "",
-                                 d.url or "", d.created_at, "created")]
+                                 _page_links((repo_url, "repository")), d.created_at, "created")]
         if event == "deployment_status" and payload.deployment and payload.deployment_status:
             d, s = payload.deployment, payload.deployment_status
             kind = {"success": Kind.DEPLOY_SUCCEEDED, "failure": Kind.DEPLOY_FAILED,
                     "error": Kind.DEPLOY_FAILED}.get(s.state)
             if kind is None:
                 return []
-            url = s.target_url or s.log_url or d.url or ""
+            links = _page_links((s.log_url, "deployment log"), (s.target_url, "deployment"),
+                                (s.environment_url, "environment"), (repo_url, "repository"))
             return [self._deploy(kind, d, repo, service, s.environment or d.environment or "", s.description or "",
-                                 url, s.created_at, s.state)]
+                                 links, s.created_at, s.state)]
         if event == "workflow_run" and payload.workflow_run:
             return self._workflow_run(payload.workflow_run, payload.action, repo, service, options or {})
         return []
 
+    def no_events_reason(self, payload: BaseModel, headers: Mapping[str, str],
+                         options: Mapping[str, Any] | None = None) -> str:
+        assert isinstance(payload, GitHubPayload)
+        event = headers.get("X-GitHub-Event", "")
+        if event == "deployment_status" and payload.deployment_status:
+            return (f"deployment_status {payload.deployment_status.state!r}: only success, failure and error "
+                    "are deploy results")
+        if event == "workflow_run" and payload.workflow_run:
+            run = payload.workflow_run
+            names = [str(n) for n in (options or {}).get("deploy_workflows", DEFAULT_DEPLOY_WORKFLOWS)]
+            if payload.action != "completed":
+                return f"workflow_run {payload.action!r}: only completed runs count"
+            if not any(n.lower() in (run.name or "").lower() for n in names):
+                return (f"workflow {run.name!r} is not a deploy workflow (names containing "
+                        f"{', '.join(names)}; the catalog's github deploy_workflows option)")
+            return f"workflow run conclusion {run.conclusion!r}: only success, failure and timed_out count"
+        if event in _REQUIRED:
+            return f"{event} without the objects the hub reads"
+        return f"GitHub event {event!r} is not one the hub acts on (deployment, deployment_status, workflow_run)"
+
     def _deploy(self, kind: Kind, d: Deployment, repo: str, service: str, env: str, description: str,
-                url: str, at: datetime | None, state: str) -> NormalisedEvent:
+                links: list[Link], at: datetime | None, state: str) -> NormalisedEvent:
         verb = {Kind.DEPLOY_STARTED: "started", Kind.DEPLOY_SUCCEEDED: "succeeded"}.get(kind, "failed")
+        url = links[0].href if links else ""
         return NormalisedEvent(
             kind=kind, source=self.name, fingerprint=f"github:deploy:{repo}:{d.id}",
             services=[service] if service else [], environment=env or None, status=state,
             title=f"Deploy of {repo}@{d.ref or (d.sha or '')[:7]} to {env} {verb}",
-            summary=description, links=[Link(href=url, text="deployment")] if url else [], occurred_at=at,
+            summary=description, links=links, occurred_at=at,
             attributes={"repository": repo, "sha": d.sha or "", "ref": d.ref or "", "deployment_id": d.id,
                         "author": (d.creator.login if d.creator else None) or "", "url": url},
         )

@@ -26,8 +26,12 @@ attempt was ambiguous first reads the issue's comments for an identical body.
 Params:
 - `create_issue`: key (the follow-up / incident the issue is for; default: the action's
   idempotency key), project (default JIRA_PROJECT), issuetype (default Task), summary
-  (≤255, required), description, labels, priority (a name), duedate (YYYY-MM-DD or an ISO
-  datetime) or due_in (a duration such as `48h`).
+  (≤255, required), description, labels, priority (a name; `priority_map` renames a
+  source's names, e.g. {Urgent: Highest}), assignee (a Cloud account id or a Server user
+  name) or assignee_email (looked up with Jira's user search; nobody found: unassigned),
+  duedate (YYYY-MM-DD or an ISO datetime) or due_in (a duration such as `48h`). A priority
+  or assignee Jira refuses (400 naming that field) is left out and the issue created without
+  it; the result says so (`jira_dropped_fields`).
 - `comment`: issue (a Jira issue key) or key (of an issue this hub created), body.
 
 Result keys: `create_issue` → `jira_issue_key`, `jira_issue_url`; `comment` →
@@ -37,6 +41,7 @@ Result keys: `create_issue` → `jira_issue_key`, `jira_issue_url`; `comment` �
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -79,6 +84,40 @@ def due_date(params: Mapping[str, Any], now: datetime | None = None) -> str | No
     if params.get("due_in"):
         start = now or datetime.now(UTC)
         return (start + timedelta(seconds=parse_duration(str(params["due_in"])))).date().isoformat()
+    return None
+
+
+def jira_priority(params: Mapping[str, Any]) -> str | None:
+    """The priority name, renamed through `priority_map` (case-insensitive) when it has it."""
+    name = str(params.get("priority") or "").strip()
+    if not name:
+        return None
+    renames = {str(k).casefold(): str(v) for k, v in dict(params.get("priority_map") or {}).items()}
+    return renames.get(name.casefold(), name)
+
+
+def refused_fields(outcome: Outcome) -> list[str]:
+    """The fields a 400 from Jira names in its `errors` object (nothing was created)."""
+    if outcome.status != 400 or not outcome.response:
+        return []
+    try:
+        data = json.loads(outcome.response)
+    except ValueError:
+        return []
+    errors = data.get("errors") if isinstance(data, dict) else None
+    return [str(k) for k in errors] if isinstance(errors, dict) else []
+
+
+def _find_user(client: JIRA, email: str) -> dict[str, str] | None:
+    """The user with this email: `{"accountId"}` on Cloud, `{"name"}` on Server/DC."""
+    cloud = client._is_cloud
+    users = client.search_users(query=email, maxResults=10) if cloud else client.search_users(user=email,
+                                                                                               maxResults=10)
+    for user in users:
+        if str(getattr(user, "emailAddress", "") or "").casefold() == email.casefold() or len(users) == 1:
+            ref = getattr(user, "accountId" if cloud else "name", None)
+            if ref:
+                return {"accountId": ref} if cloud else {"name": ref}
     return None
 
 
@@ -215,16 +254,44 @@ class Jira(Connector):
             fields["description"] = str(p["description"])
         if due:
             fields["duedate"] = due
-        if p.get("priority"):
-            fields["priority"] = {"name": str(p["priority"])}
+        if priority := jira_priority(p):
+            fields["priority"] = {"name": priority}
+        outcome, assignee = await self._assignee(p)
+        if not outcome.ok:
+            return outcome
+        if assignee:
+            fields["assignee"] = assignee
         await ledger.begin(key)
         outcome, issue = await self._call(lambda c: c.create_issue(fields=fields, prefetch=False))
+        dropped = sorted(set(refused_fields(outcome)) & {"priority", "assignee"} & set(fields))
+        if dropped:  # refused, so nothing was created: again without what Jira does not know
+            for name in dropped:
+                fields.pop(name)
+            outcome, issue = await self._call(lambda c: c.create_issue(fields=fields, prefetch=False))
         if outcome.ok and issue is not None:
             await ledger.put(key, {"issue": issue.key})
             outcome.result = self._result(issue.key)
+            if dropped:
+                outcome.result["jira_dropped_fields"] = dropped
         elif not outcome.ambiguous and (outcome.status is None or outcome.status < 500):
             await ledger.clear_intent(key)  # refused or never sent: nothing was created
         return outcome
+
+    async def _assignee(self, p: Mapping[str, Any]) -> tuple[Outcome, dict[str, str] | None]:
+        """The `assignee` field: given outright, or found by email (not found: unassigned)."""
+        if p.get("assignee"):
+            ref = str(p["assignee"])
+            outcome, cloud = await self._call(lambda c: c._is_cloud)  # builds the client: may fail like a call
+            if not outcome.ok:
+                return outcome, None
+            return outcome, ({"accountId": ref} if cloud else {"name": ref})
+        email = str(p.get("assignee_email") or "").strip()
+        if not email:
+            return Outcome("succeeded"), None
+        outcome, found = await self._call(lambda c: _find_user(c, email))
+        if outcome.state == "retryable":
+            return outcome, None
+        return Outcome("succeeded"), found if outcome.ok else None  # refused (no permission): unassigned
 
     @staticmethod
     def _search_label(client: JIRA, label: str) -> str | None:

@@ -1,5 +1,9 @@
 import sys
 
-from hub.cli import main
+try:
+    from hub.cli import main
 
-sys.exit(main())
+    sys.exit(main())
+except KeyboardInterrupt:  # Ctrl-C before the command's own handlers are in place: one line, no traceback
+    print("incident-hub: interrupted", file=sys.stderr)
+    sys.exit(130)

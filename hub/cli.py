@@ -56,18 +56,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     loop.install()
     host = args.host or settings.hub_host
     port = args.port or settings.hub_port
-    serve(create_app(settings), host, port, header_timeout=settings.hub_header_timeout,
-          on_ready=lambda: print(f"incident-hub: serving on http://{host}:{port}", file=sys.stderr))
+    from hub.summary import startup_summary
+
+    summary = startup_summary(settings)
+
+    def ready() -> None:
+        print(f"incident-hub: serving on http://{host}:{port}", file=sys.stderr)
+        print(summary, file=sys.stderr)
+
+    serve(create_app(settings), host, port, header_timeout=settings.hub_header_timeout, on_ready=ready)
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from hub import loop
+    from hub.summary import startup_summary
     from hub.worker import run_worker
 
     settings = with_redis(_settings())
     _logging()
     loop.install()
+    print(startup_summary(settings, admin=False).replace("incident-hub:", "incident-hub worker:", 1),
+          file=sys.stderr)
     run_worker(settings)
     return 0
 
@@ -100,13 +110,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"incident-hub: using the embedded Redis already running at {url}", file=sys.stderr)
         env["REDIS_URL"] = url
     exe = [sys.executable, "-m", "hub"]
-    children = [subprocess.Popen([*exe, "serve"], env=env)]
-    children += [subprocess.Popen([*exe, "worker"], env=env) for _ in range(args.workers)]
+    # Own process groups: a terminal's Ctrl-C reaches only this process, which passes one
+    # signal on; a child signalled twice (by the terminal and by us) cut its shutdown short.
+    children = [subprocess.Popen([*exe, "serve"], env=env, process_group=0)]
+    children += [subprocess.Popen([*exe, "worker"], env=env, process_group=0) for _ in range(args.workers)]
     stopping = False
     failed = False
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if stopping:
+            return  # once: a second Ctrl-C must not cut the children's shutdown short
         stopping = True
         for c in children:
             if c.poll() is None:
@@ -114,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, lambda _s, f: stop(signal.SIGTERM, f))  # the terminal closed: stop them too
     try:
         while not stopping and all(c.poll() is None for c in children):
             time.sleep(0.2)
@@ -162,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+    try:
+        return int(args.fn(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C outside a process's own signal handling (start-up, shutdown)
+        print("incident-hub: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

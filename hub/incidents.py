@@ -33,9 +33,11 @@ them, so MTTA = acknowledged_at - declared_at and MTTR = resolved_at - declared_
 ``services`` (list), ``episode`` (1, then +1 each time it fires or reopens after a resolve),
 ``declared_at``, ``acknowledged_at``, ``acknowledged_by`` (pagerduty, incidentio, operator),
 ``resolved_at``, ``resolution``, ``escalated_at``, ``escalation_level``, ``updated_at``,
-``page_dedup_key``, ``statuspage_incident_id``, ``incidentio_id``, ``jira_keys`` (list),
+``page_dedup_key``, ``paged_by`` (the pager a fallback paged through, else null),
+``statuspage_incident_id``, ``incidentio_id``, ``jira_keys`` (list),
 ``deploys`` (list of {service, environment, sha, ref, author, url, state, at}),
-``links`` (list of {href, text}), ``severity_history`` (list of [ms, severity]).
+``links`` (list of {href, text}), ``severity_history`` (list of [ms, severity]), ``group``
+(an alert's Grafana / Alertmanager notification group key, else null).
 """
 
 from __future__ import annotations
@@ -106,11 +108,14 @@ def advance(before: dict[str, Any] | None, event: NormalisedEvent, key: str, at_
             "key": key, "kind": "alert" if event.kind in ALERT_KINDS else "incident", "source": event.source,
             "episode": episode or int(prior.get("episode", 0)) + 1, "declared_at": at_ms,
             "acknowledged_at": None, "acknowledged_by": None, "resolved_at": None, "resolution": None,
-            "escalated_at": None, "escalation_level": 0, "page_dedup_key": None, "statuspage_incident_id": None,
+            "escalated_at": None, "escalation_level": 0, "page_dedup_key": None, "paged_by": None,
+            "statuspage_incident_id": None,
             "incidentio_id": event.attributes.get("incident_id") if event.kind in INCIDENT_KINDS else
             prior.get("incidentio_id") if prior.get("kind") == "incident" else None,
             "jira_keys": [], "deploys": [], "links": [], "services": [], "severity_history": [],
             "status": None, "status_category": None, "severity": None, "title": "",
+            # the alert's notification group: reports count one group's alerts open together as one incident
+            "group": (event.attributes.get("group_key") or None) if event.kind in ALERT_KINDS else None,
         }
     else:
         state = dict(before)

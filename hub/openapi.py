@@ -103,7 +103,10 @@ def openapi_document() -> dict[str, Any]:
             "id": {"type": "string"}, "source": {"type": "string"}, "state": {"type": "string", "enum": list(STATES)},
             "received_at": {"type": "integer", "description": "epoch ms"}, "updated_at": {"type": "integer"},
             "delivery_id": {"type": "string"}, "kinds": {"type": "array", "items": {"type": "string"}},
-            "size": {"type": "integer"}, "error": {"type": ["string", "null"]}}},
+            "size": {"type": "integer"}, "error": {"type": ["string", "null"]},
+            "title": {"type": "string", "description": "the first parsed event's title"},
+            "severity": {"type": ["string", "null"], "description": "the highest severity of its events"},
+            "services": {"type": "array", "items": {"type": "string"}}}},
         "EventPage": {"type": "object", "required": ["events", "next_cursor"], "properties": {
             "events": {"type": "array", "items": _ref("EventRow")},
             "next_cursor": {"type": ["string", "null"]}, "scanned": {"type": "integer"}}},

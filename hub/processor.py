@@ -22,6 +22,7 @@ a worker may be killed mid-way) and each run only advances what is not final yet
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import logging
 import time
@@ -33,7 +34,7 @@ from typing import Any
 
 from multidict import CIMultiDict
 
-from hub import metrics, timers
+from hub import fallback, metrics, timers
 from hub.actions import ActionRunner, OnSuccess, PlannedAction
 from hub.batch import Batch
 from hub.chunks import Chunks, bounds, chunk_key
@@ -447,6 +448,7 @@ class Processor:
         owners = replies[len(replies) - 3 * len(steps):][1::3] if steps else []
         for key in severity_changed:
             await self._rearm(key, saves[key][0])
+        planned_steps = len(steps)
         steps = await self._kept(event_id, steps, [o.decode() for o in owners], note=first_run)
 
         known: dict[str, dict[str, Any] | None] = dict(entered.incidents)
@@ -470,8 +472,10 @@ class Processor:
             return wait
         states = {r["state"] for r in results}
         final = "dead" if states == {"dead"} else "partially_failed" if "dead" in states else "done"
-        await self._finish(rec, final, {"actions": len(results)}, state, entered=entered, pending=pending,
-                           chunk=chunk)
+        note: dict[str, Any] = {"actions": len(results)}
+        if not results:
+            note["reason"] = self.no_action_reason(rec, events, planned_steps)
+        await self._finish(rec, final, note, state, entered=entered, pending=pending, chunk=chunk)
         return None
 
     def _unclaim_not_configured(self, event_id: str, steps: list[PlannedStep], results: list[dict[str, Any]],
@@ -493,6 +497,28 @@ class Processor:
         self.store.add_timeline_into(pending, event_id, {
             "type": "not_claimed", "actions": [s.id for s in released],
             "reason": "skipped as not configured: a later event or a resend of the same one performs it"})
+
+    def no_action_reason(self, rec: dict[str, Any], events: list[NormalisedEvent], planned: int) -> str:
+        """Why an event caused no action, in words an operator can act on."""
+        if not events:
+            src = sources()[rec["source"]]
+            headers = CIMultiDict(rec.get("headers") or {})
+            try:
+                payload = src.parse(rec["body"], headers, rec.get("content_type", "application/json"))
+                why = src.no_events_reason(payload, headers, self.rules.source_options(rec["source"]))
+            except Exception as e:  # the reason must never fail the event
+                why = f"{type(e).__name__}: {e}"
+            return f"no events: {why}"
+        if planned:
+            return "already done: another event of the incident owns every action (see already_done)"
+        parts = []
+        for ev in events:
+            listening = [wf.name for wf in self.rules.config.workflows
+                         if wf.enabled and any(fnmatch.fnmatchcase(ev.kind, k) for k in wf.on)]
+            what = f"{ev.kind}" + (f" {ev.severity.value}" if ev.severity else "")
+            parts.append(f"{what}: no workflow listens on {ev.kind}" if not listening else
+                         f"{what}: the conditions of {', '.join(listening)} did not hold")
+        return "no workflow matched: " + "; ".join(parts)
 
     async def _prepare_commit(self, rec: dict[str, Any], events: list[NormalisedEvent], world: World
                               ) -> tuple[dict[str, tuple[dict[str, Any], list[dict[str, Any]]]], set[str]]:
@@ -632,6 +658,10 @@ class Processor:
                         recorded = True
             if record["state"] == "succeeded" and step.record and key and not recorded:
                 incidents[key] = self._apply_record(step, record, view, incidents.get(key), pending)
+            if fallback.is_page(step) and not step.builtin:
+                extra = await self._fallback(rec, step, record, existing, pending, incidents.get(key) if key else None)
+                results += extra
+                waits += [int(r.get("next_at") or now_ms()) for r in extra if r["state"] == "retrying"]
             view[step.step_id] = {"state": record["state"], "result": record.get("result") or {},
                                   "params": record.get("params") or {}, "error": record.get("error")}
             results.append(record)
@@ -656,6 +686,69 @@ class Processor:
         if step.incident_key:
             self.incidents.note_into(pending, step.incident_key, {**entry, "event_id": event_id})
         log.warning("%s of %s: %s", step.name, event_id, why)
+
+    async def _fallback(self, rec: dict[str, Any], page: PlannedStep, record: dict[str, Any],
+                        existing: dict[str, dict[str, Any]], pending: Batch,
+                        incident: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """A dead page: the other pager and a Slack notice (`hub.fallback`), each claimed once.
+
+        A page that is not dead (a replay of it succeeded) closes fallback actions a forced
+        replay reset, so they never go out for a page that reached its pager.
+        """
+        event_id = rec["id"]
+        ids = fallback.fallback_ids(page.id)
+        if record["state"] != "dead":
+            if record["state"] in ACTION_FINAL:
+                for aid in ids:
+                    old = existing.get(aid)
+                    if old and old["state"] not in ACTION_FINAL:
+                        why = f"not needed: the page it stood in for is {record['state']}"
+                        old.update(state="skipped", error=why, next_at=None)
+                        self.store.save_action_into(pending, event_id, old, {
+                            "type": "action", "action": aid, "name": old["name"], "state": "skipped", "error": why})
+            return []
+        if not fallback.enabled(page, self.rules.config.catalog.fallback_pager):
+            return []
+        if incident and incident.get("resolved_at") and not any(existing.get(a) for a in ids):
+            return []  # recovered meanwhile: nobody needs paging any more
+        error = str(record.get("error") or "no error recorded")[:300]
+        other = fallback.target(page, self.configured())
+        planned = [fallback.page_step(page, other, error)] if other else []
+        planned.append(fallback.notice_step(page, event_id, error, other, None))
+        kept = {s.id for s in await self._claim(event_id, planned)}
+        out: list[dict[str, Any]] = []
+        fb_record: dict[str, Any] | None = None
+        for step in planned:
+            if step.id not in kept:
+                continue
+            if step.id == ids[1]:  # worded from what the fallback page did
+                step = fallback.notice_step(page, event_id, error, other, fb_record)
+            current = existing.get(step.id)
+            if current is None:  # its deadline counts from now, not from the event
+                current = self.runner.new_record(step)
+                current["round_started_at"] = now_ms()
+            on_success = self._fallback_paged(page, step) if step.id == ids[0] else None
+            done = await self.runner.run(event_id, step, current, rec["received_at"], pending=pending,
+                                         on_success=on_success)
+            existing[step.id] = done
+            if step.id == ids[0]:
+                fb_record = done
+            out.append(done)
+        return out
+
+    def _fallback_paged(self, page: PlannedStep, step: PlannedStep) -> OnSuccess | None:
+        """The incident remembers who paged and the key, so its resolution closes that alert
+        (the resolve steps' `pager:` condition follows `paged_by`)."""
+        key = page.incident_key
+        if not key or "page_dedup_key" not in page.record:
+            return None  # not the incident's page (an escalation): its own resolve steps know its key
+        updates = {"paged_by": step.connector,
+                   "page_dedup_key": step.params.get("alias") or step.params.get("dedup_key")}
+        entry = {"type": "recorded", "action": step.id, **updates}
+
+        def on_success(_record: dict[str, Any]) -> Callable[[Any], None]:
+            return lambda p: self.incidents.update_noted_into(p, key, updates, entry)
+        return on_success
 
     def _previewed(self, step: PlannedStep) -> PlannedStep:
         """`step` with its parameters as far as known before running: what a record of a step
@@ -828,7 +921,7 @@ class Processor:
             record.update(scheduled_for=due, timer=first.timer_id)
             await self.store.save_action(rec["id"], record, {
                 "type": "timer", "timer": first.timer_id, "action": step.id, "name": record["name"],
-                "state": "scheduled", "due_at": due})
+                "state": "scheduled", "due_at": due, "workflow": first.workflow, "step": first.timer.group})
             existing[step.id] = record
         if queued and first.incident_key:
             await self.incidents.note(first.incident_key, {"type": "timer_scheduled", "timer": first.timer_id,
@@ -999,7 +1092,8 @@ class Processor:
             self.store.add_timeline_into(p, rec["id"], {"type": "chunk", "chunk": chunk.index, "state": final, **note})
         else:
             self.store.transition_into(p, rec["id"], rec["received_at"], old or rec["state"], final, note,
-                                       runs=0, last_error="", **({"error": note["error"]} if "error" in note else {}))
+                                       runs=0, last_error="", **({"error": note["error"]} if "error" in note else {}),
+                                       **({"reason": note["reason"]} if "reason" in note else {}))
         if entered is not None:
             self.incidents.unlock_into(p, entered)
         await p.execute(self.store.redis)

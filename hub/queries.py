@@ -37,7 +37,8 @@ SCAN_MIN = 200
 #: "failed" is shorthand for the two final states that have dead letters.
 STATE_ALIASES = {"failed": ("partially_failed", "dead"), "final": ("done", "partially_failed", "dead"),
                  "in_flight": ("accepted", "processing")}
-ROW_FIELDS = ("source", "state", "received_at", "updated_at", "delivery_id", "kinds", "size", "error")
+ROW_FIELDS = ("source", "state", "received_at", "updated_at", "delivery_id", "kinds", "size", "error", "title",
+              "severity", "services")
 
 
 class QueryError(ValueError):
@@ -249,7 +250,8 @@ def _row(event_id: str, values: list[Any]) -> dict[str, Any] | None:
     return {"id": event_id, "source": f["source"], "state": f["state"],
             "received_at": int(f["received_at"] or 0), "updated_at": int(f["updated_at"] or 0),
             "delivery_id": f["delivery_id"], "kinds": kinds, "size": int(f["size"] or 0),
-            "error": f["error"]}
+            "error": f["error"], "title": f["title"] or "", "severity": f["severity"] or None,
+            "services": [s for s in (f["services"] or "").split(",") if s]}
 
 
 def _matches(row: dict[str, Any], flt: EventFilter) -> bool:
@@ -369,7 +371,7 @@ async def event_detail(redis: Redis, event_id: str) -> dict[str, Any] | None:
         "headers": json.loads(text.get("headers") or "{}"),
         "kinds": [k for k in text.get("kinds", "").split(",") if k],
         "events": json.loads(text["events"]) if text.get("events") else [],
-        "error": text.get("error"), "replays": int(text.get("replays", 0)),
+        "error": text.get("error"), "reason": text.get("reason"), "replays": int(text.get("replays", 0)),
         "actions": actions, "timeline": [json.loads(x) for x in timeline_raw],
         "payload": payload,
     }

@@ -108,6 +108,16 @@ def would(record: dict[str, Any] | None, force: bool) -> tuple[str, str]:
     return "run", str(state)
 
 
+def fallback_of(action_id: str) -> str | None:
+    """The page a fallback action stands in for (`hub.fallback`), else None."""
+    from hub.fallback import SUFFIX_NOTICE, SUFFIX_PAGE
+
+    for suffix in (SUFFIX_NOTICE, SUFFIX_PAGE):
+        if action_id.endswith(suffix):
+            return action_id[:-len(suffix)]
+    return None
+
+
 def reset_record(record: dict[str, Any], by: str, at: int) -> dict[str, Any]:
     """The record set back to `pending` for a fresh round (the runner counts attempts and the
     deadline from `replayed_at`). Every earlier attempt stays in `attempts` — so a timeout
@@ -167,10 +177,18 @@ async def dry_run(store: Store, event_id: str, *, force: bool = False, planner: 
         actions.append(row)
     planned_ids = {p.id for p in planned}
     for aid, record in existing.items():
-        if aid not in planned_ids:
-            actions.append({"id": aid, "name": record.get("name"), "would": "skip", "state": record.get("state"),
-                            "reason": "no longer planned by the current rules",
-                            "idempotency_key": record.get("idempotency_key")})
+        if aid in planned_ids:
+            continue
+        page = fallback_of(aid)
+        if page is not None:  # planned by the processor when its page is dead, not by the rules
+            verdict, why = would(record, force)
+            actions.append({"id": aid, "name": record.get("name"), "would": verdict, "state": record.get("state"),
+                            "reason": f"the fallback of {page}: {why}; it runs only if that page is dead after "
+                                      "the replay", "idempotency_key": record.get("idempotency_key")})
+            continue
+        actions.append({"id": aid, "name": record.get("name"), "would": "skip", "state": record.get("state"),
+                        "reason": "no longer planned by the current rules",
+                        "idempotency_key": record.get("idempotency_key")})
     return {"dry_run": True, "event_id": event_id, "state": rec["state"], "force": force,
             "events": [{"kind": e.kind, "fingerprint": e.fingerprint,
                         "severity": e.severity.value if e.severity else None, "title": e.title} for e in events],
@@ -219,7 +237,7 @@ async def _replay_once(store: Store, redis: Redis, event_id: str, key: str, akey
                   if would(r, force)[0] == "run" and r.get("state") != "pending"}
         p.multi()
         p.hset(key, mapping={"state": "accepted", "updated_at": ms, "runs": 0})
-        p.hdel(key, "error")
+        p.hdel(key, "error", "reason")
         p.hincrby(key, "replays", 1)
         p.zrem(state_idx(state), event_id)
         p.zadd(state_idx("accepted"), {event_id: received})
@@ -360,6 +378,8 @@ async def run_bulk(store: Store, job_id: str, on_progress: Progress | None = Non
                 if dry:
                     plan = await dry_run(store, event_id, force=force, planner=planner)
                     outcome["would_run"] = [a["name"] for a in plan["actions"] if a["would"] == "run"]
+                    outcome["actions"] = [{"id": a["id"], "name": a["name"], "reason": a["reason"]}
+                                          for a in plan["actions"] if a["would"] == "run"]
                     counter = "would_run" if outcome["would_run"] else "skipped"
                 else:
                     res = await replay_event(store, event_id, force=force, by=by, job=job_id, record_audit=False)

@@ -7,7 +7,21 @@ used, so the report stays valid as the record grows:
 - ``declared_at``, ``acknowledged_at``, ``resolved_at`` (epoch ms, as the hub saw them):
   MTTA = acknowledged_at - declared_at, MTTR = resolved_at - declared_at; an incident not
   yet acknowledged / resolved counts in the incident totals but not in that mean;
-- ``severity`` (SEV1..SEV4, or none), ``services`` (list), ``kind`` (incident | alert).
+- ``severity`` (SEV1..SEV4, or none), ``services`` (list), ``kind`` (incident | alert),
+  ``incidentio_id``, ``source``, ``group`` (to fold records of one incident, below).
+
+The unit is the hub incident, not the alert: records that are one incident fold into one
+row before anything is counted (`fold`):
+
+- an alert-born incident and the incident.io incident it opened (``incidentio_id``, or a
+  record keyed ``incidentio:<id>``) are one incident;
+- alerts of one Grafana / Alertmanager notification group (``source`` + ``group``) that are
+  open at the same time are one incident (the group's later, separate firings are not);
+
+the folded incident was declared when its first record was, acknowledged when the first was,
+resolved when the last was (unresolved while any is), at the highest severity, over the union
+of services. Service names are folded into catalog names through the catalog's aliases, so
+`checkout` and `checkout-api` are one row when one is an alias of the other.
 
 Follow-up completion comes from the ``followup.*`` events the hub received (incident.io
 follow-ups: the latest status seen per follow-up); it is ``null`` when none were seen.
@@ -19,7 +33,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -51,19 +65,95 @@ def _group_keys(incident: dict[str, Any], by: str) -> list[str]:
 def _block(incidents: list[dict[str, Any]], days: float) -> dict[str, Any]:
     tta = [int(i["acknowledged_at"]) - int(i["declared_at"]) for i in incidents if i.get("acknowledged_at")]
     ttr = [int(i["resolved_at"]) - int(i["declared_at"]) for i in incidents if i.get("resolved_at")]
-    return {"incidents": len(incidents), "per_day": round(len(incidents) / days, 3),
+    return {"incidents": len(incidents), "alerts": sum(int(i.get("alerts") or 1) for i in incidents),
+            "per_day": round(len(incidents) / days, 3),
             "acknowledged": len(tta), "resolved": len(ttr),
             "mtta": _stats([max(0, v) for v in tta]), "mttr": _stats([max(0, v) for v in ttr])}
 
 
+#: Catalog names for raw service names (aliases resolved), e.g. `Rules.canonical_services`.
+Canonical = Callable[[list[str]], list[str]]
+_OPEN = 2 ** 62  # an unresolved record is open until the end of time
+_RANK = {"SEV1": 1, "SEV2": 2, "SEV3": 3, "SEV4": 4}
+
+
+def fold(records: Iterable[dict[str, Any]], canonical: Canonical | None = None) -> list[dict[str, Any]]:
+    """One entry per hub incident: the records of one incident merged (see the module doc)."""
+    recs = [r for r in records if r.get("declared_at")]
+    parent = list(range(len(recs)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a: int, b: int) -> None:
+        parent[find(a)] = find(b)
+
+    by_incidentio: dict[str, int] = {}
+    for i, r in enumerate(recs):
+        names = {str(r["incidentio_id"])} if r.get("incidentio_id") else set()
+        if str(r.get("key", "")).startswith("incidentio:"):
+            names.add(str(r["key"]).split(":", 1)[1])
+        for name in names:
+            if name in by_incidentio:
+                union(i, by_incidentio[name])
+            else:
+                by_incidentio[name] = i
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(recs):
+        if r.get("group"):
+            groups.setdefault((str(r.get("source") or ""), str(r["group"])), []).append(i)
+    for members in groups.values():  # open at the same time: one notification's alerts
+        members.sort(key=lambda i: int(recs[i]["declared_at"]))
+        open_until, prev = -1, -1
+        for i in members:
+            end = int(recs[i]["resolved_at"]) if recs[i].get("resolved_at") else _OPEN
+            if prev >= 0 and int(recs[i]["declared_at"]) <= open_until:
+                union(i, prev)
+                open_until = max(open_until, end)
+            else:
+                open_until = end
+            prev = i
+    merged: dict[int, list[dict[str, Any]]] = {}
+    for i, r in enumerate(recs):
+        merged.setdefault(find(i), []).append(r)
+    return [_merge(rs, canonical) for rs in merged.values()]
+
+
+def _merge(rs: list[dict[str, Any]], canonical: Canonical | None) -> dict[str, Any]:
+    rs = sorted(rs, key=lambda r: int(r["declared_at"]))
+    acks = [int(r["acknowledged_at"]) for r in rs if r.get("acknowledged_at")]
+    resolved = [r.get("resolved_at") for r in rs]
+    severities = [str(r["severity"]) for r in rs if r.get("severity")]
+    services: list[str] = []
+    for r in rs:
+        names = [str(s) for s in r.get("services") or []]
+        for name in (canonical(names) if canonical else names):
+            if name not in services:
+                services.append(name)
+    return {**rs[0], "keys": [r.get("key") for r in rs], "alerts": len(rs),
+            "declared_at": int(rs[0]["declared_at"]), "acknowledged_at": min(acks) if acks else None,
+            "resolved_at": max(int(x) for x in resolved) if all(resolved) else None,
+            "severity": min(severities, key=lambda s: _RANK.get(s, 9)) if severities else None,
+            "services": services,
+            "kind": "incident" if any(r.get("kind") == "incident" for r in rs) else rs[0].get("kind")}
+
+
 def summarise(incidents: Iterable[dict[str, Any]], *, days: float, by: str = "severity",
-              followups: dict[str, Any] | None = None, until_ms: int | None = None) -> dict[str, Any]:
-    """The report for incidents declared in the `days` before `until_ms` (default now)."""
+              followups: dict[str, Any] | None = None, until_ms: int | None = None,
+              canonical: Canonical | None = None) -> dict[str, Any]:
+    """The report for incidents declared in the `days` before `until_ms` (default now).
+
+    `incidents` are the stored records; they are folded into hub incidents first (`fold`).
+    """
     if by not in ("severity", "service"):
         raise ValueError("by must be severity or service")
     until = now_ms() if until_ms is None else until_ms
     since = until - int(days * DAY_MS)
-    chosen = [i for i in incidents if i.get("declared_at") and since <= int(i["declared_at"]) <= until]
+    folded = fold(incidents, canonical)
+    chosen = [i for i in folded if since <= int(i["declared_at"]) <= until]
     groups: dict[str, list[dict[str, Any]]] = {}
     for inc in chosen:
         for key in _group_keys(inc, by):
@@ -91,14 +181,15 @@ async def load_incidents(redis: Redis, since_ms: int, until_ms: int, chunk: int 
         async with redis.pipeline(transaction=False) as p:
             for key in keys[i:i + chunk]:
                 p.hmget(key_names.incident(key), "declared_at", "acknowledged_at", "resolved_at", "severity",
-                        "services", "kind", "title")
+                        "services", "kind", "title", "incidentio_id", "source", "group")
             rows = await p.execute()
         for key, vals in zip(keys[i:i + chunk], rows, strict=True):
             if vals[0] is None:
                 continue  # expired record; the index entry goes with the next trim
             dec = [json.loads(v) if v is not None else None for v in vals]
             out.append({"key": key, "declared_at": dec[0], "acknowledged_at": dec[1], "resolved_at": dec[2],
-                        "severity": dec[3], "services": dec[4] or [], "kind": dec[5], "title": dec[6]})
+                        "severity": dec[3], "services": dec[4] or [], "kind": dec[5], "title": dec[6],
+                        "incidentio_id": dec[7], "source": dec[8], "group": dec[9]})
     return out
 
 
@@ -127,13 +218,14 @@ async def load_followups(redis: Redis, since_ms: int, until_ms: int) -> dict[str
     return {k: v for k, (_, v) in latest.items()}
 
 
-async def build_report(redis: Redis, days: float = 30, by: str = "severity", until_ms: int | None = None
-                       ) -> dict[str, Any]:
+async def build_report(redis: Redis, days: float = 30, by: str = "severity", until_ms: int | None = None,
+                       canonical: Canonical | None = None) -> dict[str, Any]:
+    """`canonical`: catalog names for raw service names (the rules' `canonical_services`)."""
     until = now_ms() if until_ms is None else until_ms
     since = until - int(days * DAY_MS)
     incidents = await load_incidents(redis, since, until)
     follow = await load_followups(redis, since, until)
-    return summarise(incidents, days=days, by=by, until_ms=until,
+    return summarise(incidents, days=days, by=by, until_ms=until, canonical=canonical,
                      followups=followup_summary(follow) if follow else None)
 
 

@@ -138,6 +138,16 @@ class IngestResult:
     duplicate: bool
 
 
+def row_summary(events: list[dict[str, Any]]) -> dict[str, str]:
+    """What an operator's list row shows of the parsed events: a title, the highest severity,
+    the services (kept on the record so a listing never reads the events themselves)."""
+    severities = sorted(str(e["severity"]) for e in events if e.get("severity"))
+    services = list(dict.fromkeys(str(s) for e in events for s in e.get("services") or []))
+    title = next((str(e["title"]) for e in events if e.get("title")), "")
+    return {"title": title[:200], "severity": severities[0] if severities else "",
+            "services": ",".join(services)[:200]}
+
+
 class Store:
     """Async access to the data model above. Cheap to construct; holds no state of its own."""
 
@@ -243,7 +253,7 @@ class Store:
     def record_parsed_into(p: Batch, event_id: str, received_ms: int, events: list[dict[str, Any]]) -> None:
         ms = now_ms()
         kinds = sorted({e["kind"] for e in events})
-        p.hset(ev_key(event_id), mapping={"events": dumps(events), "kinds": ",".join(kinds)})
+        p.hset(ev_key(event_id), mapping={"events": dumps(events), "kinds": ",".join(kinds), **row_summary(events)})
         for kind in kinds:
             p.zadd(kind_idx(kind), {event_id: received_ms})
             p.sadd(KINDS, kind)
@@ -313,6 +323,10 @@ class Store:
 
     async def heartbeat(self, worker_id: str) -> None:
         await self.redis.zadd(WORKERS, {worker_id: now_ms()})
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """A worker stopping says so: it is not counted for the rest of its heartbeat window."""
+        await self.redis.zrem(WORKERS, worker_id)
 
     async def live_workers(self, within_s: float = 30) -> int:
         return int(await self.redis.zcount(WORKERS, now_ms() - int(within_s * 1000), "+inf"))

@@ -112,3 +112,13 @@ async def run_timer(ctx: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]
     if defer is not None:
         raise Retry(defer=defer)
     return {"timer": spec.get("timer"), "outcome": outcome}
+
+
+def timer_step(timer_id: str) -> tuple[str, str]:
+    """(workflow, step) of a timer id `timer:<scope>:<workflow>:<step>[#n]`, for operators.
+
+    Workflow names and step ids cannot contain `:`, so the last two parts are theirs."""
+    parts = timer_id.rsplit(":", 2)
+    if len(parts) < 3 or not parts[0].startswith("timer"):
+        return "", timer_id
+    return parts[1], parts[2]

@@ -59,7 +59,8 @@ async def startup(ctx: dict[str, Any]) -> None:
                           lock_lease=settings.hub_job_timeout + 5, **fan_out_limits(settings, connectors, runner))
     shared.update(rules=rules, processor=processor)
     ctx.update(store=store, http=http, connectors=connectors, processor=processor)
-    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"  # one per process: a restarted Worker reuses it
+    ctx["worker_id"] = worker_id
     ctx["heartbeat"] = asyncio.create_task(_heartbeat(store, worker_id))
 
 
@@ -75,6 +76,13 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     task = ctx.pop("heartbeat", None)
     if task:
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        store, worker_id = ctx.get("store"), ctx.get("worker_id")
+        if store is not None and worker_id:  # not counted by /readyz once stopped (Redis away: it lapses)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await store.forget_worker(worker_id)
     http = ctx.pop("http", None)
     if http:
         await http.close()

@@ -117,3 +117,24 @@ async def test_admin_page_filter_open_and_replay_a_dead_letter(redis_url, redis,
 
     assert len(fake_slack.requests) == 2  # refused once, then delivered exactly once by the replay
     assert (await store.get(event_id))["state"] == "done"
+
+
+async def test_admin_page_takes_the_name_token_form_and_rows_say_what_happened(redis_url, redis, browser) -> None:
+    """HUB_ADMIN_TOKEN=alice:… as the docs write it, pasted whole; rows show title, severity and service."""
+    from playwright.async_api import expect
+
+    settings = make_settings(redis_url, hub_admin_token="alice:s3cret-token-1")
+    eid = await seed_event(redis, state="done", actions=[])
+    await redis.hset(f"hub:ev:{eid}", mapping={"title": "Checkout API returning 5xx errors", "severity": "SEV1",
+                                               "services": "checkout-api"})
+    async with TestClient(TestServer(create_app(settings))) as c:
+        page = await browser.new_page()
+        await page.goto(str(c.make_url("/admin")))
+        await page.get_by_test_id("token").fill("alice:s3cret-token-1")
+        await page.get_by_test_id("save-token").click()
+        rows = page.locator("[data-testid=events] tr.row")
+        await expect(rows).to_have_count(1)
+        await expect(rows.first.get_by_test_id("row-title")).to_have_text("Checkout API returning 5xx errors")
+        await expect(rows.first.get_by_test_id("row-severity")).to_have_text("SEV1")
+        await expect(rows.first.get_by_test_id("row-service")).to_have_text("checkout-api")
+        await expect(page.locator("#message")).not_to_contain_text("403")

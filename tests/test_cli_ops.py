@@ -89,7 +89,10 @@ def test_dead_letters_listing(cli_env: str, capsys: pytest.CaptureFixture[str]) 
     assert d["id"] == f"{eid}/deploy-failed.notify:fp" and d["error"] == "HTTP 404: channel_not_found"
     assert cli_json(capsys, "dead-letters", "--connector", "pagerduty", "--json")["dead_letters"] == []
     assert main(["dead-letters"]) == 0
-    assert "channel_not_found" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "channel_not_found" in text
+    assert f"{eid}/deploy-failed.notify:fp" in text  # the id its own purge hint asks for, whole
+    assert main(["purge", f"{eid}/deploy-failed.notify:fp", "--json"]) == 0
 
 
 def test_replay_dry_run_by_id_then_for_real(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -157,3 +160,53 @@ def test_events_show_says_when_a_retrying_action_runs_next(cli_env: str, capsys:
     assert main(["events", "show", eid]) == 0
     out = capsys.readouterr().out
     assert "retrying" in out and "next retry" in out and "HTTP 503" in out
+
+
+def test_bulk_dry_run_by_filter_lists_the_actions(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    event_id, action_id = in_store(cli_env, dead_deploy_event)
+    assert main(["replay", "--failed", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would run" in out and event_id in out and "slack.notify" in out and "dead: " in out
+    job = cli_json(capsys, "replay", "--failed", "--dry-run", "--json")
+    (result,) = job["results"]
+    assert result["actions"] == [{"id": action_id, "name": "slack.notify",
+                                  "reason": "dead: HTTP 404: channel_not_found"}]
+
+
+def test_events_list_shows_title_severity_and_service(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Parsed through the real worker path, so the row fields come from what the hub stored."""
+    from hub.store import row_summary
+
+    assert row_summary([{"title": "", "severity": "SEV3", "services": ["a"]},
+                        {"title": "Disk full", "severity": "SEV1", "services": ["b", "a"]}]) == {
+        "title": "Disk full", "severity": "SEV1", "services": "a,b"}
+    eid, _ = in_store(cli_env, dead_deploy_event)
+
+    async def parse(store: Store) -> None:
+        rec = await store.get(eid)
+        events = make_planner(store).normalise(rec)
+        await store.record_parsed(eid, rec["received_at"], [e.model_dump(mode="json") for e in events])
+    in_store(cli_env, parse)
+    (row,) = cli_json(capsys, "events", "list", "--json")["events"]
+    assert row["title"].startswith("Deploy of Codertocat/Hello-World@master to production failed")
+    assert row["services"] == ["Hello-World"] and row["severity"] is None
+    assert main(["events", "list"]) == 0
+    assert "Deploy of" in capsys.readouterr().out
+
+
+def test_events_show_names_a_timers_step_and_its_time(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from hub.cli_ops import when
+    from hub.store import dumps, timeline_key
+
+    due = now_ms() + 300_000
+    timer = "timer:incidentio:01J#1:page-on-call:escalate"
+    scheduled = {**action(state="pending", attempts=0), "scheduled_for": due, "timer": timer}
+    eid = in_store(cli_env, lambda s: seed_event(s.redis, state="done", actions=[scheduled]))
+    in_store(cli_env, lambda s: s.redis.rpush(timeline_key(eid), dumps(
+        {"at": now_ms(), "type": "timer", "timer": timer, "action": "x", "name": "pagerduty.trigger",
+         "state": "scheduled", "due_at": due})))
+    assert main(["events", "show", eid]) == 0
+    out = capsys.readouterr().out
+    assert f"scheduled for {when(due)} (timer step escalate)" in out
+    assert f"escalate (page-on-call) scheduled: pagerduty.trigger, due {when(due)}" in out
+    assert str(due) not in out  # no raw epoch milliseconds

@@ -103,3 +103,59 @@ def test_run_after_a_cli_command_uses_the_redis_that_command_started(tmp_path: P
             os.kill(pid, signal.SIGTERM)
     assert "using the embedded Redis already running" in output, output
     assert still == [daemon]  # not stopped by `run`: it was not `run`'s to stop
+
+
+def test_ctrl_c_of_run_stops_everything_without_a_traceback(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the whole foreground group, and an impatient user presses it twice."""
+    data = tmp_path / "var"
+    port = free_port()
+    run = subprocess.Popen([sys.executable, "-m", "hub", "run"], env=hub_env(data, port), cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        os.killpg(run.pid, signal.SIGINT)
+        time.sleep(0.1)
+        os.killpg(run.pid, signal.SIGINT)
+        output = run.communicate(timeout=60)[0].decode(errors="replace")
+    assert run.returncode == 0, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert "stopped" in output
+    assert redis_servers(data) == []
+
+
+@pytest.mark.parametrize("when", ["starting", "serving"])
+def test_ctrl_c_of_serve_is_one_line_not_a_traceback(tmp_path: Path, redis_url: str, when: str) -> None:
+    port = free_port()
+    env = {**hub_env(tmp_path / "var", port), "REDIS_URL": redis_url}
+    serve = subprocess.Popen([sys.executable, "-m", "hub", "serve"], env=env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if when == "serving":
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+    else:
+        time.sleep(0.3)  # inside the imports and the settings, before aiohttp's own handlers
+    serve.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    if serve.poll() is None:
+        serve.send_signal(signal.SIGINT)  # twice: during the shutdown the first one started
+    output = serve.communicate(timeout=60)[0].decode(errors="replace")
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+
+
+def test_serve_says_what_is_switched_on(tmp_path: Path, redis_url: str) -> None:
+    port = free_port()
+    env = {**hub_env(tmp_path / "var", port), "REDIS_URL": redis_url, "HUB_ADMIN_TOKEN": "",
+           "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/secret-part"}
+    serve = subprocess.Popen([sys.executable, "-m", "hub", "serve"], env=env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        serve.send_signal(signal.SIGINT)
+        output = serve.communicate(timeout=60)[0].decode(errors="replace")
+    (line,) = [x for x in output.splitlines() if "sources:" in x]
+    assert "sources: github (not set up: " in line
+    assert "connectors: slack (not configured: " in line
+    assert "rules: built-in defaults (10 workflows, 0 services)" in line
+    assert line.endswith("admin: off (set HUB_ADMIN_TOKEN)")
+    assert "secret-part" not in output

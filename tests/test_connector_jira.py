@@ -167,3 +167,31 @@ async def test_not_configured_is_skipped(redis: Any, redis_url: str) -> None:
     async with Harness(redis, settings, Jira) as h:
         rec = await h.run(create())
     assert rec["state"] == "skipped" and rec["error"] == "skipped: jira not configured (JIRA_EMAIL, JIRA_API_TOKEN)"
+
+
+async def test_priority_and_assignee_reach_jira(hub: Harness, fake: FakeJira) -> None:
+    """The follow-up's priority (renamed through priority_map) and its assignee, found by email."""
+    rec = await hub.run(create(priority="Urgent", priority_map={"urgent": "Highest"},
+                               assignee_email="Maria.Lopez@acme.example"))
+    assert rec["state"] == "succeeded" and "jira_dropped_fields" not in rec["result"]
+    fields = fake.issues["OPS-1"]["fields"]
+    assert fields["priority"] == {"name": "Highest"}
+    expected = {"accountId": "5b10ac8d82e05b22cc7d4ef5"} if fake.deployment == "Cloud" else {"name": "mlopez"}
+    assert fields["assignee"] == expected
+
+
+async def test_an_unknown_priority_or_assignee_does_not_lose_the_issue(hub: Harness, fake: FakeJira) -> None:
+    rec = await hub.run(create(priority="P0-ish", assignee_email="nobody@acme.example"))
+    assert rec["state"] == "succeeded"
+    assert "assignee" not in fake.issues["OPS-1"]["fields"]  # nobody found: unassigned
+    assert rec["result"]["jira_dropped_fields"] == ["priority"]  # refused by Jira: created without it
+    assert "priority" not in fake.issues["OPS-1"]["fields"] and fake.created == ["OPS-1"]
+
+
+async def test_an_explicit_assignee_is_an_account_id_on_cloud_and_a_name_on_server(hub: Harness,
+                                                                                  fake: FakeJira) -> None:
+    ref = "5b10ac8d82e05b22cc7d4ef5" if fake.deployment == "Cloud" else "mlopez"
+    rec = await hub.run(create(assignee=ref))
+    assert rec["state"] == "succeeded"
+    key = "accountId" if fake.deployment == "Cloud" else "name"
+    assert fake.issues["OPS-1"]["fields"]["assignee"] == {key: ref}

@@ -118,3 +118,75 @@ def test_report_cli(redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pyt
 
 def test_human_duration() -> None:
     assert [human_duration(x) for x in (None, 45, 210, 7200, 3 * 86400)] == ["—", "45s", "3.5m", "2.0h", "3.0d"]
+
+
+def _rec(key: str, declared_min: int, *, resolved_min: int | None = None, severity: str = "SEV2",
+         services: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    base = U - DAY_MS
+    return {"key": key, "kind": "alert", "severity": severity, "services": list(services),
+            "declared_at": base + declared_min * 60 * S, "acknowledged_at": None,
+            "resolved_at": base + resolved_min * 60 * S if resolved_min is not None else None, **extra}
+
+
+def test_records_of_one_incident_count_once_and_aliases_fold_into_the_catalog_name() -> None:
+    from hub.rules import Rules, load_text
+
+    rules = Rules(load_text("version: 1\ncatalog:\n  services:\n    checkout-api: {aliases: [checkout]}\n"))
+    recs = [
+        # an alert-born incident and the incident.io incident it opened (recorded before the alias existed)
+        _rec("datadog:1", 0, resolved_min=30, severity="SEV2", services=("checkout",), incidentio_id="01J"),
+        _rec("incidentio:01J", 1, resolved_min=40, severity="SEV1", services=("checkout-api",), kind="incident"),
+        # three alerts of one Grafana notification group, open together
+        _rec("grafana:a", 100, resolved_min=130, source="grafana", group="g1", services=("search",)),
+        _rec("grafana:b", 100, source="grafana", group="g1", services=("search",)),
+        _rec("grafana:c", 110, resolved_min=115, source="grafana", group="g1", services=("search",)),
+        # the same group firing again after everything resolved is a new incident... (b is unresolved: not yet)
+        _rec("grafana:d", 500, resolved_min=510, source="grafana", group="g2", services=("search",)),
+        _rec("grafana:e", 600, resolved_min=610, source="grafana", group="g2", services=("search",)),
+    ]
+    r = summarise(recs, days=30, by="severity", until_ms=U, canonical=rules.canonical_services)
+    assert r["incidents"] == 4 and r["alerts"] == 7
+    groups = {g["key"]: g for g in r["groups"]}
+    assert groups["SEV1"]["incidents"] == 1  # the folded incident takes the highest severity
+    assert groups["SEV1"]["mttr"]["mean_s"] == 40 * 60.0  # declared with the first record, resolved with the last
+    assert groups["SEV2"]["incidents"] == 3 and groups["SEV2"]["resolved"] == 2  # the group with b is still open
+    by_service = summarise(recs, days=30, by="service", until_ms=U, canonical=rules.canonical_services)
+    assert {g["key"]: g["incidents"] for g in by_service["groups"]} == {"checkout-api": 1, "search": 3}
+
+
+async def test_a_grafana_group_received_end_to_end_is_one_incident(redis_url, redis, monkeypatch) -> None:
+    """Three alerts in one delivery: three incident records, one incident in the report."""
+    from tests.conftest import make_settings
+    from tests.test_workflows_e2e import Hub, load
+
+    monkeypatch.setenv("GRAFANA_WEBHOOK_TOKEN", "t")
+    settings = make_settings(redis_url, grafana_webhook_token="t")
+    group = load("grafana_firing.json")
+    first = group["alerts"][0]
+    group["alerts"] = [{**first, "fingerprint": f"{n:016x}", "labels": {**first["labels"], "instance": f"web-{n}"}}
+                       for n in range(3)]
+    async with Hub(settings, redis) as hub:
+        done = await hub.send("grafana", group)
+    assert len(done["events"]) == 3
+    r = await build_report(redis, days=1)
+    assert r["incidents"] == 1 and r["alerts"] == 3
+
+
+def test_report_cli_folds_service_aliases(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "hub.yaml"
+    rules.write_text("version: 1\ncatalog:\n  services:\n    checkout-api: {aliases: [checkout, payments]}\n")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("HUB_CONFIG", str(rules))
+
+    async def seed() -> None:
+        redis = connect(redis_url)
+        try:
+            await seed_incidents(redis, until=now_ms())
+        finally:
+            await redis.aclose()
+
+    asyncio.run(seed())
+    assert main(["report", "--by", "service", "--json"]) == 0
+    groups = {g["key"]: g["incidents"] for g in json.loads(capsys.readouterr().out)["groups"]}
+    assert groups == {"checkout-api": 3, "search": 1, "(no service)": 1}

@@ -28,6 +28,8 @@ EXPECTED: dict[str, tuple[int, int, str, str]] = {
     "unknown_team.yaml": (5, 13, "unknown team 'paymnets'", "did you mean 'payments'?"),
     "template_syntax.yaml": (8, 17, "template syntax", "{{ event.title }}"),
     "template_variable.yaml": (7, 17, "unknown template variable 'evnt'", "did you mean 'event'?"),
+    "template_field.yaml": (8, 20, "unknown variable incident.severty; did you mean incident.severity?",
+                            "incident has: "),
     "step_reference.yaml": (8, 17, "steps.open is not an earlier step", "none here"),
     "reads_delayed_step.yaml": (11, 22, "steps.later is not an earlier step", "not delayed"),
     "missing_on.yaml": (5, 5, "missing required key 'on'", ""),
@@ -54,6 +56,55 @@ def test_broken_file_reports_the_right_place(name: str) -> None:
     assert message in problem.message
     assert hint in problem.hint
     assert f"{BROKEN / name}:{line}:{column}: error: " in e.value.report()
+
+
+def test_template_fields_are_checked_against_what_each_step_can_see() -> None:
+    """Nested fields, list items, earlier steps' views and `exists:` paths; free-form data is not checked."""
+    text = """\
+version: 1
+workflows:
+  - name: wf
+    on: [incident.declared]
+    do:
+      - id: open
+        action: slack.notify
+        with:
+          text: "{{ team.escalation[0].nme }} {{ event.attributes.anything.goes }} {{ event.labels.env }}"
+      - id: after
+        if: {exists: incident.statuspage_incidnet_id}
+        action: slack.notify
+        with:
+          text: "{{ steps.open.reslt.id }} {{ steps.open.result.whatever }} {{ services[0].team }}"
+          summary: "{% for s in services %}{{ s.nme }}{% endfor %}{{ deploy.sha[:12] }}"
+        record: {jira_key: "{{ result.key }} {{ params.x }}"}
+"""
+    with pytest.raises(RulesError) as e:
+        load_text(text, "t.yaml")
+    got = sorted((p.line, p.message) for p in e.value.problems if p.severity == "error")
+    assert got == [
+        (9, "unknown variable team.escalation.0.nme; did you mean team.escalation.0.name?"),
+        (11, "unknown variable incident.statuspage_incidnet_id; did you mean incident.statuspage_incident_id?"),
+        (14, "unknown variable steps.open.reslt; did you mean steps.open.result?"),
+    ]
+
+
+def test_a_typo_inside_a_block_template_is_reported_on_its_own_line() -> None:
+    text = """\
+version: 1
+workflows:
+  - name: wf
+    on: [incident.declared]
+    do:
+      - action: slack.notify
+        with:
+          text: |
+            Incident {{ incident.title }}
+            Severity {{ incident.severty }}
+"""
+    with pytest.raises(RulesError) as e:
+        load_text(text, "t.yaml")
+    (problem,) = e.value.problems
+    assert problem.line == 10 and "incident.severty" in problem.message
 
 
 def test_all_errors_are_reported_not_just_the_first() -> None:
@@ -209,8 +260,35 @@ def test_simulate_prints_rendered_actions_and_touches_nothing() -> None:
     text = _cli("simulate", "incidentio", fixture).stdout.splitlines()
     assert text[1] == ("event  incident.declared        SEV2  incidentio:01J0ZKW6305FATZYDS3AR0RGXJ  INC-1482: "
                        "Checkout API returning 5xx errors")
-    assert text[4].startswith("action slack.notify               [page-on-call/announce]")
-    assert "after SEV1: 15m, SEV2: 30m, every SEV1: 15m, SEV2: 30m unless resolved" in text[6]
+    assert text[5].startswith("action slack.notify               [page-on-call/announce]")
+    assert "after SEV1: 15m, SEV2: 30m, every SEV1: 15m, SEV2: 30m unless resolved" in text[8]
+
+
+def test_simulate_says_where_each_action_goes_masked_but_distinguishable(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "hub.yaml"
+    path.write_text("catalog:\n  services:\n    checkout:\n      aliases: [Payments]\n"
+                    "      pagerduty_routing_key: env:SIM_PD_CHECKOUT\n      slack_webhook: env:SIM_HOOK_PAY\n"
+                    "  sources:\n    incidentio: {services_field: Affected Team}\n")
+    env = {"SIM_PD_CHECKOUT": "pd-checkout-key-000000000000AAAA",
+           "SIM_HOOK_PAY": "https://hooks.slack.com/services/T0/B0/payments-hook-PPPP",
+           "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/global-hook-GGGG"}
+    os.environ.update(env)
+    try:
+        fixture = str(ROOT / "tests" / "fixtures" / "inbound" / "incidentio_incident_created.json")
+        out = _cli("simulate", "incidentio", fixture, "--config", str(path))
+        data = json.loads(_cli("simulate", "incidentio", fixture, "--json", "--config", str(path)).stdout)
+    finally:
+        for name in env:
+            del os.environ[name]
+    assert out.returncode == 0, out.stderr
+    targets = {(a["step"]): a["target"] for a in data["actions"]}
+    assert targets["page"].startswith("PagerDuty routing key …AAAA (the step's routing_key")
+    assert targets["announce"].startswith("Slack webhook …PPPP (the step's webhook_url")
+    assert "→ PagerDuty routing key …AAAA" in out.stdout
+    for secret in env.values():
+        assert secret not in out.stdout and secret not in json.dumps(data)
 
 
 def test_simulate_redacts_secrets_and_reports_bad_rules(tmp_path: Path) -> None:

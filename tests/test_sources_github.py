@@ -105,3 +105,21 @@ async def test_bad_form_bodies_are_400_and_not_stored(client: TestClient, redis:
     assert resp.status == 400
     assert (await resp.json())["error"] == code
     assert await redis.keys("hub:ev:*") == []
+
+
+def test_deploy_links_are_pages_a_person_can_open_never_the_api() -> None:
+    """The deployment's log, else its target page, else the repository; api.github.com never."""
+    body, headers = fixture_request("github_deployment_status_failure.json")
+    data = json.loads(body)
+    (ev,) = source.normalise(source.parse(body, headers, "application/json"), headers, {})
+    assert [(link.href, link.text) for link in ev.links] == [("https://github.com/Codertocat/Hello-World",
+                                                              "repository")]
+    assert ev.attributes["url"] == "https://github.com/Codertocat/Hello-World"
+    data["deployment_status"].update(log_url="https://github.com/Codertocat/Hello-World/actions/runs/1",
+                                     target_url="https://api.github.com/repos/x/y/deployments/1",
+                                     environment_url="https://checkout.example.com")
+    raw = json.dumps(data).encode()
+    (ev,) = source.normalise(source.parse(raw, headers, "application/json"), headers, {})
+    assert [link.href for link in ev.links] == ["https://github.com/Codertocat/Hello-World/actions/runs/1",
+                                                "https://checkout.example.com"]
+    assert ev.attributes["url"] == "https://github.com/Codertocat/Hello-World/actions/runs/1"

@@ -103,3 +103,17 @@ async def test_job_run_twice_sends_once(redis_url, redis, fake_slack) -> None:
         await shutdown(ctx)
     assert len(fake_slack.requests) == 1
     assert (await store.get(event_id))["state"] == "done"
+
+
+async def test_a_stopped_worker_is_not_counted_by_readyz(redis_url, redis) -> None:
+    """Right after a restart /readyz must not count the worker that just stopped (its heartbeat is fresh)."""
+    from tests.conftest import RunningWorker
+
+    settings = make_settings(redis_url)
+    store = Store(redis, settings)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        async with RunningWorker(settings):
+            await wait_for(store.live_workers)
+            assert (await (await client.get("/readyz")).json())["workers"] == 1
+        ready = await client.get("/readyz")
+        assert ready.status == 503 and (await ready.json())["workers"] == 0

@@ -28,6 +28,7 @@ from tests.conftest import (
     FIXTURES,
     GRAFANA_SECRET,
     INCIDENTIO_SECRET,
+    fixture_request,
     github_deploy,
     make_settings,
     wait_for,
@@ -172,14 +173,18 @@ class Hub:
 
 
 def incident_payload(event_type: str, *, severity: str | None = None, status: tuple[str, str] | None = None,
-                     previous: tuple[str, str] | None = None, services_field: str | None = None) -> dict[str, Any]:
-    """An incident.io webhook from the fixtures, with severity/status changed where asked."""
+                     previous: tuple[str, str] | None = None, services_field: str | None = None,
+                     postmortem: bool = False) -> dict[str, Any]:
+    """An incident.io webhook from the fixtures, with severity/status changed where asked (and
+    without the fixtures' post-mortem document unless `postmortem`: with one, no Jira post-mortem)."""
     source = {"incident_created_v2": "incidentio_incident_created.json",
               "incident_status_updated_v2": "incidentio_incident_status_updated.json",
               "incident_updated_v2": "incidentio_incident_updated.json"}[event_type]
     data = copy.deepcopy(load(source))
     body = data[f"public_incident.{event_type}"]
     incident = body.get("incident", body)
+    if not postmortem:
+        incident.pop("postmortem_document_url", None)
     if severity:
         rank = {"Critical": 3, "Major": 2, "Minor": 1}[severity]
         incident["severity"] = {**incident["severity"], "name": severity, "rank": rank}
@@ -265,6 +270,36 @@ async def test_incident_created_status_changed_resolved(redis_url, redis, upstre
     assert pending and all(a["state"] == "skipped" and a["error"].startswith("cancelled") for a in pending)
 
 
+async def test_no_postmortem_ticket_when_the_incident_already_has_a_postmortem(redis_url, redis,
+                                                                               upstreams) -> None:
+    settings = upstreams.settings(redis_url)
+    async with Hub(settings, redis) as hub:
+        await hub.send("incidentio", incident_payload("incident_created_v2"))
+        resolved = await hub.send("incidentio", incident_payload("incident_status_updated_v2", postmortem=True))
+    assert resolved["events"][0]["kind"] == "incident.resolved"
+    assert "jira.create_issue" not in [name for name, _ in await hub.done_actions(resolved["id"])]
+    assert upstreams.jira.created == []
+    state = await hub.incidents.get(INCIDENT_KEY)
+    assert {"href": "https://docs.google.com/document/d/1a2B3c4D5e6F7g8H9i0J", "text": "post-mortem"} in state["links"]
+
+
+async def test_an_event_that_causes_no_action_says_why(redis_url, redis, upstreams) -> None:
+    settings = upstreams.settings(redis_url)
+    body, headers = fixture_request("github_workflow_run_completed.json")  # a run of an unnamed (not deploy) workflow
+    minor = copy.deepcopy(load("datadog_alert_triggered.json"))
+    minor["alert_priority"] = "P4"
+    auth = {"Authorization": f"Bearer {DATADOG_TOKEN}", "Content-Type": "application/json"}
+    async with Hub(settings, redis) as hub:
+        run = await hub.send("github", body, headers=headers)
+        alert = await hub.send("datadog", minor, headers=auth)
+        alert_again = await hub.send("datadog", {**minor, "id": "another-delivery"}, headers=auth)
+    assert run["state"] == "done" and run["events"] == []
+    assert run["reason"].startswith("no events: workflow '' is not a deploy workflow")
+    assert (await hub.store.timeline(run["id"]))[-1]["reason"] == run["reason"]
+    assert alert["reason"] == "no workflow matched: alert.firing SEV4: the conditions of alert-page did not hold"
+    assert alert_again["reason"].startswith("no workflow matched")
+
+
 async def test_sev2_declared_twice_pages_once_and_updates_do_not_repage(redis_url, redis, upstreams) -> None:
     settings = upstreams.settings(redis_url)
     async with Hub(settings, redis) as hub:
@@ -293,6 +328,8 @@ async def test_followup_created_twice_makes_one_jira_issue(redis_url, redis, ups
     fields = upstreams.jira.issues[issue_key]["fields"]
     assert fields["summary"] == "Add circuit breaker to payment provider client"
     assert INCIDENT_ID in fields["description"]
+    # the follow-up's priority and assignee (Maria Lopez, found in Jira by her email)
+    assert fields["priority"] == {"name": "High"} and fields["assignee"] == {"name": "mlopez"}
     assert len(upstreams.jira.calls("/rest/api/2/issue", "POST")) == 1
 
 
@@ -368,7 +405,11 @@ async def test_failed_production_deploy_then_incident_links_the_deploy(redis_url
     async with Hub(settings, redis) as hub:
         deploy = await hub.send("github", body, headers=headers)
         assert await hub.done_actions(deploy["id"]) == [("slack.notify", "succeeded")]
-        assert "production failed" in upstreams.slack.requests[0].json()["text"]
+        failed = upstreams.slack.requests[0].json()
+        # the catalog service and its owner, and a page a person can open (never api.github.com)
+        assert "production failed: checkout-api, owned by payments" in failed["text"]
+        assert "<https://github.com/Codertocat/Hello-World|repository>" in json.dumps(failed["blocks"])
+        assert "api.github.com" not in json.dumps(failed)
         declared = await hub.send("incidentio", incident_payload("incident_created_v2"))
     assert declared["events"][0]["services"] == ["Payments"]
     assert await hub.done_actions(declared["id"]) == [
@@ -378,7 +419,7 @@ async def test_failed_production_deploy_then_incident_links_the_deploy(redis_url
     assert note["incident_id"] == INCIDENT_ID
     assert note["description"] == (
         "Deployed shortly before this incident: Codertocat/Hello-World@master (f95f852bd8fc) by Codertocat, failed: "
-        "https://api.github.com/repos/Codertocat/Hello-World/deployments/145988746")
+        "https://github.com/Codertocat/Hello-World")
     notice = upstreams.slack.requests[-1].json()
     assert "was deployed to production shortly before" in notice["text"]
     state = await hub.incidents.get(INCIDENT_KEY)

@@ -48,14 +48,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = console()
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("dead since", "event", "source", "action", "tries", "last error"):
-        table.add_column(col)
+    for col in ("dead since", "id (EVENT_ID/ACTION_ID)", "source", "action", "tries", "last error"):
+        table.add_column(col, no_wrap=col.startswith("id"))  # copied whole into `purge`
     for d in page.items:
         err = (d["error"] or "") + (f" — {d['last_response'][:120]}" if d.get("last_response") else "")
-        table.add_row(when(d["dead_at"]), d["event_id"], d["source"] or "", escape(d["name"] or d["action_id"]),
+        table.add_row(when(d["dead_at"]), escape(d["id"]), d["source"] or "", escape(d["name"] or ""),
                       str(d["attempts"]), escape(err))
     out.print(table)
     out.print(f"{total} dead letter(s) in all" + (f"; more: --cursor {page.next_cursor}" if page.next_cursor else ""))
     if page.items:
-        out.print("replay: incident-hub replay --failed   ·   drop one: incident-hub purge EVENT_ID/ACTION_ID")
+        out.print("replay: incident-hub replay --failed   ·   drop one: incident-hub purge ID (the id column)")
     return 0

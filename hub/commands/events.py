@@ -56,11 +56,12 @@ def run_list(args: argparse.Namespace) -> int:
         print_json({"events": page.items, "next_cursor": page.next_cursor})
         return 0
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("received", "source", "state", "kinds", "id"):
-        table.add_column(col)
+    for col in ("received", "source", "state", "severity", "title", "service", "kinds", "id"):
+        table.add_column(col, max_width=40 if col == "title" else None)
     for ev in page.items:
-        table.add_row(when(ev["received_at"]), ev["source"] or "", styled(ev["state"]), ", ".join(ev["kinds"]),
-                      ev["id"])
+        table.add_row(when(ev["received_at"]), ev["source"] or "", styled(ev["state"]), ev.get("severity") or "",
+                      escape(ev.get("title") or ""), escape(", ".join(ev.get("services") or [])),
+                      ", ".join(ev["kinds"]), ev["id"])
     out = console()
     out.print(table)
     if not page.items:
@@ -90,6 +91,8 @@ def run_show(args: argparse.Namespace) -> int:
               f"{detail['size']} bytes  verified by {escape(str(detail['verified']))}")
     if detail.get("error"):
         out.print(f"[red]{escape(detail['error'])}[/red]")
+    if detail.get("reason"):
+        out.print(f"[yellow]no action: {escape(detail['reason'])}[/yellow]")
     for ev in detail["events"]:
         out.print(f"  event  {ev.get('kind')}  {ev.get('severity') or '-'}  {escape(ev.get('title') or '')}  "
                   f"[dim]{escape(ev.get('fingerprint') or '')}[/dim]")
@@ -102,15 +105,37 @@ def run_show(args: argparse.Namespace) -> int:
         if a.get("state") == "retrying" and a.get("next_at"):
             waiting = f" ({a['waiting']})" if a.get("waiting") else ""
             lines.append(escape(f"next retry {when(a['next_at'])}{waiting}"))
+        if a.get("state") == "pending" and a.get("scheduled_for"):
+            from hub.timers import timer_step
+
+            lines.append(escape(f"scheduled for {when(a['scheduled_for'])} "
+                                f"(timer step {timer_step(str(a.get('timer') or ''))[1]})"))
         table.add_row(escape(a.get("name") or a["id"]), styled(a.get("state")), "\n".join(lines) or "-",
                       escape(a.get("error") or ""))
     if detail["actions"]:
         out.print(table)
     out.print("[bold]timeline[/bold]")
     for t in detail["timeline"]:
-        rest = {k: v for k, v in t.items() if k not in ("at", "type")}
-        out.print(f"  {when(t.get('at'))}  {t.get('type')}  {escape(json.dumps(rest, default=str))}")
+        out.print(f"  {when(t.get('at'))}  {t.get('type')}  {escape(timeline_text(t))}")
     return 0
+
+
+def timeline_text(t: dict[str, Any]) -> str:
+    """One timeline entry for people: timers name their step and time, other times are readable."""
+    from hub.cli_ops import when
+    from hub.timers import timer_step
+
+    if t.get("type") == "timer" and t.get("timer"):
+        workflow, step = timer_step(str(t["timer"]))
+        text = f"{t.get('step') or step} ({t.get('workflow') or workflow}) {t.get('state', '')}".strip()
+        if t.get("name"):
+            text += f": {t['name']}"
+        if t.get("due_at"):
+            text += f", due {when(int(t['due_at']))}"
+        return text + (f" ({t['reason']})" if t.get("reason") else "")
+    rest = {k: (when(int(v)) if k.endswith("_at") and isinstance(v, int) else v)
+            for k, v in t.items() if k not in ("at", "type")}
+    return json.dumps(rest, default=str)
 
 
 def _attempt(a: dict[str, Any], before: bool = False) -> str:

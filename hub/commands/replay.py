@@ -117,6 +117,17 @@ def _summary(job: dict[str, Any], plans: list[dict[str, Any]]) -> None:
                    str(job["would_run"] if job.get("dry_run") else job["replayed"]), str(job["skipped"]),
                    str(job["failed"]))
     out.print(counts)
+    if job.get("dry_run") and not plans:  # a selection by filter: what would run, action by action
+        rows = [(r["event_id"], a) for r in job.get("results", []) for a in r.get("actions") or []]
+        if rows:
+            t = Table(title="would run", title_justify="left", show_edge=False)
+            for col in ("event", "action", "why"):
+                t.add_column(col)
+            for event_id, a in rows[:100]:
+                t.add_row(event_id, escape(a.get("name") or a["id"]), escape(a.get("reason") or ""))
+            out.print(t)
+            if len(rows) > 100:
+                out.print(f"… and {len(rows) - 100} more actions (see --json)")
     problems = [r for r in job.get("results", []) if r.get("outcome") in ("skipped", "failed") and r.get("detail")]
     if problems:
         t = Table(title="not replayed", title_justify="left", show_edge=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from rich.markup import escape
@@ -17,6 +18,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=run)
 
 
+def _canonical() -> Any:
+    """The catalog's alias folding (`checkout` → `checkout-api`), or None when the rules do not load."""
+    from hub.rules import RulesError, load_rules
+    from hub.settings import SettingsError, load_settings
+
+    try:
+        return load_rules(load_settings().rules_path()).canonical_services
+    except (RulesError, SettingsError) as e:
+        print(f"incident-hub report: service names are not folded into catalog names: {e}", file=sys.stderr)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     from hub.cli_ops import console, print_json, with_store
     from hub.report import build_report, human_duration
@@ -24,20 +37,23 @@ def run(args: argparse.Namespace) -> int:
     if args.days <= 0:
         print("incident-hub report: --days must be positive")
         return 2
-    report: dict[str, Any] = with_store(lambda store: build_report(store.redis, args.days, args.by))
+    canonical = _canonical()
+    report: dict[str, Any] = with_store(lambda store: build_report(store.redis, args.days, args.by,
+                                                                   canonical=canonical))
     if args.json:
         print_json(report)
         return 0
     out = console()
     table = Table(title=f"incidents in the last {args.days:g} days, by {args.by}", title_justify="left",
                   show_edge=False)
-    for col, just in ((args.by, "left"), ("incidents", "right"), ("per day", "right"), ("MTTA mean", "right"),
-                      ("MTTA median", "right"), ("MTTR mean", "right"), ("MTTR median", "right"),
+    for col, just in ((args.by, "left"), ("incidents", "right"), ("alerts", "right"), ("per day", "right"),
+                      ("MTTA mean", "right"), ("MTTA median", "right"), ("MTTR mean", "right"),
+                      ("MTTR median", "right"),
                       ("unacked", "right"), ("unresolved", "right")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
 
     def row(name: str, b: dict[str, Any], style: str = "") -> None:
-        table.add_row(escape(name), str(b["incidents"]), f"{b['per_day']:g}",
+        table.add_row(escape(name), str(b["incidents"]), str(b["alerts"]), f"{b['per_day']:g}",
                       human_duration(b["mtta"]["mean_s"]), human_duration(b["mtta"]["median_s"]),
                       human_duration(b["mttr"]["mean_s"]), human_duration(b["mttr"]["median_s"]),
                       str(b["incidents"] - b["acknowledged"]), str(b["incidents"] - b["resolved"]), style=style)

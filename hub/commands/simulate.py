@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from multidict import CIMultiDict
 
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             row["timer"] = {"after": a.timer.after, "every": a.timer.every, "unless": list(a.unless)}
         if a.render_error:
             row["render_error"] = a.render_error
+        row["target"] = target(a.connector, a.params, settings)
         actions.append(row)
     out = {"rules": rules.source, "events": [e.model_dump(mode="json") for e in events], "actions": actions}
     if args.json:
@@ -89,11 +91,47 @@ def run(args: argparse.Namespace) -> int:
             when += f" unless {', '.join(a.unless)}" if a.unless else ""
         print(f"action {a.name:<26} [{a.workflow}/{a.step_id}]{when}")
         print(f"       {json.dumps(row['params'], default=str)}")
+        print(f"       → {row['target']}")
         if a.render_error:
             print(terminal(f"       (renders when it runs; now: {a.render_error})"))
     if events and not planned:
         print("no actions")
     return 0
+
+
+def mask(secret: str) -> str:
+    """Enough of a secret to tell two apart (its last 4 characters), never enough to use it."""
+    return f"…{secret[-4:]}" if len(secret) >= 12 else "***"
+
+
+def target(connector: str, params: dict[str, Any], settings: Any) -> str:
+    """Where an action would go: which channel, routing key or project, masked but distinguishable."""
+    if connector == "slack":
+        if params.get("webhook_url"):
+            return f"Slack webhook {mask(str(params['webhook_url']))} (the step's webhook_url: service or team)"
+        if settings.slack_webhook_url:
+            return f"Slack webhook {mask(settings.slack_webhook_url)} (SLACK_WEBHOOK_URL)"
+        return "nowhere: slack not configured (SLACK_WEBHOOK_URL)"
+    if connector == "pagerduty":
+        if params.get("routing_key"):
+            return f"PagerDuty routing key {mask(str(params['routing_key']))} (the step's routing_key: service, " \
+                   "team or escalation level)"
+        if settings.pagerduty_routing_key:
+            return f"PagerDuty routing key {mask(settings.pagerduty_routing_key)} (PAGERDUTY_ROUTING_KEY)"
+        return "nowhere: pagerduty not configured (PAGERDUTY_ROUTING_KEY)"
+    if connector == "opsgenie":
+        who = ", ".join(str(r.get("name") or r.get("id") or r.get("username")) for r in params.get("responders") or []
+                        if isinstance(r, dict)) or "the alert's default routing"
+        key = f"OPSGENIE_API_KEY {mask(settings.opsgenie_api_key)}" if settings.opsgenie_api_key else \
+            "nowhere: opsgenie not configured (OPSGENIE_API_KEY)"
+        return f"OpsGenie responders: {who}; {key}"
+    if connector == "jira":
+        return f"Jira project {params.get('project') or settings.jira_project or '(none: JIRA_PROJECT unset)'}"
+    if connector == "statuspage":
+        return f"Statuspage page {settings.statuspage_page_id or '(none: STATUSPAGE_PAGE_ID unset)'}"
+    if connector == "incidentio":
+        return "incident.io" + ("" if settings.incidentio_api_key else ": not configured (INCIDENTIO_API_KEY)")
+    return connector
 
 
 def _span(spec: object) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from hub import envref
 from hub.events import Kind
-from hub.rules import templating
+from hub.rules import context, templating
 from hub.rules.loader import Path_, Positions, Problem, _dotted
 from hub.rules.model import Condition, HubConfig, StatuspageWording, Step, Workflow
 
@@ -49,8 +49,12 @@ class _Checker:
         self.problems: list[Problem] = []
         self.env = envref.environment()
 
-    def add(self, path: Path_, message: str, hint: str = "", *, key: bool = False, severity: str = "error") -> None:
+    def add(self, path: Path_, message: str, hint: str = "", *, key: bool = False, severity: str = "error",
+            text_line: int = 0) -> None:
+        """`text_line`: the line inside a template, placed exactly when the value is a `|` block."""
         line, col = self.positions.find(path, key=key)
+        if text_line and tuple(path) in self.positions.literal:
+            line += text_line
         self.problems.append(Problem(line, col, _dotted(path), message, hint, severity))
 
     # -- catalog -------------------------------------------------------------------------------
@@ -241,6 +245,14 @@ class _Checker:
         roots = (*templating.ROOTS, *extra)
         for name in sorted(names - set(roots)):
             self.add(path, f"unknown template variable {name!r}", _suggest(name, roots, "variables"))
+        reported: set[str] = set()
+        for ref, line in templating.attribute_paths(text):
+            if ref[0] not in roots:
+                continue  # reported above, or a name the template assigns itself
+            found = _unknown_field(ref)
+            if found and found[0] not in reported:
+                reported.add(found[0])
+                self.add(path, *found[1:], text_line=line)
         for sid in sorted(steps - set(earlier)):
             self.add(path, f"steps.{sid} is not an earlier step that has run by then",
                      "a step reads the results of the steps before it that are not delayed: "
@@ -249,9 +261,13 @@ class _Checker:
     def condition(self, path: Path_, cond: Condition) -> None:
         for i, p in enumerate(cond.exists or []):
             root = p.split(".", 1)[0]
+            where = (*path, "exists", i) if len(cond.exists or []) > 1 else (*path, "exists")
             if root not in EXISTS_ROOTS:
-                self.add((*path, "exists", i) if len(cond.exists or []) > 1 else (*path, "exists"),
-                         f"exists: {p!r} does not start with one of {', '.join(EXISTS_ROOTS)}")
+                self.add(where, f"exists: {p!r} does not start with one of {', '.join(EXISTS_ROOTS)}")
+                continue
+            found = _unknown_field(tuple(int(x) if x.isdigit() else x for x in p.split(".")))
+            if found:
+                self.add(where, *found[1:])
         for i, kind in enumerate(cond.kind or []):
             self.kind((*path, "kind", i), kind)
         services = self.config.catalog.services
@@ -268,6 +284,26 @@ class _Checker:
                 self.condition((*path, key, i), sub)
         if cond.not_:
             self.condition((*path, "not"), cond.not_)
+
+
+def _unknown_field(ref: tuple[str | int | None, ...]) -> tuple[str, str, str] | None:
+    """(dotted name, message, hint) when a lookup names a field the context does not have."""
+    if ref[0] == "steps":  # steps.<id>.state|result|params; the id is checked on its own
+        if len(ref) < 3:
+            return None
+        miss = context.lookup(ref[2:], context.STEP_VIEW)
+        miss = (miss[0] + 2, miss[1]) if miss else None
+    else:
+        miss = context.lookup(ref, context.schema())
+    if miss is None:
+        return None
+    index, known = miss
+    dotted = ".".join(str(p) if p is not None else "[…]" for p in ref[:index + 1])
+    parent = ".".join(str(p) for p in ref[:index])
+    close = difflib.get_close_matches(str(ref[index]), sorted(known), n=1, cutoff=0.6)
+    message = f"unknown variable {dotted}" + (f"; did you mean {parent}.{close[0]}?" if close else "")
+    hint = f"{parent} has: {', '.join(sorted(known))}" if known else f"{parent} is a list: index it, e.g. {parent}[0]"
+    return dotted, message, hint
 
 
 def _suggest(name: str, known: Any, what: str) -> str:

@@ -184,7 +184,7 @@ def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
     base: dict[str, Any] = {f: None for f in (
         "key", "kind", "source", "title", "severity", "status", "status_category", "episode", "declared_at",
         "acknowledged_at", "acknowledged_by", "resolved_at", "resolution", "escalated_at", "page_dedup_key",
-        "statuspage_incident_id", "incidentio_id")}
+        "statuspage_incident_id", "incidentio_id", "paged_by")}
     base.update(services=[], jira_keys=[], deploys=[], links=[], escalation_level=0)
     if state:
         base.update(state)
@@ -193,6 +193,9 @@ def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
     base["acknowledged"] = bool(base.get("acknowledged_at"))
     base["resolved"] = bool(base.get("resolved_at"))
     base["url"] = next((link["href"] for link in base["links"] if isinstance(link, dict)), "")
+    # a post-mortem document the incident already links (incident.io's postmortem_document_url)
+    base["postmortem_url"] = next((link["href"] for link in base["links"] if isinstance(link, dict)
+                                   and link.get("text") == "post-mortem"), None)
     return base
 
 
@@ -248,6 +251,7 @@ class Rules:
             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in svc.opsgenie_responders],
             "jira_project": svc.jira_project or self.config.catalog.jira_project or world.jira_project,
             "slack_webhook": env_value(svc.slack_webhook, env),
+            "fallback_pager": svc.fallback_pager,
             "unset_env": _unset({"pagerduty_routing_key": svc.pagerduty_routing_key,
                                  "slack_webhook": svc.slack_webhook}, env),
         }) | {"name": templating.Trusted(name) if in_catalog and name else (name or ""), "in_catalog": in_catalog,
@@ -274,6 +278,7 @@ class Rules:
             "pagerduty_routing_key": env_value(team.pagerduty_routing_key, env),
             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in team.opsgenie_responders],
             "slack_webhook": env_value(team.slack_webhook, env), "manager": manager,
+            "fallback_pager": team.fallback_pager,
             "escalation": [{"level": i + 1, "name": lvl.name or f"level {i + 1}",
                             "pagerduty_routing_key": env_value(lvl.pagerduty_routing_key, env),
                             "opsgenie_responders": [r.model_dump(exclude_none=True) for r in lvl.opsgenie_responders]}
@@ -347,7 +352,8 @@ class Rules:
         }
         facts = Facts(event=ev, incident=after, before=world.incidents.get(key) if key else None,
                       services=services + [s for s in raw_services if s not in services], teams=team_names,
-                      pager=self.pager(views[0], team, world.configured), configured=world.configured,
+                      pager=(after or {}).get("paged_by") or self.pager(views[0], team, world.configured),
+                      configured=world.configured,
                       deploys=deploys, now_ms=world.now_ms, values=ctx)
         return ctx, facts
 

@@ -44,6 +44,8 @@ class Positions:
 
     values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    #: Values written as literal block scalars (`|`): their text's line n is the file's line + n.
+    literal: set[Path_] = field(default_factory=set)
 
     def find(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
         """The closest known position: the path itself, else its nearest ancestor."""
@@ -105,6 +107,8 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.ScalarNode) and node.style == "|":
+            self.positions.literal.add(path)
         return self._constructor.construct_object(node, deep=True)
 
 

@@ -99,6 +99,8 @@ class Team(_Strict):
     pagerduty_routing_key: SecretRef | None = None
     opsgenie_responders: list[Responder] = Field(default_factory=list)
     slack_webhook: SecretRef | None = None
+    fallback_pager: bool | None = Field(None, description="when a page dead-letters, page through the other pager "
+                                                       "and tell the channel (unset: the catalog's setting)")
     manager: Contact | None = None
     escalation: list[EscalationLevel] = Field(default_factory=list, description="next levels, in order")
 
@@ -131,6 +133,8 @@ class Service(_Strict):
     opsgenie_responders: list[Responder] = Field(default_factory=list)
     jira_project: str | None = None
     slack_webhook: SecretRef | None = None
+    fallback_pager: bool | None = Field(None, description="when a page dead-letters, page through the other pager "
+                                                       "and tell the channel (unset: the catalog's setting)")
 
 
 class Catalog(_Strict):
@@ -140,6 +144,8 @@ class Catalog(_Strict):
         default_factory=dict, description="per inbound source options: severity_map, severity_label, service_tag, …")
     jira_project: str | None = Field(None, description="project for tickets when the service names none "
                                                        "(else JIRA_PROJECT)")
+    fallback_pager: bool = Field(True, description="a page that dead-letters pages through the other pager (when "
+                                                    "configured) and tells the team channel how to replay it")
     deploy_history: int = Field(20, ge=1, le=500, description="deploys remembered per service and environment")
     statuspage_wording: StatuspageWording = Field(default_factory=StatuspageWording,
                                                   description="public wording on the status page, per status")

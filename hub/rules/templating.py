@@ -457,6 +457,38 @@ def _outcome_reads(text: str) -> frozenset[str]:
     return frozenset(sid for sid, n in outcome.items() if n == total.get(sid))
 
 
+def attribute_paths(text: str) -> list[tuple[tuple[str | int | None, ...], int]]:
+    """Every lookup chain rooted at a context name (`incident.severity`, `team.escalation[0].name`),
+    with its line in the template. An index or key that is not a constant is None."""
+    tree = parse(text)
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    out: list[tuple[tuple[str | int | None, ...], int]] = []
+
+    def visit(node: nodes.Node) -> None:
+        if isinstance(node, nodes.Getattr | nodes.Getitem):
+            parts: list[str | int | None] = []
+            inner: nodes.Node = node
+            while isinstance(inner, nodes.Getattr | nodes.Getitem):
+                if isinstance(inner, nodes.Getattr):
+                    parts.append(inner.attr)
+                else:
+                    arg = inner.arg
+                    parts.append(arg.value if isinstance(arg, nodes.Const) and isinstance(arg.value, str | int)
+                                 else None)
+                    visit(arg)
+                inner = inner.node
+            if isinstance(inner, nodes.Name) and inner.ctx == "load" and inner.name not in assigned:
+                out.append(((inner.name, *reversed(parts)), node.lineno))
+            elif not isinstance(inner, nodes.Name):
+                visit(inner)
+            return
+        for child in node.iter_child_nodes():
+            visit(child)
+
+    visit(tree)
+    return out
+
+
 def strings(value: Any) -> list[str]:
     """Every template string inside a parameter value."""
     if isinstance(value, str):

@@ -5,6 +5,9 @@ HTTP Basic auth or 401. `GET /rest/api/2/serverInfo` (with `versionNumbers` and
 self}`), `GET /rest/api/2/issue/{key}`, comments (list and add), and JQL search on
 `labels = "…"`: the Server endpoint `GET /rest/api/2/search`, and the Cloud endpoint
 `GET /rest/api/{2,3}/search/jql` that jira ≥3.10 calls when `deploymentType` is Cloud.
+Priorities must be one of PRIORITIES by name and an assignee one of USERS (Cloud by
+`accountId`, Server by `name`), else 400 with the field in `errors`; `GET
+/rest/api/2/user/search` finds users by `query` (Cloud) or `username` (Server).
 Issues are searchable `index_lag` seconds after creation, as Jira's index lags.
 """
 
@@ -25,6 +28,9 @@ EMAIL = "hub@example.com"
 TOKEN = "jira-test-token-0123456789"
 PROJECTS = {"OPS": "10001", "PM": "10002"}
 ISSUE_TYPES = {"Task", "Bug", "Story", "Post-mortem"}
+PRIORITIES = {"Highest", "High", "Medium", "Low", "Lowest"}
+USERS = [{"name": "mlopez", "key": "JIRAUSER10100", "accountId": "5b10ac8d82e05b22cc7d4ef5",
+          "emailAddress": "maria.lopez@acme.example", "displayName": "Maria Lopez", "active": True}]
 FIELDS = [{"id": "summary", "name": "Summary", "clauseNames": ["summary"]},
           {"id": "labels", "name": "Labels", "clauseNames": ["labels"]},
           {"id": "duedate", "name": "Due date", "clauseNames": ["due", "duedate"]}]
@@ -58,6 +64,7 @@ class FakeJira(ShieldedUpstream):
         app.router.add_get("/rest/api/2/issue/{key}/comment", self.list_comments)
         app.router.add_post("/rest/api/2/issue/{key}/comment", self.add_comment)
         app.router.add_get("/rest/api/2/search", self.search)
+        app.router.add_get("/rest/api/2/user/search", self.user_search)
         app.router.add_post("/rest/api/2/search", self.search)
         for version in ("2", "3"):
             app.router.add_get(f"/rest/api/{version}/search/jql", self.search)
@@ -103,6 +110,12 @@ class FakeJira(ShieldedUpstream):
             problems["labels"] = "The label can't contain spaces."
         if fields.get("duedate") and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(fields["duedate"])):
             problems["duedate"] = "Error parsing date string"
+        if fields.get("priority") and (fields["priority"] or {}).get("name") not in PRIORITIES:
+            problems["priority"] = "Specify the Priority (name) in the string format"
+        if fields.get("assignee"):
+            ref = "accountId" if self.deployment == "Cloud" else "name"
+            if not any(u[ref] == (fields["assignee"] or {}).get(ref) for u in USERS):
+                problems["assignee"] = "User does not exist or you do not have permission to see it."
         if problems:
             return _errors(400, [], problems)
         issue_id = str(next(self._ids))
@@ -138,6 +151,19 @@ class FakeJira(ShieldedUpstream):
         if cloud_path:
             return web.json_response({"issues": found[:limit], "isLast": True})
         return web.json_response({"startAt": 0, "maxResults": limit, "total": len(found), "issues": found[:limit]})
+
+    async def user_search(self, request: web.Request) -> web.Response:
+        term = request.query.get("query" if self.deployment == "Cloud" else "username", "").casefold()
+        if not term:
+            return _errors(400, ["The username query parameter was not provided"])
+        cloud = ("accountId", "emailAddress", "displayName", "active")
+        server = ("name", "key", "emailAddress", "displayName", "active")
+        keep = cloud if self.deployment == "Cloud" else server
+        base = f"{request.scheme}://{request.host}/rest/api/2/user"
+        found = [{**{k: u[k] for k in keep}, "self": f"{base}?accountId={u['accountId']}" if self.deployment == "Cloud"
+                  else f"{base}?username={u['name']}"} for u in USERS
+                 if term in (u["emailAddress"].casefold(), u["name"].casefold(), u["displayName"].casefold())]
+        return web.json_response(found)
 
     async def list_comments(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]

@@ -2,8 +2,9 @@
 timeout (the request still completes on the server, as a real one would), connection resets.
 
 Every action is delivered exactly once (idempotency keys, the creation ledger's look-up after
-an ambiguous attempt), or dead-lettered with its reason; `incident-hub replay --failed` then
-delivers the dead ones, once, and a second replay finds nothing to do.
+an ambiguous attempt), or dead-lettered with its reason (a dead page also pages through the
+other pager: the fallback); `incident-hub replay --failed` then delivers the dead ones, once,
+and a second replay finds nothing to do (nor pages through the fallback again).
 
 The connectors' retry policies are class constants (no setting shrinks them), so the fault
 counts are kept small: one round of the four faults per connector, interleaved with normal
@@ -145,6 +146,8 @@ async def test_upstream_faults_deliver_once_or_dead_letter_then_replay_once(make
     assert transient_injected == dict.fromkeys(upstreams.all, 4)  # each connector met all four faults
     assert doomed["pagerduty"].keys[0] not in first["pagerduty"]
     assert stable_ref(doomed["statuspage"].keys[0]) not in first["statuspage"]
+    # each dead page went out through the other pager at once (the fallback pager), keyed like the page
+    assert doomed["pagerduty"].keys[0] in first["opsgenie"] and doomed["opsgenie"].keys[0] in first["pagerduty"]
     assert "Follow-up 50 of incident 50" not in first["jira"]
 
     # After the replay: the dead ones delivered, once; nothing else sent twice; nothing left to replay.
@@ -156,7 +159,9 @@ async def test_upstream_faults_deliver_once_or_dead_letter_then_replay_once(make
         assert len(final[name]) == len(first[name]) + 1, (name, first[name], final[name])
     hooks = [*healthy, *doomed.values()]
     assert set(final["pagerduty"]) == {P.incident_key(e) for h in hooks for e in h.events
-                                       if e.kind == "incident.declared" or h.source == "datadog"}
-    assert set(final["opsgenie"]) == {e.fingerprint for h in hooks for e in h.events if h.source == "grafana"}
+                                       if e.kind == "incident.declared" or h.source == "datadog"} | {
+        doomed["opsgenie"].keys[0]}  # the fallback for the dead OpsGenie page
+    assert set(final["opsgenie"]) == {e.fingerprint for h in hooks for e in h.events if h.source == "grafana"} | {
+        doomed["pagerduty"].keys[0]}  # the fallback for the dead PagerDuty page
     assert len(set(final["slack"])) == len(set(first["slack"])) + 1  # Slack: nothing missing
     assert json.loads(again.stdout)["total"] == 0
