@@ -50,7 +50,7 @@ def _incident() -> Schema:
     return fields
 
 
-STEP_VIEW = _keys("state", "result", "params")
+STEP_VIEW = _keys("state", "result", "params", "error")
 
 
 def _service() -> Schema:
