@@ -296,7 +296,8 @@ async def test_an_event_that_causes_no_action_says_why(redis_url, redis, upstrea
     assert run["state"] == "done" and run["events"] == []
     assert run["reason"].startswith("no events: workflow '' is not a deploy workflow")
     assert (await hub.store.timeline(run["id"]))[-1]["reason"] == run["reason"]
-    assert alert["reason"] == "no workflow matched: alert.firing SEV4: the conditions of alert-page did not hold"
+    assert alert["reason"] == ("no workflow matched: alert.firing SEV4: the conditions of statuspage-open, "
+                               "alert-page did not hold")
     assert alert_again["reason"].startswith("no workflow matched")
 
 

@@ -133,6 +133,9 @@ def _incident_fields(incident: dict[str, Any], n: int, severity: str) -> None:
     incident["reference"] = f"INC-{9000 + n}"
     incident["name"] = f"Checkout outage {n}"
     incident["severity"] = {**incident["severity"], "name": severity, "rank": SEVERITY_RANKS[severity]}
+    # the fixture links a post-mortem document already, with which no Jira post-mortem is opened;
+    # the workload wants the post-mortem path exercised under kills
+    incident.pop("postmortem_document_url", None)
 
 
 def incident_declared(n: int, severity: str = "Critical") -> Webhook:
