@@ -22,10 +22,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hub.embedded_redis import EmbeddedRedis
-from hub.redis_conn import connect
-from hub.settings import Settings
-from hub.store import FINAL_STATES, Store
+from hub.core.settings import Settings
+from hub.storage.connection import connect
+from hub.storage.embedded_redis import EmbeddedRedis
+from hub.storage.event_store import FINAL_STATES, Store
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "inbound" / "alertmanager_firing.json"
 
@@ -46,7 +46,7 @@ def group(n: int) -> bytes:
 
 async def run(alerts: int, job_timeout: float, per_job: int | None, rate_limits: str,
               latency: float = 0.0) -> dict[str, Any]:
-    from hub.worker import close_worker, make_worker
+    from hub.worker.app import close_worker, make_worker
     from tests.fakes import incidentio as fake_incidentio
     from tests.fakes.incidentio import FakeIncidentIO
     from tests.fakes.pagerduty import FakePagerDuty

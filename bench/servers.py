@@ -20,8 +20,8 @@ from pathlib import Path
 import redis as sync_redis
 
 from bench import payload
-from hub.embedded_redis import EmbeddedRedis, free_port
-from hub.store import ARQ_JOB_PREFIX, ARQ_QUEUE, IDX_ALL, ev_key
+from hub.storage.embedded_redis import EmbeddedRedis, free_port
+from hub.storage.event_store import ARQ_JOB_PREFIX, ARQ_QUEUE, IDX_ALL, ev_key
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -102,9 +102,9 @@ async def _arq_side(redis_url: str, n: int, concurrency: int, job: Any, side: st
     """
     from arq import Worker, func
 
-    from hub.redis_conn import connect
-    from hub.settings import load_settings
-    from hub.worker import worker_options
+    from hub.core.settings import load_settings
+    from hub.storage.connection import connect
+    from hub.worker.app import worker_options
 
     settings = load_settings(redis_url=redis_url, hub_worker_concurrency=concurrency)
     pool = connect(redis_url)
@@ -176,11 +176,11 @@ async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: s
     """The real worker draining N alert events, each paging the fake PagerDuty once."""
     import urllib.request
 
-    from hub.redis_conn import connect
+    from hub.core.settings import load_settings
     from hub.rules import DEFAULTS_PATH
-    from hub.settings import load_settings
-    from hub.store import Store, state_idx
-    from hub.worker import make_worker
+    from hub.storage.connection import connect
+    from hub.storage.event_store import Store, state_idx
+    from hub.worker.app import make_worker
 
     settings = load_settings(redis_url=redis_url, hub_worker_concurrency=concurrency, hub_config=DEFAULTS_PATH,
                              pagerduty_routing_key=ROUTING_KEY, pagerduty_events_url=pd_url + "/v2/enqueue")
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also report Redis round trips, commands and CPU per event (INFO deltas)")
     args = parser.parse_args(argv)
 
-    from hub.embedded_redis import EmbeddedRedis, free_port
+    from hub.storage.embedded_redis import EmbeddedRedis, free_port
 
     os.environ["PAGERDUTY_RATE_LIMIT"] = "0"
     port = free_port()

@@ -22,7 +22,7 @@ from connectors import _options
 from connectors._lenient import Lenient, LooseInt, NullList, Opt, StrMap, Text, bounded, clip, parse_time, short_hash
 from connectors._severity import ALERT_LABEL_MAP, SEV4, map_severity
 from connectors.base import InboundSource
-from hub.events import Kind, Link, NormalisedEvent
+from hub.core.events import Kind, Link, NormalisedEvent
 
 DEFAULT_SEVERITY_LABEL = "severity"
 DEFAULT_SERVICE_LABELS = ("service", "job")

@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from hub import keys
+from hub.storage import keys
 
 RECORD_TTL_S = 180 * 86400  # outlives any incident worth updating
 INTENT_TTL_S = 7 * 86400

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from hub.events import Severity
+from hub.core.events import Severity
 
 OptionKind = Literal["severity_map", "severity", "text", "text_list", "int"]
 

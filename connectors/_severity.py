@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors._options import parse_severity
-from hub.events import Severity
+from hub.core.events import Severity
 
 SEV1, SEV2, SEV3, SEV4 = Severity.SEV1, Severity.SEV2, Severity.SEV3, Severity.SEV4
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from connectors._alertgroup import AlertGroupSource
-from hub.settings import Settings
-from hub.verify import bearer, first_credential, require_token
+from hub.core.settings import Settings
+from hub.ingress.verify import bearer, first_credential, require_token
 
 
 class AlertmanagerSource(AlertGroupSource):

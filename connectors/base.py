@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from hub.events import NormalisedEvent
+from hub.core.events import NormalisedEvent
 
 if TYPE_CHECKING:
     import aiohttp
     from redis.asyncio import Redis
 
-    from hub.settings import Settings
+    from hub.core.settings import Settings
 
 
 class BadPayload(Exception):

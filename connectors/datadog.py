@@ -35,9 +35,9 @@ from connectors import _options
 from connectors._lenient import Lenient, Opt, Text, bounded, clip, parse_time, short_hash
 from connectors._severity import PRIORITY_MAP, SEV4, map_severity
 from connectors.base import BadPayload, InboundSource, is_json_content_type, loads_json
-from hub.events import Kind, Link, NormalisedEvent
-from hub.settings import Settings
-from hub.verify import bearer, first_credential, require_token
+from hub.core.events import Kind, Link, NormalisedEvent
+from hub.core.settings import Settings
+from hub.ingress.verify import bearer, first_credential, require_token
 
 FORM = "application/x-www-form-urlencoded"
 DEFAULT_SERVICE_TAG = "service"

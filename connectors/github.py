@@ -19,9 +19,9 @@ from pydantic import BaseModel, ValidationError
 
 from connectors._lenient import Lenient, LooseInt, Opt, Text
 from connectors.base import BadPayload, InboundSource, is_json_content_type, summarise_validation
-from hub.events import Kind, Link, NormalisedEvent
-from hub.settings import Settings
-from hub.verify import AuthError, check_hex_hmac
+from hub.core.events import Kind, Link, NormalisedEvent
+from hub.core.settings import Settings
+from hub.ingress.verify import AuthError, check_hex_hmac
 
 
 class Repo(Lenient):

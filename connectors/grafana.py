@@ -35,8 +35,8 @@ from pydantic import BaseModel
 
 from connectors._alertgroup import AlertGroup, AlertGroupSource
 from connectors._lenient import short_hash
-from hub.settings import Settings
-from hub.verify import (
+from hub.core.settings import Settings
+from hub.ingress.verify import (
     AuthError,
     bearer,
     check_hex_hmac,

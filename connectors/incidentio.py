@@ -42,9 +42,9 @@ from connectors.base import (
     RetryPolicy,
     summarise_validation,
 )
-from hub.events import Kind, Link, NormalisedEvent
-from hub.settings import Settings
-from hub.verify import first_credential, sign_standard_webhook, verify_standard_webhook
+from hub.core.events import Kind, Link, NormalisedEvent
+from hub.core.settings import Settings
+from hub.ingress.verify import first_credential, sign_standard_webhook, verify_standard_webhook
 
 # --- inbound -------------------------------------------------------------------------------
 

@@ -55,8 +55,8 @@ from urllib3.exceptions import NewConnectionError
 
 from connectors._ledger import CreationLedger
 from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy, classify_status, stable_ref
-from hub.escape import terminal
-from hub.settings import parse_duration
+from hub.core.escape import terminal
+from hub.core.settings import parse_duration
 
 SUMMARY_MAX = 255
 LABEL_MAX = 255

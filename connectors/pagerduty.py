@@ -31,9 +31,9 @@ from connectors.base import (
     fit_key,
     summarise_validation,
 )
-from hub.events import Kind, Link, NormalisedEvent
-from hub.settings import Settings
-from hub.verify import AuthError, check_hex_hmac, first_credential, sign_hex_hmac
+from hub.core.events import Kind, Link, NormalisedEvent
+from hub.core.settings import Settings
+from hub.ingress.verify import AuthError, check_hex_hmac, first_credential, sign_hex_hmac
 
 # --- inbound -------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy
-from hub.escape import slack_link, slack_mrkdwn
+from hub.core.escape import slack_link, slack_mrkdwn
 
 SEVERITY_EMOJI = {"SEV1": ":red_circle:", "SEV2": ":large_orange_circle:", "SEV3": ":large_yellow_circle:",
                   "SEV4": ":white_circle:"}

@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 from connectors._ledger import CreationLedger
 from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy, stable_ref
-from hub.escape import statuspage_text
+from hub.core.escape import statuspage_text
 
 NAME_MAX = 255
 BODY_MAX = 25000

@@ -1,7 +1,7 @@
 import sys
 
 try:
-    from hub.cli import main
+    from hub.cli.main import main
 
     sys.exit(main())
 except KeyboardInterrupt:  # Ctrl-C before the command's own handlers are in place: one line, no traceback

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.embedded_redis import EmbeddedRedis
-from hub.redis_conn import connect
-from hub.settings import Settings
-from hub.store import Store
-from hub.web import create_app
-from hub.worker import close_worker
+from hub.core.settings import Settings
+from hub.ingress.app import create_app
+from hub.storage.connection import connect
+from hub.storage.embedded_redis import EmbeddedRedis
+from hub.storage.event_store import Store
+from hub.worker.app import close_worker
 
 FIXTURES = Path(__file__).parent / "fixtures" / "inbound"
 GITHUB_SECRET = "It's a Secret to Everybody"
@@ -115,7 +115,7 @@ class RunningWorker:
     """An arq worker on the test's event loop (the same code `incident-hub worker` runs)."""
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
-        from hub.worker import make_worker
+        from hub.worker.app import make_worker
 
         self.worker = make_worker(settings, handle_signals=False, poll_delay=0.02, **overrides)
         self.task: asyncio.Task[None] | None = None

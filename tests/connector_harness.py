@@ -12,10 +12,10 @@ from typing import Any
 import aiohttp
 
 from connectors.base import Connector, RetryPolicy
-from hub.actions import ActionRunner, PlannedAction
-from hub.ratelimit import RateLimiter
-from hub.settings import Settings
-from hub.store import ACTION_FINAL, Store, now_ms
+from hub.core.settings import Settings
+from hub.storage.event_store import ACTION_FINAL, Store, now_ms
+from hub.storage.ratelimit import RateLimiter
+from hub.worker.actions import ActionRunner, PlannedAction
 
 #: Fast enough for tests, with the same shape as production policies.
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay=0.02, max_delay=0.1, deadline=600)

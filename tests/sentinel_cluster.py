@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from hub.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
+from hub.storage.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
 
 MASTER = "hubmaster"
 

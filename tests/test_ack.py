@@ -8,9 +8,9 @@ import json
 import pytest
 from aiohttp.test_utils import TestClient
 
-from hub.cli import main
-from hub.incidents import IncidentStore
-from hub.redis_conn import connect
+from hub.cli.main import main
+from hub.storage.connection import connect
+from hub.storage.incidents import IncidentStore
 
 KEY = "incidentio:01TESTACK"
 AUTH = {"Authorization": "Bearer test-admin-token"}

@@ -16,9 +16,9 @@ import pytest
 
 from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy, classify_status, parse_retry_after
 from connectors.slack import Slack
-from hub.actions import ActionRunner, backoff, redact, scrub
-from hub.ratelimit import RateLimiter
-from hub.store import Store, now_ms
+from hub.storage.event_store import Store, now_ms
+from hub.storage.ratelimit import RateLimiter
+from hub.worker.actions import ActionRunner, backoff, redact, scrub
 from tests.conftest import make_settings
 from tests.connector_harness import FAST_RETRY, Harness, planned
 from tests.fakes.base import Fault
@@ -191,7 +191,7 @@ async def test_a_retry_that_would_pass_the_deadline_is_dead_now(env: Any) -> Non
 
 
 async def test_a_replayed_record_gets_a_fresh_budget_and_deadline(env: Any) -> None:
-    """hub.replay resets a dead record to pending with `replayed_at`, keeping an ambiguous last attempt."""
+    """hub.operators.replay resets a dead record to pending with `replayed_at`, keeping an ambiguous last attempt."""
     runner, probe, store = env
     old = now_ms() - 3_600_000
     record = {**runner.new_record(planned("probe", "do", action_id="a1")), "state": "pending", "replayed_at": now_ms(),

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.store import (
+from hub.ingress.app import create_app
+from hub.storage.event_store import (
     DEAD,
     FINAL_STATES,
     IDX_ALL,
@@ -28,7 +29,6 @@ from hub.store import (
     state_idx,
     timeline_key,
 )
-from hub.web import create_app
 from tests.conftest import make_settings
 
 TOKEN = "test-admin-token"

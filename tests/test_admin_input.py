@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.incidents import IncidentStore
-from hub.web import create_app
+from hub.ingress.app import create_app
+from hub.storage.incidents import IncidentStore
 from tests.conftest import make_settings
 from tests.test_admin import seed_event
 from tests.test_ingress_raw_headers import raw_post

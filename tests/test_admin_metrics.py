@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub import metrics
-from hub.store import ARQ_QUEUE, now_ms
+from hub.core import metrics
+from hub.storage.event_store import ARQ_QUEUE, now_ms
 from tests.test_admin import AUTH, seed_event
 
 

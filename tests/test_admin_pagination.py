@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from hub.store import Store, now_ms
+from hub.storage.event_store import Store, now_ms
 from tests.conftest import fixture_request
 from tests.test_admin import AUTH, seed_event, seed_many
 

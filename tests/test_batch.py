@@ -1,12 +1,12 @@
-"""hub.batch: the worker's atomic write batches, against a real Redis."""
+"""hub.storage.batch: the worker's atomic write batches, against a real Redis."""
 
 from __future__ import annotations
 
 import pytest
 from redis.exceptions import ResponseError
 
-from hub.batch import Batch
-from hub.redis_conn import connect
+from hub.storage.batch import Batch
+from hub.storage.connection import connect
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.store import Store
-from hub.web import create_app
+from hub.ingress.app import create_app
+from hub.storage.event_store import Store
 from tests.conftest import fixture_request, make_settings, wait_for
 from tests.fakes.base import Fault
 from tests.test_admin import TOKEN, seed_event

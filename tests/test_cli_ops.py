@@ -1,4 +1,4 @@
-"""Operator CLI through `hub.cli.main([...])` against the real Redis: events, dead-letters, replay, purge."""
+"""Operator CLI through `hub.cli.main.main([...])` against the real Redis: events, dead-letters, replay, purge."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from hub.cli import main
-from hub.redis_conn import connect
-from hub.replay import make_planner
-from hub.store import ARQ_QUEUE, DEAD, Store, now_ms
+from hub.cli.main import main
+from hub.operators.replay import make_planner
+from hub.storage.connection import connect
+from hub.storage.event_store import ARQ_QUEUE, DEAD, Store, now_ms
 from tests.conftest import fixture_request, make_settings
 from tests.test_admin import action, seed_event, seed_many
 
@@ -175,7 +175,7 @@ def test_bulk_dry_run_by_filter_lists_the_actions(cli_env: str, capsys: pytest.C
 
 def test_events_list_shows_title_severity_and_service(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Parsed through the real worker path, so the row fields come from what the hub stored."""
-    from hub.store import row_summary
+    from hub.storage.event_store import row_summary
 
     assert row_summary([{"title": "", "severity": "SEV3", "services": ["a"]},
                         {"title": "Disk full", "severity": "SEV1", "services": ["b", "a"]}]) == {
@@ -195,8 +195,8 @@ def test_events_list_shows_title_severity_and_service(cli_env: str, capsys: pyte
 
 
 def test_events_show_names_a_timers_step_and_its_time(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from hub.cli_ops import when
-    from hub.store import dumps, timeline_key
+    from hub.cli.common import when
+    from hub.storage.event_store import dumps, timeline_key
 
     due = now_ms() + 300_000
     timer = "timer:incidentio:01J#1:page-on-call:escalate"

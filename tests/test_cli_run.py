@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.embedded_redis import free_port
+from hub.storage.embedded_redis import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from hub.cli import main
-from hub.commands.send import freshen
-from hub.settings import load_settings
-from hub.web import create_app
+from hub.cli.commands.send import freshen
+from hub.cli.main import main
+from hub.core.settings import load_settings
+from hub.ingress.app import create_app
 from tests.conftest import GITHUB_SECRET, GRAFANA_SECRET, INCIDENTIO_SECRET
 
 ENV = {
@@ -121,7 +121,7 @@ def test_wrong_secret_shows_the_hubs_401(hub: HubThread, monkeypatch: pytest.Mon
 
 
 def test_unreachable_hub(redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from hub.embedded_redis import free_port
+    from hub.storage.embedded_redis import free_port
 
     monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", GITHUB_SECRET)
     assert main(["send", "github", "--url", f"http://127.0.0.1:{free_port()}", "--timeout", "2"]) == 1

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connectors.jira import Jira, due_date, hub_label
-from hub.embedded_redis import free_port
+from hub.storage.embedded_redis import free_port
 from tests.conftest import make_settings, wait_for
 from tests.connector_harness import FAST_RETRY, Harness, planned
 from tests.fakes.base import Fault

@@ -9,8 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from connectors.base import MAX_JSON_DEPTH, loads_json
-from hub.registry import sources
-from hub.web import create_app
+from hub.core.registry import sources
+from hub.ingress.app import create_app
 from tests.conftest import make_settings
 
 

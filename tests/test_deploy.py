@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from hub.core.settings import Settings
 from hub.rules import load_rules
-from hub.settings import Settings
-from hub.worker import SHUTDOWN_WAIT_S
+from hub.worker.app import SHUTDOWN_WAIT_S
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.slack import build_message
-from hub.escape import (
+from hub.core.escape import (
     BACKSLASH_STANDIN,
     JIRA_SPECIAL,
     jira_wiki,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from hub.cli import main
+from hub.cli.main import main
 from tests.conftest import FIXTURES, GITHUB_SECRET, fixture_request, wait_for
 from tests.test_workflows_e2e import INCIDENT_KEY, RULES, Hub, Upstreams, incident_payload
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from connectors.base import RetryPolicy
-from hub.replay import dry_run, replay_event
+from hub.operators.replay import dry_run, replay_event
 from tests.fakes.base import Fault
 from tests.test_workflows_e2e import INCIDENT_KEY, Hub, incident_payload, upstreams  # noqa: F401 (fixture)
 

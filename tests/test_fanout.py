@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub import metrics
-from hub.chunks import CHUNK_JOB, chunk_key, job_id, results_key
-from hub.replay import replay_event
-from hub.settings import Settings
-from hub.store import ARQ_JOB_PREFIX, ARQ_QUEUE, FINAL_STATES, PROCESS_JOB, Store
-from hub.web import create_app
+from hub.core import metrics
+from hub.core.settings import Settings
+from hub.ingress.app import create_app
+from hub.operators.replay import replay_event
+from hub.storage.event_store import ARQ_JOB_PREFIX, ARQ_QUEUE, FINAL_STATES, PROCESS_JOB, Store
+from hub.worker.chunks import CHUNK_JOB, chunk_key, job_id, results_key
 from tests.conftest import FIXTURES, make_settings, wait_for
 from tests.fakes.base import Fault
 from tests.fakes.pagerduty import FakePagerDuty
@@ -153,7 +153,7 @@ async def test_short_job_timeout_loses_no_progress(redis_url: str, redis: Any, p
 
 
 async def startup_ctx(settings: Settings, redis: Any) -> dict[str, Any]:
-    from hub.worker import startup
+    from hub.worker.app import startup
 
     ctx: dict[str, Any] = {"settings": settings, "redis": redis}
     await startup(ctx)
@@ -162,7 +162,7 @@ async def startup_ctx(settings: Settings, redis: Any) -> dict[str, Any]:
 
 async def test_a_run_resumes_where_its_budget_stopped_it(redis_url: str, redis: Any, pd: FakePagerDuty) -> None:
     """Deterministic: with no time budget at all each run makes one call and asks to come back."""
-    from hub.worker import process_event, shutdown
+    from hub.worker.app import process_event, shutdown
 
     settings = fan_settings(redis_url, pd, hub_max_alerts_per_job=4)
     event_id = await post(settings, group(8, first=3000))
@@ -187,7 +187,7 @@ async def test_a_run_resumes_where_its_budget_stopped_it(redis_url: str, redis: 
 
 async def test_a_lost_chunk_job_is_queued_again_through_the_sweeper(redis_url: str, redis: Any,
                                                                     pd: FakePagerDuty) -> None:
-    from hub.worker import process_event, shutdown, sweep
+    from hub.worker.app import process_event, shutdown, sweep
 
     settings = fan_settings(redis_url, pd, hub_max_alerts_per_job=3, hub_sweep_grace=0)
     store = Store(redis, settings)
@@ -302,8 +302,8 @@ async def test_a_large_grafana_group_is_chunked_too(redis_url: str, redis: Any, 
 async def test_chunk_runs_parse_a_large_body_once_per_worker(redis_url: str, redis: Any, pd: FakePagerDuty,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Every chunk run needs the delivery's events; a 1 MiB group costs ~0.3 s to parse."""
-    from hub.registry import sources
-    from hub.worker import process_event, shutdown
+    from hub.core.registry import sources
+    from hub.worker.app import process_event, shutdown
 
     source = sources()["alertmanager"]
     parses = []

@@ -25,12 +25,12 @@ from hypothesis import event as tally
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from hub.events import NormalisedEvent
-from hub.registry import sources
-from hub.settings import Settings
-from hub.store import IDX_ALL
-from hub.verify import sign_hex_hmac
-from hub.web import create_app
+from hub.core.events import NormalisedEvent
+from hub.core.registry import sources
+from hub.core.settings import Settings
+from hub.ingress.app import create_app
+from hub.ingress.verify import sign_hex_hmac
+from hub.storage.event_store import IDX_ALL
 from tests.conftest import FIXTURES, GITHUB_SECRET, GRAFANA_SECRET, INCIDENTIO_SECRET, make_settings
 
 SOURCES = ("datadog", "grafana", "alertmanager", "incidentio", "github", "pagerduty")

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hub.serving import HubRunner
-from hub.web import create_app
+from hub.ingress.app import create_app
+from hub.ingress.serving import HubRunner
 from tests.conftest import make_settings
 
 HEADER_TIMEOUT = 1.0

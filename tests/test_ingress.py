@@ -8,8 +8,8 @@ import json
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.store import ARQ_QUEUE, ev_key
-from hub.web import create_app
+from hub.ingress.app import create_app
+from hub.storage.event_store import ARQ_QUEUE, ev_key
 from tests.conftest import GITHUB_SECRET, fixture_request, make_settings
 
 FAILURE = "github_deployment_status_failure.json"
@@ -215,7 +215,7 @@ async def test_cosmetic_garbage_is_accepted_and_still_normalises(client: TestCli
     """A refused GitHub delivery is not retried: only fields the hub needs may refuse one."""
     from multidict import CIMultiDict
 
-    from hub.registry import sources
+    from hub.core.registry import sources
 
     data = json.loads(fixture_request(FAILURE)[0])
     data["deployment"]["created_at"] = "not a date"

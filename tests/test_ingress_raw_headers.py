@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.web import create_app
+from hub.ingress.app import create_app
 from tests.conftest import fixture_request, make_settings
 
 

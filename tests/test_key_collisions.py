@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from hub import keys
-from hub.store import Store
+from hub.storage import keys
+from hub.storage.event_store import Store
 from tests.conftest import github_deploy, make_settings
 from tests.test_workflows_e2e import Hub, Upstreams, load
 
@@ -111,8 +111,8 @@ async def test_waiting_for_another_workers_lock_is_not_a_run(redis_url, redis, u
 
 async def test_a_run_that_raises_is_counted_and_dead_after_max_runs_with_its_error(
         redis_url, redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hub.processor import Processor
-    from hub.worker import process_event, shutdown, startup
+    from hub.worker.app import process_event, shutdown, startup
+    from hub.worker.processor import Processor
 
     settings = make_settings(redis_url, hub_max_event_runs=2)
     body, headers = github_deploy()

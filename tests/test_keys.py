@@ -14,8 +14,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub import keys, upgrade
-from hub.incidents import IncidentStore
+from hub.storage import keys, upgrade
+from hub.storage.incidents import IncidentStore
 
 PIECES = [":", "*", "{", "}", "%", "#", "%3A", "lock", "timeline", "timers", "actions", "V", "checkout",
           "production", ":lock", ":timeline", ":timers", "é", " ", "\udcff", "x" * 70]
@@ -81,7 +81,7 @@ def _record(key: str) -> dict[str, str]:
 
 
 async def _seed_old_layout(redis: Any) -> None:
-    """Keys as versions before `hub.keys` wrote them: values pasted in raw."""
+    """Keys as versions before `hub.storage.keys` wrote them: values pasted in raw."""
     await redis.hset("hub:incident:datadog:42:web", mapping=_record("datadog:42:web"))
     await redis.rpush("hub:incident:datadog:42:web:timeline", json.dumps({"type": "opened"}))
     await redis.hset("hub:incident:datadog:42:web:timers", "timer:x", json.dumps({"timer": "timer:x"}))
@@ -131,8 +131,8 @@ def test_the_upgrade_command_renames_and_then_says_it_is_up_to_date(redis_url: s
                                                                     capsys: Any) -> None:
     import asyncio
 
-    from hub.cli import main
-    from hub.redis_conn import connect
+    from hub.cli.main import main
+    from hub.storage.connection import connect
 
     monkeypatch.setenv("REDIS_URL", redis_url)
 
@@ -190,8 +190,8 @@ async def test_enter_reports_what_blocks_it(redis: Any) -> None:
 def test_a_deploy_is_dated_by_its_sender_never_later_than_received() -> None:
     from datetime import UTC, datetime
 
-    from hub.events import Kind, NormalisedEvent
-    from hub.processor import deploy_time
+    from hub.core.events import Kind, NormalisedEvent
+    from hub.worker.processor import deploy_time
 
     def ev(at: datetime | None) -> NormalisedEvent:
         return NormalisedEvent(kind=Kind.DEPLOY_SUCCEEDED, source="github", fingerprint="github:deploy:r:1",

@@ -1,4 +1,4 @@
-"""The processes' event loop (hub/loop.py) and the Redis parser: the fast paths the default
+"""The processes' event loop (hub/core/loop.py) and the Redis parser: the fast paths the default
 install promises are the ones in use."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_redis_py_parses_with_hiredis() -> None:
 
 @pytest.mark.parametrize("policy", ["uvloop"])
 def test_install_sets_the_policy_in_this_process(policy: str) -> None:
-    from hub import loop
+    from hub.core import loop
 
     before = asyncio.get_event_loop_policy()
     try:

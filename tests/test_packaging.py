@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.embedded_redis import EmbeddedRedis, free_port
+from hub.storage.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import GITHUB_SECRET, fixture_request, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

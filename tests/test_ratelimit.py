@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from connectors.base import ActionCall, ActionFn, Connector
-from hub.ratelimit import Rate, RateLimiter, parse_limit, parse_rate
+from hub.storage.ratelimit import Rate, RateLimiter, parse_limit, parse_rate
 
 
 class Limited(Connector):

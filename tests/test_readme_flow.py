@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from hub.embedded_redis import free_port
+from hub.storage.embedded_redis import free_port
 from tests.conftest import FIXTURES, GITHUB_SECRET, fixture_request
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from redis import exceptions as redis_errors
 
-from hub.redis_conn import connection_lost
+from hub.storage.connection import connection_lost
 from tests.conftest import fixture_request
 
 

@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.embedded_redis import EmbeddedRedis
-from hub.redis_conn import connect
-from hub.store import Store
-from hub.web import create_app
+from hub.ingress.app import create_app
+from hub.storage.connection import connect
+from hub.storage.embedded_redis import EmbeddedRedis
+from hub.storage.event_store import Store
 from tests.conftest import GITHUB_SECRET, fixture_request, github_deploy_failure, make_settings, wait_for
 from tests.fakes.slack import FakeSlack
 
@@ -153,7 +153,7 @@ async def test_lost_enqueue_is_recovered_by_the_sweeper(redis_url, redis, fake_s
     await redis.delete(f"arq:job:{event_id}")
     await redis.zrem("arq:queue", event_id)
     await asyncio.sleep(0.6)
-    from hub.worker import shutdown, startup, sweep
+    from hub.worker.app import shutdown, startup, sweep
 
     ctx = {"settings": settings, "redis": redis}
     await startup(ctx)
@@ -176,7 +176,7 @@ async def test_poison_event_goes_dead_after_max_runs(redis_url, redis) -> None:
     store = Store(redis, settings)
     event_id = await _post_failure_fixture(settings)
     await redis.hset(f"hub:ev:{event_id}", "runs", 2)  # two runs that never finished
-    from hub.worker import process_event, shutdown, startup
+    from hub.worker.app import process_event, shutdown, startup
 
     ctx = {"settings": settings, "redis": redis}
     await startup(ctx)

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.replay import reset_record, would
-from hub.store import ARQ_QUEUE, DEAD, Store
-from hub.web import create_app
+from hub.ingress.app import create_app
+from hub.operators.replay import reset_record, would
+from hub.storage.event_store import ARQ_QUEUE, DEAD, Store
 from tests.conftest import fixture_request, make_settings, wait_for
 from tests.fakes.base import Fault
 from tests.test_admin import AUTH, action, seed_event

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from hub.replay import BulkRequest, create_bulk, run_bulk
-from hub.store import ARQ_QUEUE, DEAD, Store, now_ms
+from hub.operators.replay import BulkRequest, create_bulk, run_bulk
+from hub.storage.event_store import ARQ_QUEUE, DEAD, Store, now_ms
 from tests.test_admin import AUTH, seed_event, seed_many
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from hub.cli import main
-from hub.incidents import IncidentStore
-from hub.redis_conn import connect
-from hub.report import DAY_MS, build_report, human_duration, summarise
-from hub.store import now_ms
+from hub.cli.main import main
+from hub.operators.report import DAY_MS, build_report, human_duration, summarise
+from hub.storage.connection import connect
+from hub.storage.event_store import now_ms
+from hub.storage.incidents import IncidentStore
 from tests.test_admin import seed_event
 
 U = 1_750_000_000_000  # the report's "now"

@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
 
-from hub.events import Kind, Link, NormalisedEvent, Severity
-from hub.incidents import advance
+from hub.core.events import Kind, Link, NormalisedEvent, Severity
 from hub.rules import Rules, World, load_text
 from hub.rules.conditions import Facts, matches
 from hub.rules.model import Condition
 from hub.rules.templating import render_value
+from hub.storage.incidents import advance
 
 T0 = 1_718_611_200_000  # the hub's clock for these tests (ms)
 

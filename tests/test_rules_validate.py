@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.commands.validate import schema_text
+from hub.cli.commands.validate import schema_text
 from hub.rules import DEFAULTS_PATH, RulesError, load_file, load_text
 
 ROOT = Path(__file__).parent.parent

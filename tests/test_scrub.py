@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hub.scrub import scrub
+from hub.core.scrub import scrub
 from tests.conftest import FIXTURES
 from tests.fakes import jira as fake_jira
 from tests.test_workflows_e2e import Hub, Upstreams

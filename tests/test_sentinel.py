@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.redis_conn import connect
-from hub.store import Store
-from hub.web import create_app
+from hub.ingress.app import create_app
+from hub.storage.connection import connect
+from hub.storage.event_store import Store
 from tests.conftest import GITHUB_SECRET, github_deploy_failure, make_settings, wait_for
 from tests.sentinel_cluster import SentinelCluster
 

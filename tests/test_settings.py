@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from hub.settings import Settings, SettingsError, load_settings, parse_duration
+from hub.core.settings import Settings, SettingsError, load_settings, parse_duration
 
 
 def test_secret_lists_split_on_commas_and_stay_out_of_repr(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
 from connectors.alertmanager import source
-from hub.events import Kind, Severity
-from hub.store import ARQ_QUEUE
-from hub.web import create_app
+from hub.core.events import Kind, Severity
+from hub.ingress.app import create_app
+from hub.storage.event_store import ARQ_QUEUE
 from tests.conftest import fixture_request, make_settings
 
 FIRING = "alertmanager_firing.json"

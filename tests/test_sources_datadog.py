@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
 from connectors.datadog import source
-from hub.events import Kind, Severity
-from hub.store import ARQ_QUEUE
-from hub.web import create_app
+from hub.core.events import Kind, Severity
+from hub.ingress.app import create_app
+from hub.storage.event_store import ARQ_QUEUE
 from tests.conftest import FIXTURES, fixture_request, make_settings
 
 TOKEN = "dd-token-current"

@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from connectors.github import source
-from hub.events import Kind
-from hub.verify import check_hex_hmac, sign_hex_hmac
+from hub.core.events import Kind
+from hub.ingress.verify import check_hex_hmac, sign_hex_hmac
 from tests.conftest import fixture_request
 
 FIXTURES = {

@@ -12,11 +12,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from connectors.grafana import SIGNATURE_HEADER, source
-from hub.events import Kind, Severity
-from hub.settings import Settings
-from hub.store import ARQ_QUEUE
-from hub.verify import sign_hex_hmac
-from hub.web import create_app
+from hub.core.events import Kind, Severity
+from hub.core.settings import Settings
+from hub.ingress.app import create_app
+from hub.ingress.verify import sign_hex_hmac
+from hub.storage.event_store import ARQ_QUEUE
 from tests.conftest import FIXTURES, GRAFANA_SECRET, fixture_request, make_settings
 
 FIRING = "grafana_firing.json"

@@ -13,10 +13,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
 from connectors.incidentio import source
-from hub.events import Kind, Severity
-from hub.store import ARQ_QUEUE, Store
-from hub.verify import AuthError, sign_standard_webhook, verify_standard_webhook
-from hub.web import create_app
+from hub.core.events import Kind, Severity
+from hub.ingress.app import create_app
+from hub.ingress.verify import AuthError, sign_standard_webhook, verify_standard_webhook
+from hub.storage.event_store import ARQ_QUEUE, Store
 from tests.conftest import INCIDENTIO_SECRET, fixture_request, make_settings, wait_for
 
 CREATED = "incidentio_incident_created.json"

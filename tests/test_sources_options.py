@@ -7,8 +7,8 @@ import pytest
 from connectors import _options
 from connectors._lenient import bounded, parse_time, short_hash
 from connectors._severity import ALERT_LABEL_MAP, PRIORITY_MAP, SEV4, map_severity, severity_by_rank
-from hub.events import Severity
-from hub.registry import sources
+from hub.core.events import Severity
+from hub.core.registry import sources
 
 
 def test_every_contract_source_is_registered() -> None:

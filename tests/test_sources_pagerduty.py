@@ -18,10 +18,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from connectors.pagerduty import SIGNATURE_HEADER, source
-from hub.events import Kind, Severity
-from hub.store import ARQ_QUEUE
-from hub.verify import sign_hex_hmac
-from hub.web import create_app
+from hub.core.events import Kind, Severity
+from hub.ingress.app import create_app
+from hub.ingress.verify import sign_hex_hmac
+from hub.storage.event_store import ARQ_QUEUE
 from tests.conftest import make_settings
 
 SECRET = "pd-webhook-secret-current"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hub.store import ARQ_QUEUE, now_ms
+from hub.storage.event_store import ARQ_QUEUE, now_ms
 from tests.conftest import wait_for
 from tests.test_workflows_e2e import (  # noqa: F401  (the upstreams fixture is used by name)
     INCIDENT_ID,
@@ -133,7 +133,7 @@ async def test_escalation_fires_once_with_two_workers(redis, upstreams, escalati
 
 async def test_concurrent_firings_of_one_timer_run_it_once(redis, upstreams, escalation) -> None:  # noqa: F811
     """Two workers handed the same due timer at once (arq retries, a sweeper): one performs it."""
-    from hub.worker import shutdown, startup
+    from hub.worker.app import shutdown, startup
 
     async with Hub(escalation, redis, workers=0) as hub:
         event_id = await hub.post("incidentio", incident_payload("incident_created_v2", severity="Critical"))
@@ -223,8 +223,8 @@ async def _count(upstreams: Upstreams, n: int) -> bool:  # noqa: F811
 
 
 async def test_timer_survives_worker_and_redis_restart(tmp_path, upstreams, monkeypatch) -> None:  # noqa: F811
-    from hub.embedded_redis import EmbeddedRedis
-    from hub.redis_conn import connect
+    from hub.storage.connection import connect
+    from hub.storage.embedded_redis import EmbeddedRedis
 
     monkeypatch.setenv("PD_KEY_L2", L2_KEY)
     upstreams.seed_incident()
@@ -268,7 +268,7 @@ async def _loaded(client: Any) -> bool:
 
 
 async def test_sighup_reloads_rules_and_keeps_them_when_invalid(tmp_path, redis_url, caplog) -> None:
-    from hub.worker import close_worker, make_worker, watch_sighup
+    from hub.worker.app import close_worker, make_worker, watch_sighup
     from tests.conftest import make_settings
 
     path = tmp_path / "hub.yaml"
@@ -306,7 +306,7 @@ async def _logged(caplog: Any, text: str) -> bool:
 
 
 def test_invalid_rules_refuse_to_start_the_worker(tmp_path, redis_url) -> None:
-    from hub.worker import run_worker
+    from hub.worker.app import run_worker
     from tests.conftest import make_settings
 
     path = tmp_path / "hub.yaml"
@@ -332,7 +332,7 @@ async def test_operator_ack_stops_the_escalation(redis, upstreams, escalation) -
 
 
 async def test_a_timer_is_queued_once_and_never_again_after_it_ran(redis) -> None:
-    from hub import timers
+    from hub.worker import timers
 
     spec = {"timer": "timer:k#1:wf:step", "event_id": "ev_x", "workflow": "wf", "group": "step", "index": 0,
             "key": "k", "occurrence": 1, "anchor_ms": now_ms()}

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from hub import verify
-from hub.verify import AuthError, check_token, hmac_sha256, tokens_equal, verify_standard_webhook
+from hub.ingress import verify
+from hub.ingress.verify import AuthError, check_token, hmac_sha256, tokens_equal, verify_standard_webhook
 
 
 def test_tokens_compare_as_fixed_length_digests(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.store import Store
-from hub.web import create_app
+from hub.ingress.app import create_app
+from hub.storage.event_store import Store
 from tests.conftest import fixture_request, make_settings, wait_for
 from tests.fakes.base import Fault
 
@@ -87,7 +87,7 @@ async def test_slack_permanent_error_dead_letters_with_body(redis_url, redis, fa
 
 async def test_job_run_twice_sends_once(redis_url, redis, fake_slack) -> None:
     """arq is at-least-once: a second run of the same event job must not post again."""
-    from hub.worker import process_event, shutdown, startup
+    from hub.worker.app import process_event, shutdown, startup
 
     settings = make_settings(redis_url, slack_webhook_url=fake_slack.webhook_url)
     store = Store(redis, settings)

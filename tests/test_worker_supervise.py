@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from redis import exceptions as redis_errors
 
-from hub import worker as worker_mod
+from hub.worker import app as worker_mod
 from tests.conftest import make_settings
 
 

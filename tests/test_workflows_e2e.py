@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.incidents import IncidentStore
-from hub.registry import sources
-from hub.settings import Settings
-from hub.store import FINAL_STATES, Store
-from hub.web import create_app
-from hub.worker import close_worker
+from hub.core.registry import sources
+from hub.core.settings import Settings
+from hub.ingress.app import create_app
+from hub.storage.event_store import FINAL_STATES, Store
+from hub.storage.incidents import IncidentStore
+from hub.worker.app import close_worker
 from tests.conftest import (
     FIXTURES,
     GRAFANA_SECRET,
@@ -120,7 +120,7 @@ class Hub:
         self._workers: list[tuple[Any, asyncio.Task[None]]] = []
 
     async def __aenter__(self) -> Hub:
-        from hub.worker import make_worker
+        from hub.worker.app import make_worker
 
         self._client = TestClient(TestServer(create_app(self.settings)))
         await self._client.__aenter__()
@@ -501,10 +501,10 @@ async def test_sev1_alert_on_an_opted_in_service_public_wording_and_its_resolve_
 
 async def test_a_later_plan_of_an_event_repeats_what_it_decided_first(redis_url, redis, upstreams) -> None:
     """Pinned context: re-planning an old event (dry-run replay) gives the same actions, whatever happened since."""
-    from hub.actions import ActionRunner
-    from hub.processor import Processor
-    from hub.ratelimit import RateLimiter
     from hub.rules import load_rules
+    from hub.storage.ratelimit import RateLimiter
+    from hub.worker.actions import ActionRunner
+    from hub.worker.processor import Processor
 
     settings = upstreams.settings(redis_url, hub_config=RULES / "public.yaml")
     async with Hub(settings, redis) as hub:

@@ -13,8 +13,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from hub import envref
-from hub.events import Kind
+from hub.core import envref
+from hub.core.events import Kind
 from hub.rules import context, templating
 from hub.rules.loader import Path_, Positions, Problem, _dotted
 from hub.rules.model import Condition, HubConfig, StatuspageWording, Step, Workflow
@@ -28,8 +28,8 @@ EXISTS_ROOTS = ("event", "incident", "service", "team", "deploy")
 @lru_cache(maxsize=1)
 def known_actions() -> dict[str, set[str] | None]:
     """connector name → its action names (None when the connector cannot be asked)."""
-    from hub.registry import connector_classes
-    from hub.settings import Settings
+    from hub.core.registry import connector_classes
+    from hub.core.settings import Settings
 
     settings = Settings.model_construct()
     out: dict[str, set[str] | None] = {k: set(v) for k, v in BUILTIN_ACTIONS.items()}
@@ -131,7 +131,7 @@ class _Checker:
                          "the status page is public: only {{ service }} (the service's public name) is available")
 
     def source_options(self) -> None:
-        from hub.registry import sources
+        from hub.core.registry import sources
 
         known = sources()
         for name, options in self.config.catalog.sources.items():

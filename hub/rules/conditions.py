@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.events import NormalisedEvent, Severity
+from hub.core.events import NormalisedEvent, Severity
 from hub.rules.model import Condition, DeployedWithin, SeverityRange
 
 

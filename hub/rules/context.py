@@ -13,7 +13,7 @@ import typing
 from functools import lru_cache
 from typing import Any
 
-from hub.events import NormalisedEvent
+from hub.core.events import NormalisedEvent
 
 #: Anything below is accepted (free-form data).
 ANY: None = None

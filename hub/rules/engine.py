@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from hub import envref
-from hub.actions import PlannedAction
-from hub.events import NormalisedEvent, Severity
-from hub.incidents import advance, duration_ms, incident_key
+from hub.core import envref
+from hub.core.events import NormalisedEvent, Severity
 from hub.rules import templating
 from hub.rules.conditions import Facts, matches, recent_deploys
 from hub.rules.loader import Loaded
 from hub.rules.model import Condition, HubConfig, Service, Step, Team, Workflow
+from hub.storage.incidents import advance, duration_ms, incident_key
+from hub.worker.actions import PlannedAction
 
 #: connector → (the parameter naming its target, the global setting used when it is empty).
 GLOBAL_TARGETS = {"pagerduty": ("routing_key", "PAGERDUTY_ROUTING_KEY"), "slack": ("webhook_url", "SLACK_WEBHOOK_URL")}
@@ -138,8 +138,8 @@ class PlannedStep(PlannedAction):
 
 @lru_cache(maxsize=256)
 def markup_for(connector: str, action: str) -> dict[str, str]:
-    """{param: hub.escape format} the connector declares for this action (escaped when rendered)."""
-    from hub.registry import connector_classes
+    """{param: hub.core.escape format} the connector declares for this action (escaped when rendered)."""
+    from hub.core.registry import connector_classes
 
     cls = connector_classes().get(connector)
     return dict(getattr(cls, "markup", {}).get(action) or {}) if cls is not None else {}
@@ -152,7 +152,7 @@ def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
 
 def configured_connectors(settings: Any) -> set[str]:
     """Connectors whose settings are complete (e.g. PAGERDUTY_ROUTING_KEY set), without building a client."""
-    from hub.registry import connector_classes
+    from hub.core.registry import connector_classes
 
     out = set()
     for name, cls in connector_classes().items():
@@ -204,8 +204,8 @@ class Rules:
 
     def __init__(self, loaded: Loaded | HubConfig | None = None) -> None:
         if loaded is None:
+            from hub.core.settings import SettingsError, get_settings
             from hub.rules.loader import load_file
-            from hub.settings import SettingsError, get_settings
 
             try:
                 path = get_settings().rules_path()

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from hub.events import Severity
-from hub.settings import parse_duration
+from hub.core.events import Severity
+from hub.core.settings import parse_duration
 
 #: Guard names usable in `unless:` (shorthand for the conditions of the same name).
 GUARDS = ("acknowledged", "resolved", "escalated")

@@ -32,7 +32,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.filters import do_center, do_format, do_indent
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from hub.escape import FORMATS
+from hub.core.escape import FORMATS
 
 #: The names a template may use (the render context's top level).
 ROOTS = ("event", "incident", "service", "services", "team", "steps", "deploy", "deploys", "now", "occurrence",

@@ -29,10 +29,10 @@ import aiohttp
 from aiohttp import web
 from redis import exceptions as redis_errors
 
-from hub.embedded_redis import EmbeddedRedis, free_port
-from hub.redis_conn import connect
-from hub.settings import Settings
-from hub.store import FINAL_STATES, ev_key
+from hub.core.settings import Settings
+from hub.storage.connection import connect
+from hub.storage.embedded_redis import EmbeddedRedis, free_port
+from hub.storage.event_store import FINAL_STATES, ev_key
 from tests.conftest import GITHUB_SECRET, GRAFANA_SECRET, INCIDENTIO_SECRET
 from tests.fakes import incidentio as fake_incidentio
 from tests.fakes import jira as fake_jira

@@ -16,10 +16,10 @@ from typing import Any
 
 from multidict import CIMultiDict
 
-from hub.events import NormalisedEvent
-from hub.incidents import incident_key
-from hub.registry import sources
-from hub.settings import Settings
+from hub.core.events import NormalisedEvent
+from hub.core.registry import sources
+from hub.core.settings import Settings
+from hub.storage.incidents import incident_key
 from tests.conftest import FIXTURES, github_deploy_failure
 from tests.reliability.harness import signing_settings
 

@@ -30,8 +30,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.registry import sources
-from hub.verify import sign_hex_hmac
+from hub.core.registry import sources
+from hub.ingress.verify import sign_hex_hmac
 from tests.conftest import FIXTURES
 from tests.reliability.harness import ADMIN_TOKEN, Cluster, signing_settings
 from tests.test_fuzz_ingress import AUTH_HEADERS, CONTENT_TYPES, SOURCES, header_text, json_values, mutate, sample

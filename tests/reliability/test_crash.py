@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from hub.events import Severity
-from hub.store import FINAL_STATES
+from hub.core.events import Severity
+from hub.storage.event_store import FINAL_STATES
 from tests.reliability import payloads as P
 from tests.reliability.harness import RULES, Sender, event_states, latencies, repeats, spread, wait_final
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hub.chunks import chunk_key, results_key
+from hub.worker.chunks import chunk_key, results_key
 from tests.reliability import payloads as P
 from tests.reliability.harness import Sender, repeats, wait_final
 

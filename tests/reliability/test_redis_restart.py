@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from hub.incidents import IncidentStore
+from hub.storage.incidents import IncidentStore
 from tests.reliability import payloads as P
 from tests.reliability.harness import RULES, Sender, held_locks, latencies, repeats, spread, wait_final
 

@@ -1,0 +1,158 @@
+"""`incident-hub simulate SOURCE FILE`: the events and actions a payload would cause, touching nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from multidict import CIMultiDict
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="show the events and actions a webhook payload would cause (no side effects)")
+    p.add_argument("source", help="datadog, grafana, alertmanager, incidentio, github or pagerduty")
+    p.add_argument("file", type=Path, help="the payload (JSON; '-' reads standard input)")
+    p.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
+                   help="a request header the source needs, e.g. -H 'X-GitHub-Event: deployment_status'")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--config", type=Path, help="the rules file (default: HUB_CONFIG, else ./hub.yaml, else the "
+                                                "built-in defaults)")
+    p.add_argument("--content-type", default="application/json", help="the request's Content-Type")
+    p.set_defaults(fn=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from connectors.base import BadPayload
+    from hub.core.escape import terminal
+    from hub.core.registry import sources
+    from hub.core.settings import SettingsError, load_settings
+    from hub.rules import RulesError, World, load_file
+    from hub.rules.engine import Rules, configured_connectors
+    from hub.worker.actions import redact
+
+    src = sources().get(args.source)
+    if src is None:
+        print(f"unknown source {args.source!r}; known: {', '.join(sorted(sources()))}", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings()
+        rules = Rules(load_file(args.config if args.config else settings.rules_path()))
+    except SettingsError as e:
+        print(f"incident-hub: bad configuration: {e}", file=sys.stderr)
+        return 2
+    except RulesError as e:
+        print(f"the rules file is invalid (see `incident-hub validate`):\n{e.report()}", file=sys.stderr)
+        return 1
+    body = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
+    headers = CIMultiDict()
+    for h in args.header:
+        name, _, value = h.partition(":")
+        headers[name.strip()] = value.strip()
+    if args.source == "github" and "X-GitHub-Event" not in headers:
+        guess = _guess_github_event(body)
+        if guess:
+            headers["X-GitHub-Event"] = guess
+    try:
+        payload = src.parse(body, headers, args.content_type)
+        events = src.normalise(payload, headers, rules.source_options(args.source))
+    except BadPayload as e:
+        print(f"{args.source}: {e.detail}", file=sys.stderr)
+        return 1
+    now = int(time.time() * 1000)
+    world = World(received_ms=now, now_ms=now, configured=configured_connectors(settings))
+    planned = rules.plan(events, world)
+    actions = []
+    for a in planned:
+        row = {"id": a.id, "name": a.name, "workflow": a.workflow, "step": a.step_id, "params": redact(a.params),
+               "delay_s": a.delay if a.timer else 0}
+        if a.timer:
+            row["timer"] = {"after": a.timer.after, "every": a.timer.every, "unless": list(a.unless)}
+        if a.render_error:
+            row["render_error"] = a.render_error
+        row["target"] = target(a.connector, a.params, settings)
+        actions.append(row)
+    out = {"rules": rules.source, "events": [e.model_dump(mode="json") for e in events], "actions": actions}
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(f"rules: {rules.source} (no incident history: each event is taken as the first of its incident)")
+    for e in events:
+        print(terminal(f"event  {e.kind:<24} {e.severity or '-':<5} {e.fingerprint}  {e.title}"))
+    if not events:
+        print("no events (recorded as done with no action)")
+    for a, row in zip(planned, actions, strict=True):
+        when = ""
+        if a.timer:
+            when = f" after {_span(a.timer.after)}" + (f", every {_span(a.timer.every)}" if a.timer.every else "")
+            when += f" unless {', '.join(a.unless)}" if a.unless else ""
+        print(f"action {a.name:<26} [{a.workflow}/{a.step_id}]{when}")
+        print(f"       {json.dumps(row['params'], default=str)}")
+        print(f"       → {row['target']}")
+        if a.render_error:
+            print(terminal(f"       (renders when it runs; now: {a.render_error})"))
+    if events and not planned:
+        print("no actions")
+    return 0
+
+
+def mask(secret: str) -> str:
+    """Enough of a secret to tell two apart (its last 4 characters), never enough to use it."""
+    return f"…{secret[-4:]}" if len(secret) >= 12 else "***"
+
+
+def target(connector: str, params: dict[str, Any], settings: Any) -> str:
+    """Where an action would go: which channel, routing key or project, masked but distinguishable."""
+    if connector == "slack":
+        if params.get("webhook_url"):
+            return f"Slack webhook {mask(str(params['webhook_url']))} (the step's webhook_url: service or team)"
+        if settings.slack_webhook_url:
+            return f"Slack webhook {mask(settings.slack_webhook_url)} (SLACK_WEBHOOK_URL)"
+        return "nowhere: slack not configured (SLACK_WEBHOOK_URL)"
+    if connector == "pagerduty":
+        if params.get("routing_key"):
+            return f"PagerDuty routing key {mask(str(params['routing_key']))} (the step's routing_key: service, " \
+                   "team or escalation level)"
+        if settings.pagerduty_routing_key:
+            return f"PagerDuty routing key {mask(settings.pagerduty_routing_key)} (PAGERDUTY_ROUTING_KEY)"
+        return "nowhere: pagerduty not configured (PAGERDUTY_ROUTING_KEY)"
+    if connector == "opsgenie":
+        who = ", ".join(str(r.get("name") or r.get("id") or r.get("username")) for r in params.get("responders") or []
+                        if isinstance(r, dict)) or "the alert's default routing"
+        key = f"OPSGENIE_API_KEY {mask(settings.opsgenie_api_key)}" if settings.opsgenie_api_key else \
+            "nowhere: opsgenie not configured (OPSGENIE_API_KEY)"
+        return f"OpsGenie responders: {who}; {key}"
+    if connector == "jira":
+        return f"Jira project {params.get('project') or settings.jira_project or '(none: JIRA_PROJECT unset)'}"
+    if connector == "statuspage":
+        return f"Statuspage page {settings.statuspage_page_id or '(none: STATUSPAGE_PAGE_ID unset)'}"
+    if connector == "incidentio":
+        return "incident.io" + ("" if settings.incidentio_api_key else ": not configured (INCIDENTIO_API_KEY)")
+    return connector
+
+
+def _span(spec: object) -> str:
+    if isinstance(spec, dict):
+        return ", ".join(f"{k}: {_seconds(v)}" for k, v in spec.items())
+    return _seconds(float(spec))  # type: ignore[arg-type]
+
+
+def _seconds(s: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if s >= size and s % size == 0:
+            return f"{s / size:g}{unit}"
+    return f"{s:g}s"
+
+
+def _guess_github_event(body: bytes) -> str | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    for key in ("deployment_status", "workflow_run", "deployment"):
+        if isinstance(data, dict) and data.get(key):
+            return key
+    return "ping" if isinstance(data, dict) and "zen" in data else None

@@ -1,0 +1,182 @@
+"""Process settings from the environment (and `.env`), per the contract's variable table.
+
+Every list-valued secret is comma-separated so secrets can be rotated: the old and the new
+value are both accepted until the old one is removed.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: `name:token` entries of HUB_ADMIN_TOKEN: the name the audit log records (hub.admin).
+ADMIN_TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+SecretList = Annotated[tuple[str, ...], NoDecode, Field(default=(), repr=False)]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from `90`, `90s`, `15m`, `24h`, `14d` or `250ms`."""
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(value)
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 24h, 14d)")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def _split(value: object) -> tuple[str, ...]:
+    """A comma-separated rotation list. Empty entries (`a,,b`, a trailing comma) are dropped,
+    so no entry is ever an empty secret; a list of nothing but commas is no secret at all
+    (the source then refuses its webhooks, naming the variable)."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(p for p in (str(v).strip() for v in items) if p)  # type: ignore[union-attr]
+
+
+class Settings(BaseSettings):
+    """All configuration of one hub process. Secrets are kept out of repr and logs."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    redis_url: str | None = None
+    hub_host: str = "0.0.0.0"
+    hub_port: int = Field(8080, ge=1, le=65535)
+    hub_config: Path | None = None
+    hub_admin_token: SecretList
+    hub_data_dir: Path = Path("./var")
+
+    hub_max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    hub_dedup_window: float = 24 * 3600
+    hub_retention: float = 14 * 86400
+    hub_timestamp_tolerance: float = 300
+    hub_body_timeout: float = 15
+    hub_header_timeout: float = 10
+    hub_sweep_grace: float = 120
+    hub_job_timeout: float = 60
+    hub_max_event_runs: int = Field(8, ge=1)
+    hub_worker_concurrency: int = Field(20, ge=1)
+    #: Alerts of one delivery processed per worker job; a larger group is split into chunk jobs.
+    hub_max_alerts_per_job: int = Field(50, ge=1)
+    #: Alerts of one delivery processed at all; the rest are dropped (counted, on the timeline).
+    hub_max_alerts_per_event: int = Field(2000, ge=1)
+
+    github_webhook_secret: SecretList
+    incidentio_webhook_secret: SecretList
+    grafana_webhook_secret: SecretList
+    grafana_timestamp_header: str | None = None
+    grafana_webhook_token: SecretList
+    datadog_webhook_token: SecretList
+    alertmanager_webhook_token: SecretList
+    pagerduty_webhook_secret: SecretList
+
+    pagerduty_routing_key: str | None = Field(None, repr=False)
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    opsgenie_api_key: str | None = Field(None, repr=False)
+    opsgenie_api_url: str = "https://api.opsgenie.com"
+    statuspage_api_key: str | None = Field(None, repr=False)
+    statuspage_page_id: str | None = None
+    statuspage_api_url: str = "https://api.statuspage.io"
+    jira_url: str | None = None
+    jira_email: str | None = None
+    jira_api_token: str | None = Field(None, repr=False)
+    jira_project: str | None = None
+    incidentio_api_key: str | None = Field(None, repr=False)
+    incidentio_api_url: str = "https://api.incident.io"
+    slack_webhook_url: str | None = Field(None, repr=False)
+
+    @field_validator(
+        "hub_admin_token",
+        "github_webhook_secret",
+        "incidentio_webhook_secret",
+        "grafana_webhook_secret",
+        "grafana_webhook_token",
+        "datadog_webhook_token",
+        "alertmanager_webhook_token",
+        "pagerduty_webhook_secret",
+        mode="before",
+    )
+    @classmethod
+    def _comma_list(cls, v: object) -> tuple[str, ...]:
+        return _split(v)
+
+    @field_validator("hub_admin_token")
+    @classmethod
+    def _admin_tokens(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        """An entry with `:` is always `name:token`; anything else with `:` is refused, so a
+        token is never silently split into a name and a shorter token."""
+        for i, entry in enumerate(v):
+            name, sep, token = entry.partition(":")
+            if sep and not (ADMIN_TOKEN_NAME.match(name) and token and ":" not in token):
+                raise ValueError(f"entry {i + 1} contains ':' but is not name:token (a name of letters, digits "
+                                 "and '_.@-', up to 64; one ':'; a non-empty token): a token cannot contain ':'")
+        return v
+
+    @field_validator("incidentio_webhook_secret")
+    @classmethod
+    def _standard_webhook_keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from hub.ingress.verify import standard_webhook_key
+
+        for i, secret in enumerate(v):
+            try:
+                standard_webhook_key(secret)
+            except ValueError as e:
+                raise ValueError(f"entry {i + 1}: {e}") from None
+        return v
+
+    @field_validator("hub_dedup_window", "hub_retention", "hub_timestamp_tolerance", "hub_sweep_grace",
+                     "hub_body_timeout", "hub_header_timeout",
+                     "hub_job_timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)  # type: ignore[arg-type]
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if not v.startswith(("redis://", "rediss://", "redis+sentinel://", "unix://")):
+            raise ValueError("must start with redis://, rediss://, redis+sentinel:// or unix://")
+        return v
+
+    @property
+    def client_host(self) -> str:
+        """Address a local client should use to reach this hub."""
+        return "127.0.0.1" if self.hub_host in ("0.0.0.0", "::", "") else self.hub_host
+
+    def rules_path(self) -> Path | None:
+        """HUB_CONFIG, else ./hub.yaml when present, else None (built-in defaults)."""
+        if self.hub_config:
+            return self.hub_config
+        default = Path("hub.yaml")
+        return default if default.exists() else None
+
+
+class SettingsError(Exception):
+    """Raised with one line per bad variable, for a clear failure at start."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            var = str(err["loc"][0]).upper() if err["loc"] else "?"
+            lines.append(f"{var}: {err['msg']}")
+        raise SettingsError("; ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

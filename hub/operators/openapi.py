@@ -1,0 +1,160 @@
+"""The OpenAPI 3.1 description of the admin API, served at /admin/openapi.json.
+
+Kept by hand next to `hub/operators/admin.py` (the routes are few and the shapes are the contract's,
+see docs/DESIGN.md "Formats that tools and tests rely on"); a test checks every route is in it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from hub.storage.event_store import STATES
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "bad input (filter, cursor, id, body)", 401: "no bearer token", 403: "wrong token",
+            404: "not found", 409: "the event is still in flight", 422: "the current rules cannot plan the event",
+            503: "admin API disabled (HUB_ADMIN_TOKEN unset)"}
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_FLAG = {"type": "string", "enum": ["0", "1"]}
+_AUTH = (400, 401, 403, 503)
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    listing = [
+        _q("limit", "page size, 1–500 (default 50)", {"type": "integer", "minimum": 1, "maximum": 500}),
+        _q("cursor", "next_cursor of the previous page"),
+        _q("status", "a state, a comma list, or failed / final / in_flight"),
+        _q("source", "datadog, grafana, alertmanager, incidentio, github, pagerduty"),
+        _q("kind", "a normalised kind, e.g. alert.firing"),
+        _q("since", "age (1h, 7d), epoch seconds/ms or ISO 8601"),
+        _q("until", "as since"),
+    ]
+    paths: dict[str, Any] = {
+        "/admin/events": {"get": {
+            "summary": "List events, newest first", "parameters": listing,
+            "responses": {"200": _json(_ref("EventPage"), "a page; a short page with a cursor means the scan "
+                                                          "budget was spent, continue with the cursor"),
+                          **_errors(*_AUTH)}}},
+        "/admin/events/{id}": {"get": {
+            "summary": "One event: record, normalised events, actions with attempts, timeline, raw payload",
+            "parameters": [_ID], "responses": {"200": _json(_ref("EventDetail"), "the event"),
+                                               **_errors(*_AUTH, 404)}}},
+        "/admin/events/{id}/replay": {"post": {
+            "summary": "Replay one finished event under the current rules",
+            "parameters": [_ID, _q("dry_run", "1: only say what would happen", _FLAG),
+                           _q("force", "1: re-run succeeded actions too (original idempotency keys)", _FLAG)],
+            "responses": {"200": _json(_ref("DryRun"), "dry run"), "202": _json(_ref("Replay"), "replaying"),
+                          **_errors(*_AUTH, 404, 409, 422)}}},
+        "/admin/replay": {"post": {
+            "summary": "Bulk replay by filter (default: failed events) or by ids; runs in the background",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("BulkRequest")}}},
+            "responses": {"202": _json(_ref("ReplayJob"), "the job; poll status_url"), **_errors(*_AUTH)}}},
+        "/admin/replays": {"get": {"summary": "Recent bulk replays", "parameters": [listing[0]],
+                                   "responses": {"200": _json({"type": "object", "properties": {
+                                       "replays": {"type": "array", "items": _ref("ReplayJob")}}}, "jobs"),
+                                       **_errors(*_AUTH)}}},
+        "/admin/replays/{id}": {"get": {
+            "summary": "Progress of a bulk replay", "parameters": [_ID, _q("results", "1: include per-event "
+                                                                                     "outcomes", _FLAG)],
+            "responses": {"200": _json(_ref("ReplayJob"), "the job"), **_errors(*_AUTH, 404)}}},
+        "/admin/dead-letters": {"get": {
+            "summary": "Dead-lettered actions, newest first",
+            "parameters": [listing[0], listing[1], listing[3], listing[5],
+                           _q("connector", "e.g. slack, pagerduty")],
+            "responses": {"200": _json(_ref("DeadLetterPage"), "a page"), **_errors(*_AUTH)}}},
+        "/admin/dead-letters/{id}": {"delete": {
+            "summary": "Purge a dead letter; id is EVENT_ID/ACTION_ID (recorded in the audit log)",
+            "parameters": [_ID], "responses": {"200": _json({"type": "object"}, "purged"),
+                                               **_errors(*_AUTH, 404)}}},
+        "/admin/summary": {"get": {"summary": "Events per state, dead letters, queue depth",
+                                   "responses": {"200": _json({"type": "object"}, "counts"), **_errors(*_AUTH)}}},
+        "/admin/audit": {"get": {"summary": "Operator actions, newest first", "parameters": listing[:2],
+                                 "responses": {"200": _json({"type": "object"}, "entries"), **_errors(*_AUTH)}}},
+        "/admin/incidents/{key}/ack": {"post": {
+            "summary": "Operator acknowledgement of an incident (stops its escalation); audited",
+            "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
+                            "description": "incident key (incidentio:<id>, alert fingerprint) or alias"}],
+            "responses": {"200": _json({"type": "object"}, "the incident's acknowledgement"),
+                          **_errors(*_AUTH, 404)}}},
+    }
+    schemas: dict[str, Any] = {
+        "Error": {"type": "object", "required": ["error", "detail"],
+                  "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
+        "EventRow": {"type": "object", "required": ["id", "source", "state", "received_at"], "properties": {
+            "id": {"type": "string"}, "source": {"type": "string"}, "state": {"type": "string", "enum": list(STATES)},
+            "received_at": {"type": "integer", "description": "epoch ms"}, "updated_at": {"type": "integer"},
+            "delivery_id": {"type": "string"}, "kinds": {"type": "array", "items": {"type": "string"}},
+            "size": {"type": "integer"}, "error": {"type": ["string", "null"]},
+            "title": {"type": "string", "description": "the first parsed event's title"},
+            "severity": {"type": ["string", "null"], "description": "the highest severity of its events"},
+            "services": {"type": "array", "items": {"type": "string"}}}},
+        "EventPage": {"type": "object", "required": ["events", "next_cursor"], "properties": {
+            "events": {"type": "array", "items": _ref("EventRow")},
+            "next_cursor": {"type": ["string", "null"]}, "scanned": {"type": "integer"}}},
+        "Attempt": {"type": "object", "properties": {
+            "at": {"type": "integer"}, "status": {"type": ["integer", "null"]}, "outcome": {"type": "string"},
+            "error": {"type": ["string", "null"]}, "duration_ms": {"type": "number"},
+            "response": {"type": ["string", "null"]}}},
+        "Action": {"type": "object", "required": ["name", "state", "attempts"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"},
+            "state": {"type": "string", "enum": ["pending", "retrying", "succeeded", "skipped", "dead"]},
+            "attempts": {"type": "array", "items": _ref("Attempt")},
+            "history": {"type": "array", "items": {"type": "object"}, "description": "earlier rounds, before "
+                                                                                     "each replay"},
+            "params": {"type": "object", "description": "redacted"}, "idempotency_key": {"type": "string"},
+            "next_at": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
+            "dead_letter": {"type": "boolean"}}},
+        "EventDetail": {"allOf": [_ref("EventRow"), {"type": "object", "properties": {
+            "events": {"type": "array", "items": {"type": "object"}},
+            "actions": {"type": "array", "items": _ref("Action")},
+            "timeline": {"type": "array", "items": {"type": "object"}},
+            "payload": {}, "headers": {"type": "object"}, "verified": {"type": "string"}}}]},
+        "DryRun": {"type": "object", "required": ["dry_run", "actions"], "properties": {
+            "dry_run": {"const": True}, "event_id": {"type": "string"}, "force": {"type": "boolean"},
+            "actions": {"type": "array", "items": {"type": "object", "required": ["name", "would"], "properties": {
+                "name": {"type": "string"}, "would": {"enum": ["run", "skip"]}, "reason": {"type": "string"},
+                "note": {"type": "string"}}}}}},
+        "Replay": {"type": "object", "properties": {
+            "event_id": {"type": "string"}, "status": {"const": "replaying"}, "force": {"type": "boolean"},
+            "reset": {"type": "array", "items": {"type": "string"}}}},
+        "BulkRequest": {"type": "object", "additionalProperties": False, "properties": {
+            "ids": {"type": "array", "items": {"type": "string"}}, "status": {"type": "string"},
+            "source": {"type": "string"}, "kind": {"type": "string"}, "since": {"type": "string"},
+            "until": {"type": "string"}, "force": {"type": "boolean"}, "dry_run": {"type": "boolean"},
+            "limit": {"type": "integer", "maximum": 10000}}},
+        "ReplayJob": {"type": "object", "properties": {
+            "id": {"type": "string"}, "state": {"enum": ["running", "done", "interrupted"]},
+            "total": {"type": "integer"}, "processed": {"type": "integer"}, "replayed": {"type": "integer"},
+            "skipped": {"type": "integer"}, "failed": {"type": "integer"}, "would_run": {"type": "integer"},
+            "progress": {"type": "number"}}},
+        "DeadLetterPage": {"type": "object", "properties": {
+            "dead_letters": {"type": "array", "items": {"type": "object"}},
+            "next_cursor": {"type": ["string", "null"]}, "total": {"type": "integer"}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "incident-hub admin API", "version": "1",
+                 "description": "Operators' API: event timelines, dead letters, replay. Bearer HUB_ADMIN_TOKEN."},
+        "components": {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}, "schemas": schemas},
+        "security": [{"admin": []}],
+        "paths": paths,
+    }

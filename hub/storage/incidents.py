@@ -1,0 +1,490 @@
+"""Per-incident state in Redis: what timers re-check, what later actions reference, what reports read.
+
+An incident is keyed by its incident.io fingerprint (`incidentio:<id>`) or, for an incident
+born from an alert, by the alert's fingerprint (Grafana's and Alertmanager's label hash,
+`datadog:<monitor>[:<scope>]`). A page's dedup key is the incident key, so a PagerDuty ack
+(`page.acknowledged`, fingerprint = the dedup key) finds its incident directly.
+
+Keys (all expire HUB_RETENTION after the incident's last write). ``{k}`` is the incident key
+(sender text) as `hub.keys.part` encodes it: never a ``:``, so ``{k}:lock`` is no incident's
+record, whatever a sender names its alert; likewise ``{alias}``, ``{subject}``, ``{service}``
+and ``{env}``. Names are built by `hub.keys` only.
+
+===================================  ======  ===============================================
+``hub:incident:{k}``                 hash    the record; every value is JSON (fields below)
+``hub:incident:{k}:timeline``        list    JSON entries, oldest first: opened, acknowledged,
+                                             resolved, timer scheduled/fired/cancelled, …
+``hub:incident:{k}:timers``          hash    timer job id → JSON {workflow, step, due_ms, …}
+``hub:incident:{k}:lock``            string  held while one worker advances the incident
+``hub:incidents``                    zset    incident key (raw) by declared_at ms (reports)
+``hub:incident-alias:{alias}``       string  another name → incident key (escalation dedup
+                                             keys, the incident.io id of an alert-born incident)
+``hub:claims:{subject}``             hash    action identity → id of the event that owns it
+                                             (subject: incident key or event fingerprint)
+``hub:deploys:{service}:{env}``      zset    JSON deploy → deploy time ms (last N kept; the
+                                             time is the sender's, see `Processor`)
+``hub:deploys:{service}``            set     the environments seen for the service
+===================================  ======  ===============================================
+
+Fields of ``hub:incident:{key}`` (JSON values; times are epoch milliseconds as the hub saw
+them, so MTTA = acknowledged_at - declared_at and MTTR = resolved_at - declared_at):
+``key``, ``kind`` ("incident" | "alert"), ``source``, ``title``, ``severity`` ("SEV1".."SEV4"),
+``status`` (the source's status name), ``status_category`` (incident.io: triage, live, …),
+``services`` (list), ``episode`` (1, then +1 each time it fires or reopens after a resolve),
+``declared_at``, ``acknowledged_at``, ``acknowledged_by`` (pagerduty, incidentio, operator),
+``resolved_at``, ``resolution``, ``escalated_at``, ``escalation_level``, ``updated_at``,
+``page_dedup_key``, ``paged_by`` (the pager a fallback paged through, else null),
+``statuspage_incident_id``, ``incidentio_id``, ``jira_keys`` (list),
+``deploys`` (list of {service, environment, sha, ref, author, url, state, at}),
+``links`` (list of {href, text}), ``severity_history`` (list of [ms, severity]), ``group``
+(an alert's Grafana / Alertmanager notification group key, else null).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from hub.core.events import Kind, NormalisedEvent
+from hub.storage import keys as layout
+from hub.storage.batch import Batch
+from hub.storage.event_store import now_ms
+
+PREFIX = layout.INCIDENT_PREFIX
+INDEX = "hub:incidents"
+
+ALERT_KINDS = frozenset({Kind.ALERT_FIRING, Kind.ALERT_RESOLVED})
+INCIDENT_KINDS = frozenset({Kind.INCIDENT_DECLARED, Kind.INCIDENT_UPDATED, Kind.INCIDENT_STATUS_CHANGED,
+                            Kind.INCIDENT_RESOLVED})
+PAGE_KINDS = frozenset({Kind.PAGE_ACKNOWLEDGED, Kind.PAGE_RESOLVED})
+DEPLOY_KINDS = frozenset({Kind.DEPLOY_SUCCEEDED, Kind.DEPLOY_FAILED})
+#: Kinds that (re)open an incident that was resolved.
+OPENING = frozenset({Kind.ALERT_FIRING, Kind.INCIDENT_DECLARED, Kind.INCIDENT_UPDATED,
+                     Kind.INCIDENT_STATUS_CHANGED})
+RESOLVING = frozenset({Kind.ALERT_RESOLVED, Kind.INCIDENT_RESOLVED})
+CLOSED_CATEGORIES = frozenset({"closed", "resolved", "learning", "canceled", "cancelled", "declined", "merged"})
+LIST_FIELDS = ("services", "jira_keys", "deploys", "links", "severity_history")
+
+
+def incident_key(event: NormalisedEvent) -> str | None:
+    """The incident an event belongs to, without looking anything up (page events: their dedup key)."""
+    if event.kind in ALERT_KINDS:
+        return event.fingerprint  # the page's dedup key; Grafana and Alertmanager hash the same labels alike
+    if event.kind in INCIDENT_KINDS:
+        return event.fingerprint
+    if event.kind == Kind.FOLLOWUP_CREATED:
+        parent = event.attributes.get("incident_id")
+        return f"{event.source}:{parent}" if parent else None
+    if event.kind in PAGE_KINDS:
+        return event.fingerprint
+    return None
+
+
+def _closed(event: NormalisedEvent) -> bool:
+    return str(event.attributes.get("status_category") or "").lower() in CLOSED_CATEGORIES
+
+
+def advance(before: dict[str, Any] | None, event: NormalisedEvent, key: str, at_ms: int,
+            *, episode: int | None = None) -> dict[str, Any]:
+    """The incident after `event` (pure). `episode` pins the episode chosen the first time."""
+    if event.kind in PAGE_KINDS or event.kind == Kind.FOLLOWUP_CREATED:
+        if before is None:
+            return {}
+        state = dict(before)
+        if event.kind == Kind.PAGE_ACKNOWLEDGED and not state.get("acknowledged_at"):
+            state.update(acknowledged_at=at_ms, acknowledged_by=event.source)
+        state["updated_at"] = at_ms
+        return state
+
+    reopening = bool(before and before.get("resolved_at")) and event.kind in OPENING and not _closed(event)
+    if before is None or reopening or (episode is not None and episode > int((before or {}).get("episode", 0))):
+        prior = before or {}
+        state: dict[str, Any] = {
+            "key": key, "kind": "alert" if event.kind in ALERT_KINDS else "incident", "source": event.source,
+            "episode": episode or int(prior.get("episode", 0)) + 1, "declared_at": at_ms,
+            "acknowledged_at": None, "acknowledged_by": None, "resolved_at": None, "resolution": None,
+            "escalated_at": None, "escalation_level": 0, "page_dedup_key": None, "paged_by": None,
+            "statuspage_incident_id": None,
+            "incidentio_id": event.attributes.get("incident_id") if event.kind in INCIDENT_KINDS else
+            prior.get("incidentio_id") if prior.get("kind") == "incident" else None,
+            "jira_keys": [], "deploys": [], "links": [], "services": [], "severity_history": [],
+            "status": None, "status_category": None, "severity": None, "title": "",
+            # the alert's notification group: reports count one group's alerts open together as one incident
+            "group": (event.attributes.get("group_key") or None) if event.kind in ALERT_KINDS else None,
+        }
+    else:
+        state = dict(before)
+    if event.title:
+        state["title"] = event.title
+    if event.severity and event.severity.value != state.get("severity"):
+        state["severity_history"] = [*state.get("severity_history", []), [at_ms, event.severity.value]]
+        state["severity"] = event.severity.value
+    if event.status:
+        state["status"] = event.status
+    category = event.attributes.get("status_category")
+    if category:
+        previous = state.get("status_category")
+        state["status_category"] = category
+        left_triage = event.attributes.get("left_triage") or (previous == "triage" and category != "triage")
+        if left_triage and not state.get("acknowledged_at"):
+            state.update(acknowledged_at=at_ms, acknowledged_by=event.source)
+    if event.kind in INCIDENT_KINDS and event.attributes.get("incident_id"):
+        state["incidentio_id"] = event.attributes["incident_id"]
+    for svc in event.services:
+        if svc not in state["services"]:
+            state["services"] = [*state["services"], svc]
+    for link in event.links:
+        entry = link.model_dump()
+        if entry not in state["links"]:
+            state["links"] = [*state["links"], entry][:10]
+    if (event.kind in RESOLVING or (event.kind in INCIDENT_KINDS and _closed(event))) and not state.get("resolved_at"):
+        state["resolved_at"] = at_ms
+        state["resolution"] = event.attributes.get("resolution") or "resolved"
+    state["updated_at"] = at_ms
+    return state
+
+
+def duration_ms(state: dict[str, Any] | None) -> int | None:
+    if not state or not state.get("declared_at"):
+        return None
+    end = state.get("resolved_at") or now_ms()
+    return max(0, int(end) - int(state["declared_at"]))
+
+
+# An event's way in, in one round trip: resolve its incident names (key, else alias, else
+# none for a page), take every incident's lock (all or none), and read what the run needs.
+# Key names come from `hub.keys` (this script builds none). As an alias is only known once
+# read, the caller passes a *guess* of each name's incident with that incident's keys; a
+# wrong guess (an alias in play) answers {2, resolved} and the caller calls again with the
+# resolved names as its guesses. Busy: {0, resolved, locks, why}, why = 'busy' for a lock
+# another worker holds (it lapses with its lease: the run is not counted, see
+# `hub.store.Store.start`), else the type of what sits at the lock's name (not a lock: it
+# will never clear, and the run stays counted so the event ends as a dead letter).
+# KEYS: event hash, its actions, then per name: its record, its alias, the guess's record,
+# the guess's lock. ARGV: token, lease ms, '1' to resolve, then per name: name, page flag, guess.
+_ENTER = """
+local n = (#ARGV - 3) / 3
+local resolved, wrong = {}, false
+for i = 1, n do
+  local name, guess = ARGV[1 + 3 * i], ARGV[3 + 3 * i]
+  local key = name
+  if name ~= '' and ARGV[3] == '1' and redis.call('EXISTS', KEYS[4 * i - 1]) == 0 then
+    local alias = redis.call('GET', KEYS[4 * i])
+    if alias then key = alias elseif ARGV[2 + 3 * i] == '1' then key = '' end
+  end
+  resolved[i] = key
+  if key ~= guess then wrong = true end
+end
+if wrong then return {2, resolved} end
+local first, locks = {}, {}
+for i = 1, n do
+  local k = resolved[i]
+  if k ~= '' and not first[k] then first[k] = i; locks[#locks + 1] = k end
+end
+table.sort(locks)
+for j, k in ipairs(locks) do
+  local lock = KEYS[4 * first[k] + 2]
+  if not redis.call('SET', lock, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    for m = 1, j - 1 do redis.call('DEL', KEYS[4 * first[locks[m]] + 2]) end
+    local kind = redis.call('TYPE', lock)['ok']
+    local why = kind
+    if kind == 'string' and redis.call('PTTL', lock) > 0 then
+      why = 'busy'
+      if tonumber(redis.call('HGET', KEYS[1], 'runs') or '0') > 0 then redis.call('HINCRBY', KEYS[1], 'runs', -1) end
+    end
+    return {0, resolved, locks, why}
+  end
+end
+local incidents = {}
+for j, k in ipairs(locks) do incidents[j] = redis.call('HGETALL', KEYS[4 * first[k] + 1]) end
+return {1, resolved, locks, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), incidents}
+"""
+#: Calls of `_ENTER` before giving up on aliases that keep changing under it.
+ENTER_TRIES = 5
+
+
+#: json.dumps(v, default=str), byte for byte, without building an encoder per call.
+_encode = json.JSONEncoder(default=str).encode
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode_state(raw: Any) -> dict[str, Any] | None:
+    """An incident hash as HGETALL answers it (a dict, or a flat list from a script)."""
+    if not raw:
+        return None
+    if isinstance(raw, list):
+        raw = dict(zip(raw[::2], raw[1::2], strict=True))
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+@dataclass
+class Entered:
+    """What `IncidentStore.enter` found: the locks it holds and what the run reads first."""
+
+    locked: bool
+    token: str
+    keys: list[str | None]
+    lock_keys: list[str]
+    record: dict[bytes, bytes] = field(default_factory=dict)
+    actions: dict[bytes, bytes] = field(default_factory=dict)
+    incidents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    released: bool = False
+    #: Why the locks were not taken: "busy" (another worker), else the type found at a lock's name.
+    blocked: str = ""
+
+
+class IncidentStore:
+    """Async access to the keys above. Cheap to construct."""
+
+    def __init__(self, redis: Redis, retention_s: float) -> None:
+        self.redis = redis
+        self.retention = int(retention_s)
+        self._enter = redis.register_script(_ENTER)
+
+    # -- the record ----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        raw = await self.redis.hgetall(layout.incident(key))
+        if not raw:
+            return None
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        async with self.redis.pipeline(transaction=False) as p:
+            for key in keys:
+                p.hgetall(layout.incident(key))
+            raws = await p.execute()
+        return {key: _decode_state(raw) for key, raw in zip(keys, raws, strict=True)}
+
+    async def save(self, key: str, state: dict[str, Any], changes: Iterable[dict[str, Any]] = ()) -> None:
+        """Write the whole record (and timeline entries) in one transaction; refresh expiry."""
+        p = Batch()
+        self.save_into(p, key, state, changes)
+        await p.execute(self.redis)
+
+    def save_into(self, p: Batch, key: str, state: dict[str, Any], changes: Iterable[dict[str, Any]] = ()) -> None:
+        """Queue the writes of `save` on a pipeline (so they can share a transaction)."""
+        if not state:
+            return
+        ms = now_ms()
+        p.hset(layout.incident(key), mapping={k: _encode(v) for k, v in state.items()})
+        p.expire(layout.incident(key), self.retention)
+        if state.get("declared_at"):
+            p.zadd(INDEX, {key: int(state["declared_at"])})
+        for entry in changes:
+            p.rpush(layout.incident_timeline(key), _encode({"at": ms, **entry}))
+        p.expire(layout.incident_timeline(key), self.retention)
+        p.expire(layout.incident_timers(key), self.retention)
+        p.zremrangebyscore(INDEX, "-inf", ms - self.retention * 1000)
+
+    async def update(self, key: str, **fields: Any) -> None:
+        """Set a few fields of an existing record (results of actions: statuspage id, jira key, …)."""
+        if not await self.redis.exists(layout.incident(key)):
+            return
+        await self.redis.hset(layout.incident(key), mapping={k: _encode(v) for k, v in fields.items()})
+
+    def update_noted_into(self, p: Batch, key: str, fields: dict[str, Any], entry: dict[str, Any]) -> None:
+        """Queue on a batch: set `fields` if the record exists (`update`), and `note` the entry."""
+        pairs: list[Any] = []
+        for k, v in fields.items():
+            pairs += [k, _encode(v)]
+        p.update_noted(layout.incident(key), layout.incident_timeline(key), _encode({"at": now_ms(), **entry}),
+                       self.retention, pairs)
+
+    async def timeline(self, key: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in await self.redis.lrange(layout.incident_timeline(key), 0, -1)]
+
+    async def note(self, key: str, entry: dict[str, Any]) -> None:
+        p = Batch()
+        self.note_into(p, key, entry)
+        await p.execute(self.redis)
+
+    def note_into(self, p: Batch, key: str, entry: dict[str, Any]) -> None:
+        p.rpush(layout.incident_timeline(key), _encode({"at": now_ms(), **entry}))
+        p.expire(layout.incident_timeline(key), self.retention)
+
+    async def acknowledge(self, key: str, by: str = "operator") -> bool:
+        """An operator's ack (stops escalation). False when unknown or already acknowledged."""
+        state = await self.get(key)
+        if state is None or state.get("acknowledged_at"):
+            return False
+        ms = now_ms()
+        await self.update(key, acknowledged_at=ms, acknowledged_by=by)
+        await self.note(key, {"type": "acknowledged", "by": by})
+        return True
+
+    # -- aliases -------------------------------------------------------------------------------
+
+    async def resolve(self, name: str) -> str | None:
+        """The incident key for a key or alias (None when neither is known)."""
+        if await self.redis.exists(layout.incident(name)):
+            return name
+        found = await self.redis.get(layout.incident_alias(name))
+        return found.decode() if found else None
+
+    async def alias(self, name: str, key: str) -> None:
+        if name != key:
+            await self.redis.set(layout.incident_alias(name), key, ex=self.retention)
+
+    def alias_into(self, p: Batch, name: str, key: str) -> None:
+        if name != key:
+            p.set(layout.incident_alias(name), key, ex=self.retention)
+
+    # -- claims: who owns an action identity -------------------------------------------------
+
+    async def claims(self, subjects: Iterable[str]) -> dict[str, dict[str, str]]:
+        subjects = list(dict.fromkeys(subjects))
+        async with self.redis.pipeline(transaction=False) as p:
+            for s in subjects:
+                p.hgetall(layout.claims(s))
+            raws = await p.execute()
+        return {s: {k.decode(): v.decode() for k, v in raw.items()} for s, raw in zip(subjects, raws, strict=True)}
+
+    async def claim(self, subject: str, identity: str, event_id: str) -> str:
+        """Own `identity` for `event_id` unless another event already does; returns the owner."""
+        p = Batch()
+        self.claim_into(p, subject, identity, event_id)
+        _, owner, _ = await p.execute(self.redis)
+        return owner.decode()
+
+    def claim_into(self, p: Batch, subject: str, identity: str, event_id: str) -> None:
+        """Queue `claim` on a transaction: three replies, the owner second."""
+        p.hsetnx(layout.claims(subject), identity, event_id)
+        p.hget(layout.claims(subject), identity)
+        p.expire(layout.claims(subject), self.retention)
+
+    def unclaim_into(self, p: Batch, subject: str, identity: str) -> None:
+        """Queue giving an identity back (its owner only: see `Processor._unclaim_not_configured`)."""
+        p.hdel(layout.claims(subject), identity)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    async def timers(self, key: str) -> dict[str, dict[str, Any]]:
+        raw = await self.redis.hgetall(layout.incident_timers(key))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def add_timer(self, key: str, timer_id: str, spec: dict[str, Any]) -> None:
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(layout.incident_timers(key), timer_id, _encode(spec))
+            p.expire(layout.incident_timers(key), self.retention)
+            await p.execute()
+
+    async def remove_timer(self, key: str, timer_id: str) -> bool:
+        return bool(await self.redis.hdel(layout.incident_timers(key), timer_id))
+
+    @staticmethod
+    def remove_timer_into(p: Batch, key: str, timer_id: str) -> None:
+        p.hdel(layout.incident_timers(key), timer_id)
+
+    # -- locking -------------------------------------------------------------------------------
+
+    async def lock(self, keys: Iterable[str], lease_s: float) -> str | None:
+        """Take every key's lock (sorted, all or none); a token to unlock, or None when busy."""
+        token = secrets.token_hex(8)
+        taken: list[str] = []
+        for key in sorted(set(keys)):
+            if await self.redis.set(layout.incident_lock(key), token, nx=True, px=int(lease_s * 1000)):
+                taken.append(key)
+            else:
+                await self.unlock(taken, token)
+                return None
+        return token
+
+    async def unlock(self, keys: Iterable[str], token: str) -> None:
+        """Release the locks that still hold `token`, in one round trip."""
+        p = Batch()
+        self.release_into(p, keys, token)
+        await p.execute(self.redis)
+
+    @staticmethod
+    def release_into(p: Batch, keys: Iterable[str], token: str) -> None:
+        for key in keys:
+            p.release(layout.incident_lock(key), token)
+
+    @classmethod
+    def unlock_into(cls, p: Batch, entered: Entered) -> None:
+        """Queue the release of `entered`'s locks on a batch (it then shares that atomic write).
+
+        The caller sets `entered.released` once the batch ran; until then the run's own
+        `finally` still releases them.
+        """
+        cls.release_into(p, entered.lock_keys, entered.token)
+
+    async def enter(self, event_key: str, actions_key: str, names: list[str | None], pages: list[bool],
+                    lease_s: float, *, resolve: bool) -> Entered:
+        """Resolve the event's incident names, lock them, read the event: one round trip
+        (two when an alias is involved: see `_ENTER`).
+
+        `resolve=False` takes `names` as incident keys already (the pinned keys of a rerun).
+        When one of the incidents cannot be locked nothing is locked (`locked` is False, and
+        `blocked` says why: ``busy``, or the type of a foreign key at the lock's name).
+        """
+        token = secrets.token_hex(8)
+        guesses = [name or "" for name in names]
+        for _ in range(ENTER_TRIES):
+            key_names: list[str] = [event_key, actions_key]
+            argv: list[Any] = [token, int(lease_s * 1000), "1" if resolve else "0"]
+            for name, page, guess in zip(names, pages, guesses, strict=True):
+                key_names += [layout.incident(name or ""), layout.incident_alias(name or ""), layout.incident(guess),
+                              layout.incident_lock(guess)]
+                argv += [name or "", "1" if page else "0", guess]
+            out = await self._enter(keys=key_names, args=argv)
+            resolved = [_text(k) for k in out[1]]
+            if out[0] != 2:
+                break
+            guesses = resolved
+        else:
+            raise RuntimeError(f"the aliases of {names!r} changed {ENTER_TRIES} times while resolving them")
+        found: list[str | None] = [k or None for k in resolved]
+        lock_keys = [_text(k) for k in out[2]]
+        if not out[0]:
+            return Entered(False, token, found, lock_keys, blocked=_text(out[3]))
+        record = dict(zip(out[3][::2], out[3][1::2], strict=True))
+        actions = dict(zip(out[4][::2], out[4][1::2], strict=True))
+        incidents = {k: _decode_state(raw) for k, raw in zip(lock_keys, out[5], strict=True)}
+        return Entered(True, token, found, lock_keys, record, actions, incidents)
+
+    # -- deploys -------------------------------------------------------------------------------
+
+    async def record_deploy(self, deploy: dict[str, Any], keep: int) -> None:
+        """Remember a deploy under its service and environment (idempotent: same deploy, same member)."""
+        service, env = deploy["service"].casefold(), (deploy.get("environment") or "unknown").casefold()
+        zkey = layout.deploys(service, env)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.zadd(zkey, {json.dumps(deploy, sort_keys=True, default=str): int(deploy["at"])})
+            p.zremrangebyrank(zkey, 0, -keep - 1)
+            p.expire(zkey, self.retention)
+            p.sadd(layout.deploy_environments(service), env)
+            p.expire(layout.deploy_environments(service), self.retention)
+            await p.execute()
+
+    async def deploys(self, services: Iterable[str], since_ms: int) -> list[dict[str, Any]]:
+        """Deploys of these services (any environment) since `since_ms`, newest first."""
+        out: list[dict[str, Any]] = []
+        names = list(dict.fromkeys(s.casefold() for s in services))
+        if not names:
+            return out
+        async with self.redis.pipeline(transaction=False) as p:  # two round trips, however many services
+            for service in names:
+                p.smembers(layout.deploy_environments(service))
+            envs = await p.execute()
+            zkeys = [layout.deploys(service, env.decode()) for service, found in zip(names, envs, strict=True)
+                     for env in found]
+            if not zkeys:
+                return out
+            for zkey in zkeys:
+                p.zrangebyscore(zkey, since_ms, "+inf")
+            for found in await p.execute():
+                out.extend(json.loads(raw) for raw in found)
+        return sorted(out, key=lambda d: -int(d.get("at", 0)))
