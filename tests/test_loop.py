@@ -11,7 +11,7 @@ import pytest
 
 
 def _loop_in_child(env_value: str | None) -> subprocess.CompletedProcess[str]:
-    code = ("import asyncio; from hub import loop; kind = loop.install(); "
+    code = ("import asyncio; from hub.core import loop; kind = loop.install(); "
             "l = asyncio.new_event_loop(); print(kind, type(l).__module__); l.close()")
     env = {"PATH": "/usr/bin:/bin"} | ({"HUB_EVENT_LOOP": env_value} if env_value is not None else {})
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
