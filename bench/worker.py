@@ -4,7 +4,7 @@ Run by hand (not part of the test suite):
 
     .venv/bin/python -m bench.worker [--events 2000] [--rounds 3] [--concurrency 20] [--redis-stats]
 
-One run starts a fresh embedded Redis (`hub.embedded_redis.EmbeddedRedis`, AOF as in
+One run starts a fresh embedded Redis (`hub.storage.embedded_redis.EmbeddedRedis`, AOF as in
 production) and a fake PagerDuty Events API in a child process that answers 202 at once.
 Then, alternating, in this one process:
 
@@ -12,7 +12,7 @@ Then, alternating, in this one process:
   delay, JSON serialisation, no results kept): what arq itself can do on this Redis;
 - **hub**: N Alertmanager webhooks (one firing alert each, distinct fingerprints, severity
   `error` = SEV2) are recorded with the ingress's own one-round-trip `Store.ingest`, then
-  the real worker (`hub.worker.make_worker`, the built-in rules) drains them: parse, normalise,
+  the real worker (`hub.worker.app.make_worker`, the built-in rules) drains them: parse, normalise,
   rules, incident state, one PagerDuty trigger per event through the ActionRunner, records.
 
 Ingest time is not counted; each side is timed from worker start to an empty queue. The

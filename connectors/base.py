@@ -7,7 +7,7 @@ model of the payload) → ``delivery_id`` (for redelivery detection). ``normalis
 the worker, from the stored raw body.
 
 An outbound connector exposes named async actions. Each returns an :class:`Outcome`; the
-shared runner in ``hub.actions`` does retries, backoff, rate limits, dead letters and
+shared runner in ``hub.worker.actions`` does retries, backoff, rate limits, dead letters and
 recording, so a connector only says what happened.
 """
 

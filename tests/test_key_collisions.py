@@ -1,6 +1,6 @@
 """Sender values that used to name other keys, end to end (signed webhooks → worker → fakes).
 
-Before `hub.keys`, an alert fingerprinted ``V:lock`` stored its incident at V's lock (V then
+Before `hub.storage.keys`, an alert fingerprinted ``V:lock`` stored its incident at V's lock (V then
 waited forever), ``V:timeline`` broke V's timeline writes (WRONGTYPE), and a service named
 ``checkout:production`` read the deploy list of ``checkout`` as its set of environments.
 Also here: a poison event is bounded by HUB_MAX_EVENT_RUNS whatever the cause, and a GitHub

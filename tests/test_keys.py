@@ -1,9 +1,9 @@
-"""The Redis key layout (`hub.keys`): no two sender values, of any kind, name the same key.
+"""The Redis key layout (`hub.storage.keys`): no two sender values, of any kind, name the same key.
 
 The fuzz builds fingerprints, aliases, services, environments and delivery ids from the
 characters and words that used to cut keys apart (``:``, ``*``, ``{``, ``}``, ``%``, ``#``
 and the names of the sub-keys) and checks the layout is injective across every kind.
-Also here: the one-shot upgrade of keys an older version wrote (`hub.upgrade`).
+Also here: the one-shot upgrade of keys an older version wrote (`hub.storage.upgrade`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ constant time, as HMAC digests (length-independent), against every configured en
 HTML page and the OpenAPI document are public: they hold no data; everything the page shows
 comes from the token-protected API.
 
-Handlers only parse, call `hub.queries` / `hub.replay`, and shape JSON: bad input is a 400
+Handlers only parse, call `hub.operators.queries` / `hub.operators.replay`, and shape JSON: bad input is a 400
 with ``{"error", "detail"}``, never a 5xx.
 """
 

@@ -1,6 +1,6 @@
 """Read-side queries for operators: event listings, one event in full, dead letters.
 
-Listings walk the sorted-set indexes of `hub.store` newest first and never look at more
+Listings walk the sorted-set indexes of `hub.storage.event_store` newest first and never look at more
 than a bounded multiple of the page size:
 
 - the *driver* is the most selective index for the filters given (ZCOUNT in the time
@@ -120,7 +120,7 @@ def parse_limit(value: str | int | None, default: int = 50) -> int:
 
 
 def valid_event_id(event_id: str) -> bool:
-    """An id in the hub's own format (`hub.keys.EVENT_ID`): anything else names no event, and
+    """An id in the hub's own format (`hub.storage.keys.EVENT_ID`): anything else names no event, and
     must never become part of a key (``ev_…:timeline`` would name the event's timeline)."""
     return layout.is_event_id(event_id)
 

@@ -1,6 +1,6 @@
 """Incident report: MTTA, MTTR (mean and median), incident count and frequency, follow-ups.
 
-Reads the per-incident records `hub.incidents` keeps (``hub:incidents`` zset by
+Reads the per-incident records `hub.storage.incidents` keeps (``hub:incidents`` zset by
 ``declared_at`` → ``hub:incident:{key}`` hashes of JSON values). Only these fields are
 used, so the report stays valid as the record grows:
 

@@ -306,7 +306,7 @@ class Rules:
         `preview=False` leaves `params` empty (the worker renders them when it runs a step,
         and previews only what it records without running: see `Rules.preview`).
         `first`: the index of `events[0]` in its delivery, when they are one chunk of it
-        (`hub.chunks`): event indexes name actions and timers, so they stay the delivery's.
+        (`hub.worker.chunks`): event indexes name actions and timers, so they stay the delivery's.
         """
         world = world or World(received_ms=_now_ms(), now_ms=_now_ms())
         planned: list[PlannedStep] = []

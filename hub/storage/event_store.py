@@ -1,6 +1,6 @@
 """The Redis data model: events, their actions and timelines, indexes, dedup, dead letters.
 
-Keys (all under ``hub:``, every name built by `hub.keys`; Redis Cluster is not supported, as
+Keys (all under ``hub:``, every name built by `hub.storage.keys`; Redis Cluster is not supported, as
 arq does not support it). ``{id}`` is an event id the hub made (``ev_`` + 20 hex digits):
 never operator or sender text, so ``{id}:actions`` cannot be another event's id.
 
@@ -17,7 +17,7 @@ never operator or sender text, so ``{id}:actions`` cannot be another event's id.
 ``hub:idx:state:{s}``          zset    same, per state (moved on every transition)
 ``hub:idx:kind:{k}``           zset    same, per normalised kind (written by the worker)
 ``hub:pending``                zset    non-final events by last touch ms (the sweeper's view)
-``hub:schema:keys``            string  the key layout version (`hub.upgrade`)
+``hub:schema:keys``            string  the key layout version (`hub.storage.upgrade`)
 ``hub:dead``                   zset    "{event id}/{action id}" dead letters by time
 ``hub:workers``                zset    worker id by last heartbeat ms
 =============================  ======  ==================================================
@@ -187,7 +187,7 @@ class Store:
 
         Every job start counts, whatever happens next (a crash, a timeout, an error, a lock
         that is not one), so `Processor` can bound a poison event by HUB_MAX_EVENT_RUNS; only a
-        wait for another worker's incident lock gives its count back (`hub.incidents`).
+        wait for another worker's incident lock gives its count back (`hub.storage.incidents`).
         """
         flat = await self._start(keys=[key or ev_key(event_id)])  # `key`: a chunk's own record
         return self.decode_record(event_id, dict(zip(flat[::2], flat[1::2], strict=True)))
@@ -270,7 +270,7 @@ class Store:
 
     async def save_action(self, event_id: str, record: dict[str, Any], timeline: dict[str, Any] | None = None,
                           also: Callable[[Any], None] | None = None) -> None:
-        """Write an action record (and its dead-letter entry) in one atomic batch (`hub.batch`).
+        """Write an action record (and its dead-letter entry) in one atomic batch (`hub.storage.batch`).
 
         `also` queues more writes into that batch (what a success records on its incident).
         """

@@ -6,9 +6,9 @@ born from an alert, by the alert's fingerprint (Grafana's and Alertmanager's lab
 (`page.acknowledged`, fingerprint = the dedup key) finds its incident directly.
 
 Keys (all expire HUB_RETENTION after the incident's last write). ``{k}`` is the incident key
-(sender text) as `hub.keys.part` encodes it: never a ``:``, so ``{k}:lock`` is no incident's
+(sender text) as `hub.storage.keys.part` encodes it: never a ``:``, so ``{k}:lock`` is no incident's
 record, whatever a sender names its alert; likewise ``{alias}``, ``{subject}``, ``{service}``
-and ``{env}``. Names are built by `hub.keys` only.
+and ``{env}``. Names are built by `hub.storage.keys` only.
 
 ===================================  ======  ===============================================
 ``hub:incident:{k}``                 hash    the record; every value is JSON (fields below)
@@ -158,12 +158,12 @@ def duration_ms(state: dict[str, Any] | None) -> int | None:
 
 # An event's way in, in one round trip: resolve its incident names (key, else alias, else
 # none for a page), take every incident's lock (all or none), and read what the run needs.
-# Key names come from `hub.keys` (this script builds none). As an alias is only known once
+# Key names come from `hub.storage.keys` (this script builds none). As an alias is only known once
 # read, the caller passes a *guess* of each name's incident with that incident's keys; a
 # wrong guess (an alias in play) answers {2, resolved} and the caller calls again with the
 # resolved names as its guesses. Busy: {0, resolved, locks, why}, why = 'busy' for a lock
 # another worker holds (it lapses with its lease: the run is not counted, see
-# `hub.store.Store.start`), else the type of what sits at the lock's name (not a lock: it
+# `hub.storage.event_store.Store.start`), else the type of what sits at the lock's name (not a lock: it
 # will never clear, and the run stays counted so the event ends as a dead letter).
 # KEYS: event hash, its actions, then per name: its record, its alias, the guess's record,
 # the guess's lock. ARGV: token, lease ms, '1' to resolve, then per name: name, page flag, guess.

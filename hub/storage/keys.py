@@ -16,7 +16,7 @@ A key is a fixed prefix, encoded parts separated by ``:``, then an optional fixe
 (``:timeline``, ``:lock``, …). As no part contains ``:``, a key name splits back into its
 prefix, parts and suffix one way only: two different (kind, values) never share a name.
 Plain values (Grafana's hex fingerprints, ``prod``) encode to themselves, so those keys
-read as before. `hub.upgrade` renames keys written by versions that did not encode.
+read as before. `hub.storage.upgrade` renames keys written by versions that did not encode.
 
 Ids the hub makes itself (event ids ``ev_…``, replay job ids ``rp_…``) are used as they
 are; operator input is checked against their format before it reaches a key (`EVENT_ID`).
@@ -33,9 +33,9 @@ PREFIX = "hub:"
 #: Longest encoded part kept readable; longer values are hashed (Redis keys stay short).
 MAX_PART = 200
 _SAFE = "._-~@/+="  # plus letters and digits (quote's own safe set is '_.-~')
-#: An event id as the hub makes them (`hub.store.new_event_id`): ms in 12 hex digits + 8 random.
+#: An event id as the hub makes them (`hub.storage.event_store.new_event_id`): ms in 12 hex digits + 8 random.
 EVENT_ID = re.compile(r"ev_[0-9a-f]{20}")
-#: A bulk replay job id (`hub.replay.create_bulk`).
+#: A bulk replay job id (`hub.operators.replay.create_bulk`).
 REPLAY_JOB_ID = re.compile(r"rp_[0-9a-f]{20}")
 
 

@@ -1,4 +1,4 @@
-"""One-shot upgrade of data written before key names encoded sender values (`hub.keys`).
+"""One-shot upgrade of data written before key names encoded sender values (`hub.storage.keys`).
 
 Older versions pasted incident keys, aliases, claim subjects, services and environments
 into key names as they came. This renames what they wrote to the encoded names, once:

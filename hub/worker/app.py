@@ -2,7 +2,7 @@
 
 Jobs carry only the event id (the payload lives in the record) and are serialised as JSON,
 never pickle. A job's id is the event id, so an event is in the queue at most once. A large
-alert group is worked in `process_chunk` jobs, id `{event id}:chunk:{k}` (`hub.chunks`).
+alert group is worked in `process_chunk` jobs, id `{event id}:chunk:{k}` (`hub.worker.chunks`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ a worker may be killed mid-way) and each run only advances what is not final yet
 - each action identity is *claimed* by the first event that plans it (`hub:claims:*`): a
   later event of the same incident skips what another event already owns (one page per
   incident episode, one Jira issue per follow-up);
-- delayed steps become timers (`hub.timers`); `fire_timer` runs them when they are due;
-- a delivery of more alerts than fit one job is worked in chunk jobs (`hub.chunks`), each
+- delayed steps become timers (`hub.worker.timers`); `fire_timer` runs them when they are due;
+- a delivery of more alerts than fit one job is worked in chunk jobs (`hub.worker.chunks`), each
   run like an event of its own over its slice of the alerts; past a limit alerts are dropped,
   counted and noted on the timeline;
 - a run that has used its time budget stops between actions and comes back in a fresh job,
@@ -691,7 +691,7 @@ class Processor:
     async def _fallback(self, rec: dict[str, Any], page: PlannedStep, record: dict[str, Any],
                         existing: dict[str, dict[str, Any]], pending: Batch,
                         incident: dict[str, Any] | None) -> list[dict[str, Any]]:
-        """A dead page: the other pager and a Slack notice (`hub.fallback`), each claimed once.
+        """A dead page: the other pager and a Slack notice (`hub.worker.fallback`), each claimed once.
 
         A page that is not dead (a replay of it succeeded) closes fallback actions a forced
         replay reset, so they never go out for a page that reached its pager.
@@ -1086,7 +1086,7 @@ class Processor:
                       chunk: Chunk | None = None) -> None:
         """The final state; the incidents' locks (when given) are released in the same transaction,
         with the action records still `pending`. A chunk's is its own; the last chunk to finish
-        makes the event's (`hub.chunks`)."""
+        makes the event's (`hub.worker.chunks`)."""
         p = pending if pending is not None else Batch()
         if chunk is not None:
             self.chunks.finish_into(p, rec["id"], chunk.index, final, note.get("error"))

@@ -1,6 +1,6 @@
 """`incident-hub upgrade`: bring data written by an older version to the current key layout.
 
-Workers do this themselves when they start (`hub.upgrade.ensure`); the command is for doing
+Workers do this themselves when they start (`hub.storage.upgrade.ensure`); the command is for doing
 it ahead of time, or to see what it renamed. Safe to run more than once.
 """
 
