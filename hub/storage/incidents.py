@@ -22,7 +22,7 @@ and ``{env}``. Names are built by `hub.keys` only.
 ``hub:claims:{subject}``             hash    action identity → id of the event that owns it
                                              (subject: incident key or event fingerprint)
 ``hub:deploys:{service}:{env}``      zset    JSON deploy → deploy time ms (last N kept; the
-                                             time is the sender's, see `Processor`)
+                                             time is the sender's, see `hub.worker.recording`)
 ``hub:deploys:{service}``            set     the environments seen for the service
 ===================================  ======  ===============================================
 
