@@ -40,7 +40,7 @@ from hub.worker.recording import Recorder, Saves
 from hub.worker.steps import StepRunner
 from hub.worker.timers import Timers
 
-log = logging.getLogger("hub.worker.processor")
+log = logging.getLogger("hub.worker.processor")  # the name log filters already know
 
 #: Seconds an incident lock is held at most by default (a killed worker's lock lapses after this);
 #: the worker uses its job timeout plus a margin, after which arq has cancelled the job anyway.
