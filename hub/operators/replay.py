@@ -137,21 +137,16 @@ def reset_record(record: dict[str, Any], by: str, at: int) -> dict[str, Any]:
 # -- single event -----------------------------------------------------------------------------
 
 def make_planner(store: Store, settings: Settings | None = None) -> Any:
-    """A Processor for `plan()` only, built like the workers build theirs: the current rules
-    file, and the connectors (to know which are configured; plan() never calls out)."""
-    from hub.core.registry import connector_classes
+    """The worker's read-only `Planner`, built as the workers build theirs: the current rules
+    file, which connectors the settings configure, the same alert limit. It never writes."""
     from hub.core.settings import load_settings
     from hub.rules import load_rules
-    from hub.storage.ratelimit import RateLimiter
-    from hub.worker.actions import ActionRunner
-    from hub.worker.processor import Processor
+    from hub.storage.incidents import IncidentStore
+    from hub.worker.planner import Planner, settings_configured
 
     settings = settings or load_settings()
-    connectors = {name: cls(settings, None, store.redis)  # type: ignore[arg-type]
-                  for name, cls in connector_classes().items()}
-    runner = ActionRunner(store, connectors, RateLimiter(store.redis))
-    return Processor(store, load_rules(settings.rules_path()), runner, settings.hub_max_event_runs,
-                     max_per_event=settings.hub_max_alerts_per_event)
+    return Planner(load_rules(settings.rules_path()), incidents=IncidentStore(store.redis, store.retention),
+                   configured=settings_configured(settings), max_per_event=settings.hub_max_alerts_per_event)
 
 
 async def dry_run(store: Store, event_id: str, *, force: bool = False, planner: Any = None,

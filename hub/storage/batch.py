@@ -18,6 +18,10 @@ handling applies. Two deliberate differences:
 - arguments are sent as text (numbers formatted here), so scores and TTLs are exact.
 
 Every key is passed in KEYS, as scripts should.
+
+Each queued command returns a `Reply` whose `value` is filled in when the batch runs, so a
+caller keeps the handle of the reply it needs instead of counting positions in the list
+`execute` returns (which breaks as soon as a helper queues one command more or less).
 """
 
 from __future__ import annotations
@@ -81,14 +85,28 @@ def _text(value: Any) -> str:
     raise TypeError(f"cannot send {type(value).__name__} to Redis")
 
 
+class Reply:
+    """The reply of one queued command: `value` is set once its batch has run."""
+
+    __slots__ = ("done", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.done = False
+
+    def __repr__(self) -> str:
+        return f"Reply({self.value!r})" if self.done else "Reply(<not run>)"
+
+
 class Batch:
     """Writes for one atomic script call; method names and arguments follow redis-py."""
 
-    __slots__ = ("_expires", "_keys", "_ops")
+    __slots__ = ("_expires", "_keys", "_ops", "_replies")
 
     def __init__(self) -> None:
         self._keys: dict[str, int] = {}
         self._ops: list[list[Any]] = []
+        self._replies: list[Reply] = []
         self._expires: dict[int, str] = {}
 
     def __len__(self) -> int:
@@ -100,62 +118,70 @@ class Batch:
             idx = self._keys[name] = len(self._keys) + 1
         return idx
 
-    def _op(self, cmd: str, name: str, *args: Any) -> None:
+    def _reply(self) -> Reply:
+        reply = Reply()
+        self._replies.append(reply)
+        return reply
+
+    def _op(self, cmd: str, name: str, *args: Any) -> Reply:
         self._ops.append([cmd, self._key(name), *map(_text, args)])
+        return self._reply()
 
     # -- the commands the worker uses ----------------------------------------------------------
 
     def hset(self, name: str, key: str | None = None, value: Any = None,
-             mapping: Mapping[str, Any] | None = None) -> None:
+             mapping: Mapping[str, Any] | None = None) -> Reply:
         pairs: list[Any] = [key, value] if key is not None else []
         for k, v in (mapping or {}).items():
             pairs += [k, v]
         if not pairs:
             raise ValueError("hset needs a key and value or a mapping")
-        self._op("HSET", name, *pairs)
+        return self._op("HSET", name, *pairs)
 
-    def hsetnx(self, name: str, key: str, value: Any) -> None:
-        self._op("HSETNX", name, key, value)
+    def hsetnx(self, name: str, key: str, value: Any) -> Reply:
+        return self._op("HSETNX", name, key, value)
 
-    def hget(self, name: str, key: str) -> None:
-        self._op("HGET", name, key)
+    def hget(self, name: str, key: str) -> Reply:
+        return self._op("HGET", name, key)
 
-    def hdel(self, name: str, *keys: str) -> None:
-        self._op("HDEL", name, *keys)
+    def hdel(self, name: str, *keys: str) -> Reply:
+        return self._op("HDEL", name, *keys)
 
-    def expire(self, name: str, seconds: int) -> None:
+    def expire(self, name: str, seconds: int) -> Reply:
         self._expires[self._key(name)] = _text(int(seconds))
         self._ops.append(["", 0])  # keeps reply positions; replaced by None
+        return self._reply()
 
-    def zadd(self, name: str, mapping: Mapping[str, float | int], *, xx: bool = False) -> None:
+    def zadd(self, name: str, mapping: Mapping[str, float | int], *, xx: bool = False) -> Reply:
         args: list[Any] = ["XX"] if xx else []
         for member, score in mapping.items():
             args += [score, member]
-        self._op("ZADD", name, *args)
+        return self._op("ZADD", name, *args)
 
-    def zrem(self, name: str, *members: str) -> None:
-        self._op("ZREM", name, *members)
+    def zrem(self, name: str, *members: str) -> Reply:
+        return self._op("ZREM", name, *members)
 
-    def zremrangebyscore(self, name: str, min: Any, max: Any) -> None:
-        self._op("ZREMRANGEBYSCORE", name, min, max)
+    def zremrangebyscore(self, name: str, min: Any, max: Any) -> Reply:
+        return self._op("ZREMRANGEBYSCORE", name, min, max)
 
-    def rpush(self, name: str, *values: Any) -> None:
-        self._op("RPUSH", name, *values)
+    def rpush(self, name: str, *values: Any) -> Reply:
+        return self._op("RPUSH", name, *values)
 
-    def sadd(self, name: str, *values: Any) -> None:
-        self._op("SADD", name, *values)
+    def sadd(self, name: str, *values: Any) -> Reply:
+        return self._op("SADD", name, *values)
 
-    def set(self, name: str, value: Any, ex: int | None = None) -> None:
-        self._op("SET", name, value, *(("EX", int(ex)) if ex is not None else ()))
+    def set(self, name: str, value: Any, ex: int | None = None) -> Reply:
+        return self._op("SET", name, value, *(("EX", int(ex)) if ex is not None else ()))
 
-    def update_noted(self, name: str, timeline: str, entry: str, ttl: int, fields: list[Any]) -> None:
+    def update_noted(self, name: str, timeline: str, entry: str, ttl: int, fields: list[Any]) -> Reply:
         """HSET `fields` only if `name` exists; RPUSH `entry` on `timeline` and expire it."""
         self._ops.append(["NOTED", self._key(name), self._key(timeline), entry, _text(ttl),
                           *(_text(f) for f in fields)])
+        return self._reply()
 
-    def release(self, name: str, token: str) -> None:
+    def release(self, name: str, token: str) -> Reply:
         """Delete the lock `name` if it still holds `token`."""
-        self._op("RELEASE", name, token)
+        return self._op("RELEASE", name, token)
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -166,14 +192,16 @@ class Batch:
         finally:
             self._keys.clear()
             self._ops.clear()
+            self._replies.clear()
             self._expires.clear()
 
     async def execute(self, redis: Any) -> list[Any]:
-        """Run the batch atomically; the replies in call order (None for `expire`)."""
+        """Run the batch atomically; the replies in call order (None for `expire`), also set on
+        each command's `Reply`."""
         ops = [op for op in self._ops if op[0]]
         ops += [["EXPIRE", idx, ttl] for idx, ttl in self._expires.items()]
         if not ops:
-            return [None] * len(self._ops)
+            return self._fill([None] * len(self._ops))
         keys = list(self._keys)
         payload = json.dumps(ops, separators=(",", ":"), ensure_ascii=False)
         try:
@@ -184,4 +212,10 @@ class Batch:
             if isinstance(r, ResponseError):
                 raise r
         replies = iter(raw)
-        return [None if not op[0] else next(replies) for op in self._ops]
+        return self._fill([None if not op[0] else next(replies) for op in self._ops])
+
+    def _fill(self, out: list[Any]) -> list[Any]:
+        for reply, value in zip(self._replies, out, strict=True):
+            reply.value = value
+            reply.done = True
+        return out

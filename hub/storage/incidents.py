@@ -22,7 +22,7 @@ and ``{env}``. Names are built by `hub.storage.keys` only.
 ``hub:claims:{subject}``             hash    action identity → id of the event that owns it
                                              (subject: incident key or event fingerprint)
 ``hub:deploys:{service}:{env}``      zset    JSON deploy → deploy time ms (last N kept; the
-                                             time is the sender's, see `Processor`)
+                                             time is the sender's, see `hub.worker.recording`)
 ``hub:deploys:{service}``            set     the environments seen for the service
 ===================================  ======  ===============================================
 
@@ -52,7 +52,7 @@ from redis.asyncio import Redis
 
 from hub.core.events import Kind, NormalisedEvent
 from hub.storage import keys as layout
-from hub.storage.batch import Batch
+from hub.storage.batch import Batch, Reply
 from hub.storage.event_store import now_ms
 
 PREFIX = layout.INCIDENT_PREFIX
@@ -225,6 +225,22 @@ def _decode_state(raw: Any) -> dict[str, Any] | None:
     return {k.decode(): json.loads(v) for k, v in raw.items()}
 
 
+class Claim:
+    """The owner of a claimed action identity, known once the claim's batch has run."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: Reply) -> None:
+        self._owner = owner
+
+    @property
+    def value(self) -> str:
+        """The id of the event that owns the identity (this one, or the one that was first)."""
+        if not self._owner.done:
+            raise RuntimeError("the claim's batch has not run yet")
+        return _text(self._owner.value)
+
+
 @dataclass
 class Entered:
     """What `IncidentStore.enter` found: the locks it holds and what the run reads first."""
@@ -354,18 +370,19 @@ class IncidentStore:
     async def claim(self, subject: str, identity: str, event_id: str) -> str:
         """Own `identity` for `event_id` unless another event already does; returns the owner."""
         p = Batch()
-        self.claim_into(p, subject, identity, event_id)
-        _, owner, _ = await p.execute(self.redis)
-        return owner.decode()
+        claim = self.claim_into(p, subject, identity, event_id)
+        await p.execute(self.redis)
+        return claim.value
 
-    def claim_into(self, p: Batch, subject: str, identity: str, event_id: str) -> None:
-        """Queue `claim` on a transaction: three replies, the owner second."""
+    def claim_into(self, p: Batch, subject: str, identity: str, event_id: str) -> Claim:
+        """Queue `claim` on a batch; the handle says the owner once the batch has run."""
         p.hsetnx(layout.claims(subject), identity, event_id)
-        p.hget(layout.claims(subject), identity)
+        owner = p.hget(layout.claims(subject), identity)
         p.expire(layout.claims(subject), self.retention)
+        return Claim(owner)
 
     def unclaim_into(self, p: Batch, subject: str, identity: str) -> None:
-        """Queue giving an identity back (its owner only: see `Processor._unclaim_not_configured`)."""
+        """Queue giving an identity back (its owner only: see `hub.worker.claims.Claims.unclaim_not_configured`)."""
         p.hdel(layout.claims(subject), identity)
 
     # -- timers --------------------------------------------------------------------------------

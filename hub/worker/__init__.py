@@ -1,3 +1,4 @@
-"""The arq worker: the job functions, the processor that plans and runs an event's actions,
-timers, and the one retry / backoff / dead-letter mechanism for outbound calls.
+"""The arq worker: the job functions (app), and the processor that plans (planner), runs
+(executor, steps), times (timers) and records (recording, claims) an event's actions, with
+the one retry / backoff / dead-letter mechanism for outbound calls (actions).
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
@@ -10,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from multidict import CIMultiDict
+
+#: The event id a simulated payload is planned under (action ids start with it).
+SIMULATED_ID = "ev_simulated"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from hub.core.escape import terminal
     from hub.core.registry import sources
     from hub.core.settings import SettingsError, load_settings
-    from hub.rules import RulesError, World, load_file
-    from hub.rules.engine import Rules, configured_connectors
+    from hub.rules import RulesError, load_file
+    from hub.rules.engine import Rules
     from hub.worker.actions import redact
+    from hub.worker.planner import Planner, settings_configured
 
     src = sources().get(args.source)
     if src is None:
@@ -56,15 +61,15 @@ def run(args: argparse.Namespace) -> int:
         guess = _guess_github_event(body)
         if guess:
             headers["X-GitHub-Event"] = guess
+    # the worker's planner, offline: no incident history, no claims, nothing written
+    planner = Planner(rules, configured=settings_configured(settings))
+    rec = {"id": SIMULATED_ID, "source": args.source, "body": body, "headers": headers,
+           "content_type": args.content_type, "received_at": int(time.time() * 1000)}
     try:
-        payload = src.parse(body, headers, args.content_type)
-        events = src.normalise(payload, headers, rules.source_options(args.source))
+        events, planned = asyncio.run(planner.plan(rec))
     except BadPayload as e:
         print(f"{args.source}: {e.detail}", file=sys.stderr)
         return 1
-    now = int(time.time() * 1000)
-    world = World(received_ms=now, now_ms=now, configured=configured_connectors(settings))
-    planned = rules.plan(events, world)
     actions = []
     for a in planned:
         row = {"id": a.id, "name": a.name, "workflow": a.workflow, "step": a.step_id, "params": redact(a.params),
