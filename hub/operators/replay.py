@@ -138,18 +138,18 @@ def reset_record(record: dict[str, Any], by: str, at: int) -> dict[str, Any]:
 
 def make_planner(store: Store, settings: Settings | None = None) -> Any:
     """A Processor for `plan()` only, built like the workers build theirs: the current rules
-    file, and the connectors (to know which are configured; plan() never calls out)."""
+    file, and the connectors (to know which are configured; plan() never calls out). The
+    settings are those given, else the ones the store was opened with."""
     from hub.core.registry import connector_classes
-    from hub.core.settings import load_settings
     from hub.rules import load_rules
     from hub.storage.ratelimit import RateLimiter
     from hub.worker.actions import ActionRunner
     from hub.worker.processor import Processor
 
-    settings = settings or load_settings()
+    settings = settings or store.settings
     connectors = {name: cls(settings, None, store.redis)  # type: ignore[arg-type]
                   for name, cls in connector_classes().items()}
-    runner = ActionRunner(store, connectors, RateLimiter(store.redis))
+    runner = ActionRunner(store, connectors, RateLimiter(store.redis, settings.rate_limits))
     return Processor(store, load_rules(settings.rules_path()), runner, settings.hub_max_event_runs,
                      max_per_event=settings.hub_max_alerts_per_event)
 

@@ -153,6 +153,7 @@ class Store:
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
+        self.settings = settings  # what the store was opened with: the planner of a dry run reads it
         self.retention = int(settings.hub_retention)
         self.dedup_window = int(settings.hub_dedup_window)
         self._ingest = redis.register_script(_INGEST_LUA)
