@@ -164,13 +164,6 @@ def bounded(fingerprint: str) -> str:
     return f"{prefix}:sha256:{short_hash(fingerprint, length=48)}"
 
 
-def first_line(text: str | None, limit: int = 300) -> str:
-    if not text:
-        return ""
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 def clip(text: str | None, limit: int = 2000) -> str:
     if not text:
         return ""

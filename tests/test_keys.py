@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hub.storage import keys, upgrade
+from hub.storage.batch import Batch
 from hub.storage.incidents import IncidentStore
 
 PIECES = [":", "*", "{", "}", "%", "#", "%3A", "lock", "timeline", "timers", "actions", "V", "checkout",
@@ -157,7 +158,9 @@ def test_the_upgrade_command_renames_and_then_says_it_is_up_to_date(redis_url: s
 async def test_enter_follows_an_alias_and_locks_the_incident_it_names(redis: Any) -> None:
     incidents = IncidentStore(redis, 3600)
     await incidents.save("datadog:1:web", {"key": "datadog:1:web", "declared_at": 1}, [])
-    await incidents.alias("incidentio:01HX", "datadog:1:web")
+    batch = Batch()
+    incidents.alias_into(batch, "incidentio:01HX", "datadog:1:web")
+    await batch.execute(redis)
     entered = await incidents.enter(keys.event("ev_0123456789ab01234567"),
                                     keys.event_actions("ev_0123456789ab01234567"),
                                     ["incidentio:01HX", "pd-dedup-unknown", "datadog:1:web"], [False, True, False],

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from connectors.base import ActionCall, ActionFn, Connector
+from hub.core.settings import load_settings
 from hub.storage.ratelimit import Rate, RateLimiter, parse_limit, parse_rate
 
 
@@ -73,14 +74,18 @@ async def test_environment_overrides_the_default_and_zero_turns_it_off(redis: An
     assert RateLimiter(redis, env={}).limit(c) == Rate(60.0, 1)
 
 
-async def test_dotenv_is_read_and_the_environment_wins(redis: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                       ) -> None:
+async def test_limits_come_from_the_settings_dotenv_then_environment(
+        redis: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings read `<CONNECTOR>_RATE_LIMIT` from `.env` and the environment (which wins);
+    the limiter takes them from there and reads no file itself."""
     (tmp_path / ".env").write_text("TESTC_RATE_LIMIT=30/min\nOTHER_RATE_LIMIT=5/s\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TESTC_RATE_LIMIT", raising=False)
-    assert RateLimiter(redis).limit(Limited()) == Rate(2.0, 1)
+    assert load_settings().rate_limits["TESTC_RATE_LIMIT"] == "30/min"
+    assert RateLimiter(redis, load_settings().rate_limits).limit(Limited()) == Rate(2.0, 1)
+    assert RateLimiter(redis).limit(Limited()) == Rate(60.0, 1)  # no settings given: the default, not .env
     monkeypatch.setenv("TESTC_RATE_LIMIT", "off")
-    assert RateLimiter(redis).limit(Limited()) is None
+    assert RateLimiter(redis, load_settings().rate_limits).limit(Limited()) is None
 
 
 async def test_wait_gives_up_rather_than_overstaying(redis: Any) -> None:

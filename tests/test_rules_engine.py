@@ -8,7 +8,7 @@ import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
 
 from hub.core.events import Kind, Link, NormalisedEvent, Severity
-from hub.rules import Rules, World, load_text
+from hub.rules import Rules, World, load_rules, load_text
 from hub.rules.conditions import Facts, matches
 from hub.rules.model import Condition
 from hub.rules.templating import render_value
@@ -39,7 +39,7 @@ def world(**kw: Any) -> World:
 
 @pytest.fixture(scope="module")
 def defaults() -> Rules:
-    return Rules()
+    return load_rules(None)
 
 
 def names(planned: list[Any]) -> list[str]:

@@ -268,23 +268,23 @@ async def _loaded(client: Any) -> bool:
 
 
 async def test_sighup_reloads_rules_and_keeps_them_when_invalid(tmp_path, redis_url, caplog) -> None:
-    from hub.worker.app import close_worker, make_worker, watch_sighup
+    from hub.worker.app import LiveRules, close_worker, load_worker_rules, make_worker, watch_sighup
     from tests.conftest import make_settings
 
     path = tmp_path / "hub.yaml"
     path.write_text((RULES / "reminders.yaml").read_text())
     settings = make_settings(redis_url, hub_config=path)
-    shared: dict[str, Any] = {}
-    worker = make_worker(settings, handle_signals=False, shared=shared)
-    first = shared["rules"]
+    live = LiveRules(load_worker_rules(settings))
+    worker = make_worker(settings, handle_signals=False, live=live)
+    first = live.rules
     assert [w.name for w in first.config.workflows] == ["remind", "incident-resolved"]
     loop = asyncio.get_running_loop()
-    watch_sighup(settings, shared)
+    watch_sighup(settings, live)
     try:
         path.write_text(path.read_text().replace("name: remind", "name: remind-often"))
         signal.raise_signal(signal.SIGHUP)
-        await wait_for(lambda: _is_not(shared, first), timeout=5)
-        reloaded = shared["rules"]
+        await wait_for(lambda: _is_not(live, first), timeout=5)
+        reloaded = live.rules
         assert [w.name for w in reloaded.config.workflows] == ["remind-often", "incident-resolved"]
 
         path.write_text("workflows:\n  - name: broken\n    on: incident.declared\n    do: []\n")
@@ -293,12 +293,12 @@ async def test_sighup_reloads_rules_and_keeps_them_when_invalid(tmp_path, redis_
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         await close_worker(worker)
-    assert shared["rules"] is reloaded
+    assert live.rules is reloaded
     assert f"{path}:4:9" in caplog.text
 
 
-async def _is_not(shared: dict[str, Any], rules: Any) -> bool:
-    return shared["rules"] is not rules
+async def _is_not(live: Any, rules: Any) -> bool:
+    return live.rules is not rules
 
 
 async def _logged(caplog: Any, text: str) -> bool:

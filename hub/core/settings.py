@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 #: `name:token` entries of HUB_ADMIN_TOKEN: the name the audit log records (hub.admin).
 ADMIN_TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -41,6 +42,29 @@ def _split(value: object) -> tuple[str, ...]:
         return ()
     items = value.split(",") if isinstance(value, str) else value
     return tuple(p for p in (str(v).strip() for v in items) if p)  # type: ignore[union-attr]
+
+
+RATE_LIMIT_SUFFIX = "_RATE_LIMIT"
+
+
+class _RateLimits(PydanticBaseSettingsSource):
+    """Every `<CONNECTOR>_RATE_LIMIT` of `.env` and the environment (the environment wins), as
+    `rate_limits`: the names depend on which connectors exist, so they are not fields."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *layers: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.layers = layers  # lowest priority first
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, str] = {}
+        for layer in self.layers:
+            for name, value in (getattr(layer, "env_vars", None) or {}).items():
+                if value is not None and name.upper().endswith(RATE_LIMIT_SUFFIX):
+                    found[name.upper()] = value
+        return {"rate_limits": found} if found else {}
 
 
 class Settings(BaseSettings):
@@ -93,6 +117,18 @@ class Settings(BaseSettings):
     incidentio_api_key: str | None = Field(None, repr=False)
     incidentio_api_url: str = "https://api.incident.io"
     slack_webhook_url: str | None = Field(None, repr=False)
+
+    #: `<CONNECTOR>_RATE_LIMIT` variables by name, e.g. {"JIRA_RATE_LIMIT": "1/s"} (`hub.storage.ratelimit`).
+    rate_limits: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings,
+                _RateLimits(settings_cls, dotenv_settings, env_settings))
 
     @field_validator(
         "hub_admin_token",

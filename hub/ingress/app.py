@@ -18,23 +18,15 @@ from connectors.base import BadPayload, InboundSource
 from hub.core import metrics
 from hub.core.registry import sources
 from hub.core.settings import Settings
+from hub.ingress.shared import SETTINGS, STORE, error, text
 from hub.ingress.verify import AuthError
-from hub.operators.admin import setup_admin
-from hub.storage.connection import connect
+from hub.operators.admin import admin_app
+from hub.storage.connection import REDIS_UNAVAILABLE, connect
 from hub.storage.event_store import ARQ_QUEUE, DEAD, PENDING, Store
 
-SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", Store)
+__all__ = ["REDIS_UNAVAILABLE", "SETTINGS", "STORE", "create_app", "error", "text"]
 
-#: Redis failures that mean "not recorded, ask the sender to retry" (503), never a 500.
-REDIS_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError,
-                     redis_errors.ReadOnlyError, redis_errors.TryAgainError, ConnectionError, OSError,
-                     asyncio.TimeoutError)
 RETRY_AFTER_S = "5"
-
-
-def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
 
 
 class _Reject(Exception):
@@ -102,18 +94,6 @@ async def receive_webhook(request: web.Request) -> web.Response:
     (m.duplicate if duplicate else m.accepted).inc()
     m.seconds.observe(time.perf_counter() - started)
     return response
-
-
-def text(value: str) -> str:
-    """`value` as text Redis can store: a header's bytes that are not UTF-8 (kept by aiohttp
-    as surrogate escapes) become U+FFFD, the same way on every retry."""
-    if value.isascii():
-        return value
-    try:
-        raw = value.encode("utf-8", "surrogateescape")  # the bytes as sent
-    except UnicodeEncodeError:
-        raw = value.encode("utf-8", "surrogatepass")
-    return raw.decode("utf-8", "replace")
 
 
 async def _accept(request: web.Request, src: InboundSource) -> tuple[web.Response, bool]:
@@ -221,5 +201,5 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
-    setup_admin(app)
+    app.add_subapp("/admin", admin_app())
     return app

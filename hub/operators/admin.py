@@ -8,8 +8,10 @@ constant time, as HMAC digests (length-independent), against every configured en
 HTML page and the OpenAPI document are public: they hold no data; everything the page shows
 comes from the token-protected API.
 
-Handlers only parse, call `hub.operators.queries` / `hub.operators.replay`, and shape JSON: bad input is a 400
-with ``{"error", "detail"}``, never a 5xx.
+The API is an aiohttp sub-application mounted at /admin; authentication is its middleware
+(`authenticated`). Handlers only parse, call `hub.operators.operations` (the actions the CLI
+calls too), `queries` and `replay`, and shape JSON: bad input is a 400 with
+``{"error", "detail"}``, never a 5xx.
 """
 
 from __future__ import annotations
@@ -29,16 +31,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hub.core.settings import Settings
+from hub.ingress.shared import SETTINGS, STORE, error, text
 from hub.ingress.verify import tokens_equal
-from hub.operators import audit
+from hub.operators import audit, operations
 from hub.operators.openapi import openapi_document
 from hub.operators.queries import (
     MAX_LIMIT,
     EventFilter,
     QueryError,
     event_detail,
-    list_dead_letters,
-    list_events,
     parse_limit,
     parse_states,
     parse_time,
@@ -52,22 +53,20 @@ from hub.operators.replay import (
     bulk_status,
     create_bulk,
     dry_run,
-    purge_dead_letter,
     recent_jobs,
     replay_event,
     run_bulk,
 )
 from hub.storage import keys
-from hub.storage.event_store import ARQ_QUEUE, DEAD, PENDING, STATES, Store, state_idx
+from hub.storage.connection import REDIS_UNAVAILABLE
+from hub.storage.event_store import STATES, Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BULK_TASKS = web.AppKey("admin_bulk_tasks", set)
+#: The caller's name (from the token), set by the `authenticated` middleware.
+WHO = web.RequestKey("admin_who", str)
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 TEMPLATES = Path(__file__).parent / "templates"
-
-
-def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
 
 
 # -- auth -------------------------------------------------------------------------------------
@@ -107,53 +106,47 @@ def authenticate(settings: Settings, authorization: str | None) -> str | web.Res
     return who
 
 
-def protected(handler: Callable[[web.Request, str], Awaitable[web.StreamResponse]]) -> Handler:
-    """Authenticate, then run the handler with the caller's name; map operator errors to 4xx."""
+def public(handler: Handler) -> Handler:
+    """Mark a handler the `authenticated` middleware lets through without a token (it holds no data)."""
+    handler.public = True  # type: ignore[attr-defined]
+    return handler
 
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        who = authenticate(_settings(request), _header(request, "Authorization"))
-        if isinstance(who, web.Response):
-            return who
-        try:
-            return await handler(request, who)
-        except QueryError as e:
-            return error(400, "bad_request", str(e))
-        except ReplayRefused as e:
-            return error(e.status, e.code, e.detail)
-        except _redis_unavailable():
-            return error(503, "unavailable", "the event store (Redis) is unreachable; try again shortly",
-                         {"Retry-After": "5"})
 
-    wrapped.__name__ = handler.__name__
-    wrapped.__doc__ = handler.__doc__
-    return wrapped
+@web.middleware
+async def authenticated(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every API route: authenticate, then run the handler (the caller's name in `request[WHO]`),
+    mapping operator errors to 4xx and an unreachable Redis to 503. Public routes, and paths
+    no route matches (their 404/405 stays aiohttp's, as JSON), pass untouched."""
+    if getattr(handler, "public", False) or request.match_info.http_exception is not None:
+        return await handler(request)
+    who = authenticate(request.config_dict[SETTINGS], _header(request, "Authorization"))
+    if isinstance(who, web.Response):
+        return who
+    request[WHO] = who
+    try:
+        return await handler(request)
+    except QueryError as e:
+        return error(400, "bad_request", str(e))
+    except ReplayRefused as e:
+        return error(e.status, e.code, e.detail)
+    except (*REDIS_UNAVAILABLE, TimeoutError):
+        return error(503, "unavailable", "the event store (Redis) is unreachable; try again shortly",
+                     {"Retry-After": "5"})
 
 
 def _header(request: web.Request, name: str) -> str | None:
     """A header as text that encodes: bytes that are not UTF-8 (kept by aiohttp as surrogate
     escapes) become U+FFFD, as at the ingress, so such a token is refused (403), not a 500."""
-    from hub.ingress.app import text
-
     value = request.headers.get(name)
     return None if value is None else text(value)
 
 
-def _redis_unavailable() -> tuple[type[BaseException], ...]:
-    from hub.ingress.app import REDIS_UNAVAILABLE
-
-    return (*REDIS_UNAVAILABLE, TimeoutError)
-
-
 def _settings(request: web.Request) -> Settings:
-    from hub.ingress.app import SETTINGS
-
-    return request.app[SETTINGS]
+    return request.config_dict[SETTINGS]
 
 
 def _store(request: web.Request) -> Store:
-    from hub.ingress.app import STORE
-
-    return request.app[STORE]
+    return request.config_dict[STORE]
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -177,17 +170,15 @@ def _event_id(request: web.Request) -> str:
 
 # -- events -----------------------------------------------------------------------------------
 
-@protected
-async def get_events(request: web.Request, who: str) -> web.Response:
+async def get_events(request: web.Request) -> web.Response:
     """GET /admin/events?limit&cursor&status&source&kind&since&until"""
     flt = EventFilter.from_params(request.query)
-    page = await list_events(_store(request).redis, flt, parse_limit(request.query.get("limit")),
-                             request.query.get("cursor") or None)
-    return web.json_response({"events": page.items, "next_cursor": page.next_cursor, "scanned": page.scanned})
+    return web.json_response(await operations.events_page(_store(request), flt,
+                                                          parse_limit(request.query.get("limit")),
+                                                          request.query.get("cursor") or None))
 
 
-@protected
-async def get_event(request: web.Request, who: str) -> web.Response:
+async def get_event(request: web.Request) -> web.Response:
     """GET /admin/events/{id}: record, normalised events, actions with attempts, timeline, payload."""
     event_id = _event_id(request)
     detail = await event_detail(_store(request).redis, event_id)
@@ -196,15 +187,14 @@ async def get_event(request: web.Request, who: str) -> web.Response:
     return web.json_response(detail)
 
 
-@protected
-async def post_event_replay(request: web.Request, who: str) -> web.Response:
+async def post_event_replay(request: web.Request) -> web.Response:
     """POST /admin/events/{id}/replay[?dry_run=1][&force=1]"""
     event_id = _event_id(request)
     force = _flag(request, "force")
     store = _store(request)
     if _flag(request, "dry_run"):
         return web.json_response(await dry_run(store, event_id, force=force, settings=_settings(request)))
-    return web.json_response(await replay_event(store, event_id, force=force, by=who), status=202)
+    return web.json_response(await replay_event(store, event_id, force=force, by=request[WHO]), status=202)
 
 
 # -- bulk replay ------------------------------------------------------------------------------
@@ -248,8 +238,7 @@ async def _bulk_body(request: web.Request) -> BulkBody:
         raise QueryError("; ".join(parts)) from None
 
 
-@protected
-async def post_bulk_replay(request: web.Request, who: str) -> web.Response:
+async def post_bulk_replay(request: web.Request) -> web.Response:
     """POST /admin/replay: replay every event matching a filter (default: failed ones), in the background."""
     body = await _bulk_body(request)
     for event_id in body.ids:
@@ -260,7 +249,7 @@ async def post_bulk_replay(request: web.Request, who: str) -> web.Response:
                       until=parse_time(str(body.until)) if body.until not in (None, "") else None)
     req = BulkRequest(ids=tuple(body.ids), filter=flt, force=body.force, dry_run=body.dry_run, limit=body.limit)
     store = _store(request)
-    job = await create_bulk(store, req, who)
+    job = await create_bulk(store, req, request[WHO])
     task = asyncio.create_task(run_bulk(store, job["id"], settings=_settings(request)))
     tasks = request.app[BULK_TASKS]
     tasks.add(task)
@@ -268,8 +257,7 @@ async def post_bulk_replay(request: web.Request, who: str) -> web.Response:
     return web.json_response({**job, "job_id": job["id"], "status_url": f"/admin/replays/{job['id']}"}, status=202)
 
 
-@protected
-async def get_replay_job(request: web.Request, who: str) -> web.Response:
+async def get_replay_job(request: web.Request) -> web.Response:
     """GET /admin/replays/{id}[?results=1]: progress and counts of a bulk replay."""
     job_id = request.match_info["id"]
     if not keys.is_replay_job_id(job_id):
@@ -280,8 +268,7 @@ async def get_replay_job(request: web.Request, who: str) -> web.Response:
     return web.json_response(status)
 
 
-@protected
-async def get_replay_jobs(request: web.Request, who: str) -> web.Response:
+async def get_replay_jobs(request: web.Request) -> web.Response:
     """GET /admin/replays: the most recent bulk replays."""
     return web.json_response({"replays": await recent_jobs(_store(request).redis,
                                                            parse_limit(request.query.get("limit"), 20))})
@@ -289,64 +276,38 @@ async def get_replay_jobs(request: web.Request, who: str) -> web.Response:
 
 # -- dead letters -----------------------------------------------------------------------------
 
-@protected
-async def get_dead_letters(request: web.Request, who: str) -> web.Response:
+async def get_dead_letters(request: web.Request) -> web.Response:
     """GET /admin/dead-letters?limit&cursor&source&connector&since"""
     q = request.query
-    redis = _store(request).redis
-    page = await list_dead_letters(redis, parse_limit(q.get("limit")), q.get("cursor") or None,
-                                   source=q.get("source") or None,
-                                   since=parse_time(q["since"]) if q.get("since") else None,
-                                   connector=q.get("connector") or None)
-    return web.json_response({"dead_letters": page.items, "next_cursor": page.next_cursor,
-                              "total": int(await redis.zcard(DEAD))})
+    return web.json_response(await operations.dead_letters_page(
+        _store(request), parse_limit(q.get("limit")), q.get("cursor") or None, source=q.get("source") or None,
+        since=parse_time(q["since"]) if q.get("since") else None, connector=q.get("connector") or None))
 
 
-@protected
-async def delete_dead_letter(request: web.Request, who: str) -> web.Response:
+async def delete_dead_letter(request: web.Request) -> web.Response:
     """DELETE /admin/dead-letters/{event id}/{action id}: purge one dead letter (recorded)."""
-    return web.json_response(await purge_dead_letter(_store(request), request.match_info["id"], by=who))
+    return web.json_response(await operations.purge(_store(request), request.match_info["id"], request[WHO]))
 
 
 # -- incidents --------------------------------------------------------------------------------
 
-@protected
-async def post_incident_ack(request: web.Request, who: str) -> web.Response:
+async def post_incident_ack(request: web.Request) -> web.Response:
     """POST /admin/incidents/{key}/ack: an operator acknowledges (stops the escalation timers)."""
-    from hub.storage.incidents import IncidentStore
-
-    store = _store(request)
-    incidents = IncidentStore(store.redis, store.retention)
-    key = await incidents.resolve(request.match_info["key"])
-    if key is None:
-        return error(404, "not_found", f"no incident {request.match_info['key']!r} (incident key or alias)")
-    acked = await incidents.acknowledge(key, by=who)
-    await audit.record(store.redis, who, "ack", key, changed=acked)
-    state = await incidents.get(key) or {}
-    return web.json_response({"incident": key, "acknowledged": acked,
-                              "acknowledged_at": state.get("acknowledged_at"),
-                              "acknowledged_by": state.get("acknowledged_by")})
+    name = request.match_info["key"]
+    result = await operations.acknowledge(_store(request), name, request[WHO])
+    if result is None:
+        return error(404, "not_found", f"no incident {name!r} (incident key or alias)")
+    return web.json_response(result)
 
 
 # -- overview and audit -----------------------------------------------------------------------
 
-@protected
-async def get_summary(request: web.Request, who: str) -> web.Response:
+async def get_summary(request: web.Request) -> web.Response:
     """GET /admin/summary: events per state, dead letters, queue depth; and who you are."""
-    redis = _store(request).redis
-    async with redis.pipeline(transaction=False) as p:
-        for s in STATES:
-            p.zcard(state_idx(s))
-        p.zcard(DEAD)
-        p.zcard(PENDING)
-        p.zcard(ARQ_QUEUE)
-        counts = await p.execute()
-    return web.json_response({"you": who, "states": dict(zip(STATES, counts[:len(STATES)], strict=True)),
-                              "dead_letters": counts[-3], "pending": counts[-2], "queue": counts[-1]})
+    return web.json_response({"you": request[WHO], **await operations.summary(_store(request))})
 
 
-@protected
-async def get_audit(request: web.Request, who: str) -> web.Response:
+async def get_audit(request: web.Request) -> web.Response:
     """GET /admin/audit?limit&cursor: operator actions, newest first."""
     entries, cursor = await audit.recent(_store(request).redis, parse_limit(request.query.get("limit"), 100),
                                          request.query.get("cursor") or None)
@@ -361,6 +322,7 @@ def _jinja() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined)
 
 
+@public
 async def admin_page(request: web.Request) -> web.Response:
     """GET /admin: the operators' page (no data in it; it calls the API with the token you enter)."""
     from hub.core.registry import sources
@@ -376,6 +338,7 @@ async def admin_page(request: web.Request) -> web.Response:
         "Referrer-Policy": "no-referrer"})
 
 
+@public
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
@@ -390,21 +353,25 @@ async def _cancel_bulk(app: web.Application) -> None:
         t.cancel()
 
 
-def setup_admin(app: web.Application) -> None:
+def admin_app() -> web.Application:
+    """The admin sub-application, mounted at /admin by `hub.ingress.app.create_app` (which
+    holds the settings and the store: handlers read them through `request.config_dict`)."""
+    app = web.Application(middlewares=[authenticated])
     app[BULK_TASKS] = set()
     app.on_shutdown.append(_cancel_bulk)
     r = app.router
-    r.add_get("/admin", admin_page)
-    r.add_get("/admin/", admin_page)
-    r.add_get("/admin/openapi.json", openapi_json)
-    r.add_get("/admin/summary", get_summary)
-    r.add_get("/admin/events", get_events)
-    r.add_get("/admin/events/{id}", get_event)
-    r.add_post("/admin/events/{id}/replay", post_event_replay)
-    r.add_post("/admin/replay", post_bulk_replay)
-    r.add_get("/admin/replays", get_replay_jobs)
-    r.add_get("/admin/replays/{id}", get_replay_job)
-    r.add_get("/admin/dead-letters", get_dead_letters)
-    r.add_delete("/admin/dead-letters/{id:.+}", delete_dead_letter)
-    r.add_get("/admin/audit", get_audit)
-    r.add_post("/admin/incidents/{key}/ack", post_incident_ack)
+    r.add_get("", admin_page)
+    r.add_get("/", admin_page)
+    r.add_get("/openapi.json", openapi_json)
+    r.add_get("/summary", get_summary)
+    r.add_get("/events", get_events)
+    r.add_get("/events/{id}", get_event)
+    r.add_post("/events/{id}/replay", post_event_replay)
+    r.add_post("/replay", post_bulk_replay)
+    r.add_get("/replays", get_replay_jobs)
+    r.add_get("/replays/{id}", get_replay_job)
+    r.add_get("/dead-letters", get_dead_letters)
+    r.add_delete("/dead-letters/{id:.+}", delete_dead_letter)
+    r.add_get("/audit", get_audit)
+    r.add_post("/incidents/{key}/ack", post_incident_ack)
+    return app

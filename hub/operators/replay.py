@@ -59,6 +59,7 @@ from hub.storage.event_store import (
     state_idx,
     timeline_key,
 )
+from hub.storage.records import ActionRecord, EventRecord
 
 IN_FLIGHT = frozenset({"accepted", "processing"})
 FAILED_STATES = ("partially_failed", "dead")
@@ -90,7 +91,7 @@ def in_flight(event_id: str, state: str) -> ReplayRefused:
 
 # -- deciding what a replay does to each action ---------------------------------------------
 
-def would(record: dict[str, Any] | None, force: bool) -> tuple[str, str]:
+def would(record: ActionRecord | None, force: bool) -> tuple[str, str]:
     """("run" | "skip", why) for one action record under a replay."""
     if record is None:
         return "run", "not attempted yet: new under the current rules"
@@ -120,7 +121,7 @@ def fallback_of(action_id: str) -> str | None:
     return None
 
 
-def reset_record(record: dict[str, Any], by: str, at: int) -> dict[str, Any]:
+def reset_record(record: ActionRecord, by: str, at: int) -> ActionRecord:
     """The record set back to `pending` for a fresh round (the runner counts attempts and the
     deadline from `replayed_at`). Every earlier attempt stays in `attempts` — so a timeout
     that may have reached the outside system still makes creations look before creating —
@@ -128,7 +129,8 @@ def reset_record(record: dict[str, Any], by: str, at: int) -> dict[str, Any]:
     history = [*record.get("history", []), {
         "replayed_at": at, "by": by, "state": record.get("state"), "error": record.get("error"),
         "attempts": len(record.get("attempts") or []), "last_response": record.get("last_response")}]
-    out = {**record, "state": "pending", "error": None, "next_at": None, "history": history, "replayed_at": at}
+    out: ActionRecord = {**record, "state": "pending", "error": None, "next_at": None, "history": history,
+                         "replayed_at": at}
     out.pop("last_response", None)
     out.pop("waiting", None)
     return out
@@ -139,12 +141,11 @@ def reset_record(record: dict[str, Any], by: str, at: int) -> dict[str, Any]:
 def make_planner(store: Store, settings: Settings | None = None) -> Any:
     """The worker's read-only `Planner`, built as the workers build theirs: the current rules
     file, which connectors the settings configure, the same alert limit. It never writes."""
-    from hub.core.settings import load_settings
     from hub.rules import load_rules
     from hub.storage.incidents import IncidentStore
     from hub.worker.planner import Planner, settings_configured
 
-    settings = settings or load_settings()
+    settings = settings or store.settings
     return Planner(load_rules(settings.rules_path()), incidents=IncidentStore(store.redis, store.retention),
                    configured=settings_configured(settings), max_per_event=settings.hub_max_alerts_per_event)
 
@@ -262,7 +263,7 @@ class _Broken:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    async def plan(self, rec: dict[str, Any]) -> Any:
+    async def plan(self, rec: EventRecord) -> Any:
         raise self.error
 
 

@@ -1,8 +1,8 @@
 """The rules engine: the catalog and workflows of `hub.yaml`, and what they make the hub do.
 
-`Rules()` loads the file the settings name (HUB_CONFIG, else ./hub.yaml, else the built-in
-defaults in `defaults.yaml`); `load_rules(path)` loads a given file. Both raise RulesError
-listing every problem with its line and column.
+`load_rules(settings.rules_path())` loads the file the settings name (HUB_CONFIG, else
+./hub.yaml, else the built-in defaults in `defaults.yaml`); `load_rules(None)` loads the
+built-in defaults. It raises RulesError listing every problem with its line and column.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from typing import Any
 from hub.core import envref
 from hub.core.events import Kind
 from hub.rules import context, templating
-from hub.rules.loader import Path_, Positions, Problem, _dotted
 from hub.rules.model import Condition, HubConfig, StatuspageWording, Step, Workflow
+from hub.rules.problems import Path_, Positions, Problem, dotted
 
 #: Actions the hub performs itself (not through a connector).
 BUILTIN_ACTIONS = {"hub": {"cancel_timers"}}
@@ -55,7 +55,7 @@ class _Checker:
         line, col = self.positions.find(path, key=key)
         if text_line and tuple(path) in self.positions.literal:
             line += text_line
-        self.problems.append(Problem(line, col, _dotted(path), message, hint, severity))
+        self.problems.append(Problem(line, col, dotted(path), message, hint, severity))
 
     # -- catalog -------------------------------------------------------------------------------
 

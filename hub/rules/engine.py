@@ -26,8 +26,8 @@ from hub.core import envref
 from hub.core.events import NormalisedEvent, Severity
 from hub.rules import templating
 from hub.rules.conditions import Facts, matches, recent_deploys
-from hub.rules.loader import Loaded
 from hub.rules.model import Condition, HubConfig, Service, Step, Team, Workflow
+from hub.rules.problems import Loaded
 from hub.storage.incidents import advance, duration_ms, incident_key
 from hub.worker.actions import PlannedAction
 
@@ -202,16 +202,7 @@ def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
 class Rules:
     """A loaded rules file: catalog lookups and planning."""
 
-    def __init__(self, loaded: Loaded | HubConfig | None = None) -> None:
-        if loaded is None:
-            from hub.core.settings import SettingsError, get_settings
-            from hub.rules.loader import load_file
-
-            try:
-                path = get_settings().rules_path()
-            except SettingsError:
-                path = None
-            loaded = load_file(path)
+    def __init__(self, loaded: Loaded | HubConfig) -> None:
         if isinstance(loaded, HubConfig):
             self.config, self.source, self.warnings = loaded, "<in memory>", []
         else:

@@ -8,7 +8,6 @@ place of the file to another (`hub.rules.checks`).
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -16,49 +15,12 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from hub.rules.checks import check
 from hub.rules.model import HubConfig
+from hub.rules.problems import Loaded, Path_, Positions, Problem, dotted
 
-Path_ = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the rules file (`severity` "error") or worth a look ("warning")."""
-
-    line: int
-    column: int
-    path: str
-    message: str
-    hint: str = ""
-    severity: str = "error"
-
-    def format(self, filename: str) -> str:
-        where = f"{filename}:{self.line}:{self.column}"
-        text = f"{where}: {self.severity}: {self.message}" + (f" (at {self.path})" if self.path else "")
-        return text + (f"\n    hint: {self.hint}" if self.hint else "")
-
-
-@dataclass
-class Positions:
-    """Where each value (and each mapping key) of the document starts, by path."""
-
-    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
-    #: Values written as literal block scalars (`|`): their text's line n is the file's line + n.
-    literal: set[Path_] = field(default_factory=set)
-
-    def find(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
-        """The closest known position: the path itself, else its nearest ancestor."""
-        p = tuple(path)
-        while True:
-            if key and p in self.keys:
-                return self.keys[p]
-            if p in self.values:
-                return self.values[p]
-            if not p:
-                return (1, 1)
-            p = p[:-1]
-
+__all__ = ["DEFAULTS_PATH", "Loaded", "Path_", "Positions", "Problem", "RulesError", "load_file", "load_text",
+           "parse_yaml"]
 
 class RulesError(Exception):
     """The rules file is invalid; `problems` lists every error."""
@@ -94,13 +56,13 @@ class _Builder:
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
                 if not isinstance(key, str):
                     line, col = _mark(key_node)
-                    self.problems.append(Problem(line, col, _dotted(path), "a mapping key must be a plain value"))
+                    self.problems.append(Problem(line, col, dotted(path), "a mapping key must be a plain value"))
                     continue
                 skey = key
                 if skey in out:
                     line, col = _mark(key_node)
                     first = self.positions.keys.get((*path, skey), (0, 0))[0]
-                    self.problems.append(Problem(line, col, _dotted((*path, skey)), f"duplicate key {skey!r}",
+                    self.problems.append(Problem(line, col, dotted((*path, skey)), f"duplicate key {skey!r}",
                                                  f"it is already set on line {first}; YAML keeps only the last one"))
                 self.positions.keys[(*path, skey)] = _mark(key_node)
                 out[skey] = self.build(value_node, (*path, skey))
@@ -110,13 +72,6 @@ class _Builder:
         if isinstance(node, yaml.ScalarNode) and node.style == "|":
             self.positions.literal.add(path)
         return self._constructor.construct_object(node, deep=True)
-
-
-def _dotted(path: Path_) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
 
 
 def parse_yaml(text: str) -> tuple[Any, Positions, list[Problem]]:
@@ -327,21 +282,11 @@ def _problem(err: dict[str, Any], positions: Positions) -> Problem:
             options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
             close = difflib.get_close_matches(str(err.get("input")), options, n=1)
             hint = f"did you mean {close[0]!r}? (expected {expected})" if close else f"expected {expected}"
-    return Problem(line, col, _dotted(path), msg, hint)
-
-
-@dataclass
-class Loaded:
-    config: HubConfig
-    positions: Positions
-    warnings: list[Problem]
-    source: str
+    return Problem(line, col, dotted(path), msg, hint)
 
 
 def load_text(text: str, source: str = "hub.yaml") -> Loaded:
     """Parse and check a rules document; raise RulesError listing every error."""
-    from hub.rules.checks import check
-
     data, positions, problems = parse_yaml(text)
     if data is None:
         raise RulesError(source, problems)

@@ -6,11 +6,13 @@ Besides `redis://`, `rediss://` and `unix://`, a Sentinel URL is accepted:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from arq.connections import ArqRedis
+from redis import exceptions as redis_errors
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -19,6 +21,12 @@ from redis.exceptions import WatchError
 #: Short timeouts: the ingress must answer 503 quickly when Redis is away, not hang.
 SOCKET_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
+
+#: Redis failures that mean "unavailable, try again shortly": the ingress answers 503 (nothing
+#: recorded), the admin API 503, the worker supervisor restarts the worker. Never a 500.
+REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError,
+    redis_errors.ReadOnlyError, redis_errors.TryAgainError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
 def json_dumps(obj: Any) -> bytes:

@@ -43,6 +43,7 @@ from redis.asyncio import Redis
 from hub.core.settings import Settings
 from hub.storage import keys
 from hub.storage.batch import Batch
+from hub.storage.records import ActionRecord, EventRecord
 
 PREFIX = keys.PREFIX
 IDX_ALL = PREFIX + "idx:all"
@@ -153,6 +154,7 @@ class Store:
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
+        self.settings = settings  # what the store was opened with: the planner of a dry run reads it
         self.retention = int(settings.hub_retention)
         self.dedup_window = int(settings.hub_dedup_window)
         self._ingest = redis.register_script(_INGEST_LUA)
@@ -179,10 +181,10 @@ class Store:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def get(self, event_id: str) -> dict[str, Any] | None:
+    async def get(self, event_id: str) -> EventRecord | None:
         return self.decode_record(event_id, await self.redis.hgetall(ev_key(event_id)))
 
-    async def start(self, event_id: str, key: str | None = None) -> dict[str, Any] | None:
+    async def start(self, event_id: str, key: str | None = None) -> EventRecord | None:
         """The record for a run of the worker, the run counted first (`runs`, while not final).
 
         Every job start counts, whatever happens next (a crash, a timeout, an error, a lock
@@ -193,11 +195,11 @@ class Store:
         return self.decode_record(event_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     @staticmethod
-    def decode_record(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any] | None:
+    def decode_record(event_id: str, raw: dict[bytes, bytes]) -> EventRecord | None:
         """An event hash as HGETALL answers it, typed (None when the record is gone)."""
         if not raw:
             return None
-        rec: dict[str, Any] = {}
+        rec: dict[str, Any] = {}  # an EventRecord once every field is decoded
         for k, v in raw.items():
             key = k.decode()
             rec[key] = v if key == "body" else v.decode("utf-8", "replace")
@@ -208,13 +210,13 @@ class Store:
             if key in rec:
                 rec[key] = json.loads(rec[key])
         rec["id"] = event_id
-        return rec
+        return rec  # type: ignore[return-value]
 
-    async def actions(self, event_id: str) -> dict[str, dict[str, Any]]:
+    async def actions(self, event_id: str) -> dict[str, ActionRecord]:
         return self.decode_actions(await self.redis.hgetall(actions_key(event_id)))
 
     @staticmethod
-    def decode_actions(raw: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
+    def decode_actions(raw: dict[bytes, bytes]) -> dict[str, ActionRecord]:
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     async def timeline(self, event_id: str) -> list[dict[str, Any]]:
@@ -244,11 +246,6 @@ class Store:
         p.rpush(timeline_key(event_id), dumps({"at": ms, "type": "state", "state": new, **(note or {})}))
         p.expire(timeline_key(event_id), self.retention)
 
-    async def record_parsed(self, event_id: str, received_ms: int, events: list[dict[str, Any]]) -> None:
-        p = Batch()
-        self.record_parsed_into(p, event_id, received_ms, events)
-        await p.execute(self.redis)
-
     @staticmethod
     def record_parsed_into(p: Batch, event_id: str, received_ms: int, events: list[dict[str, Any]]) -> None:
         ms = now_ms()
@@ -268,7 +265,7 @@ class Store:
         p.rpush(timeline_key(event_id), dumps({"at": now_ms(), **entry}))
         p.expire(timeline_key(event_id), self.retention)
 
-    async def save_action(self, event_id: str, record: dict[str, Any], timeline: dict[str, Any] | None = None,
+    async def save_action(self, event_id: str, record: ActionRecord, timeline: dict[str, Any] | None = None,
                           also: Callable[[Any], None] | None = None) -> None:
         """Write an action record (and its dead-letter entry) in one atomic batch (`hub.storage.batch`).
 
@@ -281,7 +278,7 @@ class Store:
             also(p)
         await p.execute(self.redis)
 
-    def save_action_into(self, p: Batch, event_id: str, record: dict[str, Any],
+    def save_action_into(self, p: Batch, event_id: str, record: ActionRecord,
                          timeline: dict[str, Any] | None = None, ms: int | None = None) -> None:
         """Queue `save_action`'s writes on a batch (so other writes can share it)."""
         ms = ms or now_ms()

@@ -54,6 +54,7 @@ from hub.core.events import Kind, NormalisedEvent
 from hub.storage import keys as layout
 from hub.storage.batch import Batch, Reply
 from hub.storage.event_store import now_ms
+from hub.storage.records import IncidentRecord
 
 PREFIX = layout.INCIDENT_PREFIX
 INDEX = "hub:incidents"
@@ -89,8 +90,8 @@ def _closed(event: NormalisedEvent) -> bool:
     return str(event.attributes.get("status_category") or "").lower() in CLOSED_CATEGORIES
 
 
-def advance(before: dict[str, Any] | None, event: NormalisedEvent, key: str, at_ms: int,
-            *, episode: int | None = None) -> dict[str, Any]:
+def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_ms: int,
+            *, episode: int | None = None) -> IncidentRecord:
     """The incident after `event` (pure). `episode` pins the episode chosen the first time."""
     if event.kind in PAGE_KINDS or event.kind == Kind.FOLLOWUP_CREATED:
         if before is None:
@@ -104,7 +105,7 @@ def advance(before: dict[str, Any] | None, event: NormalisedEvent, key: str, at_
     reopening = bool(before and before.get("resolved_at")) and event.kind in OPENING and not _closed(event)
     if before is None or reopening or (episode is not None and episode > int((before or {}).get("episode", 0))):
         prior = before or {}
-        state: dict[str, Any] = {
+        state: IncidentRecord = {  # type: ignore[typeddict-unknown-key]
             "key": key, "kind": "alert" if event.kind in ALERT_KINDS else "incident", "source": event.source,
             "episode": episode or int(prior.get("episode", 0)) + 1, "declared_at": at_ms,
             "acknowledged_at": None, "acknowledged_by": None, "resolved_at": None, "resolution": None,
@@ -149,7 +150,7 @@ def advance(before: dict[str, Any] | None, event: NormalisedEvent, key: str, at_
     return state
 
 
-def duration_ms(state: dict[str, Any] | None) -> int | None:
+def duration_ms(state: IncidentRecord | None) -> int | None:
     if not state or not state.get("declared_at"):
         return None
     end = state.get("resolved_at") or now_ms()
@@ -216,7 +217,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _decode_state(raw: Any) -> dict[str, Any] | None:
+def _decode_state(raw: Any) -> IncidentRecord | None:
     """An incident hash as HGETALL answers it (a dict, or a flat list from a script)."""
     if not raw:
         return None
@@ -251,7 +252,7 @@ class Entered:
     lock_keys: list[str]
     record: dict[bytes, bytes] = field(default_factory=dict)
     actions: dict[bytes, bytes] = field(default_factory=dict)
-    incidents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    incidents: dict[str, IncidentRecord | None] = field(default_factory=dict)
     released: bool = False
     #: Why the locks were not taken: "busy" (another worker), else the type found at a lock's name.
     blocked: str = ""
@@ -267,13 +268,13 @@ class IncidentStore:
 
     # -- the record ----------------------------------------------------------------------------
 
-    async def get(self, key: str) -> dict[str, Any] | None:
+    async def get(self, key: str) -> IncidentRecord | None:
         raw = await self.redis.hgetall(layout.incident(key))
         if not raw:
             return None
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
-    async def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+    async def get_many(self, keys: Iterable[str]) -> dict[str, IncidentRecord | None]:
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
@@ -283,13 +284,13 @@ class IncidentStore:
             raws = await p.execute()
         return {key: _decode_state(raw) for key, raw in zip(keys, raws, strict=True)}
 
-    async def save(self, key: str, state: dict[str, Any], changes: Iterable[dict[str, Any]] = ()) -> None:
+    async def save(self, key: str, state: IncidentRecord, changes: Iterable[dict[str, Any]] = ()) -> None:
         """Write the whole record (and timeline entries) in one transaction; refresh expiry."""
         p = Batch()
         self.save_into(p, key, state, changes)
         await p.execute(self.redis)
 
-    def save_into(self, p: Batch, key: str, state: dict[str, Any], changes: Iterable[dict[str, Any]] = ()) -> None:
+    def save_into(self, p: Batch, key: str, state: IncidentRecord, changes: Iterable[dict[str, Any]] = ()) -> None:
         """Queue the writes of `save` on a pipeline (so they can share a transaction)."""
         if not state:
             return
@@ -349,10 +350,6 @@ class IncidentStore:
         found = await self.redis.get(layout.incident_alias(name))
         return found.decode() if found else None
 
-    async def alias(self, name: str, key: str) -> None:
-        if name != key:
-            await self.redis.set(layout.incident_alias(name), key, ex=self.retention)
-
     def alias_into(self, p: Batch, name: str, key: str) -> None:
         if name != key:
             p.set(layout.incident_alias(name), key, ex=self.retention)
@@ -366,13 +363,6 @@ class IncidentStore:
                 p.hgetall(layout.claims(s))
             raws = await p.execute()
         return {s: {k.decode(): v.decode() for k, v in raw.items()} for s, raw in zip(subjects, raws, strict=True)}
-
-    async def claim(self, subject: str, identity: str, event_id: str) -> str:
-        """Own `identity` for `event_id` unless another event already does; returns the owner."""
-        p = Batch()
-        claim = self.claim_into(p, subject, identity, event_id)
-        await p.execute(self.redis)
-        return claim.value
 
     def claim_into(self, p: Batch, subject: str, identity: str, event_id: str) -> Claim:
         """Queue `claim` on a batch; the handle says the owner once the batch has run."""

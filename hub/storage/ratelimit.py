@@ -5,9 +5,10 @@ Rate limits are GCRA (a leaky bucket with a burst allowance) in one Lua call tha
 ``TIME``, so workers on hosts with skewed clocks still share one schedule. Waiting for a
 token is not an attempt: the runner waits briefly inline, else parks the action.
 
-Limits come from ``<CONNECTOR>_RATE_LIMIT`` (environment or ``.env``), e.g. ``120/min``,
-``1/s``, ``20/s,burst=5``; ``0`` or ``off`` turns the limit off. Unset: the connector's
-documented default.
+Limits come from ``<CONNECTOR>_RATE_LIMIT`` (environment or ``.env``, as the settings read
+them: `Settings.rate_limits`, passed in as `env`), e.g. ``120/min``, ``1/s``,
+``20/s,burst=5``; ``0`` or ``off`` turns the limit off. Unset: the connector's documented
+default.
 
 Serial locks (``lock``/``unlock``) keep two calls on the same outside object (one Jira
 issue, one Statuspage incident) from running at once; a lock expires on its own if its
@@ -17,7 +18,6 @@ holder dies.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -89,20 +89,11 @@ def parse_rate(value: str | None) -> float | None:
     return rate.interval if rate else None
 
 
-def _default_env() -> Mapping[str, str]:
-    """The process environment over `.env`, as the settings read them."""
-    try:
-        from dotenv import dotenv_values
-    except ImportError:  # pragma: no cover - python-dotenv comes with pydantic-settings
-        return os.environ
-    file_values = {k.upper(): v for k, v in dotenv_values(".env").items() if v is not None}
-    return {**file_values, **os.environ}
-
-
 class RateLimiter:
     def __init__(self, redis: Redis, env: Mapping[str, str] | None = None) -> None:
+        """`env`: the `<CONNECTOR>_RATE_LIMIT` variables (`Settings.rate_limits`); none: the defaults."""
         self.redis = redis
-        self.env = _default_env() if env is None else env
+        self.env: Mapping[str, str] = env or {}
         self._script = redis.register_script(_GCRA)
         self._unlock = redis.register_script(_UNLOCK)
         self._limits: dict[str, Rate | None] = {}

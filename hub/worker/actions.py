@@ -39,6 +39,7 @@ from hub.core.scrub import scrub
 from hub.storage.batch import Batch
 from hub.storage.event_store import ACTION_FINAL, Store, now_ms
 from hub.storage.ratelimit import RateLimiter
+from hub.storage.records import ActionRecord
 
 log = logging.getLogger("hub.worker.actions")
 
@@ -46,7 +47,7 @@ _SECRET_PARAM = re.compile(r"(routing_key|api_key|apikey|token|secret|password|w
                            r"credential|private_key|genie)", re.I)
 ATTEMPT_RESPONSE_KEEP = 500
 #: Called with a record about to be saved as succeeded; may return what to queue into that save.
-OnSuccess = Callable[[dict[str, Any]], Callable[[Any], None] | None]
+OnSuccess = Callable[[ActionRecord], Callable[[Any], None] | None]
 
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
@@ -107,15 +108,15 @@ class ActionRunner:
         self.inline_wait = inline_wait
         limiter.check(connectors.values())
 
-    def new_record(self, planned: PlannedAction) -> dict[str, Any]:
+    def new_record(self, planned: PlannedAction) -> ActionRecord:
         return {"id": planned.id, "name": planned.name, "connector": planned.connector, "action": planned.action,
                 "workflow": planned.workflow, "state": "pending", "idempotency_key": planned.idempotency_key,
                 "params": redact(planned.params), "attempts": [], "result": {}, "next_at": None, "error": None,
                 "created_at": now_ms()}
 
-    async def run(self, event_id: str, planned: PlannedAction, record: dict[str, Any] | None,
+    async def run(self, event_id: str, planned: PlannedAction, record: ActionRecord | None,
                   received_ms: int, *, force: bool = False, on_success: OnSuccess | None = None,
-                  pending: Batch | None = None) -> dict[str, Any]:
+                  pending: Batch | None = None) -> ActionRecord:
         """Advance one action by at most one attempt; returns its (saved) record.
 
         `pending`: the caller's batch of not-yet-sent writes. Outcomes that protect nothing
@@ -132,54 +133,54 @@ class ActionRunner:
         `pending` (hub.replay) gets a fresh round too: attempts and the deadline count
         from `replayed_at`.
         """
-        rec = record or self.new_record(planned)
-        if rec["state"] in ACTION_FINAL:
+        record = record or self.new_record(planned)
+        if record["state"] in ACTION_FINAL:
             if not force:
-                return rec
-            self._new_round(rec)
-        elif rec["state"] == "retrying" and (rec.get("next_at") or 0) > now_ms():
-            return rec
-        rec["params"] = redact(planned.params)
+                return record
+            self._new_round(record)
+        elif record["state"] == "retrying" and (record.get("next_at") or 0) > now_ms():
+            return record
+        record["params"] = redact(planned.params)
 
         connector = self.connectors.get(planned.connector)
         if connector is None:
-            return await self._final(event_id, rec, "dead", f"unknown connector {planned.connector!r}",
+            return await self._final(event_id, record, "dead", f"unknown connector {planned.connector!r}",
                                      pending=pending, defer=True)
         fn = connector.actions().get(planned.action)
         if fn is None:
-            return await self._final(event_id, rec, "dead", f"{planned.connector} has no action {planned.action!r}",
+            return await self._final(event_id, record, "dead", f"{planned.connector} has no action {planned.action!r}",
                                      pending=pending, defer=True)
         missing = connector.missing_config(planned.params)
         if missing:
-            rec["not_configured"] = True  # the processor gives its identity back (see docs/connectors.md)
-            return await self._final(event_id, rec, "skipped", f"skipped: {missing}",
+            record["not_configured"] = True  # the processor gives its identity back (see docs/connectors.md)
+            return await self._final(event_id, record, "skipped", f"skipped: {missing}",
                                      pending=pending, defer=True)
-        rec.pop("not_configured", None)
+        record.pop("not_configured", None)
         policy = connector.retry_policy
-        started_ms = max(received_ms, rec.get("round_started_at") or 0, rec.get("replayed_at") or 0)
+        started_ms = max(received_ms, record.get("round_started_at") or 0, record.get("replayed_at") or 0)
         if now_ms() - started_ms > policy.deadline * 1000:
-            return await self._final(event_id, rec, "dead", f"deadline of {policy.deadline:g}s passed",
+            return await self._final(event_id, record, "dead", f"deadline of {policy.deadline:g}s passed",
                                      pending=pending, defer=True)
 
-        replayed = rec.get("replayed_at") or 0
-        round_attempts = [a for a in rec["attempts"][rec.get("round_first", 0):] if a.get("at", 0) >= replayed]
+        replayed = record.get("replayed_at") or 0
+        round_attempts = [a for a in record["attempts"][record.get("round_first", 0):] if a.get("at", 0) >= replayed]
         attempt_no = len(round_attempts) + 1
         call = ActionCall(event_id=event_id, action_id=planned.id, idempotency_key=planned.idempotency_key,
                           params=planned.params, attempt=attempt_no,
-                          after_ambiguous=any(a.get("ambiguous") for a in rec["attempts"]))
+                          after_ambiguous=any(a.get("ambiguous") for a in record["attempts"]))
 
         serial = connector.serial_key(call)
         token = None
         if serial is not None:
             token = await self._lock(connector, serial)
             if token is None:
-                return await self._park(event_id, rec, 0.25 + random.uniform(0, 0.5),
+                return await self._park(event_id, record, 0.25 + random.uniform(0, 0.5),
                                         f"waiting: another call on the same {connector.name} object is running",
                                         pending)
         try:
             wait = await self._pace(connector, call)
             if wait > 0:
-                return await self._park(event_id, rec, wait, f"waiting: {connector.name} rate limit", pending)
+                return await self._park(event_id, record, wait, f"waiting: {connector.name} rate limit", pending)
             if pending:
                 await pending.flush(self.store.redis)
             outcome, duration = await self._attempt(connector, fn, call)
@@ -192,41 +193,42 @@ class ActionRunner:
         outcome.response = scrub(outcome.response, secrets)
         metrics.ACTIONS.labels(planned.connector, outcome.state).inc()
         metrics.ACTION_SECONDS.labels(planned.connector).observe(duration)
-        rec["attempts"].append({"at": now_ms(), "status": outcome.status, "outcome": outcome.state,
+        record["attempts"].append({"at": now_ms(), "status": outcome.status, "outcome": outcome.state,
                                 "error": outcome.detail or None, "duration_ms": round(duration * 1000, 1),
                                 "response": outcome.response[:ATTEMPT_RESPONSE_KEEP] or None,
                                 "ambiguous": outcome.ambiguous})
-        rec.pop("waiting", None)
+        record.pop("waiting", None)
         if outcome.result:
-            rec["result"] = {**rec.get("result", {}), **outcome.result}
+            record["result"] = {**record.get("result", {}), **outcome.result}
 
         if outcome.state == "succeeded":
-            return await self._final(event_id, rec, "succeeded", None, also=on_success(rec) if on_success else None,
+            return await self._final(event_id, record, "succeeded", None,
+                                     also=on_success(record) if on_success else None,
                                      pending=pending, defer=planned.action in connector.repeat_safe)
         if outcome.state == "skipped":
-            return await self._final(event_id, rec, "skipped", outcome.detail, pending=pending)
+            return await self._final(event_id, record, "skipped", outcome.detail, pending=pending)
         if outcome.state == "permanent":
-            return await self._final(event_id, rec, "dead", outcome.detail, response=outcome.response,
+            return await self._final(event_id, record, "dead", outcome.detail, response=outcome.response,
                                      pending=pending)
         if attempt_no >= policy.max_attempts:
-            return await self._final(event_id, rec, "dead", f"out of attempts ({attempt_no}): {outcome.detail}",
+            return await self._final(event_id, record, "dead", f"out of attempts ({attempt_no}): {outcome.detail}",
                                      response=outcome.response, pending=pending)
         delay = backoff(policy, attempt_no, outcome.retry_after)
         if now_ms() + delay * 1000 - started_ms > policy.deadline * 1000:
-            return await self._final(event_id, rec, "dead", f"next retry would pass the {policy.deadline:g}s "
+            return await self._final(event_id, record, "dead", f"next retry would pass the {policy.deadline:g}s "
                                      f"deadline: {outcome.detail}", response=outcome.response, pending=pending)
-        rec.update(state="retrying", error=outcome.detail, next_at=now_ms() + int(delay * 1000))
+        record.update(state="retrying", error=outcome.detail, next_at=now_ms() + int(delay * 1000))
         metrics.RETRIES.labels(planned.connector).inc()
-        await self._save(event_id, rec, {"type": "action", "action": rec["id"], "name": rec["name"],
+        await self._save(event_id, record, {"type": "action", "action": record["id"], "name": record["name"],
                                          "state": "retrying", "status": outcome.status,
                                          "error": outcome.detail, "retry_in_s": round(delay, 2)}, pending)
-        return rec
+        return record
 
-    async def _save(self, event_id: str, rec: dict[str, Any], timeline: dict[str, Any] | None,
+    async def _save(self, event_id: str, record: ActionRecord, timeline: dict[str, Any] | None,
                     pending: Batch | None, also: Callable[[Any], None] | None = None, *, defer: bool = False) -> None:
         """Write the record now (with whatever is pending), or queue it on `pending` when `defer`."""
         p = pending if pending is not None else Batch()
-        self.store.save_action_into(p, event_id, rec, timeline)
+        self.store.save_action_into(p, event_id, record, timeline)
         if also is not None:
             also(p)
         if not defer or pending is None:
@@ -235,11 +237,11 @@ class ActionRunner:
     # -- steps -------------------------------------------------------------------------------
 
     @staticmethod
-    def _new_round(rec: dict[str, Any]) -> None:
+    def _new_round(record: ActionRecord) -> None:
         """A replay: a fresh attempt budget and deadline, history kept."""
-        rec.update(state="pending", next_at=None, error=None, round_first=len(rec["attempts"]),
-                   round_started_at=now_ms(), rounds=rec.get("rounds", 1) + 1)
-        rec.pop("last_response", None)
+        record.update(state="pending", next_at=None, error=None, round_first=len(record["attempts"]),
+                   round_started_at=now_ms(), rounds=record.get("rounds", 1) + 1)
+        record.pop("last_response", None)
 
     async def _lock(self, connector: Connector, serial: str) -> str | None:
         ttl = connector.attempt_timeout + 10
@@ -277,28 +279,28 @@ class ActionRunner:
                       scrub(outcome.detail, connector.secrets(call.params)))
         return outcome, time.perf_counter() - started
 
-    async def _park(self, event_id: str, rec: dict[str, Any], delay: float, reason: str,
-                    pending: Batch | None = None) -> dict[str, Any]:
+    async def _park(self, event_id: str, record: ActionRecord, delay: float, reason: str,
+                    pending: Batch | None = None) -> ActionRecord:
         """Not an attempt: come back in `delay` seconds."""
-        first = rec.get("waiting") != reason
-        rec.update(state="retrying", next_at=now_ms() + max(1, int(delay * 1000)), waiting=reason)
-        timeline = {"type": "action", "action": rec["id"], "name": rec["name"], "state": "retrying",
+        first = record.get("waiting") != reason
+        record.update(state="retrying", next_at=now_ms() + max(1, int(delay * 1000)), waiting=reason)
+        timeline = {"type": "action", "action": record["id"], "name": record["name"], "state": "retrying",
                     "waiting": reason, "retry_in_s": round(delay, 2)} if first else None
-        await self._save(event_id, rec, timeline, pending)
-        return rec
+        await self._save(event_id, record, timeline, pending)
+        return record
 
-    async def _final(self, event_id: str, rec: dict[str, Any], state: str, error: str | None,
+    async def _final(self, event_id: str, record: ActionRecord, state: str, error: str | None,
                      response: str = "", also: Callable[[Any], None] | None = None,
-                     pending: Batch | None = None, defer: bool = False) -> dict[str, Any]:
-        rec.update(state=state, error=error, next_at=None)
-        rec.pop("waiting", None)
+                     pending: Batch | None = None, defer: bool = False) -> ActionRecord:
+        record.update(state=state, error=error, next_at=None)
+        record.pop("waiting", None)
         if response:
-            rec["last_response"] = response[:RESPONSE_KEEP]
+            record["last_response"] = response[:RESPONSE_KEEP]
         if state == "dead":
-            metrics.DEAD_LETTERED.labels(rec["connector"]).inc()
-            log.warning("action %s of %s dead-lettered: %s", rec["name"], event_id, error)
-        last = rec["attempts"][-1] if rec["attempts"] else {}
-        await self._save(event_id, rec, {"type": "action", "action": rec["id"], "name": rec["name"],
+            metrics.DEAD_LETTERED.labels(record["connector"]).inc()
+            log.warning("action %s of %s dead-lettered: %s", record["name"], event_id, error)
+        last = record["attempts"][-1] if record["attempts"] else {}
+        await self._save(event_id, record, {"type": "action", "action": record["id"], "name": record["name"],
                                          "state": state, "status": last.get("status"), "error": error},
                          pending, also, defer=defer)
-        return rec
+        return record

@@ -26,7 +26,7 @@ from hub.core.registry import connector_classes
 from hub.core.settings import Settings
 from hub.rules import Rules, RulesError, load_rules
 from hub.storage import upgrade
-from hub.storage.connection import connect, json_dumps, json_loads
+from hub.storage.connection import REDIS_UNAVAILABLE, connect, json_dumps, json_loads
 from hub.storage.event_store import PROCESS_JOB, Store, now_ms
 from hub.storage.ratelimit import RateLimiter
 from hub.worker.actions import ActionRunner
@@ -41,6 +41,22 @@ RESTART_MIN_S = 0.5
 RESTART_MAX_S = 10.0
 
 
+class LiveRules:
+    """The rules a worker process plans with: loaded at start, replaced on SIGHUP.
+
+    One per process, handed to each Worker the supervisor builds (a restart keeps the rules
+    a SIGHUP loaded); the current Processor is told when they change."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.processor: Processor | None = None
+
+    def replace(self, rules: Rules) -> None:
+        self.rules = rules
+        if self.processor is not None:
+            self.processor.rules = rules
+
+
 def build_connectors(settings: Settings, http: aiohttp.ClientSession, redis: ArqRedis) -> dict[str, Connector]:
     return {name: cls(settings, http, redis) for name, cls in connector_classes().items()}
 
@@ -53,12 +69,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
                                  headers={"User-Agent": "incident-hub/0.1"})
     connectors = build_connectors(settings, http, redis)
-    runner = ActionRunner(store, connectors, RateLimiter(redis))
-    shared = ctx.setdefault("shared", {})
-    rules = shared.get("rules") or load_worker_rules(settings)
-    processor = Processor(store, rules, runner, settings.hub_max_event_runs,
+    runner = ActionRunner(store, connectors, RateLimiter(redis, settings.rate_limits))
+    live: LiveRules | None = ctx.get("live")
+    if live is None:
+        live = ctx["live"] = LiveRules(load_worker_rules(settings))
+    processor = Processor(store, live.rules, runner, settings.hub_max_event_runs,
                           lock_lease=settings.hub_job_timeout + 5, **fan_out_limits(settings, connectors, runner))
-    shared.update(rules=rules, processor=processor)
+    live.processor = processor
     ctx.update(store=store, http=http, connectors=connectors, processor=processor)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"  # one per process: a restarted Worker reuses it
     ctx["worker_id"] = worker_id
@@ -133,26 +150,24 @@ def load_worker_rules(settings: Settings) -> Rules:
     return load_rules(settings.rules_path())
 
 
-def reload_rules(settings: Settings, shared: dict[str, Any]) -> bool:
+def reload_rules(settings: Settings, live: LiveRules) -> bool:
     """SIGHUP: load the rules file again; keep the previous rules (and log why) if it is invalid."""
     try:
         rules = load_worker_rules(settings)
     except RulesError as e:
         log.error("rules not reloaded, keeping the previous ones: %s is invalid:\n%s", e.source, e.report())
         return False
-    shared["rules"] = rules
-    if shared.get("processor") is not None:
-        shared["processor"].rules = rules
+    live.replace(rules)
     log.info("rules reloaded from %s (%d workflows)", rules.source, len(rules.config.workflows))
     return True
 
 
-def watch_sighup(settings: Settings, shared: dict[str, Any]) -> None:
+def watch_sighup(settings: Settings, live: LiveRules) -> None:
     """Reload the rules on SIGHUP (on the running loop)."""
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_rules, settings, shared)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_rules, settings, live)
 
 
-def worker_options(settings: Settings, shared: dict[str, Any] | None = None) -> dict[str, Any]:
+def worker_options(settings: Settings, live: LiveRules | None = None) -> dict[str, Any]:
     """The arq Worker keyword arguments for these settings."""
     return {
         "functions": [func(process_event, name=PROCESS_JOB, max_tries=10_000,  # our own limits apply
@@ -173,17 +188,16 @@ def worker_options(settings: Settings, shared: dict[str, Any] | None = None) -> 
         "keep_result": 0,
         "poll_delay": 0.1,
         "job_completion_wait": SHUTDOWN_WAIT_S,
-        "ctx": {"settings": settings, "shared": shared if shared is not None else {}},
+        "ctx": {"settings": settings, "live": live},
     }
 
 
-def make_worker(settings: Settings, redis: ArqRedis | None = None, shared: dict[str, Any] | None = None,
+def make_worker(settings: Settings, redis: ArqRedis | None = None, live: LiveRules | None = None,
                 **overrides: Any) -> Worker:
-    """An arq Worker; the rules are loaded here (RulesError: refuse to start) unless `shared` has them."""
-    shared = shared if shared is not None else {}
-    shared.setdefault("rules", load_worker_rules(settings))
+    """An arq Worker; the rules are loaded here (RulesError: refuse to start) unless `live` holds them."""
+    live = live if live is not None else LiveRules(load_worker_rules(settings))
     pool = redis or connect(settings.redis_url or "redis://127.0.0.1:6379/0", socket_timeout=10)
-    return Worker(redis_pool=pool, **{**worker_options(settings, shared), **overrides})
+    return Worker(redis_pool=pool, **{**worker_options(settings, live), **overrides})
 
 
 async def close_worker(worker: Worker) -> None:
@@ -210,8 +224,6 @@ async def supervise(settings: Settings) -> None:
     failover or a Redis restart that would leave the hub with no workers, so each loss
     builds a fresh Worker (fresh counters, connections and HTTP session) after a backoff.
     """
-    from hub.ingress.app import REDIS_UNAVAILABLE
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     current: Worker | None = None
@@ -223,11 +235,11 @@ async def supervise(settings: Settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
-    shared: dict[str, Any] = {"rules": load_worker_rules(settings)}  # invalid: RulesError, no start
-    watch_sighup(settings, shared)
+    live = LiveRules(load_worker_rules(settings))  # invalid: RulesError, no start
+    watch_sighup(settings, live)
     delay = RESTART_MIN_S
     while not stop.is_set():
-        current = make_worker(settings, handle_signals=False, shared=shared)
+        current = make_worker(settings, handle_signals=False, live=live)
         started = loop.time()
         try:
             await current.async_run()

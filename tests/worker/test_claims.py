@@ -35,4 +35,7 @@ async def test_a_claim_says_its_owner_wherever_it_sits_in_the_batch(redis: Any) 
     incidents.note_into(second, "subject-1", {"type": "test"})
     await second.execute(redis)
     assert (mine.value, theirs.value, other.value) == ("ev_1", "ev_1", "ev_2")
-    assert await incidents.claim("subject-1", "page", "ev_3") == "ev_1"
+    third = Batch()
+    late = incidents.claim_into(third, "subject-1", "page", "ev_3")
+    await third.execute(redis)
+    assert late.value == "ev_1"

@@ -8,6 +8,7 @@ from hub.core.settings import Settings
 from hub.operators.replay import make_planner
 from hub.rules import Rules
 from hub.rules.engine import World
+from hub.storage.batch import Batch
 from hub.storage.event_store import Store
 from hub.storage.incidents import IncidentStore
 from hub.worker.planner import Planner, settings_configured
@@ -44,7 +45,9 @@ async def test_steps_another_event_claimed_are_left_out_and_the_claims_untouched
     rec = await store.get(event_id)
     planner = Planner(rules, incidents=incidents, configured=settings_configured(worker_settings))
     _, steps = await planner.plan(rec)
-    await incidents.claim(steps[0].subject, steps[0].id, "ev_someone_else")
+    taken = Batch()
+    incidents.claim_into(taken, steps[0].subject, steps[0].id, "ev_someone_else")
+    await taken.execute(redis)
     before = await snapshot(redis)
     _, kept = await planner.plan(rec)
     assert [s.id for s in kept] == [s.id for s in steps[1:]]

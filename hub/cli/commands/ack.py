@@ -21,25 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hub.cli.common import print_json, with_store
     from hub.core.escape import terminal
-    from hub.operators import audit
     from hub.operators.audit import cli_actor
-    from hub.storage.event_store import Store
-    from hub.storage.incidents import IncidentStore
+    from hub.operators.operations import acknowledge
 
     who = cli_actor()
-
-    async def ack(store: Store) -> dict[str, object] | None:
-        incidents = IncidentStore(store.redis, store.retention)
-        key = await incidents.resolve(args.incident)
-        if key is None:
-            return None
-        acked = await incidents.acknowledge(key, by=who)
-        await audit.record(store.redis, who, "ack", key, changed=acked)
-        state = await incidents.get(key) or {}
-        return {"incident": key, "acknowledged": acked, "acknowledged_at": state.get("acknowledged_at"),
-                "acknowledged_by": state.get("acknowledged_by")}
-
-    result = with_store(ack)
+    result = with_store(lambda store: acknowledge(store, args.incident, who))
     if result is None:
         print(f"incident-hub ack: no incident {args.incident!r}", file=sys.stderr)
         return 1

@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hub.cli.common import console, print_json, when, with_store
-    from hub.operators.queries import QueryError, list_dead_letters, parse_limit, parse_time
-    from hub.storage.event_store import DEAD
+    from hub.operators.operations import dead_letters_page
+    from hub.operators.queries import QueryError, parse_limit, parse_time
 
     try:
         limit = parse_limit(args.limit)
@@ -33,29 +33,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"incident-hub dead-letters: {e}", file=sys.stderr)
         return 2
 
-    async def go(store: Any) -> tuple[Any, int]:
-        page = await list_dead_letters(store.redis, limit, args.cursor, source=args.source, since=since,
-                                       connector=args.connector)
-        return page, int(await store.redis.zcard(DEAD))
-
     try:
-        page, total = with_store(go)
+        page = with_store(lambda store: dead_letters_page(store, limit, args.cursor, source=args.source,
+                                                          since=since, connector=args.connector))
     except QueryError as e:
         print(f"incident-hub dead-letters: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print_json({"dead_letters": page.items, "next_cursor": page.next_cursor, "total": total})
+        print_json(page)
         return 0
+    items: list[dict[str, Any]] = page["dead_letters"]  # type: ignore[assignment]
+    total, next_cursor = page["total"], page["next_cursor"]
     out = console()
     table = Table(show_edge=False, pad_edge=False)
     for col in ("dead since", "id (EVENT_ID/ACTION_ID)", "source", "action", "tries", "last error"):
         table.add_column(col, no_wrap=col.startswith("id"))  # copied whole into `purge`
-    for d in page.items:
+    for d in items:
         err = (d["error"] or "") + (f" — {d['last_response'][:120]}" if d.get("last_response") else "")
         table.add_row(when(d["dead_at"]), escape(d["id"]), d["source"] or "", escape(d["name"] or ""),
                       str(d["attempts"]), escape(err))
     out.print(table)
-    out.print(f"{total} dead letter(s) in all" + (f"; more: --cursor {page.next_cursor}" if page.next_cursor else ""))
-    if page.items:
+    out.print(f"{total} dead letter(s) in all" + (f"; more: --cursor {next_cursor}" if next_cursor else ""))
+    if items:
         out.print("replay: incident-hub replay --failed   ·   drop one: incident-hub purge ID (the id column)")
     return 0

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     from hub.cli.common import console, print_json, styled, when, with_store
-    from hub.operators.queries import EventFilter, QueryError, list_events, parse_limit
+    from hub.operators.operations import events_page
+    from hub.operators.queries import EventFilter, QueryError, parse_limit
 
     try:
         flt = EventFilter.from_params({"status": args.status, "source": args.source, "kind": args.kind,
@@ -44,30 +45,28 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"incident-hub events: {e}", file=sys.stderr)
         return 2
 
-    async def go(store: Any) -> Any:
-        return await list_events(store.redis, flt, limit, args.cursor)
-
     try:
-        page = with_store(go)
+        page = with_store(lambda store: events_page(store, flt, limit, args.cursor))
     except QueryError as e:
         print(f"incident-hub events: {e}", file=sys.stderr)
         return 2
+    items: list[dict[str, Any]] = page["events"]  # type: ignore[assignment]
     if args.json:
-        print_json({"events": page.items, "next_cursor": page.next_cursor})
+        print_json({"events": items, "next_cursor": page["next_cursor"]})
         return 0
     table = Table(show_edge=False, pad_edge=False)
     for col in ("received", "source", "state", "severity", "title", "service", "kinds", "id"):
         table.add_column(col, max_width=40 if col == "title" else None)
-    for ev in page.items:
+    for ev in items:
         table.add_row(when(ev["received_at"]), ev["source"] or "", styled(ev["state"]), ev.get("severity") or "",
                       escape(ev.get("title") or ""), escape(", ".join(ev.get("services") or [])),
                       ", ".join(ev["kinds"]), ev["id"])
     out = console()
     out.print(table)
-    if not page.items:
+    if not items:
         out.print("no events match")
-    if page.next_cursor:
-        out.print(f"more: --cursor {page.next_cursor}")
+    if page["next_cursor"]:
+        out.print(f"more: --cursor {page['next_cursor']}")
     return 0
 
 

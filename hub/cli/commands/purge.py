@@ -41,7 +41,12 @@ def run(args: argparse.Namespace) -> int:
     except QueryError as e:
         print(f"incident-hub purge: {e}", file=sys.stderr)
         return 2
-    result = with_store(lambda store: _purge(store, args, before))
+    from hub.operators.audit import cli_actor
+    from hub.operators.operations import purge_many
+
+    result: dict[str, Any] = with_store(lambda store: purge_many(
+        store, args.ids, by=cli_actor(), every=args.all, source=args.source, connector=args.connector,
+        older_than=before, dry_run=args.dry_run))
     if args.json:
         print_json(result)
     else:
@@ -52,47 +57,3 @@ def run(args: argparse.Namespace) -> int:
             print(f"not purged {d}: {why}", file=sys.stderr)
         print(f"{len(result['purged'])} dead letter(s) {verb}")
     return 0 if not result["not_found"] else 1
-
-
-async def _purge(store: Any, args: argparse.Namespace, before: int | None) -> dict[str, Any]:
-    from hub.operators.audit import cli_actor
-    from hub.operators.queries import list_dead_letters
-    from hub.operators.replay import ReplayRefused, purge_dead_letter
-    from hub.storage.event_store import DEAD, actions_key
-
-    targets: list[str] = []
-    for i in args.ids:
-        if "/" in i:
-            targets.append(i)
-        else:  # every dead letter of one event: look at its own actions, not the whole list
-            ids = [a.decode() for a in await store.redis.hkeys(actions_key(i))]
-            scores = [await store.redis.zscore(DEAD, f"{i}/{a}") for a in ids]
-            members = [f"{i}/{a}" for a, s in zip(ids, scores, strict=True) if s is not None]
-            targets.extend(members or [f"{i}/"])
-    if args.all:
-        cursor = None
-        while True:
-            page = await list_dead_letters(store.redis, 500, cursor, source=args.source, connector=args.connector)
-            targets.extend(d["id"] for d in page.items if before is None or d["dead_at"] <= before)
-            cursor = page.next_cursor
-            if not cursor:
-                break
-    purged: list[str] = []
-    missing: dict[str, str] = {}
-    who = cli_actor()
-    for t in dict.fromkeys(targets):
-        if t.endswith("/"):
-            missing[t[:-1]] = "the event has no dead letters"
-            continue
-        if args.dry_run:
-            if await store.redis.zscore(DEAD, t) is not None:
-                purged.append(t)
-            else:
-                missing[t] = "no such dead letter"
-            continue
-        try:
-            await purge_dead_letter(store, t, by=who)
-            purged.append(t)
-        except ReplayRefused as e:
-            missing[t] = e.detail
-    return {"purged": purged, "not_found": missing, "dry_run": args.dry_run}

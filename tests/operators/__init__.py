@@ -1,0 +1,1 @@
+"""Unit tests of hub.operators: the operator actions the admin API and the CLI share."""

@@ -1,0 +1,1 @@
+"""Unit tests of hub.storage against a real redis-server (the root conftest starts it)."""
