@@ -45,17 +45,10 @@ def connectors_configured(connectors: dict[str, Any]) -> Callable[[], set[str]]:
     return configured
 
 
-def settings_configured(settings: Any = None) -> Callable[[], set[str]]:
-    """`configured` from the settings alone (no connector built); the process's settings if None."""
+def settings_configured(settings: Any) -> Callable[[], set[str]]:
+    """`configured` from the settings alone (no connector built)."""
     def configured() -> set[str]:
-        if settings is not None:
-            return configured_connectors(settings)
-        from hub.core.settings import SettingsError, get_settings
-
-        try:
-            return configured_connectors(get_settings())
-        except SettingsError:
-            return set()
+        return configured_connectors(settings)
     return configured
 
 
@@ -71,7 +64,7 @@ class Planner:
                  max_per_event: int | None = None, max_per_job: int | None = None) -> None:
         self.rules = rules
         self.incidents = incidents
-        self._configured = configured or settings_configured()
+        self._configured = configured or set  # none given: plans as if nothing were configured
         #: HUB_MAX_ALERTS_PER_EVENT: events of one delivery past this are dropped (None: none are).
         self.max_per_event = max_per_event
         #: HUB_MAX_ALERTS_PER_JOB: deliveries over it are kept normalised for their chunk runs.

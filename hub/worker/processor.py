@@ -59,9 +59,9 @@ class Processor(Executor):
                          max_per_job=max_per_job)
 
     def _configured(self) -> set[str]:
-        """Connectors with their settings (a processor without connectors asks the settings)."""
+        """Connectors with their settings (a processor without connectors asks the store's settings)."""
         if not self.runner.connectors:
-            return settings_configured()()
+            return settings_configured(self.store.settings)()
         return connectors_configured(self.runner.connectors)()
 
     @property
