@@ -16,16 +16,21 @@ default `["service", "job"]`), `environment_label` (default `["env", "environmen
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from connectors._alertgroup import AlertGroupSource
-from hub.core.settings import Settings
+from connectors.base import Setting
 from hub.ingress.verify import bearer, first_credential, require_token
+
+if TYPE_CHECKING:
+    from hub.core.settings import Settings
 
 
 class AlertmanagerSource(AlertGroupSource):
     name = "alertmanager"
     recorded_headers = ("User-Agent",)
     credential_settings = ("alertmanager_webhook_token",)
+    variables = (Setting("ALERTMANAGER_WEBHOOK_TOKEN", secret=True, rotating=True),)
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
         require_token(settings.alertmanager_webhook_token, headers, "ALERTMANAGER_WEBHOOK_TOKEN")

@@ -109,10 +109,44 @@ def _no_surrogates(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable a connector reads; the hub's settings model gets a field for it.
+
+    The settings attribute is the variable's name in lower case (`JIRA_URL` → `settings.jira_url`).
+    """
+
+    env: str
+    default: str | None = None
+    #: Kept out of repr and logs.
+    secret: bool = False
+    #: A comma-separated rotation list (old and new accepted until the old is removed): a tuple.
+    rotating: bool = False
+    #: Raises ValueError for a bad entry (of a rotation list): refused at start, naming the variable.
+    check: Callable[[str], object] | None = None
+
+    @property
+    def attr(self) -> str:
+        return self.env.lower()
+
+
+@dataclass(frozen=True)
+class Record:
+    """How an incident field a step may `record:` is written (`incident.<field>`).
+
+    `append_to`: the value is appended (once) to this list field instead of set, e.g. a ticket
+    key into the incident's list of tickets.
+    """
+
+    append_to: str | None = None
+
+
 class InboundSource:
     """Base class for a webhook sender. Subclasses set the class vars and override hooks."""
 
     name: ClassVar[str]
+    #: The environment variables this source reads (its secrets, e.g. a webhook secret).
+    variables: ClassVar[tuple[Setting, ...]] = ()
     #: Headers worth keeping with the event (never auth or signature headers).
     recorded_headers: ClassVar[tuple[str, ...]] = ("User-Agent",)
     #: The settings attributes holding this source's credentials, e.g. ("github_webhook_secret",).
@@ -293,6 +327,19 @@ class Connector:
     """Base class for an outbound system. One instance per worker process."""
 
     name: ClassVar[str]
+    #: The environment variables this connector reads (credentials, API URLs with defaults).
+    variables: ClassVar[tuple[Setting, ...]] = ()
+    #: The action names `actions()` provides (`<name>.<action>` in workflows).
+    action_names: ClassVar[frozenset[str]] = frozenset()
+    #: Actions that open or announce something: a retry of one still pending when its incident
+    #: resolves is dropped (the resolution supersedes it).
+    superseded_by_resolution: ClassVar[frozenset[str]] = frozenset()
+    #: Incident fields a step may `record:` from this connector's results.
+    recorded: ClassVar[dict[str, Record]] = {}
+    #: (parameter, variable): the parameter naming a call's target (a routing key, a webhook
+    #: URL) and the variable the connector uses when a step leaves it empty, so a dry run can
+    #: say when a catalog's own target fell back to the global one.
+    global_target: ClassVar[tuple[str, str] | None] = None
     #: Default client-side rate limit, e.g. "120/min"; overridden by <NAME>_RATE_LIMIT.
     default_rate_limit: ClassVar[str | None] = None
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
@@ -324,7 +371,8 @@ class Connector:
         return None
 
     def actions(self) -> dict[str, ActionFn]:
-        raise NotImplementedError
+        """The declared `action_names`, each the method of the same name."""
+        return {name: getattr(self, name) for name in sorted(self.action_names)}
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         """Identity of the credential a call spends (rate limits are per credential)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, field_validator
@@ -34,10 +34,12 @@ from pydantic import BaseModel, field_validator
 from connectors import _options
 from connectors._lenient import Lenient, Opt, Text, bounded, clip, parse_time, short_hash
 from connectors._severity import PRIORITY_MAP, SEV4, map_severity
-from connectors.base import BadPayload, InboundSource, is_json_content_type, loads_json
+from connectors.base import BadPayload, InboundSource, Setting, is_json_content_type, loads_json
 from hub.core.events import Kind, Link, NormalisedEvent
-from hub.core.settings import Settings
 from hub.ingress.verify import bearer, first_credential, require_token
+
+if TYPE_CHECKING:
+    from hub.core.settings import Settings
 
 FORM = "application/x-www-form-urlencoded"
 DEFAULT_SERVICE_TAG = "service"
@@ -151,6 +153,7 @@ class DatadogSource(InboundSource):
     name = "datadog"
     recorded_headers = ("User-Agent",)
     credential_settings = ("datadog_webhook_token",)
+    variables = (Setting("DATADOG_WEBHOOK_TOKEN", secret=True, rotating=True),)
     model = DatadogPayload
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:

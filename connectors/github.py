@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ValidationError
 
 from connectors._lenient import Lenient, LooseInt, Opt, Text
-from connectors.base import BadPayload, InboundSource, is_json_content_type, summarise_validation
+from connectors.base import BadPayload, InboundSource, Setting, is_json_content_type, summarise_validation
 from hub.core.events import Kind, Link, NormalisedEvent
-from hub.core.settings import Settings
 from hub.ingress.verify import AuthError, check_hex_hmac
+
+if TYPE_CHECKING:
+    from hub.core.settings import Settings
 
 
 class Repo(Lenient):
@@ -146,6 +148,7 @@ class GitHubSource(InboundSource):
     recorded_headers = ("X-GitHub-Event", "X-GitHub-Delivery", "X-GitHub-Hook-ID", "User-Agent",
                         "X-GitHub-Enterprise-Host")
     credential_settings = ("github_webhook_secret",)
+    variables = (Setting("GITHUB_WEBHOOK_SECRET", secret=True, rotating=True),)
     model = GitHubPayload
     accepted_content_types = "application/json or application/x-www-form-urlencoded"
 

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
@@ -34,17 +34,20 @@ from connectors._lenient import Lenient, LooseInt, Opt, SoftList, Text, bounded,
 from connectors._severity import INCIDENTIO_NAME_MAP, default_severity, lookup_severity, severity_by_rank
 from connectors.base import (
     ActionCall,
-    ActionFn,
     BadPayload,
     Connector,
     InboundSource,
     Outcome,
+    Record,
     RetryPolicy,
+    Setting,
     summarise_validation,
 )
 from hub.core.events import Kind, Link, NormalisedEvent
-from hub.core.settings import Settings
-from hub.ingress.verify import first_credential, sign_standard_webhook, verify_standard_webhook
+from hub.ingress.verify import first_credential, sign_standard_webhook, standard_webhook_key, verify_standard_webhook
+
+if TYPE_CHECKING:
+    from hub.core.settings import Settings
 
 # --- inbound -------------------------------------------------------------------------------
 
@@ -229,6 +232,8 @@ class IncidentIOSource(InboundSource):
     name = "incidentio"
     recorded_headers = ("webhook-id", "webhook-timestamp", "svix-id", "svix-timestamp", "User-Agent")
     credential_settings = ("incidentio_webhook_secret",)
+    #: Standard Webhooks secrets: each must hold a key (checked at start).
+    variables = (Setting("INCIDENTIO_WEBHOOK_SECRET", secret=True, rotating=True, check=standard_webhook_key),)
     model = IncidentIOWebhook
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
@@ -403,6 +408,10 @@ class IncidentIO(Connector):
 
     name = "incidentio"
     default_rate_limit = "20/s"
+    variables = (Setting("INCIDENTIO_API_KEY", secret=True), Setting("INCIDENTIO_API_URL", "https://api.incident.io"))
+    action_names = frozenset({"create_incident", "update", "add_note"})
+    superseded_by_resolution = frozenset({"create_incident"})
+    recorded = {"incidentio_id": Record()}
     retry_policy = RetryPolicy(max_attempts=8, base_delay=1.0, max_delay=60.0, deadline=6 * 3600)
     #: Seconds a severity or status list is reused before it is fetched again.
     catalog_ttl: float = 300.0
@@ -420,9 +429,6 @@ class IncidentIO(Connector):
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"incidentio:{self.settings.incidentio_api_key}"
-
-    def actions(self) -> dict[str, ActionFn]:
-        return {"create_incident": self.create_incident, "update": self.update, "add_note": self.add_note}
 
     def _url(self, path: str) -> str:
         return self.settings.incidentio_api_url.rstrip("/") + path

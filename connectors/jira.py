@@ -54,7 +54,16 @@ from jira import JIRA, JIRAError
 from urllib3.exceptions import NewConnectionError
 
 from connectors._ledger import CreationLedger
-from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy, classify_status, stable_ref
+from connectors.base import (
+    ActionCall,
+    Connector,
+    Outcome,
+    Record,
+    RetryPolicy,
+    Setting,
+    classify_status,
+    stable_ref,
+)
 from hub.core.escape import terminal
 from hub.core.settings import parse_duration
 
@@ -147,6 +156,11 @@ class Jira(Connector):
     name = "jira"
     #: Jira Cloud's limits are cost-based and per user; calls on one issue are serialised too.
     default_rate_limit = "5/s"
+    variables = (Setting("JIRA_URL"), Setting("JIRA_EMAIL"), Setting("JIRA_API_TOKEN", secret=True),
+                 Setting("JIRA_PROJECT"))
+    action_names = frozenset({"create_issue", "comment"})
+    #: A ticket's key is added to the incident's list of tickets (one incident, several follow-ups).
+    recorded = {"jira_key": Record(append_to="jira_keys")}
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=300.0, deadline=24 * 3600)
     timeout = 15.0
     attempt_timeout = 60.0
@@ -177,9 +191,6 @@ class Jira(Connector):
         if call.params.get("issue"):
             return f"issue:{call.params['issue']}"
         return f"key:{self._key(call)}"
-
-    def actions(self) -> dict[str, ActionFn]:
-        return {"create_issue": self.create_issue, "comment": self.comment}
 
     @property
     def ledger(self) -> CreationLedger:

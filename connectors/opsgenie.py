@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy, fit_key
+from connectors.base import ActionCall, Connector, Outcome, RetryPolicy, Setting, fit_key
 
 MESSAGE_MAX = 130
 ALIAS_MAX = 512
@@ -48,6 +48,9 @@ class OpsGenie(Connector):
     repeat_safe = frozenset({"create", "acknowledge", "close"})
     #: OpsGenie's limits depend on the plan and the endpoint; this stays well inside them.
     default_rate_limit = "10/s"
+    variables = (Setting("OPSGENIE_API_KEY", secret=True), Setting("OPSGENIE_API_URL", "https://api.opsgenie.com"))
+    action_names = frozenset({"create", "acknowledge", "close", "add_note"})
+    superseded_by_resolution = frozenset({"create"})
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=120.0, deadline=2 * 3600)
 
     def missing_config(self, params: Mapping[str, Any] | None = None) -> str | None:
@@ -58,10 +61,6 @@ class OpsGenie(Connector):
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"opsgenie:{self.settings.opsgenie_api_key}"
-
-    def actions(self) -> dict[str, ActionFn]:
-        return {"create": self.create, "acknowledge": self.acknowledge, "close": self.close,
-                "add_note": self.add_note}
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"GenieKey {self.settings.opsgenie_api_key}"}

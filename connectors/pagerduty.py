@@ -13,7 +13,7 @@ P1→SEV1, P2→SEV2, P3→SEV3, P4/P5→SEV4), `default_severity` (no priority;
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
@@ -22,18 +22,20 @@ from connectors._lenient import Lenient, LooseInt, Opt, SoftList, Text, bounded,
 from connectors._severity import PRIORITY_MAP, map_severity
 from connectors.base import (
     ActionCall,
-    ActionFn,
     BadPayload,
     Connector,
     InboundSource,
     Outcome,
     RetryPolicy,
+    Setting,
     fit_key,
     summarise_validation,
 )
 from hub.core.events import Kind, Link, NormalisedEvent
-from hub.core.settings import Settings
 from hub.ingress.verify import AuthError, check_hex_hmac, first_credential, sign_hex_hmac
+
+if TYPE_CHECKING:
+    from hub.core.settings import Settings
 
 # --- inbound -------------------------------------------------------------------------------
 
@@ -92,6 +94,7 @@ class PagerDutySource(InboundSource):
     name = "pagerduty"
     recorded_headers = ("User-Agent", "X-Webhook-Id", "X-Webhook-Subscription")
     credential_settings = ("pagerduty_webhook_secret",)
+    variables = (Setting("PAGERDUTY_WEBHOOK_SECRET", secret=True, rotating=True),)
     model = PagerDutyWebhook
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
@@ -207,6 +210,11 @@ class PagerDuty(Connector):
     #: A repeat with the same dedup_key (and routing key) applies to the same open alert.
     repeat_safe = frozenset({"trigger", "acknowledge", "resolve"})
     default_rate_limit = "120/min"
+    variables = (Setting("PAGERDUTY_ROUTING_KEY", secret=True),
+                 Setting("PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue"))
+    action_names = frozenset({"trigger", "acknowledge", "resolve"})
+    superseded_by_resolution = frozenset({"trigger"})
+    global_target = ("routing_key", "PAGERDUTY_ROUTING_KEY")
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=120.0, deadline=2 * 3600)
 
     def routing_key(self, params: Mapping[str, Any] | None) -> str | None:
@@ -220,9 +228,6 @@ class PagerDuty(Connector):
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"pagerduty:{self.routing_key(call.params)}"
-
-    def actions(self) -> dict[str, ActionFn]:
-        return {"trigger": self.trigger, "acknowledge": self.acknowledge, "resolve": self.resolve}
 
     async def trigger(self, call: ActionCall) -> Outcome:
         p = call.params

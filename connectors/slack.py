@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy
+from connectors.base import ActionCall, Connector, Outcome, RetryPolicy, Setting
 from hub.core.escape import slack_link, slack_mrkdwn
 
 SEVERITY_EMOJI = {"SEV1": ":red_circle:", "SEV2": ":large_orange_circle:", "SEV3": ":large_yellow_circle:",
@@ -42,6 +42,9 @@ def build_message(params: dict[str, Any]) -> dict[str, Any]:
 class Slack(Connector):
     name = "slack"
     default_rate_limit = "1/s"
+    variables = (Setting("SLACK_WEBHOOK_URL", secret=True),)
+    action_names = frozenset({"notify"})
+    global_target = ("webhook_url", "SLACK_WEBHOOK_URL")
     retry_policy = RetryPolicy(max_attempts=6, base_delay=1.0, max_delay=120.0, deadline=6 * 3600)
     markup = {"notify": {"text": "slack_mrkdwn", "title": "slack_mrkdwn", "summary": "slack_mrkdwn"}}
 
@@ -53,9 +56,6 @@ class Slack(Connector):
     def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
         """The webhook URL is the credential: it must never appear in a recorded error."""
         return [u for u in (self.settings.slack_webhook_url, (params or {}).get("webhook_url")) if u]
-
-    def actions(self) -> dict[str, ActionFn]:
-        return {"notify": self.notify}
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return "slack:" + str(call.params.get("webhook_url") or "default")

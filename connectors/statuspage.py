@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import quote
 
 from connectors._ledger import CreationLedger
-from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy, stable_ref
+from connectors.base import ActionCall, Connector, Outcome, Record, RetryPolicy, Setting, stable_ref
 from hub.core.escape import statuspage_text
 
 NAME_MAX = 255
@@ -88,6 +88,11 @@ def _components(params: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
 class Statuspage(Connector):
     name = "statuspage"
     default_rate_limit = "1/s"
+    variables = (Setting("STATUSPAGE_API_KEY", secret=True), Setting("STATUSPAGE_PAGE_ID"),
+                 Setting("STATUSPAGE_API_URL", "https://api.statuspage.io"))
+    action_names = frozenset({"open", "update", "resolve"})
+    superseded_by_resolution = frozenset({"open", "update"})
+    recorded = {"statuspage_incident_id": Record()}
     extra_retryable = (420,)
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=120.0, deadline=6 * 3600)
 
@@ -108,9 +113,6 @@ class Statuspage(Connector):
 
     def serial_key(self, call: ActionCall) -> str | None:
         return f"{self.settings.statuspage_page_id}:{self._key(call)}"
-
-    def actions(self) -> dict[str, ActionFn]:
-        return {"open": self.open, "update": self.update, "resolve": self.resolve}
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
 """Discovers connector modules: each may define `source` (inbound) and/or `connector` (outbound).
 
-Adding a system means adding one module to `connectors/`; nothing here changes.
+Adding a system means adding one module to `connectors/` (any directory on the package's
+`__path__`); nothing here changes. The core reads what the modules declare: their settings
+(`variables`), actions, rate limits, what a resolution supersedes and what a step may record.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import pkgutil
 from functools import lru_cache
 
 import connectors
-from connectors.base import Connector, InboundSource
+from connectors.base import Connector, InboundSource, Record, Setting
 
 
 @lru_cache(maxsize=1)
@@ -41,3 +43,41 @@ def connector_classes() -> dict[str, type[Connector]]:
         if isinstance(cls, type) and issubclass(cls, Connector):
             found[cls.name] = cls
     return found
+
+
+@lru_cache(maxsize=1)
+def variables() -> tuple[Setting, ...]:
+    """Every environment variable the sources and connectors declare, in discovery order."""
+    found: dict[str, Setting] = {}
+    for declared in (*sources().values(), *connector_classes().values()):
+        for setting in declared.variables:
+            found.setdefault(setting.env, setting)
+    return tuple(found.values())
+
+
+@lru_cache(maxsize=1)
+def superseded_by_resolution() -> frozenset[str]:
+    """`connector.action` names whose pending retry an incident's resolution drops."""
+    return frozenset(f"{name}.{action}" for name, cls in connector_classes().items()
+                     for action in cls.superseded_by_resolution)
+
+
+@lru_cache(maxsize=1)
+def recorded_fields() -> dict[str, Record]:
+    """Incident fields the connectors let a step `record:`, and how each is written."""
+    return {field: how for cls in connector_classes().values() for field, how in cls.recorded.items()}
+
+
+def global_target(connector: str) -> tuple[str, str] | None:
+    """(parameter, variable) of a connector's target with a global default, else None."""
+    cls = connector_classes().get(connector)
+    return cls.global_target if cls is not None else None
+
+
+def reset() -> None:
+    """Forget what was discovered (after a directory was added to `connectors.__path__`)."""
+    for cached in (_modules, sources, connector_classes, variables, superseded_by_resolution, recorded_fields):
+        cached.cache_clear()
+    from hub.core import settings
+
+    settings.settings_model.cache_clear()
