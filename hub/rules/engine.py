@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from hub.core import envref
+from hub.core import envref, registry
 from hub.core.events import NormalisedEvent, Severity
 from hub.rules import templating
 from hub.rules.conditions import Facts, matches, recent_deploys
@@ -31,8 +31,6 @@ from hub.rules.model import Condition, HubConfig, Service, Step, Team, Workflow
 from hub.storage.incidents import advance, duration_ms, incident_key
 from hub.worker.actions import PlannedAction
 
-#: connector → (the parameter naming its target, the global setting used when it is empty).
-GLOBAL_TARGETS = {"pagerduty": ("routing_key", "PAGERDUTY_ROUTING_KEY"), "slack": ("webhook_url", "SLACK_WEBHOOK_URL")}
 #: How far back deploys are offered to conditions and templates.
 DEPLOY_LOOKBACK_S = 24 * 3600
 
@@ -113,7 +111,7 @@ class PlannedStep(PlannedAction):
         Only an `env:NAME?` reference can be unset by now (a plain `env:NAME` is an error at
         start); the connector then uses its global setting, and that must be said.
         """
-        target = GLOBAL_TARGETS.get(self.connector)
+        target = registry.global_target(self.connector)
         if target is None or self.params.get(target[0]) or target[0] not in self.template:
             return None
         text = " ".join(templating.strings(self.template[target[0]]))

@@ -36,7 +36,7 @@ from multidict import CIMultiDict
 
 from hub.core import metrics
 from hub.core.events import NormalisedEvent
-from hub.core.registry import sources
+from hub.core.registry import recorded_fields, sources, superseded_by_resolution
 from hub.rules import Rules
 from hub.rules.conditions import matches, recent_deploys
 from hub.rules.engine import DEPLOY_LOOKBACK_S, PlannedStep, World, configured_connectors, timer_spec
@@ -63,10 +63,6 @@ NORMALISED_CACHE = 4
 #: group), and the body only when the worker has not normalised it yet.
 CHUNK_RUN_FIELDS = ("source", "state", "received_at", "updated_at", "headers", "content_type", "chunks")
 PIN_FIELD = "incident_ctx"
-#: Actions that open or announce an incident: a retry of one is dropped once the incident has
-#: resolved since its event (see `Processor._superseded`).
-SUPERSEDED_BY_RESOLUTION = frozenset({"pagerduty.trigger", "opsgenie.create", "statuspage.open",
-                                      "statuspage.update", "incidentio.create_incident"})
 
 
 @dataclass(frozen=True)
@@ -767,7 +763,7 @@ class Processor:
         otherwise open after the resolution (whose resolve found nothing to close yet) and
         stay open: on-call paged for an alert that already recovered.
         """
-        if force or record is None or record.get("state") != "retrying" or step.name not in SUPERSEDED_BY_RESOLUTION:
+        if force or record is None or record.get("state") != "retrying" or step.name not in superseded_by_resolution():
             return None
         if not incident or not incident.get("resolved_at"):
             return None
@@ -870,9 +866,9 @@ class Processor:
         for name, value in values.items():
             if name == "alias":
                 aliases.append(str(value))
-            elif name == "jira_key":
-                if value not in incident.get("jira_keys", []):
-                    updates["jira_keys"] = [*incident.get("jira_keys", []), value]
+            elif (into := getattr(recorded_fields().get(name), "append_to", None)) is not None:
+                if value not in incident.get(into, []):
+                    updates[into] = [*incident.get(into, []), value]
             elif name == "escalation_level":
                 level = int(value)
                 if level > int(incident.get("escalation_level") or 0):
