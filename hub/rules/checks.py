@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from functools import lru_cache
 from typing import Any
 
 from hub.core import envref
@@ -25,19 +24,12 @@ BUILTIN_ACTIONS = {"hub": {"cancel_timers"}}
 EXISTS_ROOTS = ("event", "incident", "service", "team", "deploy")
 
 
-@lru_cache(maxsize=1)
 def known_actions() -> dict[str, set[str] | None]:
-    """connector name → its action names (None when the connector cannot be asked)."""
+    """connector name → the action names it declares (and the hub's own actions)."""
     from hub.core.registry import connector_classes
-    from hub.core.settings import Settings
 
-    settings = Settings.model_construct()
     out: dict[str, set[str] | None] = {k: set(v) for k, v in BUILTIN_ACTIONS.items()}
-    for name, cls in connector_classes().items():
-        try:
-            out[name] = set(cls(settings, None, None).actions())  # type: ignore[arg-type]
-        except Exception:  # a connector that needs more to build still has a name
-            out[name] = None
+    out.update({name: set(cls.action_names) for name, cls in connector_classes().items()})
     return out
 
 
