@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from hub.core import registry
 from hub.core.events import Severity
 from hub.core.settings import parse_duration
 
@@ -222,9 +223,9 @@ Guard = Annotated[Condition, BeforeValidator(_guards)]
 # -- workflows -------------------------------------------------------------------------------
 
 SeverityDurations = dict[Sev, Duration]
-#: Incident fields a step may set from its result (`jira_key` appends, `alias` adds a name).
-Recordable = Literal["page_dedup_key", "statuspage_incident_id", "incidentio_id", "jira_key", "escalation_level",
-                     "alias"]
+#: Incident fields a step may set from its result: the hub's own (`alias` adds a name) and
+#: those the connectors declare (`Connector.recorded`, e.g. a ticket key appended to a list).
+Recordable = Literal[("page_dedup_key", *registry.recorded_fields(), "escalation_level", "alias")]  # type: ignore[valid-type]
 Delay = Duration | SeverityDurations
 
 
