@@ -359,6 +359,8 @@ class Connector:
     #: FORMATS name), so payload text cannot become markup while the operator's literal
     #: text in hub.yaml stays as written.
     markup: ClassVar[dict[str, dict[str, str]]] = {}
+    #: {format name: escape function}: the markup formats this system renders, named in `markup`.
+    formats: ClassVar[dict[str, Callable[[str], str]]] = {}
 
     def __init__(self, settings: Settings, http: aiohttp.ClientSession, redis: Redis) -> None:
         self.settings = settings

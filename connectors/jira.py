@@ -9,7 +9,8 @@ hub's apply, and `JIRAError.status_code` is classified with the same rule as HTT
 /rest/api/2/issue` (no project or issue-type lookups, no prefetch).
 
 Escaping: `description` and a comment's `body` are wiki markup (`Jira.markup`): values
-interpolated into them are escaped when rendered (hub.escape.jira_wiki), so a payload
+interpolated into them are escaped when rendered (`jira_wiki`, below: every character the wiki renderer gives a
+meaning is backslash-escaped, a payload backslash becomes U+29F5, plain http(s) URLs are kept), so a payload
 cannot mention anyone, link, embed an image or open a macro; the operator's literal markup
 is kept. The summary is a plain-text field (Jira shows it as written), so it is sent as
 text, control characters removed.
@@ -71,6 +72,27 @@ SUMMARY_MAX = 255
 LABEL_MAX = 255
 LABEL_PREFIX = "incident-hub-"
 T = TypeVar("T")
+
+
+# -- wiki markup --------------------------------------------------------------------------------
+
+#: The characters Jira's BackslashEscapeRendererComponent unescapes (all with a meaning).
+JIRA_SPECIAL = "-#*_+?^~|%{}[]()!@"
+BACKSLASH_STANDIN = "\u29f5"
+_JIRA_URL = re.compile(r"https?://[A-Za-z0-9._~:/?#@$&'()*+,;=%-]+")
+_JIRA_TOKEN = re.compile(_JIRA_URL.pattern + r"|[" + re.escape(JIRA_SPECIAL + "\\") + r"]")
+
+
+def _jira_token(m: re.Match[str]) -> str:
+    s = m.group(0)
+    if len(s) > 1:
+        return s  # a plain URL: Jira links it, and it holds none of [ ] { } ! | \ < >
+    return BACKSLASH_STANDIN if s == "\\" else "\\" + s
+
+
+def jira_wiki(text: str) -> str:
+    """Text that Jira's wiki renderer shows as written (no mentions, links, images, macros)."""
+    return _JIRA_TOKEN.sub(_jira_token, str(text))
 
 
 def hub_label(key: str) -> str:
@@ -164,6 +186,7 @@ class Jira(Connector):
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=300.0, deadline=24 * 3600)
     timeout = 15.0
     attempt_timeout = 60.0
+    formats = {"jira_wiki": jira_wiki}
     markup = {"create_issue": {"description": "jira_wiki"}, "comment": {"body": "jira_wiki"}}
     #: Seconds Jira's search index may take to show a new issue.
     index_grace: float = 15.0

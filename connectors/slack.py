@@ -1,7 +1,8 @@
 """Slack incoming webhook: action `notify`.
 
 Escaping: `text`, `title` and `summary` are mrkdwn (`Slack.markup`): values interpolated
-into them are escaped when rendered (hub.escape.slack_mrkdwn), the operator's literal text
+into them are escaped when rendered (`slack_mrkdwn`, below: `& < >` as entities, so no `<!channel>`, `<@U…>` or
+`<url|label>` comes from a payload; `slack_link` is the only way a link is built), the operator's literal text
 is kept. Everything else is data and escaped here: link texts and URLs (only http(s) URLs
 become links), ids, severity.
 
@@ -14,9 +15,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from connectors.base import ActionCall, Connector, Outcome, RetryPolicy, Setting
-from hub.core.escape import slack_link, slack_mrkdwn
+from hub.core.escape import safe_http_url
+
+# -- mrkdwn -------------------------------------------------------------------------------------
+
+_SLACK = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def slack_mrkdwn(text: str) -> str:
+    """Text that Slack shows as written: `&`, `<`, `>` as entities."""
+    return str(text).translate(_SLACK)
+
+
+def slack_link(href: str, text: str | None = None) -> str:
+    """`<href|text>` for an http(s) URL; anything else (javascript:, data:, …) as plain text."""
+    url = safe_http_url(href)
+    label = slack_mrkdwn(str(text or href))
+    if url is None:
+        return label
+    # `|` and `>` end the URL part of a Slack link; percent-encode them (and spaces), escape `&`.
+    url = quote(url, safe="/:?#[]@!$&'()*+,;=%~-._")
+    return f"<{slack_mrkdwn(url)}|{label}>"
 
 SEVERITY_EMOJI = {"SEV1": ":red_circle:", "SEV2": ":large_orange_circle:", "SEV3": ":large_yellow_circle:",
                   "SEV4": ":white_circle:"}
@@ -46,6 +68,7 @@ class Slack(Connector):
     action_names = frozenset({"notify"})
     global_target = ("webhook_url", "SLACK_WEBHOOK_URL")
     retry_policy = RetryPolicy(max_attempts=6, base_delay=1.0, max_delay=120.0, deadline=6 * 3600)
+    formats = {"slack_mrkdwn": slack_mrkdwn}
     markup = {"notify": {"text": "slack_mrkdwn", "title": "slack_mrkdwn", "summary": "slack_mrkdwn"}}
 
     def missing_config(self, params: Mapping[str, Any] | None = None) -> str | None:

@@ -26,7 +26,7 @@ Params:
   `operational`. Skipped when no incident is open for the key.
 
 Escaping: the page is public and shows plain text, so every `name` and `body` (payload
-text and the operator's alike) goes through hub.escape.statuspage_text: no HTML tags, no
+text and the operator's alike) goes through `statuspage_text` (below): no HTML tags, no
 `<!channel>`-style constructs, no control characters.
 
 Result keys (all actions): `statuspage_incident_id`.
@@ -34,6 +34,7 @@ Result keys (all actions): `statuspage_incident_id`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -41,7 +42,7 @@ from urllib.parse import quote
 
 from connectors._ledger import CreationLedger
 from connectors.base import ActionCall, Connector, Outcome, Record, RetryPolicy, Setting, stable_ref
-from hub.core.escape import statuspage_text
+from hub.core.escape import terminal
 
 NAME_MAX = 255
 BODY_MAX = 25000
@@ -49,6 +50,17 @@ MARKER = "incident_hub"
 #: A same-named incident created this long before our first attempt is not ours.
 NAME_MATCH_SKEW_MS = 60_000
 RESOLVED_BODY = "This incident has been resolved."
+
+
+# -- plain text for the public page -------------------------------------------------------------
+
+_TAG = re.compile(r"<[^<>]*>")
+
+
+def statuspage_text(text: str) -> str:
+    """Plain text for the public status page: no HTML, no `<!channel>`-style constructs."""
+    out = _TAG.sub("", terminal(str(text)))
+    return out.replace("<", "\u2039").replace(">", "\u203a")
 
 
 def _created_ms(incident: Mapping[str, Any]) -> int | None:
@@ -93,6 +105,7 @@ class Statuspage(Connector):
     action_names = frozenset({"open", "update", "resolve"})
     superseded_by_resolution = frozenset({"open", "update"})
     recorded = {"statuspage_incident_id": Record()}
+    formats = {"statuspage_text": statuspage_text}
     extra_retryable = (420,)
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=120.0, deadline=6 * 3600)
 

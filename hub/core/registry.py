@@ -78,6 +78,7 @@ def reset() -> None:
     """Forget what was discovered (after a directory was added to `connectors.__path__`)."""
     for cached in (_modules, sources, connector_classes, variables, superseded_by_resolution, recorded_fields):
         cached.cache_clear()
-    from hub.core import settings
+    from hub.core import escape, settings
 
     settings.settings_model.cache_clear()
+    escape.formats.cache_clear()

@@ -32,7 +32,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.filters import do_center, do_format, do_indent
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from hub.core.escape import FORMATS
+from hub.core.escape import formats
 
 #: The names a template may use (the render context's top level).
 ROOTS = ("event", "incident", "service", "services", "team", "steps", "deploy", "deploys", "now", "occurrence",
@@ -181,7 +181,7 @@ def _escape_value(fmt: str | None) -> Callable[[Any], Any]:
     """What an interpolated value becomes in a parameter of format `fmt` (identity for None)."""
     if fmt is None:
         return lambda v: v
-    fn = FORMATS[fmt]
+    fn = formats()[fmt]
 
     def esc(value: Any) -> Any:
         if isinstance(value, Trusted):
@@ -201,7 +201,7 @@ def environment(fmt: str | None = None) -> _Env:
     """The sandbox; with `fmt`, every `{{ }}` output is escaped for that format (Trusted text kept)."""
     finalize = None
     if fmt is not None:
-        esc = FORMATS[fmt]
+        esc = formats()[fmt]
 
         def finalize(value: Any) -> Any:
             if isinstance(value, Trusted | Placeholder) or value is None or isinstance(value, bool | int | float):
@@ -351,7 +351,7 @@ def _shortcut(text: str) -> Any:
         return None
 
     def joined(context: Mapping[str, Any], fmt: str | None = None) -> Any:
-        esc = FORMATS[fmt] if fmt else None
+        esc = formats()[fmt] if fmt else None
         out = []
         for piece in pieces:
             if isinstance(piece, str):
