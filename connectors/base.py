@@ -372,6 +372,10 @@ class Connector:
         configured (SLACK_WEBHOOK_URL)"), or None when it can run."""
         return None
 
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        """Where a call with these params would go (`incident-hub simulate`); secrets through `mask`."""
+        return self.name
+
     def actions(self) -> dict[str, ActionFn]:
         """The declared `action_names`, each the method of the same name."""
         return {name: getattr(self, name) for name in sorted(self.action_names)}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -130,7 +130,8 @@ class IncidentIOSource(InboundSource):
     model = IncidentIOWebhook
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
-        verify_standard_webhook(settings.incidentio_webhook_secret, headers, body, settings.hub_timestamp_tolerance)
+        verify_standard_webhook(settings.incidentio_webhook_secret, headers, body, settings.hub_timestamp_tolerance,
+                                variable="INCIDENTIO_WEBHOOK_SECRET")
         return "standard-webhooks (webhook-signature)"
 
     def validate(self, data: Any, headers: Mapping[str, str]) -> BaseModel:
@@ -319,6 +320,9 @@ class IncidentIO(Connector):
 
     def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
         return [self.settings.incidentio_api_key] if self.settings.incidentio_api_key else []
+
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        return "incident.io" + ("" if self.settings.incidentio_api_key else ": not configured (INCIDENTIO_API_KEY)")
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"incidentio:{self.settings.incidentio_api_key}"

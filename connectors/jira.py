@@ -215,6 +215,9 @@ class Jira(Connector):
             return f"issue:{call.params['issue']}"
         return f"key:{self._key(call)}"
 
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        return f"Jira project {params.get('project') or self.settings.jira_project or '(none: JIRA_PROJECT unset)'}"
+
     @property
     def ledger(self) -> CreationLedger:
         return CreationLedger(self.redis, self.name, self.settings.jira_url or "")

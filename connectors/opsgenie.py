@@ -21,7 +21,7 @@ Result keys (all actions): `alias`, `request_id`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -61,6 +61,13 @@ class OpsGenie(Connector):
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"opsgenie:{self.settings.opsgenie_api_key}"
+
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        who = ", ".join(str(r.get("name") or r.get("id") or r.get("username")) for r in params.get("responders") or []
+                        if isinstance(r, dict)) or "the alert's default routing"
+        key = f"OPSGENIE_API_KEY {mask(self.settings.opsgenie_api_key)}" if self.settings.opsgenie_api_key else \
+            "nowhere: opsgenie not configured (OPSGENIE_API_KEY)"
+        return f"OpsGenie responders: {who}; {key}"
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"GenieKey {self.settings.opsgenie_api_key}"}

@@ -12,7 +12,7 @@ P1→SEV1, P2→SEV2, P3→SEV3, P4/P5→SEV4), `default_severity` (no priority;
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
@@ -228,6 +228,14 @@ class PagerDuty(Connector):
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"pagerduty:{self.routing_key(call.params)}"
+
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        if params.get("routing_key"):
+            return f"PagerDuty routing key {mask(str(params['routing_key']))} (the step's routing_key: service, " \
+                   "team or escalation level)"
+        if self.settings.pagerduty_routing_key:
+            return f"PagerDuty routing key {mask(self.settings.pagerduty_routing_key)} (PAGERDUTY_ROUTING_KEY)"
+        return "nowhere: pagerduty not configured (PAGERDUTY_ROUTING_KEY)"
 
     async def trigger(self, call: ActionCall) -> Outcome:
         p = call.params

@@ -13,7 +13,7 @@ remaining window (crash between Slack's 200 and the record) can at worst repeat 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -79,6 +79,13 @@ class Slack(Connector):
     def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
         """The webhook URL is the credential: it must never appear in a recorded error."""
         return [u for u in (self.settings.slack_webhook_url, (params or {}).get("webhook_url")) if u]
+
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        if params.get("webhook_url"):
+            return f"Slack webhook {mask(str(params['webhook_url']))} (the step's webhook_url: service or team)"
+        if self.settings.slack_webhook_url:
+            return f"Slack webhook {mask(self.settings.slack_webhook_url)} (SLACK_WEBHOOK_URL)"
+        return "nowhere: slack not configured (SLACK_WEBHOOK_URL)"
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return "slack:" + str(call.params.get("webhook_url") or "default")

@@ -35,7 +35,7 @@ Result keys (all actions): `statuspage_incident_id`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -120,6 +120,9 @@ class Statuspage(Connector):
 
     def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
         return [self.settings.statuspage_api_key] if self.settings.statuspage_api_key else []
+
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        return f"Statuspage page {self.settings.statuspage_page_id or '(none: STATUSPAGE_PAGE_ID unset)'}"
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"statuspage:{self.settings.statuspage_api_key}"

@@ -106,32 +106,12 @@ def mask(secret: str) -> str:
 
 def target(connector: str, params: dict[str, Any], settings: Any) -> str:
     """Where an action would go: which channel, routing key or project, masked but distinguishable."""
-    if connector == "slack":
-        if params.get("webhook_url"):
-            return f"Slack webhook {mask(str(params['webhook_url']))} (the step's webhook_url: service or team)"
-        if settings.slack_webhook_url:
-            return f"Slack webhook {mask(settings.slack_webhook_url)} (SLACK_WEBHOOK_URL)"
-        return "nowhere: slack not configured (SLACK_WEBHOOK_URL)"
-    if connector == "pagerduty":
-        if params.get("routing_key"):
-            return f"PagerDuty routing key {mask(str(params['routing_key']))} (the step's routing_key: service, " \
-                   "team or escalation level)"
-        if settings.pagerduty_routing_key:
-            return f"PagerDuty routing key {mask(settings.pagerduty_routing_key)} (PAGERDUTY_ROUTING_KEY)"
-        return "nowhere: pagerduty not configured (PAGERDUTY_ROUTING_KEY)"
-    if connector == "opsgenie":
-        who = ", ".join(str(r.get("name") or r.get("id") or r.get("username")) for r in params.get("responders") or []
-                        if isinstance(r, dict)) or "the alert's default routing"
-        key = f"OPSGENIE_API_KEY {mask(settings.opsgenie_api_key)}" if settings.opsgenie_api_key else \
-            "nowhere: opsgenie not configured (OPSGENIE_API_KEY)"
-        return f"OpsGenie responders: {who}; {key}"
-    if connector == "jira":
-        return f"Jira project {params.get('project') or settings.jira_project or '(none: JIRA_PROJECT unset)'}"
-    if connector == "statuspage":
-        return f"Statuspage page {settings.statuspage_page_id or '(none: STATUSPAGE_PAGE_ID unset)'}"
-    if connector == "incidentio":
-        return "incident.io" + ("" if settings.incidentio_api_key else ": not configured (INCIDENTIO_API_KEY)")
-    return connector
+    from hub.core.registry import connector_classes
+
+    cls = connector_classes().get(connector)
+    if cls is None:
+        return connector
+    return cls(settings, None, None).describe_target(params, mask)  # type: ignore[arg-type]
 
 
 def _span(spec: object) -> str:
