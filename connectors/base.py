@@ -252,6 +252,20 @@ class Outcome:
         return self.state == "succeeded"
 
 
+@dataclass(frozen=True)
+class PageFacts:
+    """A page, whichever pager sent it: what another pager needs to send the same alert."""
+
+    title: Any = None
+    #: The dedup key / alias: the fallback page uses the same, so a later replay is one alert.
+    key: Any = None
+    #: The page's longer text, if any.
+    detail: Any = None
+    severity: Any = None
+    #: The failed page's action id.
+    action_id: str = ""
+
+
 @dataclass
 class ActionCall:
     """One attempt of one action instance, as a connector sees it."""
@@ -371,6 +385,46 @@ class Connector:
         """Why this connector is disabled for a call with these params (e.g. "slack not
         configured (SLACK_WEBHOOK_URL)"), or None when it can run."""
         return None
+
+    # -- roles the hub's fallback pager looks for (`hub.worker.fallback`) ----------------------
+
+    #: How people write the system's name (in messages); default `name`.
+    label: ClassVar[str] = ""
+    #: The action that pages a person, when this system is a pager; a dead one pages through
+    #: another pager, and the `notice_action` of a notifier tells the team.
+    page_action: ClassVar[str | None] = None
+    #: The action that posts a message to a team, when this system is a notifier.
+    notice_action: ClassVar[str | None] = None
+
+    @classmethod
+    def display_name(cls) -> str:
+        return cls.label or cls.name
+
+    @classmethod
+    def page_facts(cls, params: Mapping[str, Any]) -> PageFacts:
+        """What a page of this pager says, from its `page_action` params."""
+        return PageFacts()
+
+    @classmethod
+    def can_page(cls, service: Mapping[str, Any], team: Mapping[str, Any], configured: set[str]) -> bool:
+        """This pager can page for this service (its own target in the catalog, or configured)."""
+        return cls.name in configured
+
+    @classmethod
+    def fallback_page(cls, facts: PageFacts, why: str, view: Mapping[str, Any]) -> dict[str, Any]:
+        """`page_action` params standing in for another pager's failed page (`view`: service,
+        team, incident as the rules see them)."""
+        raise NotImplementedError
+
+    @classmethod
+    def notice(cls, text: str, severity: Any, ids: Mapping[str, str], view: Mapping[str, Any]) -> dict[str, Any]:
+        """`notice_action` params posting `text` (already in this system's markup) to the team."""
+        raise NotImplementedError
+
+    @classmethod
+    def notice_escape(cls, text: str) -> str:
+        """Payload text as it must appear in `notice` text (this system's markup escaped)."""
+        return text
 
     def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
         """Where a call with these params would go (`incident-hub simulate`); secrets through `mask`."""

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from connectors.base import ActionCall, Connector, Outcome, RetryPolicy, Setting, fit_key
+from connectors.base import ActionCall, Connector, Outcome, PageFacts, RetryPolicy, Setting, fit_key
 
 MESSAGE_MAX = 130
 ALIAS_MAX = 512
@@ -44,6 +44,8 @@ def priority(params: Mapping[str, Any]) -> str | None:
 
 class OpsGenie(Connector):
     name = "opsgenie"
+    label = "OpsGenie"
+    page_action = "create"
     #: One open alert per alias: a repeated create, acknowledge or close changes nothing more.
     repeat_safe = frozenset({"create", "acknowledge", "close"})
     #: OpsGenie's limits depend on the plan and the endpoint; this stays well inside them.
@@ -61,6 +63,24 @@ class OpsGenie(Connector):
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"opsgenie:{self.settings.opsgenie_api_key}"
+
+    @classmethod
+    def page_facts(cls, params: Mapping[str, Any]) -> PageFacts:
+        return PageFacts(title=params.get("message"), key=params.get("alias"), detail=params.get("description"),
+                         severity=params.get("severity"))
+
+    @classmethod
+    def fallback_page(cls, facts: PageFacts, why: str, view: Mapping[str, Any]) -> dict[str, Any]:
+        service, team, incident = view.get("service") or {}, view.get("team") or {}, view.get("incident") or {}
+        return {
+            "message": facts.title,
+            "alias": facts.key,
+            "description": f"{why}\n\n{facts.detail}" if facts.detail else why,
+            "responders": service.get("opsgenie_responders") or team.get("opsgenie_responders") or [],
+            "severity": facts.severity,
+            "tags": list(incident.get("services") or []),
+            "details": {"incident": str(incident.get("key") or ""), "failed_page": facts.action_id},
+        }
 
     def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
         who = ", ".join(str(r.get("name") or r.get("id") or r.get("username")) for r in params.get("responders") or []

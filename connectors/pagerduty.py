@@ -26,6 +26,7 @@ from connectors.base import (
     Connector,
     InboundSource,
     Outcome,
+    PageFacts,
     RetryPolicy,
     Setting,
     fit_key,
@@ -210,6 +211,8 @@ class PagerDuty(Connector):
     #: A repeat with the same dedup_key (and routing key) applies to the same open alert.
     repeat_safe = frozenset({"trigger", "acknowledge", "resolve"})
     default_rate_limit = "120/min"
+    label = "PagerDuty"
+    page_action = "trigger"
     variables = (Setting("PAGERDUTY_ROUTING_KEY", secret=True),
                  Setting("PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue"))
     action_names = frozenset({"trigger", "acknowledge", "resolve"})
@@ -228,6 +231,31 @@ class PagerDuty(Connector):
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"pagerduty:{self.routing_key(call.params)}"
+
+    @classmethod
+    def page_facts(cls, params: Mapping[str, Any]) -> PageFacts:
+        details = params.get("custom_details") or {}
+        return PageFacts(title=params.get("summary"), key=params.get("dedup_key"), severity=params.get("severity"),
+                         detail=details.get("summary") if isinstance(details, Mapping) else None)
+
+    @classmethod
+    def can_page(cls, service: Mapping[str, Any], team: Mapping[str, Any], configured: set[str]) -> bool:
+        return bool(service.get("pagerduty_routing_key") or team.get("pagerduty_routing_key") or cls.name in configured)
+
+    @classmethod
+    def fallback_page(cls, facts: PageFacts, why: str, view: Mapping[str, Any]) -> dict[str, Any]:
+        service, team, incident = view.get("service") or {}, view.get("team") or {}, view.get("incident") or {}
+        return {
+            "summary": facts.title,
+            "severity": facts.severity,
+            "source": "incident-hub",
+            "dedup_key": facts.key,
+            "routing_key": service.get("pagerduty_routing_key") or team.get("pagerduty_routing_key"),
+            "component": service.get("name"),
+            "group": team.get("name"),
+            "custom_details": {"note": why, "description": facts.detail or "",
+                               "incident": str(incident.get("key") or "")},
+        }
 
     def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
         if params.get("routing_key"):

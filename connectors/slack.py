@@ -63,6 +63,8 @@ def build_message(params: dict[str, Any]) -> dict[str, Any]:
 
 class Slack(Connector):
     name = "slack"
+    label = "Slack"
+    notice_action = "notify"
     default_rate_limit = "1/s"
     variables = (Setting("SLACK_WEBHOOK_URL", secret=True),)
     action_names = frozenset({"notify"})
@@ -79,6 +81,16 @@ class Slack(Connector):
     def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
         """The webhook URL is the credential: it must never appear in a recorded error."""
         return [u for u in (self.settings.slack_webhook_url, (params or {}).get("webhook_url")) if u]
+
+    @classmethod
+    def notice(cls, text: str, severity: Any, ids: Mapping[str, str], view: Mapping[str, Any]) -> dict[str, Any]:
+        service, team = view.get("service") or {}, view.get("team") or {}
+        return {"text": text, "severity": severity, "ids": dict(ids),
+                "webhook_url": service.get("slack_webhook") or team.get("slack_webhook")}
+
+    @classmethod
+    def notice_escape(cls, text: str) -> str:
+        return slack_mrkdwn(text)
 
     def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
         if params.get("webhook_url"):

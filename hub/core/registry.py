@@ -68,6 +68,12 @@ def recorded_fields() -> dict[str, Record]:
     return {field: how for cls in connector_classes().values() for field, how in cls.recorded.items()}
 
 
+@lru_cache(maxsize=1)
+def page_actions() -> frozenset[str]:
+    """`connector.action` names that page a person (`Connector.page_action`)."""
+    return frozenset(f"{name}.{cls.page_action}" for name, cls in connector_classes().items() if cls.page_action)
+
+
 def global_target(connector: str) -> tuple[str, str] | None:
     """(parameter, variable) of a connector's target with a global default, else None."""
     cls = connector_classes().get(connector)
@@ -76,7 +82,8 @@ def global_target(connector: str) -> tuple[str, str] | None:
 
 def reset() -> None:
     """Forget what was discovered (after a directory was added to `connectors.__path__`)."""
-    for cached in (_modules, sources, connector_classes, variables, superseded_by_resolution, recorded_fields):
+    for cached in (_modules, sources, connector_classes, variables, superseded_by_resolution, recorded_fields,
+                   page_actions):
         cached.cache_clear()
     from hub.core import escape, settings
 
