@@ -131,6 +131,28 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class CatalogField:
+    """A key a connector adds to the rules file: `name: annotation` on each place in `on`.
+
+    Places: `catalog` (the catalog itself), `service`, `team`, `level` (a team's escalation
+    level), `contact` (a team's manager) and `condition` (a workflow condition, true when
+    the view value at `condition_path` is truthy as asked). `field` is a pydantic `Field(...)`
+    with the default and the description the schema shows (None: default None).
+    """
+
+    name: str
+    annotation: Any
+    field: Any = None
+    on: tuple[str, ...] = ("service", "team")
+    #: An `env:NAME` reference to a secret: templates see the variable's value, `validate`
+    #: checks the variable is set, and an unset `env:NAME?` is reported when it falls back.
+    secret_ref: bool = False
+    #: The value (a text, or a model of texts) holds templates that may read only these names.
+    templates_read: tuple[str, ...] | None = None
+    condition_path: str | None = None
+
+
+@dataclass(frozen=True)
 class Record:
     """How an incident field a step may `record:` is written (`incident.<field>`).
 
@@ -250,6 +272,31 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.state == "succeeded"
+
+
+@dataclass
+class CatalogView:
+    """What a connector's `catalog_view` may use besides the entry: the environment, the
+    catalog, the entry's name, and a renderer for templates of `templates_read` keys."""
+
+    env: Mapping[str, str]
+    catalog: Any = None
+    name: str | None = None
+    in_catalog: bool = False
+    public_name: str = ""
+    render: Callable[[str, Mapping[str, Any]], Any] | None = None
+
+    def value(self, f: CatalogField, value: Any) -> Any:
+        """A key's value as templates see it: references resolved, models as plain data."""
+        from hub.core import envref
+
+        if f.secret_ref:
+            return envref.resolve(value, self.env)
+        if isinstance(value, list):
+            return [v.model_dump(exclude_none=True) if isinstance(v, BaseModel) else v for v in value]
+        if isinstance(value, BaseModel):
+            return value.model_dump()
+        return value
 
 
 @dataclass(frozen=True)
@@ -386,6 +433,19 @@ class Connector:
         configured (SLACK_WEBHOOK_URL)"), or None when it can run."""
         return None
 
+    # -- the rules file --------------------------------------------------------------------------
+
+    #: Keys this connector adds to catalog entries and conditions.
+    catalog_fields: ClassVar[tuple[CatalogField, ...]] = ()
+
+    @classmethod
+    def catalog_view(cls, place: str, entry: Any, view: CatalogView) -> dict[str, Any]:
+        """What templates see of this connector's keys on one catalog entry (`service.<key>`, …).
+
+        The default shows each key of `place` as written, `env:` references resolved.
+        """
+        return {f.name: view.value(f, getattr(entry, f.name, None)) for f in cls.catalog_fields if place in f.on}
+
     # -- roles the hub's fallback pager looks for (`hub.worker.fallback`) ----------------------
 
     #: How people write the system's name (in messages); default `name`.
@@ -393,6 +453,8 @@ class Connector:
     #: The action that pages a person, when this system is a pager; a dead one pages through
     #: another pager, and the `notice_action` of a notifier tells the team.
     page_action: ClassVar[str | None] = None
+    #: Among pagers, the one preferred when several could page (lowest first).
+    page_priority: ClassVar[int] = 100
     #: The action that posts a message to a team, when this system is a notifier.
     notice_action: ClassVar[str | None] = None
 
@@ -406,9 +468,14 @@ class Connector:
         return PageFacts()
 
     @classmethod
+    def has_own_target(cls, service: Mapping[str, Any], team: Mapping[str, Any]) -> bool:
+        """The service's or team's view names a target of this pager (a routing key, responders)."""
+        return False
+
+    @classmethod
     def can_page(cls, service: Mapping[str, Any], team: Mapping[str, Any], configured: set[str]) -> bool:
         """This pager can page for this service (its own target in the catalog, or configured)."""
-        return cls.name in configured
+        return cls.has_own_target(service, team) or cls.name in configured
 
     @classmethod
     def fallback_page(cls, facts: PageFacts, why: str, view: Mapping[str, Any]) -> dict[str, Any]:

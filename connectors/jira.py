@@ -52,11 +52,14 @@ from typing import Any, TypeVar
 
 import requests
 from jira import JIRA, JIRAError
+from pydantic import Field
 from urllib3.exceptions import NewConnectionError
 
 from connectors._ledger import CreationLedger
 from connectors.base import (
     ActionCall,
+    CatalogField,
+    CatalogView,
     Connector,
     Outcome,
     Record,
@@ -183,6 +186,11 @@ class Jira(Connector):
     action_names = frozenset({"create_issue", "comment"})
     #: A ticket's key is added to the incident's list of tickets (one incident, several follow-ups).
     recorded = {"jira_key": Record(append_to="jira_keys")}
+    catalog_fields = (
+        CatalogField("jira_project", str | None, on=("service",)),
+        CatalogField("jira_project", str | None, Field(None, description="project for tickets when the service names "
+                                                                         "none (else JIRA_PROJECT)"), on=("catalog",)),
+    )
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=300.0, deadline=24 * 3600)
     timeout = 15.0
     attempt_timeout = 60.0
@@ -214,6 +222,12 @@ class Jira(Connector):
         if call.params.get("issue"):
             return f"issue:{call.params['issue']}"
         return f"key:{self._key(call)}"
+
+    @classmethod
+    def catalog_view(cls, place: str, entry: Any, view: CatalogView) -> dict[str, Any]:
+        if place != "service":
+            return {}
+        return {"jira_project": entry.jira_project or getattr(view.catalog, "jira_project", None)}
 
     def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
         return f"Jira project {params.get('project') or self.settings.jira_project or '(none: JIRA_PROJECT unset)'}"

@@ -22,10 +22,22 @@ Result keys (all actions): `alias`, `request_id`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
-from connectors.base import ActionCall, Connector, Outcome, PageFacts, RetryPolicy, Setting, fit_key
+from pydantic import Field, model_validator
+
+from connectors.base import (
+    ActionCall,
+    CatalogField,
+    Connector,
+    Outcome,
+    PageFacts,
+    RetryPolicy,
+    Setting,
+    fit_key,
+)
+from hub.core.ruletypes import Strict
 
 MESSAGE_MAX = 130
 ALIAS_MAX = 512
@@ -42,10 +54,28 @@ def priority(params: Mapping[str, Any]) -> str | None:
     return SEVERITY_TO_PRIORITY.get(str(params.get("severity") or "").upper())
 
 
+class Responder(Strict):
+    """An OpsGenie responder: a team, user, escalation or schedule, by id or name."""
+
+    type: Literal["team", "user", "escalation", "schedule"] = "team"
+    id: str | None = None
+    name: str | None = None
+    username: str | None = None
+
+    @model_validator(mode="after")
+    def _one_ref(self) -> Responder:
+        if not (self.id or self.name or self.username):
+            raise ValueError("a responder needs an id, a name or a username")
+        return self
+
+
 class OpsGenie(Connector):
     name = "opsgenie"
     label = "OpsGenie"
     page_action = "create"
+    page_priority = 1
+    catalog_fields = (CatalogField("opsgenie_responders", list[Responder], Field(default_factory=list),
+                                   on=("service", "team", "level")),)
     #: One open alert per alias: a repeated create, acknowledge or close changes nothing more.
     repeat_safe = frozenset({"create", "acknowledge", "close"})
     #: OpsGenie's limits depend on the plan and the endpoint; this stays well inside them.
@@ -68,6 +98,14 @@ class OpsGenie(Connector):
     def page_facts(cls, params: Mapping[str, Any]) -> PageFacts:
         return PageFacts(title=params.get("message"), key=params.get("alias"), detail=params.get("description"),
                          severity=params.get("severity"))
+
+    @classmethod
+    def has_own_target(cls, service: Mapping[str, Any], team: Mapping[str, Any]) -> bool:
+        return bool(service.get("opsgenie_responders") or team.get("opsgenie_responders"))
+
+    @classmethod
+    def can_page(cls, service: Mapping[str, Any], team: Mapping[str, Any], configured: set[str]) -> bool:
+        return cls.name in configured  # responders alone are not enough: the API key pages
 
     @classmethod
     def fallback_page(cls, facts: PageFacts, why: str, view: Mapping[str, Any]) -> dict[str, Any]:

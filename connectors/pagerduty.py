@@ -23,6 +23,7 @@ from connectors._severity import PRIORITY_MAP, map_severity
 from connectors.base import (
     ActionCall,
     BadPayload,
+    CatalogField,
     Connector,
     InboundSource,
     Outcome,
@@ -33,6 +34,7 @@ from connectors.base import (
     summarise_validation,
 )
 from hub.core.events import Kind, Link, NormalisedEvent
+from hub.core.ruletypes import SecretRef
 from hub.ingress.verify import AuthError, check_hex_hmac, first_credential, sign_hex_hmac
 
 if TYPE_CHECKING:
@@ -213,6 +215,9 @@ class PagerDuty(Connector):
     default_rate_limit = "120/min"
     label = "PagerDuty"
     page_action = "trigger"
+    page_priority = 0
+    catalog_fields = (CatalogField("pagerduty_routing_key", SecretRef | None, on=("service", "team", "level"),
+                                   secret_ref=True),)
     variables = (Setting("PAGERDUTY_ROUTING_KEY", secret=True),
                  Setting("PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue"))
     action_names = frozenset({"trigger", "acknowledge", "resolve"})
@@ -239,8 +244,8 @@ class PagerDuty(Connector):
                          detail=details.get("summary") if isinstance(details, Mapping) else None)
 
     @classmethod
-    def can_page(cls, service: Mapping[str, Any], team: Mapping[str, Any], configured: set[str]) -> bool:
-        return bool(service.get("pagerduty_routing_key") or team.get("pagerduty_routing_key") or cls.name in configured)
+    def has_own_target(cls, service: Mapping[str, Any], team: Mapping[str, Any]) -> bool:
+        return bool(service.get("pagerduty_routing_key") or team.get("pagerduty_routing_key"))
 
     @classmethod
     def fallback_page(cls, facts: PageFacts, why: str, view: Mapping[str, Any]) -> dict[str, Any]:

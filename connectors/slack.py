@@ -17,8 +17,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from connectors.base import ActionCall, Connector, Outcome, RetryPolicy, Setting
+from pydantic import Field
+
+from connectors.base import ActionCall, CatalogField, Connector, Outcome, RetryPolicy, Setting
 from hub.core.escape import safe_http_url
+from hub.core.ruletypes import SecretRef
 
 # -- mrkdwn -------------------------------------------------------------------------------------
 
@@ -65,6 +68,11 @@ class Slack(Connector):
     name = "slack"
     label = "Slack"
     notice_action = "notify"
+    catalog_fields = (
+        CatalogField("slack", str, Field("", description="how to mention them in Slack, e.g. <@U024BE7LH>"),
+                     on=("contact",)),
+        CatalogField("slack_webhook", SecretRef | None, on=("service", "team", "contact"), secret_ref=True),
+    )
     default_rate_limit = "1/s"
     variables = (Setting("SLACK_WEBHOOK_URL", secret=True),)
     action_names = frozenset({"notify"})

@@ -40,9 +40,22 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import Field
+
 from connectors._ledger import CreationLedger
-from connectors.base import ActionCall, Connector, Outcome, Record, RetryPolicy, Setting, stable_ref
+from connectors.base import (
+    ActionCall,
+    CatalogField,
+    CatalogView,
+    Connector,
+    Outcome,
+    Record,
+    RetryPolicy,
+    Setting,
+    stable_ref,
+)
 from hub.core.escape import terminal
+from hub.core.ruletypes import Strict, StrList
 
 NAME_MAX = 255
 BODY_MAX = 25000
@@ -97,6 +110,18 @@ def _components(params: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
     return list(dict.fromkeys([*ids, *statuses])), statuses
 
 
+class StatuspageWording(Strict):
+    """What the public status page says, per Statuspage status. Templates read only `service`
+    (the service's public name): never alert or incident text, which is internal."""
+
+    title: str = Field("Degraded performance of {{ service }}", description="the Statuspage incident's name")
+    investigating: str = "We are investigating degraded performance of {{ service }}."
+    identified: str = "We have identified the cause of the degraded performance of {{ service }} and are " \
+                      "working on a fix."
+    monitoring: str = "A fix for {{ service }} is in place and we are monitoring the results."
+    resolved: str = "{{ service }} is operating normally again."
+
+
 class Statuspage(Connector):
     name = "statuspage"
     default_rate_limit = "1/s"
@@ -106,6 +131,37 @@ class Statuspage(Connector):
     superseded_by_resolution = frozenset({"open", "update"})
     recorded = {"statuspage_incident_id": Record()}
     formats = {"statuspage_text": statuspage_text}
+    catalog_fields = (
+        CatalogField("statuspage", bool, Field(False, description="opt in to the public status page (implied by "
+                                                                 "statuspage_components); without it the built-in "
+                                                                 "workflows never open a Statuspage incident for the "
+                                                                 "service"), on=("service",)),
+        CatalogField("statuspage_components", StrList,
+                     Field(default_factory=list, description="Statuspage component ids (opts in)"), on=("service",)),
+        CatalogField("statuspage_wording", StatuspageWording | None,
+                     Field(None, description="this service's public wording; default: the catalog's"),
+                     on=("service",), templates_read=("service",)),
+        CatalogField("statuspage_wording", StatuspageWording,
+                     Field(default_factory=StatuspageWording, description="public wording on the status page, per "
+                                                                          "status"),
+                     on=("catalog",), templates_read=("service",)),
+        CatalogField("statuspage", bool | None, Field(None, description="the (first) affected service opted in to the "
+                                                                        "public status page (`statuspage: true` or "
+                                                                        "statuspage_components)"),
+                     on=("condition",), condition_path="service.statuspage"),
+    )
+
+    @classmethod
+    def catalog_view(cls, place: str, entry: Any, view: CatalogView) -> dict[str, Any]:
+        """The service's opt-in and components, and its public wording rendered (never the raw templates)."""
+        if place != "service":
+            return {}
+        wording = entry.statuspage_wording or view.catalog.statuspage_wording
+        assert view.render is not None
+        text = {k: str(view.render(v, {"service": view.public_name})) for k, v in wording.model_dump().items()}
+        return {"statuspage_components": list(entry.statuspage_components),
+                "statuspage": bool(view.in_catalog and (entry.statuspage or entry.statuspage_components)),
+                "statuspage_text": text}
     extra_retryable = (420,)
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=120.0, deadline=6 * 3600)
 

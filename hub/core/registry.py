@@ -69,6 +69,13 @@ def recorded_fields() -> dict[str, Record]:
 
 
 @lru_cache(maxsize=1)
+def condition_paths() -> tuple[tuple[str, str], ...]:
+    """(condition key, view path) of the workflow conditions the connectors add."""
+    return tuple((f.name, f.condition_path) for cls in connector_classes().values() for f in cls.catalog_fields
+                 if "condition" in f.on and f.condition_path)
+
+
+@lru_cache(maxsize=1)
 def page_actions() -> frozenset[str]:
     """`connector.action` names that page a person (`Connector.page_action`)."""
     return frozenset(f"{name}.{cls.page_action}" for name, cls in connector_classes().items() if cls.page_action)
@@ -83,7 +90,7 @@ def global_target(connector: str) -> tuple[str, str] | None:
 def reset() -> None:
     """Forget what was discovered (after a directory was added to `connectors.__path__`)."""
     for cached in (_modules, sources, connector_classes, variables, superseded_by_resolution, recorded_fields,
-                   page_actions):
+                   page_actions, condition_paths):
         cached.cache_clear()
     from hub.core import escape, settings
 

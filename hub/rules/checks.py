@@ -12,11 +12,14 @@ import fnmatch
 import re
 from typing import Any
 
+from pydantic import BaseModel
+
 from hub.core import envref
 from hub.core.events import Kind
+from hub.core.registry import connector_classes
 from hub.rules import context, templating
 from hub.rules.loader import Path_, Positions, Problem, _dotted
-from hub.rules.model import Condition, HubConfig, StatuspageWording, Step, Workflow
+from hub.rules.model import Condition, HubConfig, Step, Workflow
 
 #: Actions the hub performs itself (not through a connector).
 BUILTIN_ACTIONS = {"hub": {"cancel_timers"}}
@@ -26,8 +29,6 @@ EXISTS_ROOTS = ("event", "incident", "service", "team", "deploy")
 
 def known_actions() -> dict[str, set[str] | None]:
     """connector name → the action names it declares (and the hub's own actions)."""
-    from hub.core.registry import connector_classes
-
     out: dict[str, set[str] | None] = {k: set(v) for k, v in BUILTIN_ACTIONS.items()}
     out.update({name: set(cls.action_names) for name, cls in connector_classes().items()})
     return out
@@ -66,21 +67,30 @@ class _Checker:
                     self.add(where, f"alias {alias!r} is also used by service {other!r}",
                              "an alias must name one service")
                 seen_alias.setdefault(folded, name)
-            self.secret((*base, "pagerduty_routing_key"), svc.pagerduty_routing_key)
-            self.secret((*base, "slack_webhook"), svc.slack_webhook)
-        self.wording(("catalog", "statuspage_wording"), cat.statuspage_wording)
+            self.secrets("service", base, svc)
+        fields = [f for cls in connector_classes().values() for f in cls.catalog_fields if f.templates_read]
+        for f in fields:
+            if "catalog" in f.on:
+                self.restricted(("catalog", f.name), getattr(cat, f.name), f.templates_read)
         for name, svc in cat.services.items():
-            if svc.statuspage_wording is not None:
-                self.wording(("catalog", "services", name, "statuspage_wording"), svc.statuspage_wording)
+            for f in fields:
+                if "service" in f.on and getattr(svc, f.name, None) is not None:
+                    self.restricted(("catalog", "services", name, f.name), getattr(svc, f.name), f.templates_read)
         for name, team in cat.teams.items():
             base = ("catalog", "teams", name)
-            self.secret((*base, "pagerduty_routing_key"), team.pagerduty_routing_key)
-            self.secret((*base, "slack_webhook"), team.slack_webhook)
+            self.secrets("team", base, team)
             if team.manager:
-                self.secret((*base, "manager", "slack_webhook"), team.manager.slack_webhook)
+                self.secrets("contact", (*base, "manager"), team.manager)
             for i, level in enumerate(team.escalation):
-                self.secret((*base, "escalation", i, "pagerduty_routing_key"), level.pagerduty_routing_key)
+                self.secrets("level", (*base, "escalation", i), level)
         self.source_options()
+
+    def secrets(self, place: str, base: Path_, entry: Any) -> None:
+        """The `env:` references of the connectors' keys on one catalog entry."""
+        for cls in connector_classes().values():
+            for f in cls.catalog_fields:
+                if place in f.on and f.secret_ref:
+                    self.secret((*base, f.name), getattr(entry, f.name, None))
 
     def secret(self, path: Path_, value: str | None) -> None:
         """A secret reference: valid, and set where the settings are read (environment or `.env`).
@@ -107,20 +117,24 @@ class _Checker:
             self.add(path, "a secret is written in the file", "prefer env:NAME and set NAME in the environment",
                      severity="warning")
 
-    def wording(self, path: Path_, wording: StatuspageWording) -> None:
-        """Public wording may read only `service` (its public name): nothing internal reaches the page."""
-        for field, text in wording.model_dump().items():
+    def restricted(self, path: Path_, value: Any, allowed: tuple[str, ...]) -> None:
+        """Text that may read only `allowed` (public wording: only the service's public name), so
+        nothing internal reaches a public page."""
+        texts = value.model_dump() if isinstance(value, BaseModel) else {"": value}
+        for field, text in texts.items():
+            at = (*path, field) if field else path
             try:
                 names = templating.references(text)[0] if templating.is_template(text) else set()
             except templating.TemplateProblem as e:
-                self.add((*path, field), f"template syntax: {e}")
+                self.add(at, f"template syntax: {e}")
                 continue
             except Exception as e:  # a Jinja syntax error
-                self.add((*path, field), f"template syntax: {e}")
+                self.add(at, f"template syntax: {e}")
                 continue
-            for other in sorted(names - {"service"}):
-                self.add((*path, field), f"public wording cannot read {other!r}",
-                         "the status page is public: only {{ service }} (the service's public name) is available")
+            for other in sorted(names - set(allowed)):
+                self.add(at, f"public wording cannot read {other!r}",
+                         "the page is public: only " + ", ".join("{{ " + n + " }}" for n in allowed)
+                         + " (the service's public name) is available")
 
     def source_options(self) -> None:
         from hub.core.registry import sources
