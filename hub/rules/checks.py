@@ -34,6 +34,12 @@ def known_actions() -> dict[str, set[str] | None]:
     return out
 
 
+def _example_actions() -> str:
+    """A hint naming two real actions, e.g. `e.g. jira.comment or slack.notify`."""
+    names = [f"{n}.{sorted(a)[0]}" for n, a in sorted(known_actions().items()) if a and n != "hub"]
+    return "e.g. " + " or ".join(names[-2:]) if names else "e.g. hub.cancel_timers"
+
+
 class _Checker:
     def __init__(self, config: HubConfig, data: dict[str, Any], positions: Positions) -> None:
         self.config = config
@@ -231,7 +237,7 @@ class _Checker:
         actions = known_actions()
         connector, dot, action = name.partition(".")
         if not dot or not action:
-            self.add(path, f"{name!r} is not connector.action", "e.g. pagerduty.trigger or slack.notify")
+            self.add(path, f"{name!r} is not connector.action", _example_actions())
             return
         if connector not in actions:
             self.add(path, f"unknown connector {connector!r}", _suggest(connector, actions, "connectors"))

@@ -147,7 +147,7 @@ def recent_deploys(deploys: list[Mapping[str, Any]], spec: float | DeployedWithi
 
 
 def lookup(values: Mapping[str, Any], path: str) -> Any:
-    """`incident.statuspage_incident_id`, `team.escalation.0.pagerduty_routing_key` → the value or None."""
+    """`incident.page_dedup_key`, `team.escalation.0.name` → the value or None."""
     current: Any = values
     for part in path.split("."):
         if isinstance(current, Mapping):

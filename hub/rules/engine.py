@@ -148,7 +148,7 @@ def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def configured_connectors(settings: Any) -> set[str]:
-    """Connectors whose settings are complete (e.g. PAGERDUTY_ROUTING_KEY set), without building a client."""
+    """Connectors whose settings are complete (`missing_config()` is None), without building a client."""
     from hub.core.registry import connector_classes
 
     out = set()

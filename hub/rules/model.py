@@ -166,7 +166,7 @@ class _Condition(_Strict):
     changed: list[Changeable] | Changeable | None = Field(
         None, description="this event changed any of these incident fields")
     exists: StrList | None = Field(
-        None, description="dotted paths that must be set, e.g. incident.statuspage_incident_id")
+        None, description="dotted paths that must be set, e.g. incident.page_dedup_key")
     pager: Literal[PAGERS] | None = Field(  # type: ignore[valid-type]
         None, description="who pages for the service: the first pager listed here with its own target for the "
                           "service or team (a routing key, responders), else the first configured one")
@@ -211,7 +211,7 @@ class Step(_Strict):
     """One action, or a group of actions that fire together (`do:`), optionally later."""
 
     id: str | None = Field(None, description="unique in the workflow; defaults to the action name")
-    action: str | None = Field(None, description="connector.action, e.g. pagerduty.trigger, or hub.cancel_timers")
+    action: str | None = Field(None, description="connector.action (a connector's action), or hub.cancel_timers")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="parameters; strings are templates")
     do: list[Step] | None = Field(None, description="actions run together, in order (a group)")
     if_: Condition | None = Field(None, alias="if", description="checked when the workflow runs")

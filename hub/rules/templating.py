@@ -6,7 +6,7 @@ one `{{ expression }}` keeps the expression's type (a list of component ids stay
 any other string renders to text. Unknown names fail loudly at render time (StrictUndefined),
 and `incident-hub validate` checks names and step references before anything runs.
 
-Escaping: a parameter a connector declares as markup (`Connector.markup`, e.g. Slack's
+Escaping: a parameter a connector declares as markup (`Connector.markup`, e.g. a chat's
 `text`) is rendered with that format's escape (hub.escape) applied to every interpolated
 value, so payload text cannot become markup there; the operator's literal text around the
 `{{ }}` stays as written, and so do values from the catalog (`Trusted`: service and team
@@ -68,7 +68,7 @@ def _og_priority(value: Any) -> str:
 
 
 def _component_status(ids: Any, status: str = "major_outage") -> dict[str, str]:
-    """Statuspage `components` from a list of component ids: {id: status}."""
+    """A status page's `components` from a list of component ids: {id: status}."""
     return {str(i): status for i in (ids or [])}
 
 
@@ -80,7 +80,7 @@ def _iso(ms: Any) -> str:
 
 
 def _date_in(hours: Any, base_ms: Any = None) -> str:
-    """The date `hours` from now (or from `base_ms`), as YYYY-MM-DD (Jira's duedate)."""
+    """The date `hours` from now (or from `base_ms`), as YYYY-MM-DD (a ticket's due date)."""
     base = datetime.fromtimestamp(float(base_ms) / 1000, UTC) if base_ms else datetime.now(UTC)
     return (base + timedelta(hours=float(hours))).date().isoformat()
 

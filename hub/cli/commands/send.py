@@ -29,7 +29,7 @@ SAMPLE_HEADERS: dict[str, dict[str, str]] = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("send", help="post a signed sample webhook to a running hub (to set up or check a source)")
-    p.add_argument("source", help="datadog, grafana, alertmanager, incidentio, github or pagerduty")
+    p.add_argument("source", help="the source's name, as in POST /webhooks/SOURCE")
     p.add_argument("file", nargs="?", type=Path, help="the body to send (default: the bundled sample)")
     p.add_argument("--url", help="the hub's base URL (default http://HUB_HOST:HUB_PORT, 127.0.0.1 for 0.0.0.0)")
     p.add_argument("--same-id", action="store_true",

@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="show the events and actions a webhook payload would cause (no side effects)")
-    p.add_argument("source", help="datadog, grafana, alertmanager, incidentio, github or pagerduty")
+    p.add_argument("source", help="the source's name, as in POST /webhooks/SOURCE")
     p.add_argument("file", type=Path, help="the payload (JSON; '-' reads standard input)")
     p.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
                    help="a request header the source needs, e.g. -H 'X-GitHub-Event: deployment_status'")
