@@ -161,6 +161,10 @@ class Record:
     """
 
     append_to: str | None = None
+    #: The field holds the id of an incident of this inbound source (whose incidents are keyed
+    #: `<source>:<id>`): that source's incident events set it too, and reports count the two
+    #: records (the alert-born incident and the one it opened there) as one incident.
+    links_source: str | None = None
 
 
 class InboundSource:

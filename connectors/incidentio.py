@@ -305,7 +305,7 @@ class IncidentIO(Connector):
     variables = (Setting("INCIDENTIO_API_KEY", secret=True), Setting("INCIDENTIO_API_URL", "https://api.incident.io"))
     action_names = frozenset({"create_incident", "update", "add_note"})
     superseded_by_resolution = frozenset({"create_incident"})
-    recorded = {"incidentio_id": Record()}
+    recorded = {"incidentio_id": Record(links_source="incidentio")}
     retry_policy = RetryPolicy(max_attempts=8, base_delay=1.0, max_delay=60.0, deadline=6 * 3600)
     #: Seconds a severity or status list is reused before it is fetched again.
     catalog_ttl: float = 300.0

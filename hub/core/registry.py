@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import lru_cache
+from typing import Any
 
 import connectors
 from connectors.base import Connector, InboundSource, Record, Setting
@@ -69,6 +70,23 @@ def recorded_fields() -> dict[str, Record]:
 
 
 @lru_cache(maxsize=1)
+def linked_incident_fields() -> dict[str, str]:
+    """Inbound source → the incident field holding the id of that source's incident (`Record.links_source`)."""
+    return {how.links_source: field for field, how in recorded_fields().items() if how.links_source}
+
+
+def incident_result_fields() -> dict[str, Any]:
+    """The incident fields the connectors' results fill, with their empty value (None, or [] for a list)."""
+    out: dict[str, Any] = {}
+    for field, how in recorded_fields().items():
+        if how.append_to:
+            out[how.append_to] = []
+        else:
+            out[field] = None
+    return out
+
+
+@lru_cache(maxsize=1)
 def condition_paths() -> tuple[tuple[str, str], ...]:
     """(condition key, view path) of the workflow conditions the connectors add."""
     return tuple((f.name, f.condition_path) for cls in connector_classes().values() for f in cls.catalog_fields
@@ -90,7 +108,7 @@ def global_target(connector: str) -> tuple[str, str] | None:
 def reset() -> None:
     """Forget what was discovered (after a directory was added to `connectors.__path__`)."""
     for cached in (_modules, sources, connector_classes, variables, superseded_by_resolution, recorded_fields,
-                   page_actions, condition_paths):
+                   page_actions, condition_paths, linked_incident_fields):
         cached.cache_clear()
     from hub.core import escape, settings
 

@@ -43,7 +43,10 @@ def _incident() -> Schema:
     fields = dict.fromkeys(incident_view(None), ANY)
     fields.update(dict.fromkeys(typing.get_args(Recordable), ANY))
     fields.update(dict.fromkeys(("updated_at", "severity_history", "kind", "group"), ANY))
-    for name in ("alias", "jira_key"):  # recorded as another name of the incident, or into jira_keys
+    from hub.core.registry import recorded_fields
+
+    # recorded as another name of the incident, or appended to a list field
+    for name in ("alias", *(n for n, how in recorded_fields().items() if how.append_to)):
         fields.pop(name, None)
     fields.update(links=[LINK], deploys=[DEPLOY])
     return fields

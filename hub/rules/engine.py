@@ -189,8 +189,9 @@ def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
     base: dict[str, Any] = {f: None for f in (
         "key", "kind", "source", "title", "severity", "status", "status_category", "episode", "declared_at",
         "acknowledged_at", "acknowledged_by", "resolved_at", "resolution", "escalated_at", "page_dedup_key",
-        "statuspage_incident_id", "incidentio_id", "paged_by")}
-    base.update(services=[], jira_keys=[], deploys=[], links=[], escalation_level=0)
+        "paged_by")}
+    base.update(registry.incident_result_fields())
+    base.update(services=[], deploys=[], links=[], escalation_level=0)
     if state:
         base.update(state)
     ms = duration_ms(dict(state)) if state else None
@@ -198,7 +199,7 @@ def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
     base["acknowledged"] = bool(base.get("acknowledged_at"))
     base["resolved"] = bool(base.get("resolved_at"))
     base["url"] = next((link["href"] for link in base["links"] if isinstance(link, dict)), "")
-    # a post-mortem document the incident already links (incident.io's postmortem_document_url)
+    # a post-mortem document the incident already links (a source's post-mortem link)
     base["postmortem_url"] = next((link["href"] for link in base["links"] if isinstance(link, dict)
                                    and link.get("text") == "post-mortem"), None)
     return base
