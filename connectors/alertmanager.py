@@ -36,7 +36,8 @@ class AlertmanagerSource(AlertGroupSource):
         require_token(settings.alertmanager_webhook_token, headers, "ALERTMANAGER_WEBHOOK_TOKEN")
         return "token"
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
         token = first_credential(settings.alertmanager_webhook_token, "ALERTMANAGER_WEBHOOK_TOKEN")
         return {"Content-Type": "application/json", "User-Agent": "Alertmanager/0.27.0",
                 "Authorization": bearer(token)}

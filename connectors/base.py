@@ -242,10 +242,27 @@ class InboundSource:
         """
         return []
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    #: Headers the bundled sample (`incident-hub send SOURCE`) needs besides auth.
+    sample_headers: ClassVar[dict[str, str]] = {}
+
+    def guess_headers(self, body: bytes, *, sending: bool = False) -> dict[str, str]:
+        """Headers the real sender would set that can be told from the body (e.g. an event type
+        header), for `send` and `simulate` when the operator gives none. `sending`: a value is
+        needed even when the body tells nothing."""
+        return {}
+
+    def freshen(self, data: Any) -> bool:
+        """Make the parsed body a *new* delivery in place: change only what its delivery id
+        (the hub's dedup key) is made of. False when there is nothing to change."""
+        return False
+
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
         """Headers that make `body` authentic under `settings` (for `incident-hub send` and tests).
 
         Uses the first configured secret/token; raises LookupError when none is configured.
+        `same_id`: a delivery id carried in headers is derived from the body, so sending the
+        same body twice is one delivery.
         """
         raise NotImplementedError(f"{self.name} cannot sign requests")
 

@@ -25,6 +25,7 @@ default SEV4), `service_tag` (tag key naming services, default `service`),
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -250,7 +251,14 @@ class DatadogSource(InboundSource):
             return f"datadog:title:{short_hash(org.id or '', org.name or '', title, *scope_tags)}"
         return bounded(f"datadog:event:{p.id.strip()}")
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    def freshen(self, data: Any) -> bool:
+        if not isinstance(data, dict):
+            return False
+        data["id"] = str(secrets.randbelow(10**18))
+        return True
+
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
         token = first_credential(settings.datadog_webhook_token, "DATADOG_WEBHOOK_TOKEN")
         return {"Content-Type": "application/json", "Authorization": bearer(token)}
 

@@ -121,7 +121,8 @@ class GrafanaSource(AlertGroupSource):
             raise AuthError("bad_signature", f"{SIGNATURE_HEADER} does not match GRAFANA_WEBHOOK_SECRET")
         return f"hmac-sha256 ({SIGNATURE_HEADER}{', timestamped' if ts_header else ''})"
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": "Grafana"}
         if not (settings.grafana_webhook_secret or settings.grafana_webhook_token):
             raise LookupError("GRAFANA_WEBHOOK_SECRET or GRAFANA_WEBHOOK_TOKEN is not set")

@@ -20,6 +20,7 @@ Catalog options (all optional): `severity_map` (severity name → SEV1..SEV4, e.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -247,9 +248,12 @@ class IncidentIOSource(InboundSource):
         return NormalisedEvent(kind=kind, source=self.name, fingerprint=bounded(fingerprint), title=title,
                                attributes=attrs)
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
+        """The message id is inside the signature: with `same_id` it is chosen from the body."""
         secret = first_credential(settings.incidentio_webhook_secret, "INCIDENTIO_WEBHOOK_SECRET")
-        msg_id, ts = f"msg_{uuid.uuid4().hex}", int(time.time() if now is None else now)
+        msg_id = f"msg_{hashlib.sha256(body).hexdigest()[:27]}" if same_id else f"msg_{uuid.uuid4().hex}"
+        ts = int(time.time() if now is None else now)
         return {"Content-Type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts),
                 "webhook-signature": sign_standard_webhook(secret, msg_id, ts, body)}
 

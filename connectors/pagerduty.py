@@ -12,6 +12,7 @@ P1→SEV1, P2→SEV2, P3→SEV3, P4/P5→SEV4), `default_severity` (no priority;
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -164,7 +165,14 @@ class PagerDutySource(InboundSource):
             },
         )]
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    def freshen(self, data: Any) -> bool:
+        if not (isinstance(data, dict) and isinstance(data.get("event"), dict)):
+            return False
+        data["event"]["id"] = "01" + secrets.token_hex(12).upper()
+        return True
+
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
         secret = first_credential(settings.pagerduty_webhook_secret, "PAGERDUTY_WEBHOOK_SECRET")
         return {"Content-Type": "application/json", SIGNATURE_HEADER: "v1=" + sign_hex_hmac(secret, body)}
 

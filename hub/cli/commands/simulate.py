@@ -52,10 +52,8 @@ def run(args: argparse.Namespace) -> int:
     for h in args.header:
         name, _, value = h.partition(":")
         headers[name.strip()] = value.strip()
-    if args.source == "github" and "X-GitHub-Event" not in headers:
-        guess = _guess_github_event(body)
-        if guess:
-            headers["X-GitHub-Event"] = guess
+    for name, value in src.guess_headers(body).items():
+        headers.setdefault(name, value)
     try:
         payload = src.parse(body, headers, args.content_type)
         events = src.normalise(payload, headers, rules.source_options(args.source))
@@ -125,14 +123,3 @@ def _seconds(s: float) -> str:
         if s >= size and s % size == 0:
             return f"{s / size:g}{unit}"
     return f"{s:g}s"
-
-
-def _guess_github_event(body: bytes) -> str | None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    for key in ("deployment_status", "workflow_run", "deployment"):
-        if isinstance(data, dict) and data.get(key):
-            return key
-    return "ping" if isinstance(data, dict) and "zen" in data else None
