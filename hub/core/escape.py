@@ -1,6 +1,6 @@
 """Escaping of outbound text, one function per destination format.
 
-Payload text (alert titles, incident names, GitHub refs, messages) is data: wherever it
+Payload text (alert titles, incident names, git refs, messages) is data: wherever it
 lands it must read as text and never as markup of that destination. Each format is escaped
 in one place: the formats of an outside system live in its connector module (declared in
 `Connector.formats`, e.g. a chat's markup, a tracker's wiki markup, a public page's plain

@@ -35,7 +35,7 @@ def known_actions() -> dict[str, set[str] | None]:
 
 
 def _example_actions() -> str:
-    """A hint naming two real actions, e.g. `e.g. jira.comment or slack.notify`."""
+    """A hint naming two real actions (the last two connectors' first actions)."""
     names = [f"{n}.{sorted(a)[0]}" for n, a in sorted(known_actions().items()) if a and n != "hub"]
     return "e.g. " + " or ".join(names[-2:]) if names else "e.g. hub.cancel_timers"
 

@@ -7,7 +7,7 @@ that read earlier steps' results are rendered just before the action runs
 (`PlannedStep.render`); in a dry run they show as `<steps.open.result.id>`.
 
 Identity of an action instance: `<scope>:<workflow>:<step>` (or `<scope>:<identity>` when
-steps share one), where scope is the incident and its episode (`grafana:abc#2`), the event
+steps share one), where scope is the incident and its episode (`<source>:abc#2`), the event
 fingerprint (`per: fingerprint`) or the event itself (`per: event`). A repeating step adds
 `#<occurrence>`. The identity is the action's id on the event and its idempotency key.
 """

@@ -75,7 +75,7 @@ CLOSED_CATEGORIES = frozenset({"closed", "resolved", "learning", "canceled", "ca
 def incident_key(event: NormalisedEvent) -> str | None:
     """The incident an event belongs to, without looking anything up (page events: their dedup key)."""
     if event.kind in ALERT_KINDS:
-        return event.fingerprint  # the page's dedup key; Grafana and Alertmanager hash the same labels alike
+        return event.fingerprint  # the page's dedup key; alert-group sources hash the same labels alike
     if event.kind in INCIDENT_KINDS:
         return event.fingerprint
     if event.kind == Kind.FOLLOWUP_CREATED:

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--same-id", action="store_true",
                    help="keep the body's delivery id, so sending twice is recognised as a duplicate")
     p.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
-                   help="an extra request header, e.g. -H 'X-GitHub-Event: workflow_run'")
+                   help="an extra request header, e.g. -H 'X-Event-Type: deployment'")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
     p.add_argument("--json", action="store_true", help="print {status, body, url, headers sent} as JSON")
     p.set_defaults(fn=run)

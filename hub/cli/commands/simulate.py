@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="the source's name, as in POST /webhooks/SOURCE")
     p.add_argument("file", type=Path, help="the payload (JSON; '-' reads standard input)")
     p.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
-                   help="a request header the source needs, e.g. -H 'X-GitHub-Event: deployment_status'")
+                   help="a request header the source needs, e.g. -H 'X-Event-Type: deployment'")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--config", type=Path, help="the rules file (default: HUB_CONFIG, else ./hub.yaml, else the "
                                                 "built-in defaults)")
