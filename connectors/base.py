@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from hub.core import envref
 from hub.core.events import NormalisedEvent
 
 if TYPE_CHECKING:
@@ -309,8 +310,6 @@ class CatalogView:
 
     def value(self, f: CatalogField, value: Any) -> Any:
         """A key's value as templates see it: references resolved, models as plain data."""
-        from hub.core import envref
-
         if f.secret_ref:
             return envref.resolve(value, self.env)
         if isinstance(value, list):

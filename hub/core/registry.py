@@ -86,6 +86,13 @@ def incident_result_fields() -> dict[str, Any]:
     return out
 
 
+@lru_cache(maxsize=8)
+def catalog_places(place: str) -> tuple[tuple[type[Connector], tuple[str, ...]], ...]:
+    """Per connector with keys at `place`: the class and the names of its `env:` reference keys there."""
+    return tuple((cls, tuple(f.name for f in cls.catalog_fields if place in f.on and f.secret_ref))
+                 for cls in connector_classes().values() if any(place in f.on for f in cls.catalog_fields))
+
+
 @lru_cache(maxsize=1)
 def condition_paths() -> tuple[tuple[str, str], ...]:
     """(condition key, view path) of the workflow conditions the connectors add."""
@@ -108,7 +115,7 @@ def global_target(connector: str) -> tuple[str, str] | None:
 def reset() -> None:
     """Forget what was discovered (after a directory was added to `connectors.__path__`)."""
     for cached in (_modules, sources, connector_classes, variables, superseded_by_resolution, recorded_fields,
-                   page_actions, condition_paths, linked_incident_fields):
+                   page_actions, condition_paths, linked_incident_fields, catalog_places):
         cached.cache_clear()
     from hub.core import escape, settings
 

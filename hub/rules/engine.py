@@ -176,12 +176,15 @@ def _unset(refs: Mapping[str, str | None], env: Mapping[str, str]) -> dict[str, 
     return out
 
 
+#: The manager of a team that names none (every key at its default).
+_NO_CONTACT = Contact()
+
+
 def _secret_refs(place: str, entry: Any, prefix: str = "") -> dict[str, str | None]:
     """The `env:` references the connectors' keys hold on one catalog entry: path → value."""
     if entry is None:
         return {}
-    return {prefix + f.name: getattr(entry, f.name, None) for cls in registry.connector_classes().values()
-            for f in cls.catalog_fields if place in f.on and f.secret_ref}
+    return {prefix + name: getattr(entry, name, None) for _cls, refs in registry.catalog_places(place) for name in refs}
 
 
 def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -246,7 +249,7 @@ class Rules:
     def _catalog_view(self, place: str, entry: Any, ctx: CatalogView) -> dict[str, Any]:
         """What the connectors show of their keys on one catalog entry."""
         out: dict[str, Any] = {}
-        for cls in registry.connector_classes().values():
+        for cls, _refs in registry.catalog_places(place):
             out.update(cls.catalog_view(place, entry, ctx))
         return out
 
@@ -270,7 +273,7 @@ class Rules:
         team = self.config.catalog.teams.get(name or "") or Team()
         env = envref.environment()
         ctx = CatalogView(env, self.config.catalog, name, name in self.config.catalog.teams)
-        contact = team.manager or Contact()
+        contact = team.manager or _NO_CONTACT
         manager = {**contact.model_dump(), **self._catalog_view("contact", contact, ctx)}
         refs = {**_secret_refs("team", team), **_secret_refs("contact", team.manager, "manager.")}
         for i, lvl in enumerate(team.escalation):
