@@ -7,7 +7,9 @@ come from its declarations alone, with no change anywhere in `hub/`.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +129,20 @@ def test_no_module_of_the_hub_names_an_outside_system() -> None:
              for path in sorted((root / "hub").rglob("*.py")) if str(path.relative_to(root)) not in NOT_YET
              for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert found == []
+
+
+def test_a_toy_discovered_at_start_adds_its_catalog_key_and_record_field(tmp_path: Path) -> None:
+    """Discovered before the rules load (as a module in connectors/ is), the toy's catalog key is
+    valid in the rules file and readable in templates, and its record field may be recorded."""
+    script = ("import sys, connectors; connectors.__path__.append(sys.argv[1]); "
+              "from hub.cli.main import main; sys.exit(main(sys.argv[2:]))")
+    fixture = Path(__file__).parent / "fixtures" / "inbound" / "github_deployment_status_failure.json"
+    args = [str(PLUGINS), "simulate", "github", str(fixture), "--config", str(DATA / "rules" / "toypager_catalog.yaml"),
+            "-H", "X-GitHub-Event: deployment_status", "--json"]
+    env = {"PATH": "/usr/bin:/bin", "TOYPAGER_TOKEN": TOKEN, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    proc = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    (action,) = json.loads(proc.stdout)["actions"]
+    assert action["name"] == "toypager.page" and action["params"]["rota"] == "web-primary"
+    assert action["target"] == "toypager rota web-primary at https://toypager.invalid"

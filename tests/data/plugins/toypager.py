@@ -7,10 +7,10 @@ and the incident field a step may record from its result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from connectors.base import ActionCall, Connector, Outcome, Record, RetryPolicy, Setting
+from connectors.base import ActionCall, CatalogField, Connector, Outcome, Record, RetryPolicy, Setting
 
 
 class ToyPager(Connector):
@@ -20,6 +20,8 @@ class ToyPager(Connector):
     default_rate_limit = "7/s"
     superseded_by_resolution = frozenset({"page"})
     recorded = {"toypager_page_id": Record()}
+    #: Catalog services and teams may name their toypager rota (`service.toypager_rota` in templates).
+    catalog_fields = (CatalogField("toypager_rota", str | None, on=("service", "team")),)
     retry_policy = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.2)
 
     def missing_config(self, params: Mapping[str, Any] | None = None) -> str | None:
@@ -28,10 +30,14 @@ class ToyPager(Connector):
     def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
         return [self.settings.toypager_token] if self.settings.toypager_token else []
 
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        return f"toypager rota {params.get('rota') or '(default)'} at {self.settings.toypager_url}"
+
     async def page(self, call: ActionCall) -> Outcome:
         outcome, body = await self.request(
             "POST", self.settings.toypager_url.rstrip("/") + "/pages",
-            json_body={"text": str(call.params.get("text") or ""), "key": call.idempotency_key},
+            json_body={"text": str(call.params.get("text") or ""), "rota": call.params.get("rota"),
+                       "key": call.idempotency_key},
             headers={"Authorization": f"Bearer {self.settings.toypager_token}"})
         if outcome.ok and isinstance(body, dict):
             outcome.result = {"page_id": body.get("id")}
