@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, model_validator
@@ -118,6 +119,16 @@ class AlertGroupSource(InboundSource):
 
     def check_options(self, options: Any) -> list[str]:
         return _options.check_options(options, self.options_spec)
+
+    def freshen(self, data: Any) -> bool:
+        """Alert times are what the delivery id is made of: now, as a new firing (or resolve)."""
+        if not (isinstance(data, dict) and isinstance(data.get("alerts"), list)):
+            return False
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        for alert in data["alerts"]:
+            if isinstance(alert, dict):
+                alert["endsAt" if alert.get("status") == "resolved" else "startsAt"] = stamp
+        return True
 
     def normalise(self, payload: BaseModel, headers: Mapping[str, str],
                   options: Mapping[str, Any] | None = None) -> list[NormalisedEvent]:

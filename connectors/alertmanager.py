@@ -16,22 +16,28 @@ default `["service", "job"]`), `environment_label` (default `["env", "environmen
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from connectors._alertgroup import AlertGroupSource
-from hub.core.settings import Settings
+from connectors.base import Setting
 from hub.ingress.verify import bearer, first_credential, require_token
+
+if TYPE_CHECKING:
+    from hub.core.settings import Settings
 
 
 class AlertmanagerSource(AlertGroupSource):
     name = "alertmanager"
     recorded_headers = ("User-Agent",)
     credential_settings = ("alertmanager_webhook_token",)
+    variables = (Setting("ALERTMANAGER_WEBHOOK_TOKEN", secret=True, rotating=True),)
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
         require_token(settings.alertmanager_webhook_token, headers, "ALERTMANAGER_WEBHOOK_TOKEN")
         return "token"
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
         token = first_credential(settings.alertmanager_webhook_token, "ALERTMANAGER_WEBHOOK_TOKEN")
         return {"Content-Type": "application/json", "User-Agent": "Alertmanager/0.27.0",
                 "Authorization": bearer(token)}

@@ -9,6 +9,10 @@ the worker, from the stored raw body.
 An outbound connector exposes named async actions. Each returns an :class:`Outcome`; the
 shared runner in ``hub.worker.actions`` does retries, backoff, rate limits, dead letters and
 recording, so a connector only says what happened.
+
+Both declare what the hub needs to know about them as class attributes (variables, actions,
+rate limit, catalog keys, record fields: `connectors._declarations`, re-exported here); the
+registry reads them, so nothing in `hub/` names an outside system.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from connectors._declarations import CatalogField, CatalogView, PageFacts, Record, Setting
 from hub.core.events import NormalisedEvent
 
 if TYPE_CHECKING:
@@ -113,6 +118,8 @@ class InboundSource:
     """Base class for a webhook sender. Subclasses set the class vars and override hooks."""
 
     name: ClassVar[str]
+    #: The environment variables this source reads (its secrets, e.g. a webhook secret).
+    variables: ClassVar[tuple[Setting, ...]] = ()
     #: Headers worth keeping with the event (never auth or signature headers).
     recorded_headers: ClassVar[tuple[str, ...]] = ("User-Agent",)
     #: The settings attributes holding this source's credentials, e.g. ("github_webhook_secret",).
@@ -182,10 +189,27 @@ class InboundSource:
         """
         return []
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    #: Headers the bundled sample (`incident-hub send SOURCE`) needs besides auth.
+    sample_headers: ClassVar[dict[str, str]] = {}
+
+    def guess_headers(self, body: bytes, *, sending: bool = False) -> dict[str, str]:
+        """Headers the real sender would set that can be told from the body (e.g. an event type
+        header), for `send` and `simulate` when the operator gives none. `sending`: a value is
+        needed even when the body tells nothing."""
+        return {}
+
+    def freshen(self, data: Any) -> bool:
+        """Make the parsed body a *new* delivery in place: change only what its delivery id
+        (the hub's dedup key) is made of. False when there is nothing to change."""
+        return False
+
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
         """Headers that make `body` authentic under `settings` (for `incident-hub send` and tests).
 
         Uses the first configured secret/token; raises LookupError when none is configured.
+        `same_id`: a delivery id carried in headers is derived from the body, so sending the
+        same body twice is one delivery.
         """
         raise NotImplementedError(f"{self.name} cannot sign requests")
 
@@ -293,6 +317,19 @@ class Connector:
     """Base class for an outbound system. One instance per worker process."""
 
     name: ClassVar[str]
+    #: The environment variables this connector reads (credentials, API URLs with defaults).
+    variables: ClassVar[tuple[Setting, ...]] = ()
+    #: The action names `actions()` provides (`<name>.<action>` in workflows).
+    action_names: ClassVar[frozenset[str]] = frozenset()
+    #: Actions that open or announce something: a retry of one still pending when its incident
+    #: resolves is dropped (the resolution supersedes it).
+    superseded_by_resolution: ClassVar[frozenset[str]] = frozenset()
+    #: Incident fields a step may `record:` from this connector's results.
+    recorded: ClassVar[dict[str, Record]] = {}
+    #: (parameter, variable): the parameter naming a call's target (a routing key, a webhook
+    #: URL) and the variable the connector uses when a step leaves it empty, so a dry run can
+    #: say when a catalog's own target fell back to the global one.
+    global_target: ClassVar[tuple[str, str] | None] = None
     #: Default client-side rate limit, e.g. "120/min"; overridden by <NAME>_RATE_LIMIT.
     default_rate_limit: ClassVar[str | None] = None
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
@@ -312,6 +349,8 @@ class Connector:
     #: FORMATS name), so payload text cannot become markup while the operator's literal
     #: text in hub.yaml stays as written.
     markup: ClassVar[dict[str, dict[str, str]]] = {}
+    #: {format name: escape function}: the markup formats this system renders, named in `markup`.
+    formats: ClassVar[dict[str, Callable[[str], str]]] = {}
 
     def __init__(self, settings: Settings, http: aiohttp.ClientSession, redis: Redis) -> None:
         self.settings = settings
@@ -323,8 +362,73 @@ class Connector:
         configured (SLACK_WEBHOOK_URL)"), or None when it can run."""
         return None
 
-    def actions(self) -> dict[str, ActionFn]:
+    # -- the rules file --------------------------------------------------------------------------
+
+    #: Keys this connector adds to catalog entries and conditions.
+    catalog_fields: ClassVar[tuple[CatalogField, ...]] = ()
+
+    @classmethod
+    def catalog_view(cls, place: str, entry: Any, view: CatalogView) -> dict[str, Any]:
+        """What templates see of this connector's keys on one catalog entry (`service.<key>`, …).
+
+        The default shows each key of `place` as written, `env:` references resolved.
+        """
+        return {f.name: view.value(f, getattr(entry, f.name, None)) for f in cls.catalog_fields if place in f.on}
+
+    # -- roles the hub's fallback pager looks for (`hub.worker.fallback`) ----------------------
+
+    #: How people write the system's name (in messages); default `name`.
+    label: ClassVar[str] = ""
+    #: The action that pages a person, when this system is a pager; a dead one pages through
+    #: another pager, and the `notice_action` of a notifier tells the team.
+    page_action: ClassVar[str | None] = None
+    #: Among pagers, the one preferred when several could page (lowest first).
+    page_priority: ClassVar[int] = 100
+    #: The action that posts a message to a team, when this system is a notifier.
+    notice_action: ClassVar[str | None] = None
+
+    @classmethod
+    def display_name(cls) -> str:
+        return cls.label or cls.name
+
+    @classmethod
+    def page_facts(cls, params: Mapping[str, Any]) -> PageFacts:
+        """What a page of this pager says, from its `page_action` params."""
+        return PageFacts()
+
+    @classmethod
+    def has_own_target(cls, service: Mapping[str, Any], team: Mapping[str, Any]) -> bool:
+        """The service's or team's view names a target of this pager (a routing key, responders)."""
+        return False
+
+    @classmethod
+    def can_page(cls, service: Mapping[str, Any], team: Mapping[str, Any], configured: set[str]) -> bool:
+        """This pager can page for this service (its own target in the catalog, or configured)."""
+        return cls.has_own_target(service, team) or cls.name in configured
+
+    @classmethod
+    def fallback_page(cls, facts: PageFacts, why: str, view: Mapping[str, Any]) -> dict[str, Any]:
+        """`page_action` params standing in for another pager's failed page (`view`: service,
+        team, incident as the rules see them)."""
         raise NotImplementedError
+
+    @classmethod
+    def notice(cls, text: str, severity: Any, ids: Mapping[str, str], view: Mapping[str, Any]) -> dict[str, Any]:
+        """`notice_action` params posting `text` (already in this system's markup) to the team."""
+        raise NotImplementedError
+
+    @classmethod
+    def notice_escape(cls, text: str) -> str:
+        """Payload text as it must appear in `notice` text (this system's markup escaped)."""
+        return text
+
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        """Where a call with these params would go (`incident-hub simulate`); secrets through `mask`."""
+        return self.name
+
+    def actions(self) -> dict[str, ActionFn]:
+        """The declared `action_names`, each the method of the same name."""
+        return {name: getattr(self, name) for name in sorted(self.action_names)}
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
         """Identity of the credential a call spends (rate limits are per credential)."""

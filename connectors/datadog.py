@@ -25,8 +25,9 @@ default SEV4), `service_tag` (tag key naming services, default `service`),
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, field_validator
@@ -34,10 +35,12 @@ from pydantic import BaseModel, field_validator
 from connectors import _options
 from connectors._lenient import Lenient, Opt, Text, bounded, clip, parse_time, short_hash
 from connectors._severity import PRIORITY_MAP, SEV4, map_severity
-from connectors.base import BadPayload, InboundSource, is_json_content_type, loads_json
+from connectors.base import BadPayload, InboundSource, Setting, is_json_content_type, loads_json
 from hub.core.events import Kind, Link, NormalisedEvent
-from hub.core.settings import Settings
 from hub.ingress.verify import bearer, first_credential, require_token
+
+if TYPE_CHECKING:
+    from hub.core.settings import Settings
 
 FORM = "application/x-www-form-urlencoded"
 DEFAULT_SERVICE_TAG = "service"
@@ -151,6 +154,7 @@ class DatadogSource(InboundSource):
     name = "datadog"
     recorded_headers = ("User-Agent",)
     credential_settings = ("datadog_webhook_token",)
+    variables = (Setting("DATADOG_WEBHOOK_TOKEN", secret=True, rotating=True),)
     model = DatadogPayload
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
@@ -247,7 +251,14 @@ class DatadogSource(InboundSource):
             return f"datadog:title:{short_hash(org.id or '', org.name or '', title, *scope_tags)}"
         return bounded(f"datadog:event:{p.id.strip()}")
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    def freshen(self, data: Any) -> bool:
+        if not isinstance(data, dict):
+            return False
+        data["id"] = str(secrets.randbelow(10**18))
+        return True
+
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
         token = first_credential(settings.datadog_webhook_token, "DATADOG_WEBHOOK_TOKEN")
         return {"Content-Type": "application/json", "Authorization": bearer(token)}
 

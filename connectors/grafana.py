@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from connectors._alertgroup import AlertGroup, AlertGroupSource
 from connectors._lenient import short_hash
-from hub.core.settings import Settings
+from connectors.base import Setting
 from hub.ingress.verify import (
     AuthError,
     bearer,
@@ -45,6 +45,9 @@ from hub.ingress.verify import (
     require_token,
     sign_hex_hmac,
 )
+
+if TYPE_CHECKING:
+    from hub.core.settings import Settings
 
 SIGNATURE_HEADER = "X-Grafana-Alerting-Signature"
 LEGACY_VERSION = "legacy"
@@ -80,6 +83,8 @@ class GrafanaSource(AlertGroupSource):
     name = "grafana"
     recorded_headers = ("User-Agent",)
     credential_settings = ("grafana_webhook_secret", "grafana_webhook_token")
+    variables = (Setting("GRAFANA_WEBHOOK_SECRET", secret=True, rotating=True), Setting("GRAFANA_TIMESTAMP_HEADER"),
+                 Setting("GRAFANA_WEBHOOK_TOKEN", secret=True, rotating=True))
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
         how = []
@@ -116,7 +121,8 @@ class GrafanaSource(AlertGroupSource):
             raise AuthError("bad_signature", f"{SIGNATURE_HEADER} does not match GRAFANA_WEBHOOK_SECRET")
         return f"hmac-sha256 ({SIGNATURE_HEADER}{', timestamped' if ts_header else ''})"
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": "Grafana"}
         if not (settings.grafana_webhook_secret or settings.grafana_webhook_token):
             raise LookupError("GRAFANA_WEBHOOK_SECRET or GRAFANA_WEBHOOK_TOKEN is not set")

@@ -20,31 +20,46 @@ Catalog options (all optional): `severity_map` (severity name → SEV1..SEV4, e.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
 from connectors import _options
-from connectors._lenient import Lenient, LooseInt, Opt, SoftList, Text, bounded, clip, parse_time
+from connectors._incidentio_models import (
+    _PAYLOAD_MODELS,
+    CustomFieldEntry,
+    FollowUp,
+    Incident,
+    IncidentIOWebhook,
+    IncidentSeverity,
+    IncidentStatus,
+    IncidentStatusUpdate,
+    PrivateRef,
+)
+from connectors._lenient import bounded, clip, parse_time
 from connectors._severity import INCIDENTIO_NAME_MAP, default_severity, lookup_severity, severity_by_rank
 from connectors.base import (
     ActionCall,
-    ActionFn,
     BadPayload,
     Connector,
     InboundSource,
     Outcome,
+    Record,
     RetryPolicy,
+    Setting,
     summarise_validation,
 )
 from hub.core.events import Kind, Link, NormalisedEvent
-from hub.core.settings import Settings
-from hub.ingress.verify import first_credential, sign_standard_webhook, verify_standard_webhook
+from hub.ingress.verify import first_credential, sign_standard_webhook, standard_webhook_key, verify_standard_webhook
+
+if TYPE_CHECKING:
+    from hub.core.settings import Settings
 
 # --- inbound -------------------------------------------------------------------------------
 
@@ -65,124 +80,6 @@ DEFAULT_SERVICES_FIELD = "Affected services"
 DEFAULT_TOP_RANK = 3
 INCIDENTIO_OPTIONS: dict[str, _options.OptionKind] = {
     **_options.COMMON_OPTIONS, "services_field": "text", "severity_top_rank": "int"}
-
-
-class IncidentStatus(Lenient):
-    id: Text = None
-    name: Text = None
-    category: Text = None
-    rank: LooseInt = None
-
-
-class IncidentSeverity(Lenient):
-    id: Text = None
-    name: Text = None
-    rank: LooseInt = None
-
-
-class _Named(Lenient):
-    id: Text = None
-    name: Text = None
-    email: Text = None
-
-
-class _OptionValue(Lenient):
-    value: Text = None
-
-
-class CustomFieldValue(Lenient):
-    value_option: Opt[_OptionValue] = None
-    value_catalog_entry: Opt[_Named] = None
-    value_text: Text = None
-    value_link: Text = None
-    value_numeric: Text = None
-
-
-class CustomField(Lenient):
-    id: Text = None
-    name: Text = None
-
-
-class CustomFieldEntry(Lenient):
-    custom_field: Opt[CustomField] = None
-    values: SoftList[CustomFieldValue] = Field(default_factory=list)
-
-
-class ExternalIssue(Lenient):
-    issue_name: Text = None
-    issue_permalink: Text = None
-    provider: Text = None
-
-
-class Incident(Lenient):
-    id: str
-    name: Text = None
-    reference: Text = None
-    summary: Text = None
-    permalink: Text = None
-    mode: Text = None
-    visibility: Text = None
-    created_at: Text = None
-    updated_at: Text = None
-    incident_status: Opt[IncidentStatus] = None
-    severity: Opt[IncidentSeverity] = None
-    incident_type: Opt[_Named] = None
-    custom_field_entries: SoftList[CustomFieldEntry] = Field(default_factory=list)
-    external_issue_reference: Opt[ExternalIssue] = None
-    slack_channel_id: Text = None
-    slack_channel_url: Text = None
-    call_url: Text = None
-    postmortem_document_url: Text = None
-
-
-class IncidentStatusUpdate(Lenient):
-    incident: Incident
-    message: Text = None
-    new_status: Opt[IncidentStatus] = None
-    previous_status: Opt[IncidentStatus] = None
-
-
-class FollowUp(Lenient):
-    id: str
-    incident_id: str
-    title: Text = None
-    description: Text = None
-    status: Text = None
-    created_at: Text = None
-    priority: Opt[IncidentSeverity] = None
-    assignee: Opt[_Named] = None
-    labels: SoftList[Text] = Field(default_factory=list)
-    external_issue_reference: Opt[ExternalIssue] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unwrap(cls, data: Any) -> Any:
-        # [inferred] a v1 body may wrap the follow-up as {"follow_up": {...}}.
-        if isinstance(data, dict) and "id" not in data and isinstance(data.get("follow_up"), dict):
-            return data["follow_up"]
-        return data
-
-
-class PrivateRef(Lenient):
-    id: str
-
-
-class IncidentIOWebhook(Lenient):
-    """The envelope `{"event_type": T, T: {...}}`, with the payload parsed for the types the hub uses."""
-
-    event_type: str
-    #: Set by `validate`, never from the body (a body key of the same name is ignored).
-    _payload: Incident | IncidentStatusUpdate | FollowUp | PrivateRef | None = PrivateAttr(default=None)
-
-    @property
-    def payload(self) -> Incident | IncidentStatusUpdate | FollowUp | PrivateRef | None:
-        return self._payload
-
-
-_PAYLOAD_MODELS: dict[Kind, type[Lenient]] = {
-    Kind.INCIDENT_DECLARED: Incident, Kind.INCIDENT_UPDATED: Incident,
-    Kind.INCIDENT_STATUS_CHANGED: IncidentStatusUpdate, Kind.FOLLOWUP_CREATED: FollowUp,
-}
 
 
 def _event_kind(event_type: str) -> tuple[Kind | None, bool]:
@@ -229,10 +126,13 @@ class IncidentIOSource(InboundSource):
     name = "incidentio"
     recorded_headers = ("webhook-id", "webhook-timestamp", "svix-id", "svix-timestamp", "User-Agent")
     credential_settings = ("incidentio_webhook_secret",)
+    #: Standard Webhooks secrets: each must hold a key (checked at start).
+    variables = (Setting("INCIDENTIO_WEBHOOK_SECRET", secret=True, rotating=True, check=standard_webhook_key),)
     model = IncidentIOWebhook
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
-        verify_standard_webhook(settings.incidentio_webhook_secret, headers, body, settings.hub_timestamp_tolerance)
+        verify_standard_webhook(settings.incidentio_webhook_secret, headers, body, settings.hub_timestamp_tolerance,
+                                variable="INCIDENTIO_WEBHOOK_SECRET")
         return "standard-webhooks (webhook-signature)"
 
     def validate(self, data: Any, headers: Mapping[str, str]) -> BaseModel:
@@ -348,9 +248,12 @@ class IncidentIOSource(InboundSource):
         return NormalisedEvent(kind=kind, source=self.name, fingerprint=bounded(fingerprint), title=title,
                                attributes=attrs)
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
+        """The message id is inside the signature: with `same_id` it is chosen from the body."""
         secret = first_credential(settings.incidentio_webhook_secret, "INCIDENTIO_WEBHOOK_SECRET")
-        msg_id, ts = f"msg_{uuid.uuid4().hex}", int(time.time() if now is None else now)
+        msg_id = f"msg_{hashlib.sha256(body).hexdigest()[:27]}" if same_id else f"msg_{uuid.uuid4().hex}"
+        ts = int(time.time() if now is None else now)
         return {"Content-Type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts),
                 "webhook-signature": sign_standard_webhook(secret, msg_id, ts, body)}
 
@@ -403,6 +306,10 @@ class IncidentIO(Connector):
 
     name = "incidentio"
     default_rate_limit = "20/s"
+    variables = (Setting("INCIDENTIO_API_KEY", secret=True), Setting("INCIDENTIO_API_URL", "https://api.incident.io"))
+    action_names = frozenset({"create_incident", "update", "add_note"})
+    superseded_by_resolution = frozenset({"create_incident"})
+    recorded = {"incidentio_id": Record(links_source="incidentio")}
     retry_policy = RetryPolicy(max_attempts=8, base_delay=1.0, max_delay=60.0, deadline=6 * 3600)
     #: Seconds a severity or status list is reused before it is fetched again.
     catalog_ttl: float = 300.0
@@ -418,11 +325,11 @@ class IncidentIO(Connector):
     def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
         return [self.settings.incidentio_api_key] if self.settings.incidentio_api_key else []
 
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        return "incident.io" + ("" if self.settings.incidentio_api_key else ": not configured (INCIDENTIO_API_KEY)")
+
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"incidentio:{self.settings.incidentio_api_key}"
-
-    def actions(self) -> dict[str, ActionFn]:
-        return {"create_incident": self.create_incident, "update": self.update, "add_note": self.add_note}
 
     def _url(self, path: str) -> str:
         return self.settings.incidentio_api_url.rstrip("/") + path

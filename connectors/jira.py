@@ -9,7 +9,8 @@ hub's apply, and `JIRAError.status_code` is classified with the same rule as HTT
 /rest/api/2/issue` (no project or issue-type lookups, no prefetch).
 
 Escaping: `description` and a comment's `body` are wiki markup (`Jira.markup`): values
-interpolated into them are escaped when rendered (hub.escape.jira_wiki), so a payload
+interpolated into them are escaped when rendered (`jira_wiki`, below: every character the wiki renderer gives a
+meaning is backslash-escaped, a payload backslash becomes U+29F5, plain http(s) URLs are kept), so a payload
 cannot mention anyone, link, embed an image or open a macro; the operator's literal markup
 is kept. The summary is a plain-text field (Jira shows it as written), so it is sent as
 text, control characters removed.
@@ -51,10 +52,22 @@ from typing import Any, TypeVar
 
 import requests
 from jira import JIRA, JIRAError
+from pydantic import Field
 from urllib3.exceptions import NewConnectionError
 
 from connectors._ledger import CreationLedger
-from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy, classify_status, stable_ref
+from connectors.base import (
+    ActionCall,
+    CatalogField,
+    CatalogView,
+    Connector,
+    Outcome,
+    Record,
+    RetryPolicy,
+    Setting,
+    classify_status,
+    stable_ref,
+)
 from hub.core.escape import terminal
 from hub.core.settings import parse_duration
 
@@ -62,6 +75,27 @@ SUMMARY_MAX = 255
 LABEL_MAX = 255
 LABEL_PREFIX = "incident-hub-"
 T = TypeVar("T")
+
+
+# -- wiki markup --------------------------------------------------------------------------------
+
+#: The characters Jira's BackslashEscapeRendererComponent unescapes (all with a meaning).
+JIRA_SPECIAL = "-#*_+?^~|%{}[]()!@"
+BACKSLASH_STANDIN = "\u29f5"
+_JIRA_URL = re.compile(r"https?://[A-Za-z0-9._~:/?#@$&'()*+,;=%-]+")
+_JIRA_TOKEN = re.compile(_JIRA_URL.pattern + r"|[" + re.escape(JIRA_SPECIAL + "\\") + r"]")
+
+
+def _jira_token(m: re.Match[str]) -> str:
+    s = m.group(0)
+    if len(s) > 1:
+        return s  # a plain URL: Jira links it, and it holds none of [ ] { } ! | \ < >
+    return BACKSLASH_STANDIN if s == "\\" else "\\" + s
+
+
+def jira_wiki(text: str) -> str:
+    """Text that Jira's wiki renderer shows as written (no mentions, links, images, macros)."""
+    return _JIRA_TOKEN.sub(_jira_token, str(text))
 
 
 def hub_label(key: str) -> str:
@@ -147,9 +181,20 @@ class Jira(Connector):
     name = "jira"
     #: Jira Cloud's limits are cost-based and per user; calls on one issue are serialised too.
     default_rate_limit = "5/s"
+    variables = (Setting("JIRA_URL"), Setting("JIRA_EMAIL"), Setting("JIRA_API_TOKEN", secret=True),
+                 Setting("JIRA_PROJECT"))
+    action_names = frozenset({"create_issue", "comment"})
+    #: A ticket's key is added to the incident's list of tickets (one incident, several follow-ups).
+    recorded = {"jira_key": Record(append_to="jira_keys")}
+    catalog_fields = (
+        CatalogField("jira_project", str | None, on=("service",)),
+        CatalogField("jira_project", str | None, Field(None, description="project for tickets when the service names "
+                                                                         "none (else JIRA_PROJECT)"), on=("catalog",)),
+    )
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=300.0, deadline=24 * 3600)
     timeout = 15.0
     attempt_timeout = 60.0
+    formats = {"jira_wiki": jira_wiki}
     markup = {"create_issue": {"description": "jira_wiki"}, "comment": {"body": "jira_wiki"}}
     #: Seconds Jira's search index may take to show a new issue.
     index_grace: float = 15.0
@@ -178,8 +223,14 @@ class Jira(Connector):
             return f"issue:{call.params['issue']}"
         return f"key:{self._key(call)}"
 
-    def actions(self) -> dict[str, ActionFn]:
-        return {"create_issue": self.create_issue, "comment": self.comment}
+    @classmethod
+    def catalog_view(cls, place: str, entry: Any, view: CatalogView) -> dict[str, Any]:
+        if place != "service":
+            return {}
+        return {"jira_project": entry.jira_project or getattr(view.catalog, "jira_project", None)}
+
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        return f"Jira project {params.get('project') or self.settings.jira_project or '(none: JIRA_PROJECT unset)'}"
 
     @property
     def ledger(self) -> CreationLedger:

@@ -21,11 +21,23 @@ Result keys (all actions): `alias`, `request_id`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 from urllib.parse import quote
 
-from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy, fit_key
+from pydantic import Field, model_validator
+
+from connectors.base import (
+    ActionCall,
+    CatalogField,
+    Connector,
+    Outcome,
+    PageFacts,
+    RetryPolicy,
+    Setting,
+    fit_key,
+)
+from hub.core.ruletypes import Strict
 
 MESSAGE_MAX = 130
 ALIAS_MAX = 512
@@ -42,12 +54,35 @@ def priority(params: Mapping[str, Any]) -> str | None:
     return SEVERITY_TO_PRIORITY.get(str(params.get("severity") or "").upper())
 
 
+class Responder(Strict):
+    """An OpsGenie responder: a team, user, escalation or schedule, by id or name."""
+
+    type: Literal["team", "user", "escalation", "schedule"] = "team"
+    id: str | None = None
+    name: str | None = None
+    username: str | None = None
+
+    @model_validator(mode="after")
+    def _one_ref(self) -> Responder:
+        if not (self.id or self.name or self.username):
+            raise ValueError("a responder needs an id, a name or a username")
+        return self
+
+
 class OpsGenie(Connector):
     name = "opsgenie"
+    label = "OpsGenie"
+    page_action = "create"
+    page_priority = 1
+    catalog_fields = (CatalogField("opsgenie_responders", list[Responder], Field(default_factory=list),
+                                   on=("service", "team", "level")),)
     #: One open alert per alias: a repeated create, acknowledge or close changes nothing more.
     repeat_safe = frozenset({"create", "acknowledge", "close"})
     #: OpsGenie's limits depend on the plan and the endpoint; this stays well inside them.
     default_rate_limit = "10/s"
+    variables = (Setting("OPSGENIE_API_KEY", secret=True), Setting("OPSGENIE_API_URL", "https://api.opsgenie.com"))
+    action_names = frozenset({"create", "acknowledge", "close", "add_note"})
+    superseded_by_resolution = frozenset({"create"})
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=120.0, deadline=2 * 3600)
 
     def missing_config(self, params: Mapping[str, Any] | None = None) -> str | None:
@@ -59,9 +94,38 @@ class OpsGenie(Connector):
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"opsgenie:{self.settings.opsgenie_api_key}"
 
-    def actions(self) -> dict[str, ActionFn]:
-        return {"create": self.create, "acknowledge": self.acknowledge, "close": self.close,
-                "add_note": self.add_note}
+    @classmethod
+    def page_facts(cls, params: Mapping[str, Any]) -> PageFacts:
+        return PageFacts(title=params.get("message"), key=params.get("alias"), detail=params.get("description"),
+                         severity=params.get("severity"))
+
+    @classmethod
+    def has_own_target(cls, service: Mapping[str, Any], team: Mapping[str, Any]) -> bool:
+        return bool(service.get("opsgenie_responders") or team.get("opsgenie_responders"))
+
+    @classmethod
+    def can_page(cls, service: Mapping[str, Any], team: Mapping[str, Any], configured: set[str]) -> bool:
+        return cls.name in configured  # responders alone are not enough: the API key pages
+
+    @classmethod
+    def fallback_page(cls, facts: PageFacts, why: str, view: Mapping[str, Any]) -> dict[str, Any]:
+        service, team, incident = view.get("service") or {}, view.get("team") or {}, view.get("incident") or {}
+        return {
+            "message": facts.title,
+            "alias": facts.key,
+            "description": f"{why}\n\n{facts.detail}" if facts.detail else why,
+            "responders": service.get("opsgenie_responders") or team.get("opsgenie_responders") or [],
+            "severity": facts.severity,
+            "tags": list(incident.get("services") or []),
+            "details": {"incident": str(incident.get("key") or ""), "failed_page": facts.action_id},
+        }
+
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        who = ", ".join(str(r.get("name") or r.get("id") or r.get("username")) for r in params.get("responders") or []
+                        if isinstance(r, dict)) or "the alert's default routing"
+        key = f"OPSGENIE_API_KEY {mask(self.settings.opsgenie_api_key)}" if self.settings.opsgenie_api_key else \
+            "nowhere: opsgenie not configured (OPSGENIE_API_KEY)"
+        return f"OpsGenie responders: {who}; {key}"
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"GenieKey {self.settings.opsgenie_api_key}"}

@@ -12,8 +12,9 @@ P1→SEV1, P2→SEV2, P3→SEV3, P4/P5→SEV4), `default_severity` (no priority;
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import secrets
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
@@ -22,18 +23,23 @@ from connectors._lenient import Lenient, LooseInt, Opt, SoftList, Text, bounded,
 from connectors._severity import PRIORITY_MAP, map_severity
 from connectors.base import (
     ActionCall,
-    ActionFn,
     BadPayload,
+    CatalogField,
     Connector,
     InboundSource,
     Outcome,
+    PageFacts,
     RetryPolicy,
+    Setting,
     fit_key,
     summarise_validation,
 )
 from hub.core.events import Kind, Link, NormalisedEvent
-from hub.core.settings import Settings
+from hub.core.ruletypes import SecretRef
 from hub.ingress.verify import AuthError, check_hex_hmac, first_credential, sign_hex_hmac
+
+if TYPE_CHECKING:
+    from hub.core.settings import Settings
 
 # --- inbound -------------------------------------------------------------------------------
 
@@ -92,6 +98,7 @@ class PagerDutySource(InboundSource):
     name = "pagerduty"
     recorded_headers = ("User-Agent", "X-Webhook-Id", "X-Webhook-Subscription")
     credential_settings = ("pagerduty_webhook_secret",)
+    variables = (Setting("PAGERDUTY_WEBHOOK_SECRET", secret=True, rotating=True),)
     model = PagerDutyWebhook
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
@@ -158,7 +165,14 @@ class PagerDutySource(InboundSource):
             },
         )]
 
-    def sign_request(self, body: bytes, settings: Settings, now: float | None = None) -> dict[str, str]:
+    def freshen(self, data: Any) -> bool:
+        if not (isinstance(data, dict) and isinstance(data.get("event"), dict)):
+            return False
+        data["event"]["id"] = "01" + secrets.token_hex(12).upper()
+        return True
+
+    def sign_request(self, body: bytes, settings: Settings, now: float | None = None, *,
+                     same_id: bool = False) -> dict[str, str]:
         secret = first_credential(settings.pagerduty_webhook_secret, "PAGERDUTY_WEBHOOK_SECRET")
         return {"Content-Type": "application/json", SIGNATURE_HEADER: "v1=" + sign_hex_hmac(secret, body)}
 
@@ -207,6 +221,16 @@ class PagerDuty(Connector):
     #: A repeat with the same dedup_key (and routing key) applies to the same open alert.
     repeat_safe = frozenset({"trigger", "acknowledge", "resolve"})
     default_rate_limit = "120/min"
+    label = "PagerDuty"
+    page_action = "trigger"
+    page_priority = 0
+    catalog_fields = (CatalogField("pagerduty_routing_key", SecretRef | None, on=("service", "team", "level"),
+                                   secret_ref=True),)
+    variables = (Setting("PAGERDUTY_ROUTING_KEY", secret=True),
+                 Setting("PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue"))
+    action_names = frozenset({"trigger", "acknowledge", "resolve"})
+    superseded_by_resolution = frozenset({"trigger"})
+    global_target = ("routing_key", "PAGERDUTY_ROUTING_KEY")
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=120.0, deadline=2 * 3600)
 
     def routing_key(self, params: Mapping[str, Any] | None) -> str | None:
@@ -221,8 +245,38 @@ class PagerDuty(Connector):
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"pagerduty:{self.routing_key(call.params)}"
 
-    def actions(self) -> dict[str, ActionFn]:
-        return {"trigger": self.trigger, "acknowledge": self.acknowledge, "resolve": self.resolve}
+    @classmethod
+    def page_facts(cls, params: Mapping[str, Any]) -> PageFacts:
+        details = params.get("custom_details") or {}
+        return PageFacts(title=params.get("summary"), key=params.get("dedup_key"), severity=params.get("severity"),
+                         detail=details.get("summary") if isinstance(details, Mapping) else None)
+
+    @classmethod
+    def has_own_target(cls, service: Mapping[str, Any], team: Mapping[str, Any]) -> bool:
+        return bool(service.get("pagerduty_routing_key") or team.get("pagerduty_routing_key"))
+
+    @classmethod
+    def fallback_page(cls, facts: PageFacts, why: str, view: Mapping[str, Any]) -> dict[str, Any]:
+        service, team, incident = view.get("service") or {}, view.get("team") or {}, view.get("incident") or {}
+        return {
+            "summary": facts.title,
+            "severity": facts.severity,
+            "source": "incident-hub",
+            "dedup_key": facts.key,
+            "routing_key": service.get("pagerduty_routing_key") or team.get("pagerduty_routing_key"),
+            "component": service.get("name"),
+            "group": team.get("name"),
+            "custom_details": {"note": why, "description": facts.detail or "",
+                               "incident": str(incident.get("key") or "")},
+        }
+
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        if params.get("routing_key"):
+            return f"PagerDuty routing key {mask(str(params['routing_key']))} (the step's routing_key: service, " \
+                   "team or escalation level)"
+        if self.settings.pagerduty_routing_key:
+            return f"PagerDuty routing key {mask(self.settings.pagerduty_routing_key)} (PAGERDUTY_ROUTING_KEY)"
+        return "nowhere: pagerduty not configured (PAGERDUTY_ROUTING_KEY)"
 
     async def trigger(self, call: ActionCall) -> Outcome:
         p = call.params

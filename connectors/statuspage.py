@@ -26,7 +26,7 @@ Params:
   `operational`. Skipped when no incident is open for the key.
 
 Escaping: the page is public and shows plain text, so every `name` and `body` (payload
-text and the operator's alike) goes through hub.escape.statuspage_text: no HTML tags, no
+text and the operator's alike) goes through `statuspage_text` (below): no HTML tags, no
 `<!channel>`-style constructs, no control characters.
 
 Result keys (all actions): `statuspage_incident_id`.
@@ -34,14 +34,28 @@ Result keys (all actions): `statuspage_incident_id`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import Field
+
 from connectors._ledger import CreationLedger
-from connectors.base import ActionCall, ActionFn, Connector, Outcome, RetryPolicy, stable_ref
-from hub.core.escape import statuspage_text
+from connectors.base import (
+    ActionCall,
+    CatalogField,
+    CatalogView,
+    Connector,
+    Outcome,
+    Record,
+    RetryPolicy,
+    Setting,
+    stable_ref,
+)
+from hub.core.escape import terminal
+from hub.core.ruletypes import Strict, StrList
 
 NAME_MAX = 255
 BODY_MAX = 25000
@@ -49,6 +63,17 @@ MARKER = "incident_hub"
 #: A same-named incident created this long before our first attempt is not ours.
 NAME_MATCH_SKEW_MS = 60_000
 RESOLVED_BODY = "This incident has been resolved."
+
+
+# -- plain text for the public page -------------------------------------------------------------
+
+_TAG = re.compile(r"<[^<>]*>")
+
+
+def statuspage_text(text: str) -> str:
+    """Plain text for the public status page: no HTML, no `<!channel>`-style constructs."""
+    out = _TAG.sub("", terminal(str(text)))
+    return out.replace("<", "\u2039").replace(">", "\u203a")
 
 
 def _created_ms(incident: Mapping[str, Any]) -> int | None:
@@ -85,9 +110,58 @@ def _components(params: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
     return list(dict.fromkeys([*ids, *statuses])), statuses
 
 
+class StatuspageWording(Strict):
+    """What the public status page says, per Statuspage status. Templates read only `service`
+    (the service's public name): never alert or incident text, which is internal."""
+
+    title: str = Field("Degraded performance of {{ service }}", description="the Statuspage incident's name")
+    investigating: str = "We are investigating degraded performance of {{ service }}."
+    identified: str = "We have identified the cause of the degraded performance of {{ service }} and are " \
+                      "working on a fix."
+    monitoring: str = "A fix for {{ service }} is in place and we are monitoring the results."
+    resolved: str = "{{ service }} is operating normally again."
+
+
 class Statuspage(Connector):
     name = "statuspage"
     default_rate_limit = "1/s"
+    variables = (Setting("STATUSPAGE_API_KEY", secret=True), Setting("STATUSPAGE_PAGE_ID"),
+                 Setting("STATUSPAGE_API_URL", "https://api.statuspage.io"))
+    action_names = frozenset({"open", "update", "resolve"})
+    superseded_by_resolution = frozenset({"open", "update"})
+    recorded = {"statuspage_incident_id": Record()}
+    formats = {"statuspage_text": statuspage_text}
+    catalog_fields = (
+        CatalogField("statuspage", bool, Field(False, description="opt in to the public status page (implied by "
+                                                                 "statuspage_components); without it the built-in "
+                                                                 "workflows never open a Statuspage incident for the "
+                                                                 "service"), on=("service",)),
+        CatalogField("statuspage_components", StrList,
+                     Field(default_factory=list, description="Statuspage component ids (opts in)"), on=("service",)),
+        CatalogField("statuspage_wording", StatuspageWording | None,
+                     Field(None, description="this service's public wording; default: the catalog's"),
+                     on=("service",), templates_read=("service",)),
+        CatalogField("statuspage_wording", StatuspageWording,
+                     Field(default_factory=StatuspageWording, description="public wording on the status page, per "
+                                                                          "status"),
+                     on=("catalog",), templates_read=("service",)),
+        CatalogField("statuspage", bool | None, Field(None, description="the (first) affected service opted in to the "
+                                                                        "public status page (`statuspage: true` or "
+                                                                        "statuspage_components)"),
+                     on=("condition",), condition_path="service.statuspage"),
+    )
+
+    @classmethod
+    def catalog_view(cls, place: str, entry: Any, view: CatalogView) -> dict[str, Any]:
+        """The service's opt-in and components, and its public wording rendered (never the raw templates)."""
+        if place != "service":
+            return {}
+        wording = entry.statuspage_wording or view.catalog.statuspage_wording
+        assert view.render is not None
+        text = {k: str(view.render(v, {"service": view.public_name})) for k, v in wording.model_dump().items()}
+        return {"statuspage_components": list(entry.statuspage_components),
+                "statuspage": bool(view.in_catalog and (entry.statuspage or entry.statuspage_components)),
+                "statuspage_text": text}
     extra_retryable = (420,)
     retry_policy = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=120.0, deadline=6 * 3600)
 
@@ -103,14 +177,14 @@ class Statuspage(Connector):
     def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
         return [self.settings.statuspage_api_key] if self.settings.statuspage_api_key else []
 
+    def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        return f"Statuspage page {self.settings.statuspage_page_id or '(none: STATUSPAGE_PAGE_ID unset)'}"
+
     def rate_limit_key(self, call: ActionCall) -> str | None:
         return f"statuspage:{self.settings.statuspage_api_key}"
 
     def serial_key(self, call: ActionCall) -> str | None:
         return f"{self.settings.statuspage_page_id}:{self._key(call)}"
-
-    def actions(self) -> dict[str, ActionFn]:
-        return {"open": self.open, "update": self.update, "resolve": self.resolve}
 
     # -- plumbing ------------------------------------------------------------------------------
 

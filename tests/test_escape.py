@@ -13,16 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.slack import build_message
-from hub.core.escape import (
-    BACKSLASH_STANDIN,
-    JIRA_SPECIAL,
-    jira_wiki,
-    slack_link,
-    slack_mrkdwn,
-    statuspage_text,
-    terminal,
-)
+from connectors.jira import BACKSLASH_STANDIN, JIRA_SPECIAL, jira_wiki
+from connectors.slack import build_message, slack_link, slack_mrkdwn
+from connectors.statuspage import statuspage_text
+from hub.core.escape import terminal
 from hub.rules.engine import markup_for
 from hub.rules.templating import TemplateTooLarge, Trusted, render_params, render_value
 

@@ -67,4 +67,4 @@ class NormalisedEvent(BaseModel):
     status: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     attributes: dict[str, Any] = Field(default_factory=dict)
-    """Source-specific facts rules may use (deploy sha, incident.io status category, …)."""
+    """Source-specific facts rules may use (deploy sha, an incident tool's status category, …)."""

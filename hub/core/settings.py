@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -67,8 +67,11 @@ class _RateLimits(PydanticBaseSettingsSource):
         return {"rate_limits": found} if found else {}
 
 
-class Settings(BaseSettings):
-    """All configuration of one hub process. Secrets are kept out of repr and logs."""
+class CoreSettings(BaseSettings):
+    """The hub's own configuration. `Settings` adds the variables the connectors declare.
+
+    Secrets are kept out of repr and logs.
+    """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
@@ -94,31 +97,7 @@ class Settings(BaseSettings):
     #: Alerts of one delivery processed at all; the rest are dropped (counted, on the timeline).
     hub_max_alerts_per_event: int = Field(2000, ge=1)
 
-    github_webhook_secret: SecretList
-    incidentio_webhook_secret: SecretList
-    grafana_webhook_secret: SecretList
-    grafana_timestamp_header: str | None = None
-    grafana_webhook_token: SecretList
-    datadog_webhook_token: SecretList
-    alertmanager_webhook_token: SecretList
-    pagerduty_webhook_secret: SecretList
-
-    pagerduty_routing_key: str | None = Field(None, repr=False)
-    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
-    opsgenie_api_key: str | None = Field(None, repr=False)
-    opsgenie_api_url: str = "https://api.opsgenie.com"
-    statuspage_api_key: str | None = Field(None, repr=False)
-    statuspage_page_id: str | None = None
-    statuspage_api_url: str = "https://api.statuspage.io"
-    jira_url: str | None = None
-    jira_email: str | None = None
-    jira_api_token: str | None = Field(None, repr=False)
-    jira_project: str | None = None
-    incidentio_api_key: str | None = Field(None, repr=False)
-    incidentio_api_url: str = "https://api.incident.io"
-    slack_webhook_url: str | None = Field(None, repr=False)
-
-    #: `<CONNECTOR>_RATE_LIMIT` variables by name, e.g. {"JIRA_RATE_LIMIT": "1/s"} (`hub.storage.ratelimit`).
+    #: `<CONNECTOR>_RATE_LIMIT` variables by name, e.g. {"TICKETS_RATE_LIMIT": "1/s"} (`hub.storage.ratelimit`).
     rate_limits: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
@@ -130,17 +109,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, dotenv_settings, file_secret_settings,
                 _RateLimits(settings_cls, dotenv_settings, env_settings))
 
-    @field_validator(
-        "hub_admin_token",
-        "github_webhook_secret",
-        "incidentio_webhook_secret",
-        "grafana_webhook_secret",
-        "grafana_webhook_token",
-        "datadog_webhook_token",
-        "alertmanager_webhook_token",
-        "pagerduty_webhook_secret",
-        mode="before",
-    )
+    @field_validator("hub_admin_token", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> tuple[str, ...]:
         return _split(v)
@@ -155,18 +124,6 @@ class Settings(BaseSettings):
             if sep and not (ADMIN_TOKEN_NAME.match(name) and token and ":" not in token):
                 raise ValueError(f"entry {i + 1} contains ':' but is not name:token (a name of letters, digits "
                                  "and '_.@-', up to 64; one ':'; a non-empty token): a token cannot contain ':'")
-        return v
-
-    @field_validator("incidentio_webhook_secret")
-    @classmethod
-    def _standard_webhook_keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from hub.ingress.verify import standard_webhook_key
-
-        for i, secret in enumerate(v):
-            try:
-                standard_webhook_key(secret)
-            except ValueError as e:
-                raise ValueError(f"entry {i + 1}: {e}") from None
         return v
 
     @field_validator("hub_dedup_window", "hub_retention", "hub_timestamp_tolerance", "hub_sweep_grace",
@@ -198,13 +155,71 @@ class Settings(BaseSettings):
         return default if default.exists() else None
 
 
+def _rotation_list(cls: type, v: object) -> tuple[str, ...]:
+    return _split(v)
+
+
+def _checked(check: Any) -> Any:
+    """A validator running a connector's `check` on every entry, naming the entry that fails."""
+
+    def validate(cls: type, v: Any) -> Any:
+        entries = v if isinstance(v, tuple) else (() if v is None else (v,))
+        for i, entry in enumerate(entries):
+            try:
+                check(entry)
+            except ValueError as e:
+                raise ValueError(f"entry {i + 1}: {e}" if isinstance(v, tuple) else str(e)) from None
+        return v
+
+    return validate
+
+
+@lru_cache(maxsize=1)
+def settings_model() -> type[CoreSettings]:
+    """`Settings`: the hub's fields plus one per variable the discovered connectors declare.
+
+    A variable's attribute is its name in lower case; a secret stays out of repr; a rotation
+    list is split on commas; a declared check refuses a bad value at start, naming the variable.
+    """
+    from hub.core import registry
+
+    fields: dict[str, Any] = {}
+    validators: dict[str, Any] = {}
+    for var in registry.variables():
+        if var.rotating:
+            fields[var.attr] = (Annotated[tuple[str, ...], NoDecode], Field((), repr=False))
+            validators[f"_split_{var.attr}"] = field_validator(var.attr, mode="before")(_rotation_list)
+        elif var.default is not None:
+            fields[var.attr] = (str, Field(var.default, repr=not var.secret))
+        else:
+            fields[var.attr] = (str | None, Field(None, repr=not var.secret))
+        if var.check is not None:
+            validators[f"_check_{var.attr}"] = field_validator(var.attr)(_checked(var.check))
+    return create_model("Settings", __base__=CoreSettings, __module__=__name__,  # type: ignore[call-overload]
+                        __validators__=validators, **fields)
+
+
+if TYPE_CHECKING:
+    class Settings(CoreSettings):
+        """All configuration of one hub process (the connectors' variables are added at run time)."""
+
+        def __getattr__(self, name: str) -> Any: ...
+
+
+def __getattr__(name: str) -> Any:
+    """`Settings` is built on first use: the connectors declare part of it, and they may import this module."""
+    if name == "Settings":
+        return settings_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class SettingsError(Exception):
     """Raised with one line per bad variable, for a clear failure at start."""
 
 
 def load_settings(**overrides: object) -> Settings:
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return settings_model()(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
         lines = []
         for err in e.errors():
@@ -214,5 +229,5 @@ def load_settings(**overrides: object) -> Settings:
 
 
 @lru_cache(maxsize=1)
-def get_settings() -> Settings:
+def get_settings() -> CoreSettings:
     return load_settings()

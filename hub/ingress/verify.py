@@ -131,9 +131,12 @@ def standard_webhook_key(secret: str) -> bytes:
 
 
 def verify_standard_webhook(
-    secrets: Iterable[str], headers: Mapping[str, str], body: bytes, tolerance: float, now: float | None = None
+    secrets: Iterable[str], headers: Mapping[str, str], body: bytes, tolerance: float, now: float | None = None,
+    variable: str = "the webhook secret",
 ) -> str:
     """Verify Standard Webhooks / Svix headers; return the message id on success.
+
+    `variable` names where the secrets come from, for the refusal (the source's variable).
 
     Accepts both `webhook-*` and `svix-*` header names and a space-separated list of
     `v1,<base64>` signatures (rotation); other versions (e.g. `v1a`) are ignored.
@@ -162,7 +165,7 @@ def verify_standard_webhook(
         for cand in presented:
             ok |= hmac.compare_digest(expected, cand)
     if not ok:
-        raise AuthError("bad_signature", "webhook-signature does not match INCIDENTIO_WEBHOOK_SECRET")
+        raise AuthError("bad_signature", f"webhook-signature does not match {variable}")
     return msg_id
 
 
@@ -170,7 +173,7 @@ def verify_standard_webhook(
 
 
 def sign_hex_hmac(secret: str, message: bytes) -> str:
-    """Lowercase hex HMAC-SHA256, as GitHub (after `sha256=`), Grafana and PagerDuty (after `v1=`) send it."""
+    """Lowercase hex HMAC-SHA256, as several senders send it (after a prefix such as `sha256=` or `v1=`)."""
     return hmac_sha256(_enc(secret), message).hex()
 
 

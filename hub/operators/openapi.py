@@ -39,11 +39,13 @@ _AUTH = (400, 401, 403, 503)
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
+    from hub.core.registry import connector_classes, sources
+
     listing = [
         _q("limit", "page size, 1–500 (default 50)", {"type": "integer", "minimum": 1, "maximum": 500}),
         _q("cursor", "next_cursor of the previous page"),
         _q("status", "a state, a comma list, or failed / final / in_flight"),
-        _q("source", "datadog, grafana, alertmanager, incidentio, github, pagerduty"),
+        _q("source", ", ".join(sorted(sources()))),
         _q("kind", "a normalised kind, e.g. alert.firing"),
         _q("since", "age (1h, 7d), epoch seconds/ms or ISO 8601"),
         _q("until", "as since"),
@@ -79,7 +81,7 @@ def openapi_document() -> dict[str, Any]:
         "/admin/dead-letters": {"get": {
             "summary": "Dead-lettered actions, newest first",
             "parameters": [listing[0], listing[1], listing[3], listing[5],
-                           _q("connector", "e.g. slack, pagerduty")],
+                           _q("connector", "one of " + ", ".join(sorted(connector_classes())))],
             "responses": {"200": _json(_ref("DeadLetterPage"), "a page"), **_errors(*_AUTH)}}},
         "/admin/dead-letters/{id}": {"delete": {
             "summary": "Purge a dead letter; id is EVENT_ID/ACTION_ID (recorded in the audit log)",
@@ -92,7 +94,7 @@ def openapi_document() -> dict[str, Any]:
         "/admin/incidents/{key}/ack": {"post": {
             "summary": "Operator acknowledgement of an incident (stops its escalation); audited",
             "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
-                            "description": "incident key (incidentio:<id>, alert fingerprint) or alias"}],
+                            "description": "incident key (<source>:<id>, alert fingerprint) or alias"}],
             "responses": {"200": _json({"type": "object"}, "the incident's acknowledgement"),
                           **_errors(*_AUTH, 404)}}},
     }

@@ -8,7 +8,7 @@ A replay puts a *finished* event back through the workers under the current rule
   record and ``history`` says how each earlier round ended;
 - succeeded actions are left alone (the runner skips them) unless the replay is forced,
   in which case they are reset too and run once more with their **original idempotency
-  key**, so PagerDuty/OpsGenie/incident.io deduplicate and a replay never double-pages;
+  key**, so the pagers and incident tools deduplicate and a replay never double-pages;
 - the flip back to ``accepted``, the resets, the timeline entry and the arq job are written
   in **one** Redis transaction (WATCH/MULTI): a worker never sees half a replay, and two
   operators replaying at once cannot both win;

@@ -8,14 +8,15 @@ used, so the report stays valid as the record grows:
   MTTA = acknowledged_at - declared_at, MTTR = resolved_at - declared_at; an incident not
   yet acknowledged / resolved counts in the incident totals but not in that mean;
 - ``severity`` (SEV1..SEV4, or none), ``services`` (list), ``kind`` (incident | alert),
-  ``incidentio_id``, ``source``, ``group`` (to fold records of one incident, below).
+  the linked-incident field (`Record.links_source`: an incident tool's id), ``source``,
+  ``group`` (to fold records of one incident, below).
 
 The unit is the hub incident, not the alert: records that are one incident fold into one
 row before anything is counted (`fold`):
 
-- an alert-born incident and the incident.io incident it opened (``incidentio_id``, or a
-  record keyed ``incidentio:<id>``) are one incident;
-- alerts of one Grafana / Alertmanager notification group (``source`` + ``group``) that are
+- an alert-born incident and the incident tool's incident it opened (the id its connector
+  records, or a record keyed ``<source>:<id>``) are one incident;
+- alerts of one notification group (``source`` + ``group``) that are
   open at the same time are one incident (the group's later, separate firings are not);
 
 the folded incident was declared when its first record was, acknowledged when the first was,
@@ -23,8 +24,8 @@ resolved when the last was (unresolved while any is), at the highest severity, o
 of services. Service names are folded into catalog names through the catalog's aliases, so
 `checkout` and `checkout-api` are one row when one is an alias of the other.
 
-Follow-up completion comes from the ``followup.*`` events the hub received (incident.io
-follow-ups: the latest status seen per follow-up); it is ``null`` when none were seen.
+Follow-up completion comes from the ``followup.*`` events the hub received (an incident
+tool's follow-ups: the latest status seen per follow-up); it is ``null`` when none were seen.
 
 `summarise` is a pure function of those records, so the figures can be checked by hand.
 """
@@ -38,6 +39,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from hub.core import registry
 from hub.storage import keys as key_names
 from hub.storage.event_store import KINDS, ev_key, kind_idx, now_ms
 from hub.storage.incidents import INDEX as INCIDENTS
@@ -91,16 +93,20 @@ def fold(records: Iterable[dict[str, Any]], canonical: Canonical | None = None) 
     def union(a: int, b: int) -> None:
         parent[find(a)] = find(b)
 
-    by_incidentio: dict[str, int] = {}
+    linked = registry.linked_incident_fields()  # source → the field with its incident's id
+    by_outside: dict[tuple[str, str], int] = {}
     for i, r in enumerate(recs):
-        names = {str(r["incidentio_id"])} if r.get("incidentio_id") else set()
-        if str(r.get("key", "")).startswith("incidentio:"):
-            names.add(str(r["key"]).split(":", 1)[1])
+        names: set[tuple[str, str]] = set()
+        for source, field in linked.items():
+            if r.get(field):
+                names.add((source, str(r[field])))
+            if str(r.get("key", "")).startswith(source + ":"):
+                names.add((source, str(r["key"]).split(":", 1)[1]))
         for name in names:
-            if name in by_incidentio:
-                union(i, by_incidentio[name])
+            if name in by_outside:
+                union(i, by_outside[name])
             else:
-                by_incidentio[name] = i
+                by_outside[name] = i
     groups: dict[tuple[str, str], list[int]] = {}
     for i, r in enumerate(recs):
         if r.get("group"):
@@ -176,20 +182,19 @@ def followup_summary(latest: dict[str, str]) -> dict[str, Any]:
 async def load_incidents(redis: Redis, since_ms: int, until_ms: int, chunk: int = 500) -> list[dict[str, Any]]:
     """Incident records declared in [since, until], via the `hub:incidents` index."""
     keys = [k.decode() for k in await redis.zrangebyscore(INCIDENTS, since_ms, until_ms)]
+    fields = ("declared_at", "acknowledged_at", "resolved_at", "severity", "services", "kind", "title",
+              *registry.linked_incident_fields().values(), "source", "group")
     out: list[dict[str, Any]] = []
     for i in range(0, len(keys), chunk):
         async with redis.pipeline(transaction=False) as p:
             for key in keys[i:i + chunk]:
-                p.hmget(key_names.incident(key), "declared_at", "acknowledged_at", "resolved_at", "severity",
-                        "services", "kind", "title", "incidentio_id", "source", "group")
+                p.hmget(key_names.incident(key), *fields)
             rows = await p.execute()
         for key, vals in zip(keys[i:i + chunk], rows, strict=True):
             if vals[0] is None:
                 continue  # expired record; the index entry goes with the next trim
-            dec = [json.loads(v) if v is not None else None for v in vals]
-            out.append({"key": key, "declared_at": dec[0], "acknowledged_at": dec[1], "resolved_at": dec[2],
-                        "severity": dec[3], "services": dec[4] or [], "kind": dec[5], "title": dec[6],
-                        "incidentio_id": dec[7], "source": dec[8], "group": dec[9]})
+            rec = {name: json.loads(v) if v is not None else None for name, v in zip(fields, vals, strict=True)}
+            out.append({"key": key, **rec, "services": rec["services"] or []})
     return out
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from functools import lru_cache
 from typing import Any
+
+from pydantic import BaseModel
 
 from hub.core import envref
 from hub.core.events import Kind
+from hub.core.registry import connector_classes
 from hub.rules import context, templating
-from hub.rules.model import Condition, HubConfig, StatuspageWording, Step, Workflow
+from hub.rules.model import Condition, HubConfig, Step, Workflow
 from hub.rules.problems import Path_, Positions, Problem, dotted
 
 #: Actions the hub performs itself (not through a connector).
@@ -25,20 +27,17 @@ BUILTIN_ACTIONS = {"hub": {"cancel_timers"}}
 EXISTS_ROOTS = ("event", "incident", "service", "team", "deploy")
 
 
-@lru_cache(maxsize=1)
 def known_actions() -> dict[str, set[str] | None]:
-    """connector name → its action names (None when the connector cannot be asked)."""
-    from hub.core.registry import connector_classes
-    from hub.core.settings import Settings
-
-    settings = Settings.model_construct()
+    """connector name → the action names it declares (and the hub's own actions)."""
     out: dict[str, set[str] | None] = {k: set(v) for k, v in BUILTIN_ACTIONS.items()}
-    for name, cls in connector_classes().items():
-        try:
-            out[name] = set(cls(settings, None, None).actions())  # type: ignore[arg-type]
-        except Exception:  # a connector that needs more to build still has a name
-            out[name] = None
+    out.update({name: set(cls.action_names) for name, cls in connector_classes().items()})
     return out
+
+
+def _example_actions() -> str:
+    """A hint naming two real actions (the last two connectors' first actions)."""
+    names = [f"{n}.{sorted(a)[0]}" for n, a in sorted(known_actions().items()) if a and n != "hub"]
+    return "e.g. " + " or ".join(names[-2:]) if names else "e.g. hub.cancel_timers"
 
 
 class _Checker:
@@ -74,21 +73,30 @@ class _Checker:
                     self.add(where, f"alias {alias!r} is also used by service {other!r}",
                              "an alias must name one service")
                 seen_alias.setdefault(folded, name)
-            self.secret((*base, "pagerduty_routing_key"), svc.pagerduty_routing_key)
-            self.secret((*base, "slack_webhook"), svc.slack_webhook)
-        self.wording(("catalog", "statuspage_wording"), cat.statuspage_wording)
+            self.secrets("service", base, svc)
+        fields = [f for cls in connector_classes().values() for f in cls.catalog_fields if f.templates_read]
+        for f in fields:
+            if "catalog" in f.on:
+                self.restricted(("catalog", f.name), getattr(cat, f.name), f.templates_read)
         for name, svc in cat.services.items():
-            if svc.statuspage_wording is not None:
-                self.wording(("catalog", "services", name, "statuspage_wording"), svc.statuspage_wording)
+            for f in fields:
+                if "service" in f.on and getattr(svc, f.name, None) is not None:
+                    self.restricted(("catalog", "services", name, f.name), getattr(svc, f.name), f.templates_read)
         for name, team in cat.teams.items():
             base = ("catalog", "teams", name)
-            self.secret((*base, "pagerduty_routing_key"), team.pagerduty_routing_key)
-            self.secret((*base, "slack_webhook"), team.slack_webhook)
+            self.secrets("team", base, team)
             if team.manager:
-                self.secret((*base, "manager", "slack_webhook"), team.manager.slack_webhook)
+                self.secrets("contact", (*base, "manager"), team.manager)
             for i, level in enumerate(team.escalation):
-                self.secret((*base, "escalation", i, "pagerduty_routing_key"), level.pagerduty_routing_key)
+                self.secrets("level", (*base, "escalation", i), level)
         self.source_options()
+
+    def secrets(self, place: str, base: Path_, entry: Any) -> None:
+        """The `env:` references of the connectors' keys on one catalog entry."""
+        for cls in connector_classes().values():
+            for f in cls.catalog_fields:
+                if place in f.on and f.secret_ref:
+                    self.secret((*base, f.name), getattr(entry, f.name, None))
 
     def secret(self, path: Path_, value: str | None) -> None:
         """A secret reference: valid, and set where the settings are read (environment or `.env`).
@@ -115,20 +123,24 @@ class _Checker:
             self.add(path, "a secret is written in the file", "prefer env:NAME and set NAME in the environment",
                      severity="warning")
 
-    def wording(self, path: Path_, wording: StatuspageWording) -> None:
-        """Public wording may read only `service` (its public name): nothing internal reaches the page."""
-        for field, text in wording.model_dump().items():
+    def restricted(self, path: Path_, value: Any, allowed: tuple[str, ...]) -> None:
+        """Text that may read only `allowed` (public wording: only the service's public name), so
+        nothing internal reaches a public page."""
+        texts = value.model_dump() if isinstance(value, BaseModel) else {"": value}
+        for field, text in texts.items():
+            at = (*path, field) if field else path
             try:
                 names = templating.references(text)[0] if templating.is_template(text) else set()
             except templating.TemplateProblem as e:
-                self.add((*path, field), f"template syntax: {e}")
+                self.add(at, f"template syntax: {e}")
                 continue
             except Exception as e:  # a Jinja syntax error
-                self.add((*path, field), f"template syntax: {e}")
+                self.add(at, f"template syntax: {e}")
                 continue
-            for other in sorted(names - {"service"}):
-                self.add((*path, field), f"public wording cannot read {other!r}",
-                         "the status page is public: only {{ service }} (the service's public name) is available")
+            for other in sorted(names - set(allowed)):
+                self.add(at, f"public wording cannot read {other!r}",
+                         "the page is public: only " + ", ".join("{{ " + n + " }}" for n in allowed)
+                         + " (the service's public name) is available")
 
     def source_options(self) -> None:
         from hub.core.registry import sources
@@ -225,7 +237,7 @@ class _Checker:
         actions = known_actions()
         connector, dot, action = name.partition(".")
         if not dot or not action:
-            self.add(path, f"{name!r} is not connector.action", "e.g. pagerduty.trigger or slack.notify")
+            self.add(path, f"{name!r} is not connector.action", _example_actions())
             return
         if connector not in actions:
             self.add(path, f"unknown connector {connector!r}", _suggest(connector, actions, "connectors"))

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.core import registry
 from hub.core.events import NormalisedEvent, Severity
 from hub.rules.model import Condition, DeployedWithin, SeverityRange
 
@@ -71,8 +72,10 @@ def matches(cond: Condition | None, f: Facts) -> bool:
         checks.append(f.pager == cond.pager)
     if cond.configured is not None:
         checks.append(all(c in f.configured for c in cond.configured))
-    if cond.statuspage is not None:
-        checks.append(bool(lookup(f.values, "service.statuspage")) == cond.statuspage)
+    for name, path in registry.condition_paths():  # keys the connectors add (`CatalogField.condition_path`)
+        wanted = getattr(cond, name, None)
+        if wanted is not None:
+            checks.append(bool(lookup(f.values, path)) == wanted)
     if cond.deployed_within is not None:
         checks.append(bool(recent_deploys(f.deploys, cond.deployed_within, f.now_ms)))
     if cond.any is not None:
@@ -144,7 +147,7 @@ def recent_deploys(deploys: list[Mapping[str, Any]], spec: float | DeployedWithi
 
 
 def lookup(values: Mapping[str, Any], path: str) -> Any:
-    """`incident.statuspage_incident_id`, `team.escalation.0.pagerduty_routing_key` → the value or None."""
+    """`incident.page_dedup_key`, `team.escalation.0.name` → the value or None."""
     current: Any = values
     for part in path.split("."):
         if isinstance(current, Mapping):

@@ -26,7 +26,6 @@ def _keys(*names: str, **nested: Any) -> Schema:
 
 
 LINK = _keys("href", "text")
-RESPONDER = _keys("type", "id", "name", "username")
 DEPLOY = _keys("service", "environment", "sha", "ref", "author", "url", "repository", "state", "title",
                "fingerprint", "event_id", "at")
 
@@ -44,7 +43,10 @@ def _incident() -> Schema:
     fields = dict.fromkeys(incident_view(None), ANY)
     fields.update(dict.fromkeys(typing.get_args(Recordable), ANY))
     fields.update(dict.fromkeys(("updated_at", "severity_history", "kind", "group"), ANY))
-    for name in ("alias", "jira_key"):  # recorded as another name of the incident, or into jira_keys
+    from hub.core.registry import recorded_fields
+
+    # recorded as another name of the incident, or appended to a list field
+    for name in ("alias", *(n for n, how in recorded_fields().items() if how.append_to)):
         fields.pop(name, None)
     fields.update(links=[LINK], deploys=[DEPLOY])
     return fields
@@ -58,7 +60,23 @@ def _service() -> Schema:
     from hub.rules.engine import Rules, World
     from hub.rules.model import HubConfig
 
-    return {**dict.fromkeys(Rules(HubConfig()).service_view(None, World()), ANY), "opsgenie_responders": [RESPONDER]}
+    return {**dict.fromkeys(Rules(HubConfig()).service_view(None, World()), ANY), **_model_lists("service")}
+
+
+def _model_lists(place: str) -> Schema:
+    """The connectors' keys at `place` that hold a list of mappings (e.g. responders): their item keys."""
+    from pydantic import BaseModel
+
+    from hub.core.registry import connector_classes
+
+    out: Schema = {}
+    for cls in connector_classes().values():
+        for f in cls.catalog_fields:
+            args = typing.get_args(f.annotation)
+            if (place in f.on and typing.get_origin(f.annotation) is list and args and isinstance(args[0], type)
+                    and issubclass(args[0], BaseModel)):
+                out[f.name] = [_keys(*args[0].model_fields)]
+    return out
 
 
 def _team() -> Schema:
@@ -66,9 +84,12 @@ def _team() -> Schema:
     from hub.rules.model import HubConfig
 
     view = Rules(HubConfig()).team_view(None)
-    return {**dict.fromkeys(view, ANY), "opsgenie_responders": [RESPONDER],
+    # a level's keys: those of the view of a team with one empty level
+    level = Rules(HubConfig.model_validate({"catalog": {"teams": {"t": {"escalation": [{}]}}}})).team_view("t")
+    level = level["escalation"][0]
+    return {**dict.fromkeys(view, ANY), **_model_lists("team"),
             "manager": dict.fromkeys(view["manager"], ANY),
-            "escalation": [_keys("level", "name", "pagerduty_routing_key", opsgenie_responders=[RESPONDER])]}
+            "escalation": [{**dict.fromkeys(level, ANY), **_model_lists("level")}]}
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ that read earlier steps' results are rendered just before the action runs
 (`PlannedStep.render`); in a dry run they show as `<steps.open.result.id>`.
 
 Identity of an action instance: `<scope>:<workflow>:<step>` (or `<scope>:<identity>` when
-steps share one), where scope is the incident and its episode (`grafana:abc#2`), the event
+steps share one), where scope is the incident and its episode (`<source>:abc#2`), the event
 fingerprint (`per: fingerprint`) or the event itself (`per: event`). A repeating step adds
 `#<occurrence>`. The identity is the action's id on the event and its idempotency key.
 """
@@ -22,17 +22,16 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from hub.core import envref
+from connectors.base import CatalogView
+from hub.core import envref, registry
 from hub.core.events import NormalisedEvent, Severity
 from hub.rules import templating
 from hub.rules.conditions import Facts, matches, recent_deploys
-from hub.rules.model import Condition, HubConfig, Service, Step, Team, Workflow
+from hub.rules.model import PAGERS, Condition, Contact, HubConfig, Service, Step, Team, Workflow
 from hub.rules.problems import Loaded
 from hub.storage.incidents import advance, duration_ms, incident_key
 from hub.worker.actions import PlannedAction
 
-#: connector → (the parameter naming its target, the global setting used when it is empty).
-GLOBAL_TARGETS = {"pagerduty": ("routing_key", "PAGERDUTY_ROUTING_KEY"), "slack": ("webhook_url", "SLACK_WEBHOOK_URL")}
 #: How far back deploys are offered to conditions and templates.
 DEPLOY_LOOKBACK_S = 24 * 3600
 
@@ -56,8 +55,6 @@ class World:
     deploys: list[dict[str, Any]] = field(default_factory=list)
     #: Connectors that are configured (no missing settings).
     configured: set[str] = field(default_factory=set)
-    #: JIRA_PROJECT, the last fallback for tickets.
-    jira_project: str | None = None
 
 
 @dataclass
@@ -113,7 +110,7 @@ class PlannedStep(PlannedAction):
         Only an `env:NAME?` reference can be unset by now (a plain `env:NAME` is an error at
         start); the connector then uses its global setting, and that must be said.
         """
-        target = GLOBAL_TARGETS.get(self.connector)
+        target = registry.global_target(self.connector)
         if target is None or self.params.get(target[0]) or target[0] not in self.template:
             return None
         text = " ".join(templating.strings(self.template[target[0]]))
@@ -151,7 +148,7 @@ def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def configured_connectors(settings: Any) -> set[str]:
-    """Connectors whose settings are complete (e.g. PAGERDUTY_ROUTING_KEY set), without building a client."""
+    """Connectors whose settings are complete (`missing_config()` is None), without building a client."""
     from hub.core.registry import connector_classes
 
     out = set()
@@ -179,13 +176,25 @@ def _unset(refs: Mapping[str, str | None], env: Mapping[str, str]) -> dict[str, 
     return out
 
 
+#: The manager of a team that names none (every key at its default).
+_NO_CONTACT = Contact()
+
+
+def _secret_refs(place: str, entry: Any, prefix: str = "") -> dict[str, str | None]:
+    """The `env:` references the connectors' keys hold on one catalog entry: path → value."""
+    if entry is None:
+        return {}
+    return {prefix + name: getattr(entry, name, None) for _cls, refs in registry.catalog_places(place) for name in refs}
+
+
 def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
     """The incident as templates see it: the record plus derived fields, every field present."""
     base: dict[str, Any] = {f: None for f in (
         "key", "kind", "source", "title", "severity", "status", "status_category", "episode", "declared_at",
         "acknowledged_at", "acknowledged_by", "resolved_at", "resolution", "escalated_at", "page_dedup_key",
-        "statuspage_incident_id", "incidentio_id", "paged_by")}
-    base.update(services=[], jira_keys=[], deploys=[], links=[], escalation_level=0)
+        "paged_by")}
+    base.update(registry.incident_result_fields())
+    base.update(services=[], deploys=[], links=[], escalation_level=0)
     if state:
         base.update(state)
     ms = duration_ms(dict(state)) if state else None
@@ -193,7 +202,7 @@ def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
     base["acknowledged"] = bool(base.get("acknowledged_at"))
     base["resolved"] = bool(base.get("resolved_at"))
     base["url"] = next((link["href"] for link in base["links"] if isinstance(link, dict)), "")
-    # a post-mortem document the incident already links (incident.io's postmortem_document_url)
+    # a post-mortem document the incident already links (a source's post-mortem link)
     base["postmortem_url"] = next((link["href"] for link in base["links"] if isinstance(link, dict)
                                    and link.get("text") == "post-mortem"), None)
     return base
@@ -228,65 +237,60 @@ class Rules:
                 out.append(canon)
         return out
 
+    def _catalog_view(self, place: str, entry: Any, ctx: CatalogView) -> dict[str, Any]:
+        """What the connectors show of their keys on one catalog entry."""
+        out: dict[str, Any] = {}
+        for cls, _refs in registry.catalog_places(place):
+            out.update(cls.catalog_view(place, entry, ctx))
+        return out
+
     def service_view(self, name: str | None, world: World) -> dict[str, Any]:
         svc = self.config.catalog.services.get(name or "") or Service()
         in_catalog = name in self.config.catalog.services
         env = envref.environment()
+        ctx = CatalogView(env, self.config.catalog, name, in_catalog, svc.display_name or name or "our service",
+                          templating.render_value)
         # catalog text is the operator's (kept as written in markup); an unknown name is the payload's
         return templating.trusted({
             "description": svc.description, "aliases": list(svc.aliases), "team": svc.team,
-            "statuspage_components": list(svc.statuspage_components),
-            "statuspage": bool(in_catalog and (svc.statuspage or svc.statuspage_components)),
-            "statuspage_text": self.statuspage_text(svc, svc.display_name or name or "our service"),
-            "pagerduty_routing_key": env_value(svc.pagerduty_routing_key, env),
-            "opsgenie_responders": [r.model_dump(exclude_none=True) for r in svc.opsgenie_responders],
-            "jira_project": svc.jira_project or self.config.catalog.jira_project or world.jira_project,
-            "slack_webhook": env_value(svc.slack_webhook, env),
+            **self._catalog_view("service", svc, ctx),
             "fallback_pager": svc.fallback_pager,
-            "unset_env": _unset({"pagerduty_routing_key": svc.pagerduty_routing_key,
-                                 "slack_webhook": svc.slack_webhook}, env),
+            "unset_env": _unset(_secret_refs("service", svc), env),
         }) | {"name": templating.Trusted(name) if in_catalog and name else (name or ""), "in_catalog": in_catalog,
               "display_name": templating.Trusted(svc.display_name or name) if in_catalog and (svc.display_name or name)
               else (name or "")}
 
-    def statuspage_text(self, svc: Service, public_name: str) -> dict[str, str]:
-        """The public wording for this service, per status (its own, else the catalog's)."""
-        wording = svc.statuspage_wording or self.config.catalog.statuspage_wording
-        return {k: str(templating.render_value(v, {"service": public_name})) for k, v in wording.model_dump().items()}
-
     def team_view(self, name: str | None) -> dict[str, Any]:
         team = self.config.catalog.teams.get(name or "") or Team()
         env = envref.environment()
-        manager = team.manager.model_dump() if team.manager else {"name": "", "slack": "", "email": "",
-                                                                    "slack_webhook": None}
-        refs = {"pagerduty_routing_key": team.pagerduty_routing_key, "slack_webhook": team.slack_webhook,
-                "manager.slack_webhook": manager.get("slack_webhook")}
-        refs.update({f"escalation[{i}].pagerduty_routing_key": lvl.pagerduty_routing_key
-                     for i, lvl in enumerate(team.escalation)})
-        manager["slack_webhook"] = env_value(manager.get("slack_webhook"), env)
+        ctx = CatalogView(env, self.config.catalog, name, name in self.config.catalog.teams)
+        contact = team.manager or _NO_CONTACT
+        manager = {**contact.model_dump(), **self._catalog_view("contact", contact, ctx)}
+        refs = {**_secret_refs("team", team), **_secret_refs("contact", team.manager, "manager.")}
+        for i, lvl in enumerate(team.escalation):
+            refs.update(_secret_refs("level", lvl, f"escalation[{i}]."))
         return templating.trusted({
             "name": name or "", "description": team.description,
-            "pagerduty_routing_key": env_value(team.pagerduty_routing_key, env),
-            "opsgenie_responders": [r.model_dump(exclude_none=True) for r in team.opsgenie_responders],
-            "slack_webhook": env_value(team.slack_webhook, env), "manager": manager,
+            **self._catalog_view("team", team, ctx), "manager": manager,
             "fallback_pager": team.fallback_pager,
             "escalation": [{"level": i + 1, "name": lvl.name or f"level {i + 1}",
-                            "pagerduty_routing_key": env_value(lvl.pagerduty_routing_key, env),
-                            "opsgenie_responders": [r.model_dump(exclude_none=True) for r in lvl.opsgenie_responders]}
-                           for i, lvl in enumerate(team.escalation)],
+                            **self._catalog_view("level", lvl, ctx)} for i, lvl in enumerate(team.escalation)],
             "unset_env": _unset(refs, env),
         })
 
     @staticmethod
     def pager(service: Mapping[str, Any], team: Mapping[str, Any], configured: set[str]) -> str:
-        """PagerDuty when a routing key is at hand (service, team or global), else OpsGenie if set up."""
-        if service.get("pagerduty_routing_key") or team.get("pagerduty_routing_key"):
-            return "pagerduty"
-        if service.get("opsgenie_responders") or team.get("opsgenie_responders"):
-            return "opsgenie"
-        if "pagerduty" not in configured and "opsgenie" in configured:
-            return "opsgenie"
-        return "pagerduty"
+        """The first pager (`PAGERS` order) with its own target for the service or team; else the
+        first one, unless it is not configured and another is."""
+        classes = registry.connector_classes()
+        for name in PAGERS:
+            if classes[name].has_own_target(service, team):
+                return name
+        if PAGERS[0] not in configured:
+            for name in PAGERS[1:]:
+                if name in configured:
+                    return name
+        return PAGERS[0]
 
     # -- planning ------------------------------------------------------------------------------
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
 
+from hub.core import registry
 from hub.core.events import Severity
+from hub.core.ruletypes import Strict, StrList
 from hub.core.settings import parse_duration
 
 #: Guard names usable in `unless:` (shorthand for the conditions of the same name).
@@ -44,111 +46,82 @@ Duration = Annotated[float, BeforeValidator(_duration),
 Sev = Annotated[Severity, BeforeValidator(_severity)]
 
 
-def _to_list(value: Any) -> Any:
-    return [value] if isinstance(value, str | int | float) and not isinstance(value, bool) else value
-
-
-StrList = Annotated[list[str], BeforeValidator(_to_list)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+_Strict = Strict
 
 
 # -- catalog ---------------------------------------------------------------------------------
 
-SecretRef = Annotated[str, Field(description="`env:NAME` reads the variable NAME (environment or .env; unset: an error "
-                                             "at start), `env:NAME?` may be unset (the fallback is recorded); "
-                                             "a literal value works but puts a secret in the file")]
+def _added(place: str) -> dict[str, Any]:
+    """The keys the connectors add at `place` (`Connector.catalog_fields`), as pydantic fields."""
+    out: dict[str, Any] = {}
+    for cls in registry.connector_classes().values():
+        for f in cls.catalog_fields:
+            if place in f.on:
+                out[f.name] = (f.annotation, f.field if f.field is not None else None)
+    return out
 
 
-class Responder(_Strict):
-    """An OpsGenie responder: a team, user, escalation or schedule, by id or name."""
-
-    type: Literal["team", "user", "escalation", "schedule"] = "team"
-    id: str | None = None
-    name: str | None = None
-    username: str | None = None
-
-    @model_validator(mode="after")
-    def _one_ref(self) -> Responder:
-        if not (self.id or self.name or self.username):
-            raise ValueError("a responder needs an id, a name or a username")
-        return self
+def _with_connectors(base: type[_Strict], place: str) -> Any:
+    """`base` plus the connectors' keys for `place`, under the same name (the schema's)."""
+    return create_model(base.__name__.lstrip("_"), __base__=base, __module__=__name__, __doc__=base.__doc__,
+                        **_added(place))
 
 
-class Contact(_Strict):
+class _Contact(_Strict):
     """A person to notify (e.g. the manager on an escalation)."""
 
     name: str = ""
-    slack: str = Field("", description="how to mention them in Slack, e.g. <@U024BE7LH>")
     email: str = ""
-    slack_webhook: SecretRef | None = None
 
 
-class EscalationLevel(_Strict):
+Contact = _with_connectors(_Contact, "contact")
+
+
+class _EscalationLevel(_Strict):
     """Who is paged at one escalation level."""
 
     name: str = ""
-    pagerduty_routing_key: SecretRef | None = None
-    opsgenie_responders: list[Responder] = Field(default_factory=list)
 
 
-class Team(_Strict):
+EscalationLevel = _with_connectors(_EscalationLevel, "level")
+
+
+class _Team(_Strict):
     description: str = ""
-    pagerduty_routing_key: SecretRef | None = None
-    opsgenie_responders: list[Responder] = Field(default_factory=list)
-    slack_webhook: SecretRef | None = None
     fallback_pager: bool | None = Field(None, description="when a page dead-letters, page through the other pager "
                                                        "and tell the channel (unset: the catalog's setting)")
-    manager: Contact | None = None
-    escalation: list[EscalationLevel] = Field(default_factory=list, description="next levels, in order")
+    manager: Contact | None = None  # type: ignore[valid-type]
+    escalation: list[EscalationLevel] = Field(default_factory=list,  # type: ignore[valid-type]
+                                              description="next levels, in order")
 
 
-class StatuspageWording(_Strict):
-    """What the public status page says, per Statuspage status. Templates read only `service`
-    (the service's public name): never alert or incident text, which is internal."""
-
-    title: str = Field("Degraded performance of {{ service }}", description="the Statuspage incident's name")
-    investigating: str = "We are investigating degraded performance of {{ service }}."
-    identified: str = "We have identified the cause of the degraded performance of {{ service }} and are " \
-                      "working on a fix."
-    monitoring: str = "A fix for {{ service }} is in place and we are monitoring the results."
-    resolved: str = "{{ service }} is operating normally again."
+Team = _with_connectors(_Team, "team")
 
 
-class Service(_Strict):
+class _Service(_Strict):
     description: str = ""
     display_name: str = Field("", description="the public name (status page); default: the catalog name")
     aliases: StrList = Field(default_factory=list,
-                             description="names as they appear in tags, labels, repositories and incident.io fields")
+                             description="names as they appear in tags, labels, repositories and sources' fields")
     team: str | None = None
-    statuspage: bool = Field(False, description="opt in to the public status page (implied by "
-                                                "statuspage_components); without it the built-in workflows "
-                                                "never open a Statuspage incident for the service")
-    statuspage_components: StrList = Field(default_factory=list, description="Statuspage component ids (opts in)")
-    statuspage_wording: StatuspageWording | None = Field(None, description="this service's public wording; "
-                                                                           "default: the catalog's")
-    pagerduty_routing_key: SecretRef | None = None
-    opsgenie_responders: list[Responder] = Field(default_factory=list)
-    jira_project: str | None = None
-    slack_webhook: SecretRef | None = None
     fallback_pager: bool | None = Field(None, description="when a page dead-letters, page through the other pager "
                                                        "and tell the channel (unset: the catalog's setting)")
 
 
-class Catalog(_Strict):
-    services: dict[str, Service] = Field(default_factory=dict)
-    teams: dict[str, Team] = Field(default_factory=dict)
+Service = _with_connectors(_Service, "service")
+
+
+class _Catalog(_Strict):
+    services: dict[str, Service] = Field(default_factory=dict)  # type: ignore[valid-type]
+    teams: dict[str, Team] = Field(default_factory=dict)  # type: ignore[valid-type]
     sources: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per inbound source options: severity_map, severity_label, service_tag, …")
-    jira_project: str | None = Field(None, description="project for tickets when the service names none "
-                                                       "(else JIRA_PROJECT)")
     fallback_pager: bool = Field(True, description="a page that dead-letters pages through the other pager (when "
                                                     "configured) and tells the team channel how to replay it")
     deploy_history: int = Field(20, ge=1, le=500, description="deploys remembered per service and environment")
-    statuspage_wording: StatuspageWording = Field(default_factory=StatuspageWording,
-                                                  description="public wording on the status page, per status")
+
+
+Catalog = _with_connectors(_Catalog, "catalog")
 
 
 # -- conditions ------------------------------------------------------------------------------
@@ -167,7 +140,12 @@ class DeployedWithin(_Strict):
     environments: StrList = Field(default_factory=list, description="empty: any environment")
 
 
-class Condition(_Strict):
+#: The connectors that page a person (`Connector.page_action`), in order of preference.
+PAGERS = tuple(name for name, cls in sorted(registry.connector_classes().items(),
+                                            key=lambda item: (item[1].page_priority, item[0])) if cls.page_action)
+
+
+class _Condition(_Strict):
     """All given keys must hold (AND). `any`, `all` and `not` combine conditions. No code, no eval."""
 
     kind: StrList | None = None
@@ -188,13 +166,11 @@ class Condition(_Strict):
     changed: list[Changeable] | Changeable | None = Field(
         None, description="this event changed any of these incident fields")
     exists: StrList | None = Field(
-        None, description="dotted paths that must be set, e.g. incident.statuspage_incident_id")
-    pager: Literal["pagerduty", "opsgenie"] | None = Field(
-        None, description="who pages for the service: PagerDuty when it has (or the hub has) a routing key, "
-                          "else OpsGenie")
+        None, description="dotted paths that must be set, e.g. incident.page_dedup_key")
+    pager: Literal[PAGERS] | None = Field(  # type: ignore[valid-type]
+        None, description="who pages for the service: the first pager listed here with its own target for the "
+                          "service or team (a routing key, responders), else the first configured one")
     configured: StrList | None = Field(None, description="connectors that must be configured")
-    statuspage: bool | None = Field(None, description="the (first) affected service opted in to the public "
-                                                      "status page (`statuspage: true` or statuspage_components)")
     deployed_within: Duration | DeployedWithin | None = None
     any: list[Condition] | None = None
     all: list[Condition] | None = None
@@ -204,6 +180,9 @@ class Condition(_Strict):
     @classmethod
     def _changed_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+
+Condition = _with_connectors(_Condition, "condition")
 
 
 def _guards(value: Any) -> Any:
@@ -222,9 +201,9 @@ Guard = Annotated[Condition, BeforeValidator(_guards)]
 # -- workflows -------------------------------------------------------------------------------
 
 SeverityDurations = dict[Sev, Duration]
-#: Incident fields a step may set from its result (`jira_key` appends, `alias` adds a name).
-Recordable = Literal["page_dedup_key", "statuspage_incident_id", "incidentio_id", "jira_key", "escalation_level",
-                     "alias"]
+#: Incident fields a step may set from its result: the hub's own (`alias` adds a name) and
+#: those the connectors declare (`Connector.recorded`, e.g. a ticket key appended to a list).
+Recordable = Literal[("page_dedup_key", *registry.recorded_fields(), "escalation_level", "alias")]  # type: ignore[valid-type]
 Delay = Duration | SeverityDurations
 
 
@@ -232,7 +211,7 @@ class Step(_Strict):
     """One action, or a group of actions that fire together (`do:`), optionally later."""
 
     id: str | None = Field(None, description="unique in the workflow; defaults to the action name")
-    action: str | None = Field(None, description="connector.action, e.g. pagerduty.trigger, or hub.cancel_timers")
+    action: str | None = Field(None, description="connector.action (a connector's action), or hub.cancel_timers")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="parameters; strings are templates")
     do: list[Step] | None = Field(None, description="actions run together, in order (a group)")
     if_: Condition | None = Field(None, alias="if", description="checked when the workflow runs")
@@ -311,5 +290,6 @@ class HubConfig(_Strict):
         return out
 
 
+_Condition.model_rebuild()
 Condition.model_rebuild()
 Step.model_rebuild()

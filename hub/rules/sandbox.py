@@ -30,7 +30,7 @@ from jinja2 import StrictUndefined
 from jinja2.filters import do_center, do_format, do_indent
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from hub.core.escape import FORMATS
+from hub.core.escape import formats
 
 #: Filters the hub adds to Jinja's built-in ones.
 HUB_FILTERS = ("duration", "pd_severity", "og_priority", "component_status", "iso")
@@ -60,7 +60,7 @@ def _og_priority(value: Any) -> str:
 
 
 def _component_status(ids: Any, status: str = "major_outage") -> dict[str, str]:
-    """Statuspage `components` from a list of component ids: {id: status}."""
+    """A status page's `components` from a list of component ids: {id: status}."""
     return {str(i): status for i in (ids or [])}
 
 
@@ -72,7 +72,7 @@ def _iso(ms: Any) -> str:
 
 
 def _date_in(hours: Any, base_ms: Any = None) -> str:
-    """The date `hours` from now (or from `base_ms`), as YYYY-MM-DD (Jira's duedate)."""
+    """The date `hours` from now (or from `base_ms`), as YYYY-MM-DD (a ticket's due date)."""
     base = datetime.fromtimestamp(float(base_ms) / 1000, UTC) if base_ms else datetime.now(UTC)
     return (base + timedelta(hours=float(hours))).date().isoformat()
 
@@ -173,7 +173,7 @@ def escape_value(fmt: str | None) -> Callable[[Any], Any]:
     """What an interpolated value becomes in a parameter of format `fmt` (identity for None)."""
     if fmt is None:
         return lambda v: v
-    fn = FORMATS[fmt]
+    fn = formats()[fmt]
 
     def esc(value: Any) -> Any:
         if isinstance(value, Trusted):
@@ -193,7 +193,7 @@ def environment(fmt: str | None = None) -> _Env:
     """The sandbox; with `fmt`, every `{{ }}` output is escaped for that format (Trusted text kept)."""
     finalize = None
     if fmt is not None:
-        esc = FORMATS[fmt]
+        esc = formats()[fmt]
 
         def finalize(value: Any) -> Any:
             if isinstance(value, Trusted | Placeholder) or value is None or isinstance(value, bool | int | float):

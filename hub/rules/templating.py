@@ -7,7 +7,7 @@ the expression's type (a list of component ids stays a list); any other string r
 text. Unknown names fail loudly at render time (StrictUndefined), and `incident-hub
 validate` checks names and step references before anything runs.
 
-Escaping: a parameter a connector declares as markup (`Connector.markup`, e.g. Slack's
+Escaping: a parameter a connector declares as markup (`Connector.markup`, e.g. a chat's
 `text`) is rendered with that format's escape (hub.escape) applied to every interpolated
 value, so payload text cannot become markup there; the operator's literal text around the
 `{{ }}` stays as written, and so do values from the catalog (`Trusted`: service and team
@@ -26,7 +26,7 @@ from typing import Any
 
 from jinja2 import TemplateSyntaxError, nodes
 
-from hub.core.escape import FORMATS
+from hub.core.escape import formats
 from hub.rules.sandbox import (
     HUB_FILTERS,
     MAX_OUTPUT,
@@ -187,7 +187,7 @@ def _shortcut(text: str) -> Any:
         return None
 
     def joined(context: Mapping[str, Any], fmt: str | None = None) -> Any:
-        esc = FORMATS[fmt] if fmt else None
+        esc = formats()[fmt] if fmt else None
         out = []
         for piece in pieces:
             if isinstance(piece, str):

@@ -1,8 +1,8 @@
 """Per-incident state in Redis: what timers re-check, what later actions reference, what reports read.
 
-An incident is keyed by its incident.io fingerprint (`incidentio:<id>`) or, for an incident
-born from an alert, by the alert's fingerprint (Grafana's and Alertmanager's label hash,
-`datadog:<monitor>[:<scope>]`). A page's dedup key is the incident key, so a PagerDuty ack
+An incident is keyed by the fingerprint of an incident tool's incident (`<source>:<id>`) or,
+for an incident born from an alert, by the alert's fingerprint (a label hash, or
+`<source>:<monitor>[:<scope>]`). A page's dedup key is the incident key, so a pager's ack
 (`page.acknowledged`, fingerprint = the dedup key) finds its incident directly.
 
 Keys (all expire HUB_RETENTION after the incident's last write). ``{k}`` is the incident key
@@ -18,7 +18,7 @@ and ``{env}``. Names are built by `hub.storage.keys` only.
 ``hub:incident:{k}:lock``            string  held while one worker advances the incident
 ``hub:incidents``                    zset    incident key (raw) by declared_at ms (reports)
 ``hub:incident-alias:{alias}``       string  another name → incident key (escalation dedup
-                                             keys, the incident.io id of an alert-born incident)
+                                             keys, the incident tool's id of an alert-born incident)
 ``hub:claims:{subject}``             hash    action identity → id of the event that owns it
                                              (subject: incident key or event fingerprint)
 ``hub:deploys:{service}:{env}``      zset    JSON deploy → deploy time ms (last N kept; the
@@ -29,15 +29,16 @@ and ``{env}``. Names are built by `hub.storage.keys` only.
 Fields of ``hub:incident:{key}`` (JSON values; times are epoch milliseconds as the hub saw
 them, so MTTA = acknowledged_at - declared_at and MTTR = resolved_at - declared_at):
 ``key``, ``kind`` ("incident" | "alert"), ``source``, ``title``, ``severity`` ("SEV1".."SEV4"),
-``status`` (the source's status name), ``status_category`` (incident.io: triage, live, …),
+``status`` (the source's status name), ``status_category`` (an incident tool's: triage, live, …),
 ``services`` (list), ``episode`` (1, then +1 each time it fires or reopens after a resolve),
-``declared_at``, ``acknowledged_at``, ``acknowledged_by`` (pagerduty, incidentio, operator),
+``declared_at``, ``acknowledged_at``, ``acknowledged_by`` (the source that saw the ack, or operator),
 ``resolved_at``, ``resolution``, ``escalated_at``, ``escalation_level``, ``updated_at``,
 ``page_dedup_key``, ``paged_by`` (the pager a fallback paged through, else null),
-``statuspage_incident_id``, ``incidentio_id``, ``jira_keys`` (list),
+the fields the connectors' results fill (`Connector.recorded`: an outside incident's id, a
+status-page incident's id, a list of ticket keys; see docs/connectors.md),
 ``deploys`` (list of {service, environment, sha, ref, author, url, state, at}),
 ``links`` (list of {href, text}), ``severity_history`` (list of [ms, severity]), ``group``
-(an alert's Grafana / Alertmanager notification group key, else null).
+(an alert's notification group key, else null).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from hub.core import registry
 from hub.core.events import Kind, NormalisedEvent
 from hub.storage import keys as layout
 from hub.storage.batch import Batch, Reply
@@ -69,13 +71,12 @@ OPENING = frozenset({Kind.ALERT_FIRING, Kind.INCIDENT_DECLARED, Kind.INCIDENT_UP
                      Kind.INCIDENT_STATUS_CHANGED})
 RESOLVING = frozenset({Kind.ALERT_RESOLVED, Kind.INCIDENT_RESOLVED})
 CLOSED_CATEGORIES = frozenset({"closed", "resolved", "learning", "canceled", "cancelled", "declined", "merged"})
-LIST_FIELDS = ("services", "jira_keys", "deploys", "links", "severity_history")
 
 
 def incident_key(event: NormalisedEvent) -> str | None:
     """The incident an event belongs to, without looking anything up (page events: their dedup key)."""
     if event.kind in ALERT_KINDS:
-        return event.fingerprint  # the page's dedup key; Grafana and Alertmanager hash the same labels alike
+        return event.fingerprint  # the page's dedup key; alert-group sources hash the same labels alike
     if event.kind in INCIDENT_KINDS:
         return event.fingerprint
     if event.kind == Kind.FOLLOWUP_CREATED:
@@ -110,14 +111,16 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
             "episode": episode or int(prior.get("episode", 0)) + 1, "declared_at": at_ms,
             "acknowledged_at": None, "acknowledged_by": None, "resolved_at": None, "resolution": None,
             "escalated_at": None, "escalation_level": 0, "page_dedup_key": None, "paged_by": None,
-            "statuspage_incident_id": None,
-            "incidentio_id": event.attributes.get("incident_id") if event.kind in INCIDENT_KINDS else
-            prior.get("incidentio_id") if prior.get("kind") == "incident" else None,
-            "jira_keys": [], "deploys": [], "links": [], "services": [], "severity_history": [],
+            **registry.incident_result_fields(),  # what the connectors' results fill (ids, ticket keys)
+            "deploys": [], "links": [], "services": [], "severity_history": [],
             "status": None, "status_category": None, "severity": None, "title": "",
             # the alert's notification group: reports count one group's alerts open together as one incident
             "group": (event.attributes.get("group_key") or None) if event.kind in ALERT_KINDS else None,
         }
+        for source, field in registry.linked_incident_fields().items():  # the outside incident's id
+            own = event.kind in INCIDENT_KINDS and event.source == source
+            state[field] = (event.attributes.get("incident_id") if own
+                            else prior.get(field) if prior.get("kind") == "incident" else None)
     else:
         state = dict(before)
     if event.title:
@@ -135,7 +138,8 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
         if left_triage and not state.get("acknowledged_at"):
             state.update(acknowledged_at=at_ms, acknowledged_by=event.source)
     if event.kind in INCIDENT_KINDS and event.attributes.get("incident_id"):
-        state["incidentio_id"] = event.attributes["incident_id"]
+        if (linked := registry.linked_incident_fields().get(event.source)) is not None:
+            state[linked] = event.attributes["incident_id"]
     for svc in event.services:
         if svc not in state["services"]:
             state["services"] = [*state["services"], svc]
@@ -306,7 +310,7 @@ class IncidentStore:
         p.zremrangebyscore(INDEX, "-inf", ms - self.retention * 1000)
 
     async def update(self, key: str, **fields: Any) -> None:
-        """Set a few fields of an existing record (results of actions: statuspage id, jira key, …)."""
+        """Set a few fields of an existing record (results of actions: an outside id, a ticket key, …)."""
         if not await self.redis.exists(layout.incident(key)):
             return
         await self.redis.hset(layout.incident(key), mapping={k: _encode(v) for k, v in fields.items()})

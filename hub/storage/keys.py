@@ -15,7 +15,7 @@ list of ``checkout`` in ``production``. So every such value goes through `part`:
 A key is a fixed prefix, encoded parts separated by ``:``, then an optional fixed suffix
 (``:timeline``, ``:lock``, …). As no part contains ``:``, a key name splits back into its
 prefix, parts and suffix one way only: two different (kind, values) never share a name.
-Plain values (Grafana's hex fingerprints, ``prod``) encode to themselves, so those keys
+Plain values (hex fingerprints, ``prod``) encode to themselves, so those keys
 read as before. `hub.storage.upgrade` renames keys written by versions that did not encode.
 
 Ids the hub makes itself (event ids ``ev_…``, replay job ids ``rp_…``) are used as they

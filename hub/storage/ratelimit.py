@@ -10,8 +10,8 @@ them: `Settings.rate_limits`, passed in as `env`), e.g. ``120/min``, ``1/s``,
 ``20/s,burst=5``; ``0`` or ``off`` turns the limit off. Unset: the connector's documented
 default.
 
-Serial locks (``lock``/``unlock``) keep two calls on the same outside object (one Jira
-issue, one Statuspage incident) from running at once; a lock expires on its own if its
+Serial locks (``lock``/``unlock``) keep two calls on the same outside object (one ticket,
+one status-page incident) from running at once; a lock expires on its own if its
 holder dies.
 """
 

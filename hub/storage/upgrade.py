@@ -8,7 +8,7 @@ into key names as they came. This renames what they wrote to the encoded names, 
 - aliases, claims, and the deploy index (a zset's members say their service and
   environment; a set of environments is named by its service).
 
-Values without special characters (Grafana's hex fingerprints, ``checkout``/``production``)
+Values without special characters (hex fingerprints, ``checkout``/``production``)
 encode to themselves and are not touched. The result is recorded in ``hub:schema:keys``:
 once it is there, `ensure` costs one GET. Every worker calls `ensure` at start, before it
 takes a job (one runs the upgrade under a lock, the others wait for it); `incident-hub

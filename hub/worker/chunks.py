@@ -1,6 +1,6 @@
 """Bounded fan-out: a delivery with many alerts is worked in chunks, each its own arq job.
 
-One Alertmanager or Grafana delivery may carry thousands of alerts. Worked in one job, every
+One alert-group delivery may carry thousands of alerts. Worked in one job, every
 alert waited on every other one's outbound calls, a job timeout lost the run, and the next
 run came only when the sweeper noticed. Past `HUB_MAX_ALERTS_PER_JOB` alerts the worker
 instead splits the event's alerts into slices and queues one `process_chunk` job per slice;

@@ -1,7 +1,7 @@
 """Claims: which event owns an action identity (`hub:claims:*`, see `hub.storage.incidents`).
 
 The first event that plans an identity owns it; a later event of the same incident skips
-it (one page per incident episode, one Jira issue per follow-up). The planner only reads
+it (one page per incident episode, one ticket per follow-up). The planner only reads
 claims; taking and giving them back happens here, on the worker's batches.
 """
 

@@ -1,37 +1,46 @@
 """The fallback pager: what the hub does when a page dead-letters.
 
-A page that runs out of attempts (PagerDuty answering 500 all along, a revoked key) would
-otherwise notify nobody. When a `pagerduty.trigger` or `opsgenie.create` action is dead,
-the processor plans two more actions on the same event:
+A page that runs out of attempts (its pager answering 500 all along, a revoked key) would
+otherwise notify nobody. When a pager's page action (`Connector.page_action`) is dead, the
+processor plans two more actions on the same event:
 
-- `<page id>:fallback`: the *other* pager (OpsGenie when PagerDuty failed and vice versa),
-  when it is configured for the service or team, or globally; its alias / dedup key is the
-  failed page's, so a later successful replay of the page is the same alert there;
-- `<page id>:fallback-notice`: a Slack message to the team channel saying the page failed,
-  what the other pager did, and how to replay the page (`incident-hub replay EVENT_ID`).
+- `<page id>:fallback`: the *other* pager (any other connector declaring a `page_action`),
+  when it can page for the service or team, or globally (`Connector.can_page`); its key is
+  the failed page's, so a later successful replay of the page is the same alert there;
+- `<page id>:fallback-notice`: a message through the notifier (`Connector.notice_action`)
+  to the team channel saying the page failed, what the other pager did, and how to replay
+  the page (`incident-hub replay EVENT_ID`).
 
 Both are claimed like any action (`hub:claims:*`) and never repeat once recorded: a replay
 of the page that then succeeds leaves them alone (one fallback page per incident page).
 On by default; `fallback_pager: false` on a service, a team or the catalog turns it off.
 The notice text is written after the fallback page was tried, so it says what happened.
+Which systems page or notify, and how their parameters read, the connectors declare.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from connectors.base import PageFacts
+from hub.core.registry import connector_classes, page_actions
 from hub.rules.engine import PlannedStep
 
-#: Page actions and the pager each falls back to.
-OTHER_PAGER = {"pagerduty.trigger": "opsgenie", "opsgenie.create": "pagerduty"}
-PAGER_NAMES = {"pagerduty": "PagerDuty", "opsgenie": "OpsGenie"}
+if TYPE_CHECKING:
+    from connectors.base import Connector
+
 SUFFIX_PAGE = ":fallback"
 SUFFIX_NOTICE = ":fallback-notice"
 
 
 def is_page(step: PlannedStep) -> bool:
-    return step.name in OTHER_PAGER
+    return step.name in page_actions()
+
+
+def _label(connector: str) -> str:
+    cls = connector_classes().get(connector)
+    return cls.display_name() if cls is not None else connector
 
 
 def fallback_ids(page_id: str) -> tuple[str, str]:
@@ -48,14 +57,11 @@ def enabled(step: PlannedStep, catalog_default: bool) -> bool:
 
 
 def target(step: PlannedStep, configured: set[str]) -> str | None:
-    """The other pager when it can page for this service (None: there is none)."""
-    other = OTHER_PAGER.get(step.name)
+    """Another pager that can page for this service (None: there is none)."""
     service, team = step.context.get("service") or {}, step.context.get("team") or {}
-    if other == "opsgenie" and "opsgenie" in configured:
-        return other
-    if other == "pagerduty" and (service.get("pagerduty_routing_key") or team.get("pagerduty_routing_key")
-                                 or "pagerduty" in configured):
-        return other
+    for name, cls in sorted(connector_classes().items()):
+        if cls.page_action and name != step.connector and cls.can_page(service, team, configured):
+            return name
     return None
 
 
@@ -69,68 +75,53 @@ def _step(page: PlannedStep, ident: str, connector: str, action: str, params: di
 
 def page_step(page: PlannedStep, other: str, error: str) -> PlannedStep:
     """The failed page's alert, sent through `other`, with the same key."""
-    p: Mapping[str, Any] = page.params
-    service, team = page.context.get("service") or {}, page.context.get("team") or {}
     incident = page.context.get("incident") or {}
-    failed = PAGER_NAMES.get(page.connector, page.connector)
-    why = f"The {failed} page failed ({error}); sent through {PAGER_NAMES[other]} by incident-hub."
-    ident = fallback_ids(page.id)[0]
-    if other == "opsgenie":
-        details = p.get("custom_details") or {}
-        summary = details.get("summary") if isinstance(details, Mapping) else None
-        params: dict[str, Any] = {
-            "message": p.get("summary") or incident.get("title") or page.id,
-            "alias": p.get("dedup_key") or page.idempotency_key,
-            "description": f"{why}\n\n{summary}" if summary else why,
-            "responders": service.get("opsgenie_responders") or team.get("opsgenie_responders") or [],
-            "severity": p.get("severity") or incident.get("severity"),
-            "tags": list(incident.get("services") or []),
-            "details": {"incident": str(incident.get("key") or ""), "failed_page": page.id},
-        }
-        return _step(page, ident, "opsgenie", "create", {k: v for k, v in params.items() if v})
-    params = {
-        "summary": p.get("message") or incident.get("title") or page.id,
-        "severity": p.get("severity") or incident.get("severity"),
-        "source": "incident-hub",
-        "dedup_key": p.get("alias") or page.idempotency_key,
-        "routing_key": service.get("pagerduty_routing_key") or team.get("pagerduty_routing_key"),
-        "component": service.get("name"),
-        "group": team.get("name"),
-        "custom_details": {"note": why, "description": p.get("description") or "",
-                           "incident": str(incident.get("key") or "")},
-    }
-    return _step(page, ident, "pagerduty", "trigger", {k: v for k, v in params.items() if v})
+    failed_cls = connector_classes().get(page.connector)
+    said = failed_cls.page_facts(page.params) if failed_cls is not None else PageFacts()
+    facts = PageFacts(title=said.title or incident.get("title") or page.id, key=said.key or page.idempotency_key,
+                      detail=said.detail, severity=said.severity or incident.get("severity"), action_id=page.id)
+    cls = connector_classes()[other]
+    why = f"The {_label(page.connector)} page failed ({error}); sent through {cls.display_name()} by incident-hub."
+    params = cls.fallback_page(facts, why, page.context)
+    assert cls.page_action is not None
+    return _step(page, fallback_ids(page.id)[0], other, cls.page_action, {k: v for k, v in params.items() if v})
+
+
+def _notifier() -> type[Connector]:
+    for _name, cls in sorted(connector_classes().items()):
+        if cls.notice_action:
+            return cls
+    raise LookupError("no connector declares a notice_action")
 
 
 def notice_step(page: PlannedStep, event_id: str, error: str, other: str | None,
                 fallback: Mapping[str, Any] | None) -> PlannedStep:
-    """The Slack notice, worded from what actually happened to the fallback page."""
+    """The notice to the team, worded from what actually happened to the fallback page."""
+    notifier = _notifier()
+    esc = notifier.notice_escape
     incident = page.context.get("incident") or {}
-    service, team = page.context.get("service") or {}, page.context.get("team") or {}
-    failed = PAGER_NAMES.get(page.connector, page.connector)
-    title = slack_escape(str(incident.get("title") or page.params.get("summary") or page.params.get("message")
-                             or incident.get("key") or page.id))
-    lines = [f":x: The {failed} page for {title} failed: {slack_escape(error)}."]
+    failed = _label(page.connector)
+    failed_cls = connector_classes().get(page.connector)
+    said = failed_cls.page_facts(page.params) if failed_cls is not None else PageFacts()
+    title = esc(str(incident.get("title") or said.title or incident.get("key") or page.id))
+    lines = [f":x: The {failed} page for {title} failed: {esc(error)}."]
     state = (fallback or {}).get("state")
     if other is None:
         lines.append("No other pager is configured for this service: nobody was paged.")
     elif state == "succeeded":
-        lines.append(f"{PAGER_NAMES[other]} was paged instead.")
+        lines.append(f"{_label(other)} was paged instead.")
     elif state == "dead":
-        lines.append(f"The {PAGER_NAMES[other]} fallback failed too "
-                     f"({slack_escape(str((fallback or {}).get('error') or 'no error recorded'))}): nobody was paged.")
+        lines.append(f"The {_label(other)} fallback failed too "
+                     f"({esc(str((fallback or {}).get('error') or 'no error recorded'))}): nobody was paged.")
     elif state == "skipped":
-        lines.append(f"The {PAGER_NAMES[other]} fallback was skipped "
-                     f"({slack_escape(str((fallback or {}).get('error') or ''))}): nobody was paged.")
+        lines.append(f"The {_label(other)} fallback was skipped "
+                     f"({esc(str((fallback or {}).get('error') or ''))}): nobody was paged.")
     else:
-        lines.append(f"Paging through {PAGER_NAMES[other]} instead (not confirmed yet).")
+        lines.append(f"Paging through {_label(other)} instead (not confirmed yet).")
     lines.append(f"Replay the page once {failed} is reachable: `incident-hub replay {event_id}`")
-    params = {"text": " ".join(lines), "severity": page.params.get("severity") or incident.get("severity"),
-              "ids": {"incident": str(incident.get("key") or ""), "event": event_id, "action": page.id},
-              "webhook_url": service.get("slack_webhook") or team.get("slack_webhook")}
-    return _step(page, fallback_ids(page.id)[1], "slack", "notify", {k: v for k, v in params.items() if v})
-
-
-def slack_escape(text: str) -> str:
-    """Slack mrkdwn control characters as entities (payload text must not become links or mentions)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    params = notifier.notice(" ".join(lines), page.params.get("severity") or incident.get("severity"),
+                             {"incident": str(incident.get("key") or ""), "event": event_id, "action": page.id},
+                             page.context)
+    assert notifier.notice_action is not None
+    return _step(page, fallback_ids(page.id)[1], notifier.name, notifier.notice_action,
+                 {k: v for k, v in params.items() if v})

@@ -30,10 +30,10 @@ from hub.worker.claims import Claims
 from hub.worker.executor import LOCK_LEASE_S, LOCK_RETRY_S, Chunk, Executor
 from hub.worker.planner import PIN_FIELD, Planner, connectors_configured, settings_configured
 from hub.worker.recording import LINK_DEPLOYS_S, Recorder, deploy_time
-from hub.worker.steps import SUPERSEDED_BY_RESOLUTION, StepRunner
+from hub.worker.steps import StepRunner
 from hub.worker.timers import Timers
 
-__all__ = ["LINK_DEPLOYS_S", "LOCK_LEASE_S", "LOCK_RETRY_S", "PIN_FIELD", "SUPERSEDED_BY_RESOLUTION", "Chunk",
+__all__ = ["LINK_DEPLOYS_S", "LOCK_LEASE_S", "LOCK_RETRY_S", "PIN_FIELD", "Chunk",
            "Processor", "deploy_time"]
 
 

@@ -19,6 +19,7 @@ from datetime import UTC
 from typing import Any
 
 from hub.core.events import NormalisedEvent
+from hub.core.registry import recorded_fields
 from hub.rules.conditions import recent_deploys
 from hub.rules.engine import PlannedStep, World
 from hub.storage.batch import Batch
@@ -174,9 +175,9 @@ class Recorder:
         for name, value in values.items():
             if name == "alias":
                 aliases.append(str(value))
-            elif name == "jira_key":
-                if value not in incident.get("jira_keys", []):
-                    updates["jira_keys"] = [*incident.get("jira_keys", []), value]
+            elif (into := getattr(recorded_fields().get(name), "append_to", None)) is not None:
+                if value not in incident.get(into, []):
+                    updates[into] = [*incident.get(into, []), value]
             elif name == "escalation_level":
                 level = int(value)
                 if level > int(incident.get("escalation_level") or 0):
@@ -221,7 +222,7 @@ class Recorder:
 
 
 def deploy_time(ev: NormalisedEvent, received_ms: int) -> int:
-    """When a deploy happened: the sender's own time (GitHub's deployment_status.created_at),
+    """When a deploy happened: the sender's own time (the deployment status's creation time),
     never later than the hub received it; the receipt time when the sender gives none.
 
     A body replayed under a new delivery id so keeps its deploy's time (and is the same

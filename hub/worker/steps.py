@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hub.core import metrics
+from hub.core.registry import superseded_by_resolution
 from hub.rules.engine import PlannedStep
 from hub.storage.batch import Batch
 from hub.storage.event_store import ACTION_FINAL, Store, now_ms
@@ -24,11 +25,6 @@ from hub.worker.claims import Claims
 from hub.worker.planner import Planner
 from hub.worker.recording import Recorder
 from hub.worker.timers import Timers
-
-#: Actions that open or announce an incident: a retry of one is dropped once the incident has
-#: resolved since its event (see `StepRunner.superseded`).
-SUPERSEDED_BY_RESOLUTION = frozenset({"pagerduty.trigger", "opsgenie.create", "statuspage.open",
-                                      "statuspage.update", "incidentio.create_incident"})
 
 
 class StepRunner:
@@ -143,7 +139,7 @@ class StepRunner:
     async def _fallback(self, rec: dict[str, Any], page: PlannedStep, record: dict[str, Any],
                         existing: dict[str, dict[str, Any]], pending: Batch,
                         incident: dict[str, Any] | None) -> list[dict[str, Any]]:
-        """A dead page: the other pager and a Slack notice (`hub.fallback`), each claimed once.
+        """A dead page: the other pager and a chat notice (`hub.worker.fallback`), each claimed once.
 
         A page that is not dead (a replay of it succeeded) closes fallback actions a forced
         replay reset, so they never go out for a page that reached its pager.
@@ -194,11 +190,11 @@ class StepRunner:
                    incident: dict[str, Any] | None, force: bool) -> str | None:
         """Why a *retry* of an opening action must not go out any more, else None.
 
-        A page or Statuspage incident still being retried when its incident resolves would
+        A page or public status incident still being retried when its incident resolves would
         otherwise open after the resolution (whose resolve found nothing to close yet) and
         stay open: on-call paged for an alert that already recovered.
         """
-        if force or record is None or record.get("state") != "retrying" or step.name not in SUPERSEDED_BY_RESOLUTION:
+        if force or record is None or record.get("state") != "retrying" or step.name not in superseded_by_resolution():
             return None
         if not incident or not incident.get("resolved_at"):
             return None

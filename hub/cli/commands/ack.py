@@ -2,7 +2,7 @@
 
 For when on-call acknowledged somewhere the hub cannot see (a phone call, a chat): the
 escalation timers re-check the incident when they fire and stand down once it is acked.
-INCIDENT is the hub's incident key (`incidentio:<id>`, an alert fingerprint, or an alias).
+INCIDENT is the hub's incident key (`<source>:<id>`, an alert fingerprint, or an alias).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ack", help="acknowledge an incident as an operator (stops its escalation)")
-    p.add_argument("incident", help="incident key, e.g. incidentio:01HX…, or an alert fingerprint")
+    p.add_argument("incident", help="incident key (e.g. <source>:<id>), or an alert fingerprint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=run)
 

@@ -13,7 +13,7 @@ from rich.table import Table
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dead-letters", help="list dead-lettered actions, newest first (reads Redis directly)")
     p.add_argument("--source", help="only events from this source")
-    p.add_argument("--connector", help="only actions of this connector, e.g. slack")
+    p.add_argument("--connector", help="only actions of this connector (as in `connector.action`)")
     p.add_argument("--since", help="dead-lettered within this age (1h, 7d) or after this time")
     p.add_argument("--limit", type=int, default=50, help="page size (default 50, max 500)")
     p.add_argument("--cursor", help="continue from a previous page's next_cursor")

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     lp = verbs.add_parser("list", help="events, newest first")
     lp.add_argument("--status", help="a state, a comma list, or failed / final / in_flight")
-    lp.add_argument("--source", help="datadog, grafana, alertmanager, incidentio, github, pagerduty")
+    lp.add_argument("--source", help="only events of this source (its name, as in POST /webhooks/SOURCE)")
     lp.add_argument("--kind", help="a normalised kind, e.g. deploy.failed")
     lp.add_argument("--since", help="age (1h, 7d), epoch seconds or ISO 8601")
     lp.add_argument("--until", help="as --since")

@@ -18,10 +18,10 @@ SIMULATED_ID = "ev_simulated"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="show the events and actions a webhook payload would cause (no side effects)")
-    p.add_argument("source", help="datadog, grafana, alertmanager, incidentio, github or pagerduty")
+    p.add_argument("source", help="the source's name, as in POST /webhooks/SOURCE")
     p.add_argument("file", type=Path, help="the payload (JSON; '-' reads standard input)")
     p.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
-                   help="a request header the source needs, e.g. -H 'X-GitHub-Event: deployment_status'")
+                   help="a request header the source needs, e.g. -H 'X-Event-Type: deployment'")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--config", type=Path, help="the rules file (default: HUB_CONFIG, else ./hub.yaml, else the "
                                                 "built-in defaults)")
@@ -57,10 +57,8 @@ def run(args: argparse.Namespace) -> int:
     for h in args.header:
         name, _, value = h.partition(":")
         headers[name.strip()] = value.strip()
-    if args.source == "github" and "X-GitHub-Event" not in headers:
-        guess = _guess_github_event(body)
-        if guess:
-            headers["X-GitHub-Event"] = guess
+    for name, value in src.guess_headers(body).items():
+        headers.setdefault(name, value)
     # the worker's planner, offline: no incident history, no claims, nothing written
     planner = Planner(rules, configured=settings_configured(settings))
     rec = {"id": SIMULATED_ID, "source": args.source, "body": body, "headers": headers,
@@ -111,32 +109,12 @@ def mask(secret: str) -> str:
 
 def target(connector: str, params: dict[str, Any], settings: Any) -> str:
     """Where an action would go: which channel, routing key or project, masked but distinguishable."""
-    if connector == "slack":
-        if params.get("webhook_url"):
-            return f"Slack webhook {mask(str(params['webhook_url']))} (the step's webhook_url: service or team)"
-        if settings.slack_webhook_url:
-            return f"Slack webhook {mask(settings.slack_webhook_url)} (SLACK_WEBHOOK_URL)"
-        return "nowhere: slack not configured (SLACK_WEBHOOK_URL)"
-    if connector == "pagerduty":
-        if params.get("routing_key"):
-            return f"PagerDuty routing key {mask(str(params['routing_key']))} (the step's routing_key: service, " \
-                   "team or escalation level)"
-        if settings.pagerduty_routing_key:
-            return f"PagerDuty routing key {mask(settings.pagerduty_routing_key)} (PAGERDUTY_ROUTING_KEY)"
-        return "nowhere: pagerduty not configured (PAGERDUTY_ROUTING_KEY)"
-    if connector == "opsgenie":
-        who = ", ".join(str(r.get("name") or r.get("id") or r.get("username")) for r in params.get("responders") or []
-                        if isinstance(r, dict)) or "the alert's default routing"
-        key = f"OPSGENIE_API_KEY {mask(settings.opsgenie_api_key)}" if settings.opsgenie_api_key else \
-            "nowhere: opsgenie not configured (OPSGENIE_API_KEY)"
-        return f"OpsGenie responders: {who}; {key}"
-    if connector == "jira":
-        return f"Jira project {params.get('project') or settings.jira_project or '(none: JIRA_PROJECT unset)'}"
-    if connector == "statuspage":
-        return f"Statuspage page {settings.statuspage_page_id or '(none: STATUSPAGE_PAGE_ID unset)'}"
-    if connector == "incidentio":
-        return "incident.io" + ("" if settings.incidentio_api_key else ": not configured (INCIDENTIO_API_KEY)")
-    return connector
+    from hub.core.registry import connector_classes
+
+    cls = connector_classes().get(connector)
+    if cls is None:
+        return connector
+    return cls(settings, None, None).describe_target(params, mask)  # type: ignore[arg-type]
 
 
 def _span(spec: object) -> str:
@@ -150,14 +128,3 @@ def _seconds(s: float) -> str:
         if s >= size and s % size == 0:
             return f"{s / size:g}{unit}"
     return f"{s:g}s"
-
-
-def _guess_github_event(body: bytes) -> str | None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    for key in ("deployment_status", "workflow_run", "deployment"):
-        if isinstance(data, dict) and data.get(key):
-            return key
-    return "ping" if isinstance(data, dict) and "zen" in data else None
