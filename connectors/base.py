@@ -27,6 +27,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
 from connectors._declarations import CatalogField, CatalogView, PageFacts, Record, Setting
 from hub.core.events import NormalisedEvent
@@ -77,7 +78,25 @@ def loads_json(data: bytes | str) -> Any:
       senders written in JavaScript produce them by cutting an emoji in half, but Python
       keeps them in str, where they cannot be encoded as UTF-8 and would fail every later
       write of the event (keys, records, the outbound call).
+
+    Parsed by pydantic-core's parser first (about twice as fast as json.loads, and it gives
+    the same value for every document it accepts: big integers stay int, NaN and Infinity
+    are floats); anything it refuses (lone surrogates, a BOM, UTF-16, nesting past its own
+    limit, invalid JSON) goes through json.loads as before, which decides the outcome.
+    (orjson is faster still but turns integers past 64 bits into floats.)
     """
+    try:
+        value = from_json(data, cache_strings=False)
+    except (ValueError, TypeError):
+        return _loads_json_stdlib(data)
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value  # the fast parser refuses lone surrogates: nothing to replace
+
+
+def _loads_json_stdlib(data: bytes | str) -> Any:
+    """`loads_json` on json.loads alone: the reference the fast path must agree with."""
     try:
         value = json.loads(data)
     except RecursionError:
