@@ -163,3 +163,13 @@ def test_the_202_is_what_json_response_wrote(event_id: str, duplicate: bool) -> 
     plain = web.json_response({"event_id": event_id, "status": "duplicate" if duplicate else "accepted"},
                               status=202)
     assert (ours.status, ours.body, dict(ours.headers)) == (plain.status, plain.body, dict(plain.headers))
+
+
+async def test_ingest_loads_its_script_again_after_a_script_flush(redis: Any, store: Store) -> None:
+    """The ingress sends EVALSHA itself: a Redis that lost its scripts (a restart) still records."""
+    first = await store.ingest("github", "d-flush-1", b"{}", {}, "application/json", "v")
+    await redis.script_flush()
+    second = await store.ingest("github", "d-flush-2", b"{}", {}, "application/json", "v")
+    third = await store.ingest("github", "d-flush-2", b"{}", {}, "application/json", "v")
+    assert not first.duplicate and not second.duplicate and third.duplicate
+    assert third.event_id == second.event_id and await store.get(second.event_id) is not None

@@ -40,6 +40,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from hub.core.settings import Settings
 from hub.storage import keys
@@ -160,6 +161,11 @@ return redis.call('HGETALL', KEYS[1])
 """
 
 
+_IDX_ALL_B, _PENDING_B, _ARQ_QUEUE_B = IDX_ALL.encode(), PENDING.encode(), ARQ_QUEUE.encode()
+_ACCEPTED_IDX_B = state_idx("accepted").encode()
+_SOURCE_KEYS: dict[str, bytes] = {}
+
+
 @dataclass
 class IngestResult:
     event_id: str
@@ -185,6 +191,7 @@ class Store:
         self.retention = int(settings.hub_retention)
         self.dedup_window = int(settings.hub_dedup_window)
         self._ingest = redis.register_script(_ingest_script(self.dedup_window, self.retention))
+        self._ingest_sha = self._ingest.sha.encode()
         self._start = redis.register_script(_START_LUA)
 
     # -- ingress ---------------------------------------------------------------------------
@@ -196,10 +203,21 @@ class Store:
         event_id = new_event_id(ms)
         entry = fast_dumps({"at": ms, "type": "received", "source": source, "delivery_id": delivery_id,
                             "size": len(body), "verified": verified})
-        keys = [dedup_key(source, delivery_id), ev_key(event_id), IDX_ALL, source_idx(source),
-                state_idx("accepted"), PENDING, ARQ_JOB_PREFIX + event_id, ARQ_QUEUE, timeline_key(event_id)]
-        argv = [event_id, str(ms), entry, source, delivery_id, content_type, fast_dumps(headers), verified, body]
-        prev = await self._ingest(keys=keys, args=argv)
+        source_key = _SOURCE_KEYS.get(source) or _SOURCE_KEYS.setdefault(source, source_idx(source).encode())
+        try:
+            # EVALSHA straight away: redis-py's Script wrapper re-checks for a pipeline (with an
+            # import) and copies the arguments on every call; constant keys go as bytes, which
+            # its encoder passes through untouched.
+            prev = await self.redis.execute_command(
+                "EVALSHA", self._ingest_sha, b"9", dedup_key(source, delivery_id), ev_key(event_id), _IDX_ALL_B,
+                source_key, _ACCEPTED_IDX_B, _PENDING_B, ARQ_JOB_PREFIX + event_id, _ARQ_QUEUE_B,
+                timeline_key(event_id), event_id, str(ms), entry, source, delivery_id, content_type,
+                fast_dumps(headers), verified, body)
+        except NoScriptError:  # a Redis that lost its script cache (restart, SCRIPT FLUSH): load, run
+            keys = [dedup_key(source, delivery_id), ev_key(event_id), IDX_ALL, source_idx(source),
+                    state_idx("accepted"), PENDING, ARQ_JOB_PREFIX + event_id, ARQ_QUEUE, timeline_key(event_id)]
+            argv = [event_id, str(ms), entry, source, delivery_id, content_type, fast_dumps(headers), verified, body]
+            prev = await self._ingest(keys=keys, args=argv)
         if prev:
             return IngestResult(prev.decode() if isinstance(prev, bytes) else prev, True)
         return IngestResult(event_id, False)
