@@ -16,6 +16,7 @@ from hub.core import registry
 from hub.core.events import Severity
 from hub.core.ruletypes import Strict, StrList
 from hub.core.settings import parse_duration
+from hub.rules.maintenance import MaintenanceWindow
 
 #: Guard names usable in `unless:` (shorthand for the conditions of the same name).
 GUARDS = ("acknowledged", "resolved", "escalated")
@@ -277,6 +278,17 @@ class HubConfig(_Strict):
     version: Literal[1] = 1
     catalog: Catalog = Field(default_factory=Catalog)
     workflows: list[Workflow] = Field(default_factory=list)
+    maintenance: list[MaintenanceWindow] = Field(
+        default_factory=list, description="maintenance windows: matching alerts are recorded but page nobody "
+                                          "until the window ends (docs/rules.md)")
+
+    @field_validator("maintenance")
+    @classmethod
+    def _unique_windows(cls, v: list[MaintenanceWindow]) -> list[MaintenanceWindow]:
+        names = [w.name for w in v]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"maintenance window names must be unique: {', '.join(dupes)}")
+        return v
 
     def all_steps(self) -> list[tuple[Workflow, Step, Step | None]]:
         """Every step, groups flattened: (workflow, step, its group or None)."""

@@ -24,6 +24,7 @@ from connectors.base import Connector
 from hub.core import metrics
 from hub.core.registry import connector_classes
 from hub.core.settings import Settings
+from hub.operators.replay import replay_event
 from hub.rules import Rules, RulesError, load_rules
 from hub.storage import upgrade
 from hub.storage.connection import REDIS_UNAVAILABLE, connect, json_dumps, json_loads
@@ -142,7 +143,20 @@ async def sweep(ctx: dict[str, Any]) -> int:
             await store.add_timeline(event_id, {"type": "requeued", "by": "sweeper"})
         await store.touch(event_id)
     await store.trim_indexes()
+    await release_held(ctx)
     return requeued
+
+
+async def release_held(ctx: dict[str, Any]) -> int:
+    """Alerts a maintenance window held back and whose window has ended: evaluated again
+    (`hub.worker.quiet`); at start too, so a window that ended while no worker ran is seen."""
+    store: Store = ctx["store"]
+    processor: Processor = ctx["processor"]
+
+    async def again(event_id: str) -> None:
+        await replay_event(store, event_id, by="maintenance", record_audit=False)
+
+    return await processor.quiet.release_due(again)
 
 
 def load_worker_rules(settings: Settings) -> Rules:
