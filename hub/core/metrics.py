@@ -35,6 +35,8 @@ ESCALATIONS_FIRED = Counter("hub_escalations_fired_total", "Escalations fired (n
 ALERTS_SUPPRESSED = Counter("hub_alerts_suppressed_total", "Alerts held back by a maintenance window", ["source"])
 ALERTS_RELEASED = Counter("hub_alerts_released_total",
                           "Alerts still firing when their maintenance window ended, evaluated again")
+HEARTBEATS_MISSED = Counter("hub_heartbeats_missed_total", "Heartbeats that went silent for interval + grace",
+                            ["heartbeat"])
 QUEUE_LAG = Gauge("hub_queue_lag_seconds", "Age of the oldest job that is due in the arq queue (0 when none)")
 
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hub.core.settings import Settings
 from hub.ingress.shared import SETTINGS, STORE, error, text
 from hub.ingress.verify import tokens_equal
-from hub.operators import audit, maintenance, operations
+from hub.operators import audit, heartbeats, maintenance, operations
 from hub.operators.openapi import openapi_document
 from hub.operators.queries import (
     MAX_LIMIT,
@@ -343,6 +343,22 @@ async def delete_maintenance(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def get_heartbeats(request: web.Request) -> web.Response:
+    """GET /admin/heartbeats: each heartbeat of the rules file with its last ping, due time, paused, missed."""
+    rules = maintenance.file_rules(_settings(request))
+    return web.json_response(await heartbeats.listing(_store(request), rules))
+
+
+async def post_heartbeat(request: web.Request) -> web.Response:
+    """POST /admin/heartbeats/{name}/pause|resume (audited)."""
+    name = request.match_info["name"]
+    act = heartbeats.pause if request.path.endswith("/pause") else heartbeats.resume
+    result = await act(_store(request), maintenance.file_rules(_settings(request)), name, request[WHO])
+    if result is None:
+        return error(404, "not_found", "no such heartbeat in the rules file")
+    return web.json_response(result)
+
+
 # -- overview and audit -----------------------------------------------------------------------
 
 async def get_summary(request: web.Request) -> web.Response:
@@ -420,4 +436,7 @@ def admin_app() -> web.Application:
     r.add_get("/maintenance", get_maintenance)
     r.add_post("/maintenance", post_maintenance)
     r.add_delete("/maintenance/{id}", delete_maintenance)
+    r.add_get("/heartbeats", get_heartbeats)
+    r.add_post("/heartbeats/{name}/pause", post_heartbeat)
+    r.add_post("/heartbeats/{name}/resume", post_heartbeat)
     return app

@@ -109,6 +109,17 @@ def openapi_document() -> dict[str, Any]:
             "summary": "End a run-time window now; the alerts it held still firing are evaluated again; audited",
             "parameters": [_ID], "responses": {"200": _json(_ref("Window"), "the ended window"),
                                                **_errors(*_AUTH, 404)}}},
+        "/admin/heartbeats": {"get": {
+            "summary": "Heartbeats of the rules file: last ping, due, paused, missed",
+            "responses": {"200": _json({"type": "object"}, "heartbeats"), **_errors(*_AUTH)}}},
+        "/admin/heartbeats/{name}/pause": {"post": {
+            "summary": "Pause a heartbeat (never missed until resumed); audited",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json({"type": "object"}, "paused"), **_errors(*_AUTH, 404)}}},
+        "/admin/heartbeats/{name}/resume": {"post": {
+            "summary": "Resume a heartbeat: due one interval + grace from now; audited",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json({"type": "object"}, "resumed"), **_errors(*_AUTH, 404)}}},
     }
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error", "detail"],

@@ -16,6 +16,7 @@ from hub.core import registry
 from hub.core.events import Severity
 from hub.core.ruletypes import Strict, StrList
 from hub.core.settings import parse_duration
+from hub.rules.heartbeats import Heartbeat, check_names
 from hub.rules.maintenance import MaintenanceWindow
 
 #: Guard names usable in `unless:` (shorthand for the conditions of the same name).
@@ -281,6 +282,16 @@ class HubConfig(_Strict):
     maintenance: list[MaintenanceWindow] = Field(
         default_factory=list, description="maintenance windows: matching alerts are recorded but page nobody "
                                           "until the window ends (docs/rules.md)")
+
+    heartbeats: dict[str, Heartbeat] = Field(
+        default_factory=dict, description="pingers that must check in every interval; silence for interval + "
+                                          "grace is a heartbeat.missed event (docs/rules.md)")
+
+    @field_validator("heartbeats")
+    @classmethod
+    def _heartbeat_names(cls, v: dict[str, Heartbeat]) -> dict[str, Heartbeat]:
+        check_names(v)
+        return v
 
     @field_validator("maintenance")
     @classmethod

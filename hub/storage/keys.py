@@ -179,3 +179,18 @@ QUIET_DUE = f"{PREFIX}quiet:due"
 
 def is_window_id(value: str) -> bool:
     return WINDOW_ID.fullmatch(value) is not None
+
+
+# -- heartbeats (names from the rules file: checked, but encoded all the same) ----------------
+
+#: zset: heartbeat name → when it counts as missed (ms).
+HEARTBEATS_DUE = f"{PREFIX}hb:due"
+#: zset: `missed|name|ms` / `recovered|name|ms` → when decided: events not yet recorded.
+HEARTBEATS_OUTBOX = f"{PREFIX}hb:outbox"
+#: A web process took pings recently (set with a short expiry): missed checks need one.
+HEARTBEATS_INGRESS = f"{PREFIX}hb:ingress-alive"
+
+
+def heartbeat(name: str) -> str:
+    """One heartbeat's state (hash); `hub:hb:due` and the others are fixed names, never a `part`."""
+    return f"{PREFIX}hb:state:{part(name)}"

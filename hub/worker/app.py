@@ -32,6 +32,7 @@ from hub.storage.event_store import PROCESS_JOB, Store, now_ms
 from hub.storage.ratelimit import RateLimiter
 from hub.worker.actions import ActionRunner
 from hub.worker.chunks import CHUNK_JOB
+from hub.worker.heartbeats import CHECK_EVERY_S
 from hub.worker.processor import Processor
 from hub.worker.timers import TIMER_JOB, run_timer
 
@@ -159,6 +160,13 @@ async def release_held(ctx: dict[str, Any]) -> int:
     return await processor.quiet.release_due(again)
 
 
+async def check_heartbeats(ctx: dict[str, Any]) -> int:
+    """Heartbeats silent for interval + grace become `heartbeat.missed` events (`hub.worker.heartbeats`)."""
+    processor: Processor = ctx["processor"]
+    beats = processor.quiet.heartbeats
+    return await beats.check() if beats is not None else 0
+
+
 def load_worker_rules(settings: Settings) -> Rules:
     """The rules file for this worker (HUB_CONFIG, ./hub.yaml or the defaults); RulesError if invalid."""
     return load_rules(settings.rules_path())
@@ -192,7 +200,9 @@ def worker_options(settings: Settings, live: LiveRules | None = None) -> dict[st
                       func(run_timer, name=TIMER_JOB, max_tries=1_000_000, timeout=settings.hub_job_timeout,
                            keep_result=settings.hub_retention)],
         "cron_jobs": [cron(sweep, second={5, 35}, run_at_startup=True,
-                                timeout=settings.hub_job_timeout, keep_result=0)],
+                                timeout=settings.hub_job_timeout, keep_result=0),
+                      cron(check_heartbeats, second=set(range(0, 60, CHECK_EVERY_S)), run_at_startup=True,
+                           timeout=settings.hub_job_timeout, keep_result=0)],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "job_serializer": json_dumps,

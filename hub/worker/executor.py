@@ -35,6 +35,7 @@ from hub.storage.event_store import FINAL_STATES, PENDING, Store, actions_key, e
 from hub.storage.incidents import PAGE_KINDS, Entered, IncidentStore, incident_key
 from hub.worker.chunks import Chunks, bounds, chunk_key
 from hub.worker.claims import Claims
+from hub.worker.heartbeats import Heartbeats
 from hub.worker.planner import PIN_FIELD, Planner
 from hub.worker.quiet import Quiet
 from hub.worker.recording import Recorder, Saves
@@ -83,7 +84,8 @@ class Executor:
         #: HUB_MAX_ALERTS_PER_JOB: a delivery of more events is worked in chunk jobs (None: never).
         self.max_per_job = max_per_job
         #: Maintenance windows (`hub.worker.quiet`): the steps of the alerts one holds back are dropped.
-        self.quiet = quiet or Quiet(store.redis, lambda: planner.rules)
+        self.quiet = quiet or Quiet(store.redis, lambda: planner.rules,
+                                    Heartbeats(store, lambda: planner.rules))
 
     async def process(self, event_id: str, *, force: bool = False, chunk: int | None = None) -> float | None:
         """Advance the event (or its chunk `chunk`); seconds until it should run again, or None.
@@ -324,6 +326,7 @@ class Executor:
         await p.execute(self.store.redis)
         if held_now:
             self.quiet.count(rec["source"], held)
+            await self.quiet.pinged(events, held, first)
         if dropped:
             metrics.ALERTS_TRUNCATED.labels(rec["source"]).inc(dropped)
         state = "processing"

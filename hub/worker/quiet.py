@@ -14,6 +14,9 @@ window has ended: one still held by another open window waits for that one; the 
 their `quiet` pin dropped and are replayed, so they plan as if they had just arrived, with
 no window open. The state is all in Redis, so a window that ends while no worker runs is
 released by the first sweep after start.
+
+An alert named like a heartbeat's `alertname` (a Watchdog) is held back the same way, for
+good: it is a ping of that heartbeat (`hub.worker.heartbeats`), never a page.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from hub.storage import keys
 from hub.storage.batch import Batch
 from hub.storage.event_store import ev_key, now_ms
 from hub.storage.incidents import incident_key
+from hub.worker.heartbeats import Heartbeats, watchdog_of
 
 log = logging.getLogger("hub.worker.quiet")
 #: The record field that pins which events a window held back (event index → window).
@@ -85,9 +89,10 @@ def holding(windows: Iterable[OpenWindow], fx: dict[str, Any]) -> OpenWindow | N
 class Quiet:
     """Suppression by maintenance windows, for one worker (rules read live: SIGHUP reloads)."""
 
-    def __init__(self, redis: Redis, rules: Callable[[], Rules]) -> None:
+    def __init__(self, redis: Redis, rules: Callable[[], Rules], heartbeats: Heartbeats | None = None) -> None:
         self.redis = redis
         self._rules = rules
+        self.heartbeats = heartbeats
 
     async def decide(self, rec: dict[str, Any], events: list[NormalisedEvent],
                      first: int = 0) -> tuple[dict[int, dict[str, Any]], bool]:
@@ -103,6 +108,9 @@ class Quiet:
         windows = await open_windows(self.redis, rules, now_ms())
         held: dict[int, dict[str, Any]] = {}
         for i, ev in candidates:
+            if (beat := watchdog_of(rules, ev)) is not None:
+                held[i] = {"id": f"heartbeat:{beat}", "name": beat, "until": 0, "ping": beat}
+                continue
             w = holding(windows, facts(rules, ev))
             if w is not None:
                 held[i] = {"id": w.id, "name": w.name, "until": w.end_ms}
@@ -115,7 +123,7 @@ class Quiet:
         p.hset(record_key, QUIET_FIELD, json.dumps({str(i): w for i, w in held.items()}, separators=(",", ":")))
         for i, ev in enumerate(events, first):
             key = incident_key(ev)
-            if key is None or not quietable(ev.kind, ev.source):
+            if key is None or not quietable(ev.kind, ev.source) or "ping" in held.get(i, {}):
                 continue
             if ev.kind == Kind.ALERT_RESOLVED:
                 p.hdel(keys.QUIET_HELD, key)
@@ -130,19 +138,32 @@ class Quiet:
         for i, w in held.items():
             by_window.setdefault(w["id"], {**w, "events": []})["events"].append(i)
         for w in by_window.values():
-            p.rpush(keys.event_timeline(event_id), json.dumps(
-                {"at": now_ms(), "type": "suppressed", "window": w["name"], "window_id": w["id"],
-                 "until": w["until"], "events": w["events"]}, separators=(",", ":")))
+            entry = ({"type": "heartbeat_ping", "heartbeat": w["name"]} if "ping" in w else
+                     {"type": "suppressed", "window": w["name"], "window_id": w["id"], "until": w["until"]})
+            p.rpush(keys.event_timeline(event_id), json.dumps({"at": now_ms(), **entry, "events": w["events"]},
+                                                              separators=(",", ":")))
+
+    async def pinged(self, events: list[NormalisedEvent], held: dict[int, dict[str, Any]], first: int = 0) -> None:
+        """Firing Watchdog alerts ping their heartbeat (after the commit that pinned the decision)."""
+        if self.heartbeats is None:
+            return
+        for i, w in held.items():
+            if "ping" in w and events[i - first].kind == Kind.ALERT_FIRING:
+                await self.heartbeats.ping(w["ping"])
 
     @staticmethod
     def count(source: str, held: dict[int, dict[str, Any]]) -> None:
-        if held:
-            metrics.ALERTS_SUPPRESSED.labels(source).inc(len(held))
+        windows = sum(1 for w in held.values() if "ping" not in w)
+        if windows:
+            metrics.ALERTS_SUPPRESSED.labels(source).inc(windows)
 
     @staticmethod
     def reason(held: dict[int, dict[str, Any]]) -> str:
-        names = sorted({w["name"] for w in held.values()})
-        return f"suppressed by maintenance window {', '.join(names)}"
+        names = sorted({w["name"] for w in held.values() if "ping" not in w})
+        beats = sorted({w["name"] for w in held.values() if "ping" in w})
+        parts = ([f"suppressed by maintenance window {', '.join(names)}"] if names else []) + \
+                ([f"a ping of heartbeat {', '.join(beats)} (never pages)"] if beats else [])
+        return "; ".join(parts)
 
     async def release_due(self, replay: Callable[[str], Any], at_ms: int | None = None) -> int:
         """Held alerts whose window has ended: wait for another open window, or evaluate again.
