@@ -108,6 +108,8 @@ class _Service(_Strict):
     team: str | None = None
     fallback_pager: bool | None = Field(None, description="when a page dead-letters, page through the other pager "
                                                        "and tell the channel (unset: the catalog's setting)")
+    deploy_quiet: Duration | None = Field(None, description="hold this service's alerts from a deploy's start until "
+                                                            "this long after it succeeded (a failure ends it at once)")
 
 
 Service = _with_connectors(_Service, "service")
@@ -121,6 +123,7 @@ class _Catalog(_Strict):
     fallback_pager: bool = Field(True, description="a page that dead-letters pages through the other pager (when "
                                                     "configured) and tells the team channel how to replay it")
     deploy_history: int = Field(20, ge=1, le=500, description="deploys remembered per service and environment")
+    deploy_quiet_max: Duration = Field(3600.0, description="the longest a deploy quiet period lasts, status or not")
 
 
 Catalog = _with_connectors(_Catalog, "catalog")

@@ -327,6 +327,7 @@ class Executor:
         if held_now:
             self.quiet.count(rec["source"], held)
             await self.quiet.pinged(events, held, first)
+            await self.quiet.deploys(rec, events)
         if dropped:
             metrics.ALERTS_TRUNCATED.labels(rec["source"]).inc(dropped)
         state = "processing"

@@ -36,6 +36,7 @@ from hub.storage import keys
 from hub.storage.batch import Batch
 from hub.storage.event_store import ev_key, now_ms
 from hub.storage.incidents import incident_key
+from hub.worker import deploy_quiet
 from hub.worker.heartbeats import Heartbeats, watchdog_of
 
 log = logging.getLogger("hub.worker.quiet")
@@ -43,6 +44,8 @@ log = logging.getLogger("hub.worker.quiet")
 QUIET_FIELD = "quiet"
 #: Held alerts released per sweep at most (the rest on the next one).
 RELEASE_BATCH = 200
+#: When an event could not be replayed (still in flight), its held alerts come back this much later.
+RETRY_MS = 30_000
 
 
 async def runtime_windows(redis: Redis) -> list[dict[str, Any]]:
@@ -63,7 +66,7 @@ async def open_windows(redis: Redis, rules: Rules, at_ms: int) -> list[OpenWindo
     for w in await runtime_windows(redis):
         if int(w["start"]) <= at_ms < int(w["end"]):
             out.append(OpenWindow(w["id"], w.get("name") or w["id"], w["match"], int(w["start"]), int(w["end"]),
-                                  "api", w.get("reason", "")))
+                                  w.get("origin") or "api", w.get("reason", "")))
     return out
 
 
@@ -130,7 +133,8 @@ class Quiet:
                 p.zrem(keys.QUIET_DUE, key)
             elif i in held and ev.kind == Kind.ALERT_FIRING:
                 w = held[i]
-                entry = {"event_id": event_id, "window": w["id"], "name": w["name"], "until": w["until"],
+                entry = {"event_id": event_id, "record": record_key, "window": w["id"], "name": w["name"],
+                         "until": w["until"],
                          "services": list(ev.services), "source": ev.source, "labels": dict(ev.labels)}
                 p.hsetnx(keys.QUIET_HELD, key, json.dumps(entry, separators=(",", ":")))
                 p.zadd(keys.QUIET_DUE, {key: w["until"]}, gt=True)  # adds, or moves it later
@@ -142,6 +146,13 @@ class Quiet:
                      {"type": "suppressed", "window": w["name"], "window_id": w["id"], "until": w["until"]})
             p.rpush(keys.event_timeline(event_id), json.dumps({"at": now_ms(), **entry, "events": w["events"]},
                                                               separators=(",", ":")))
+
+    async def deploys(self, rec: dict[str, Any], events: list[NormalisedEvent]) -> None:
+        """Deploy events open, move or end their service's quiet period (`hub.worker.deploy_quiet`)."""
+        notes = await deploy_quiet.apply(self.redis, self._rules(), events, now_ms())
+        for note in notes:
+            await self.redis.rpush(keys.event_timeline(rec["id"]), json.dumps({"at": now_ms(), **note},
+                                                                             separators=(",", ":")))
 
     async def pinged(self, events: list[NormalisedEvent], held: dict[int, dict[str, Any]], first: int = 0) -> None:
         """Firing Watchdog alerts ping their heartbeat (after the commit that pinned the decision)."""
@@ -176,7 +187,7 @@ class Quiet:
             return 0
         rules = self._rules()
         windows = await open_windows(self.redis, rules, at)
-        released = 0
+        ready: dict[str, list[tuple[str, dict[str, Any], bytes]]] = {}
         for raw_key in due:
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
             raw = await self.redis.hget(keys.QUIET_HELD, key)
@@ -188,21 +199,32 @@ class Quiet:
             if still is not None:  # another (or a longer) window holds it now
                 await self.redis.zadd(keys.QUIET_DUE, {key: still.end_ms})
                 continue
-            event_id = entry["event_id"]
-            # forget it first: a resolve arriving from now on finds nothing held
+            ready.setdefault(entry["event_id"], []).append((key, entry, raw))
+        released = 0
+        for event_id, held in ready.items():  # one replay per event, whatever it held
+            # forget them first: a resolve arriving from now on finds nothing held
             async with self.redis.pipeline(transaction=True) as p:
-                p.hdel(keys.QUIET_HELD, key)
-                p.zrem(keys.QUIET_DUE, key)
-                p.hdel(ev_key(event_id), QUIET_FIELD)
-                p.rpush(keys.event_timeline(event_id), json.dumps(
-                    {"at": at, "type": "window_ended", "window": entry.get("name"), "incident": key,
-                     "evaluated_again": True}, separators=(",", ":")))
+                for key, entry, _raw in held:
+                    p.hdel(keys.QUIET_HELD, key)
+                    p.zrem(keys.QUIET_DUE, key)
+                    p.hdel(entry.get("record") or ev_key(event_id), QUIET_FIELD)  # a chunk's own record, if any
+                    p.rpush(keys.event_timeline(event_id), json.dumps(
+                        {"at": at, "type": "window_ended", "window": entry.get("name"), "incident": key,
+                         "evaluated_again": True}, separators=(",", ":")))
                 await p.execute()
             try:
                 await replay(event_id)
-            except Exception as e:  # expired or in flight: nothing to page again; keep the sweep going
-                log.warning("held alert %s (event %s) not evaluated again: %s", key, event_id, e)
+            except Exception as e:  # in flight (or Redis): hold them again and come back; expired: drop
+                if getattr(e, "status", None) == 404:
+                    log.warning("held alerts of event %s not evaluated again: the event expired", event_id)
+                    continue
+                log.warning("held alerts of event %s: evaluating again later (%s)", event_id, e)
+                async with self.redis.pipeline(transaction=True) as p:
+                    for key, _entry, raw in held:
+                        p.hsetnx(keys.QUIET_HELD, key, raw)
+                        p.zadd(keys.QUIET_DUE, {key: at + RETRY_MS}, nx=True)
+                    await p.execute()
                 continue
-            released += 1
-            metrics.ALERTS_RELEASED.inc()
+            released += len(held)
+            metrics.ALERTS_RELEASED.inc(len(held))
         return released
