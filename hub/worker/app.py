@@ -34,6 +34,7 @@ from hub.worker.actions import ActionRunner
 from hub.worker.chunks import CHUNK_JOB
 from hub.worker.heartbeats import CHECK_EVERY_S
 from hub.worker.processor import Processor
+from hub.worker.self_heartbeat import self_heartbeat
 from hub.worker.timers import TIMER_JOB, run_timer
 
 log = logging.getLogger("hub.worker.app")
@@ -202,7 +203,8 @@ def worker_options(settings: Settings, live: LiveRules | None = None) -> dict[st
         "cron_jobs": [cron(sweep, second={5, 35}, run_at_startup=True,
                                 timeout=settings.hub_job_timeout, keep_result=0),
                       cron(check_heartbeats, second=set(range(0, 60, CHECK_EVERY_S)), run_at_startup=True,
-                           timeout=settings.hub_job_timeout, keep_result=0)],
+                           timeout=settings.hub_job_timeout, keep_result=0),
+                      cron(self_heartbeat, second={30}, timeout=30, keep_result=0)],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "job_serializer": json_dumps,
