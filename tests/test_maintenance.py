@@ -275,3 +275,19 @@ async def test_ending_an_unknown_window_is_404(redis_url: str, redis: Any, windo
         assert resp.status == 404
         assert (await client.get("/admin/maintenance")).status == 401
         assert (await client.post("/admin/maintenance", headers={"Authorization": "Bearer wrong"})).status == 403
+
+
+def test_simulate_says_a_window_would_suppress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hub.cli.main import main
+
+    now = datetime.now(UTC)
+    path = rules_file(tmp_path, f"maintenance:\n  - name: db-upgrade\n    match: {{services: [reports]}}\n"
+                                f"    start: {iso(now - timedelta(minutes=5))}\n"
+                                f"    end: {iso(now + timedelta(minutes=30))}\n")
+    body = tmp_path / "alert.json"
+    body.write_text(json.dumps(alert("fp-sim")))
+    assert main(["simulate", "alertmanager", str(body), "--config", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["held"]["0"].startswith("would be suppressed by maintenance window db-upgrade until ")
+    assert main(["simulate", "alertmanager", str(body), "--config", str(path)]) == 0
+    assert "would be suppressed by maintenance window db-upgrade" in capsys.readouterr().out

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -87,6 +88,21 @@ def holding(windows: Iterable[OpenWindow], fx: dict[str, Any]) -> OpenWindow | N
     """The open window that holds an event with these facts (the one ending last), or None."""
     found = [w for w in windows if matches(w.match, **fx)]
     return max(found, key=lambda w: w.end_ms) if found else None
+
+
+def would_hold(rules: Rules, events: list[NormalisedEvent], at_ms: int) -> dict[int, str]:
+    """Offline (`simulate`): what the rules file's windows and Watchdogs would do to each event, in words."""
+    windows = file_windows_open(rules.config.maintenance, at_ms)
+    out: dict[int, str] = {}
+    for i, ev in enumerate(events):
+        if not quietable(ev.kind, ev.source):
+            continue
+        if (beat := watchdog_of(rules, ev)) is not None:
+            out[i] = f"a ping of heartbeat {beat}: would never page"
+        elif (w := holding(windows, facts(rules, ev))) is not None:
+            until = datetime.fromtimestamp(w.end_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            out[i] = f"would be suppressed by maintenance window {w.name} until {until}"
+    return out
 
 
 class Quiet:
