@@ -291,3 +291,28 @@ def test_simulate_says_a_window_would_suppress(tmp_path: Path, capsys: pytest.Ca
     assert out["held"]["0"].startswith("would be suppressed by maintenance window db-upgrade until ")
     assert main(["simulate", "alertmanager", str(body), "--config", str(path)]) == 0
     assert "would be suppressed by maintenance window db-upgrade" in capsys.readouterr().out
+
+
+async def test_a_window_holds_a_missed_heartbeat_too(tmp_path: Path, redis: Any) -> None:
+    from hub.core.events import NormalisedEvent
+    from hub.rules import load_rules as load
+    from hub.storage.batch import Batch
+    from hub.worker.quiet import Quiet
+
+    path = rules_file(tmp_path, "maintenance:\n  - name: monitoring-work\n    match: {services: [reports]}\n"
+                                "    every: '* * * * *'\n    for: 1h\n")
+    quiet = Quiet(redis, lambda: load(path))
+    missed = NormalisedEvent(kind="heartbeat.missed", source="heartbeat", fingerprint="heartbeat:job",
+                             services=["reports"])
+    held, _ = await quiet.decide({"id": "ev_hb"}, [missed])
+    assert list(held) == [0]
+    p = Batch()
+    quiet.commit_into(p, {"id": "ev_hb"}, keys.event("ev_hb"), [missed], held)
+    await p.execute(redis)
+    assert await redis.hexists(keys.QUIET_HELD, "heartbeat:job")
+    recovered = missed.model_copy(update={"kind": "heartbeat.recovered"})
+    held, _ = await quiet.decide({"id": "ev_hb2"}, [recovered])
+    p = Batch()
+    quiet.commit_into(p, {"id": "ev_hb2"}, keys.event("ev_hb2"), [recovered], held)
+    await p.execute(redis)
+    assert not await redis.hexists(keys.QUIET_HELD, "heartbeat:job")

@@ -1,6 +1,6 @@
 """Maintenance windows: what they match, when they are open (`maintenance:` in `hub.yaml`).
 
-A window matches *alerts* only (`alert.*` kinds; an incident a person declared arrives as an
+A window matches *alerts* only (`alert.*` and `heartbeat.*` kinds; an incident a person declared arrives as an
 `incident.*` kind and is never held back) by service (catalog names or aliases), team (the catalog team of an
 affected service), source and labels; each list that is given must hold, an empty one is
 "any". A window must name at least one criterion, so a typo never silences everything.
@@ -27,8 +27,8 @@ from pydantic import AwareDatetime, Field, field_validator, model_validator
 from hub.core.ruletypes import Strict, StrList
 from hub.core.settings import parse_duration
 
-#: Kinds a window can hold back: alerts, never incidents (those a person declared).
-QUIET_KINDS = ("alert.",)
+#: Kinds a window can hold back: alerts (a missed heartbeat is one), never incidents (those a person declared).
+QUIET_KINDS = ("alert.", "heartbeat.")
 #: Longest recurring window: a cron window is found by looking back this far at most.
 MAX_RECURRING_S = 24 * 3600
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

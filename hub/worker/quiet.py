@@ -144,10 +144,10 @@ class Quiet:
             key = incident_key(ev)
             if key is None or not quietable(ev.kind, ev.source) or "ping" in held.get(i, {}):
                 continue
-            if ev.kind == Kind.ALERT_RESOLVED:
+            if ev.kind in (Kind.ALERT_RESOLVED, Kind.HEARTBEAT_RECOVERED):
                 p.hdel(keys.QUIET_HELD, key)
                 p.zrem(keys.QUIET_DUE, key)
-            elif i in held and ev.kind == Kind.ALERT_FIRING:
+            elif i in held and ev.kind in (Kind.ALERT_FIRING, Kind.HEARTBEAT_MISSED):
                 w = held[i]
                 entry = {"event_id": event_id, "record": record_key, "window": w["id"], "name": w["name"],
                          "until": w["until"],
