@@ -83,7 +83,11 @@ def test_a_recurring_window_stays_at_local_time_across_dst() -> None:
     # the night the clocks go forward 02:00 local does not exist: no window that night
     assert w.open_at(datetime(2026, 3, 29, 0, 30, tzinfo=UTC)) is None
     assert w.open_at(datetime(2026, 3, 29, 1, 30, tzinfo=UTC)) is None
-    # and the day after, at the new offset
+    # the night the clocks go back 02:00 local happens twice (00:00 and 01:00 UTC): one window, from the first
+    assert w.open_at(datetime(2026, 10, 25, 0, 30, tzinfo=UTC)) == (
+        datetime(2026, 10, 25, 0, 0, tzinfo=UTC), datetime(2026, 10, 25, 1, 30, tzinfo=UTC))
+    assert w.open_at(datetime(2026, 10, 25, 1, 45, tzinfo=UTC)) is None
+    # and the day after the clocks went forward, at the new offset
     assert w.next_open(datetime(2026, 3, 29, 3, 0, tzinfo=UTC)) == (
         datetime(2026, 3, 30, 0, 0, tzinfo=UTC), datetime(2026, 3, 30, 1, 30, tzinfo=UTC))
 

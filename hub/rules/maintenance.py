@@ -7,7 +7,8 @@ affected service), source and labels; each list that is given must hold, an empt
 
 A window is open between `start` and `end`, or — recurring — for `for` after each time the
 five-field cron `every` fires in `timezone` (so a nightly 02:00 window stays at 02:00 local
-time across a DST change). The cron matcher is deliberately small: numbers, `*`, ranges,
+time across a DST change; a start time the clocks skip opens no window that night, one they
+repeat opens it once, at the first pass). The cron matcher is deliberately small: numbers, `*`, ranges,
 lists and `/step`; day-of-month and day-of-week are combined as cron does (either matches
 when both are restricted). Pure functions only: the worker (`hub.worker.quiet`) and the
 operators (`hub.operators.maintenance`) read windows from here and from Redis.
@@ -84,7 +85,9 @@ class Cron:
         return cls(sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] == "*", parts[4] == "*")
 
     def fires(self, local: datetime) -> bool:
-        """Does it fire at this local minute?"""
+        """Does it fire at this local minute? (The second pass of an hour the clocks repeat never does.)"""
+        if local.fold:
+            return False
         if local.minute not in self.minutes or local.hour not in self.hours or local.month not in self.months:
             return False
         day = local.day in self.days
