@@ -78,6 +78,9 @@ def _rules(request_app: web.Application) -> Rules | None:
     except RulesError as e:
         log.error("heartbeats off: the rules file %s is invalid", e.source)
         return None
+    except OSError as e:  # unreadable: the web still serves webhooks
+        log.error("heartbeats off: the rules file cannot be read: %s", type(e).__name__)
+        return None
 
 
 async def _alive(app: web.Application, state: HeartbeatStore) -> None:

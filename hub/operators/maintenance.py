@@ -71,7 +71,7 @@ def file_rules(settings: Settings) -> Rules | None:
     """The rules file in use (for its windows); None when it does not load (the worker refuses it too)."""
     try:
         return load_rules(settings.rules_path())
-    except RulesError:
+    except (RulesError, OSError):
         return None
 
 
