@@ -37,6 +37,8 @@ class Kind(StrEnum):
     DEPLOY_FAILED = "deploy.failed"
     PAGE_ACKNOWLEDGED = "page.acknowledged"
     PAGE_RESOLVED = "page.resolved"
+    HEARTBEAT_MISSED = "heartbeat.missed"
+    HEARTBEAT_RECOVERED = "heartbeat.recovered"
     PING = "ping"
     OTHER = "other"
 

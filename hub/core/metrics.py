@@ -31,6 +31,12 @@ RUNS_YIELDED = Counter("hub_runs_yielded_total", "Worker runs that used their ti
 REPLAYS = Counter("hub_replays_total", "Events handed back to the workers by a replay", ["mode", "kind"])
 PURGED = Counter("hub_dead_letters_purged_total", "Dead letters purged by an operator")
 ESCALATIONS_FIRED = Counter("hub_escalations_fired_total", "Escalations fired (not acknowledged in time)")
+# Maintenance windows (hub.worker.quiet): alerts held back, and held alerts evaluated again at a window's end.
+ALERTS_SUPPRESSED = Counter("hub_alerts_suppressed_total", "Alerts held back by a maintenance window", ["source"])
+ALERTS_RELEASED = Counter("hub_alerts_released_total",
+                          "Alerts still firing when their maintenance window ended, evaluated again")
+HEARTBEATS_MISSED = Counter("hub_heartbeats_missed_total", "Heartbeats that went silent for interval + grace",
+                            ["heartbeat"])
 QUEUE_LAG = Gauge("hub_queue_lag_seconds", "Age of the oldest job that is due in the arq queue (0 when none)")
 
 

@@ -96,6 +96,8 @@ class CoreSettings(BaseSettings):
     hub_max_alerts_per_job: int = Field(50, ge=1)
     #: Alerts of one delivery processed at all; the rest are dropped (counted, on the timeline).
     hub_max_alerts_per_event: int = Field(2000, ge=1)
+    #: The hub's own dead-man's switch: the workers GET it every minute while the hub is healthy.
+    hub_self_heartbeat_url: str | None = None
 
     #: `<CONNECTOR>_RATE_LIMIT` variables by name, e.g. {"TICKETS_RATE_LIMIT": "1/s"} (`hub.storage.ratelimit`).
     rate_limits: dict[str, str] = Field(default_factory=dict)

@@ -18,6 +18,7 @@ from connectors.base import BadPayload, InboundSource
 from hub.core import metrics
 from hub.core.registry import sources
 from hub.core.settings import Settings
+from hub.ingress.heartbeats import add_heartbeats
 from hub.ingress.shared import SETTINGS, STORE, error, text
 from hub.ingress.verify import AuthError
 from hub.operators.admin import admin_app
@@ -213,5 +214,6 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    add_heartbeats(app)
     app.add_subapp("/admin", admin_app())
     return app

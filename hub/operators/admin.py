@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hub.core.settings import Settings
 from hub.ingress.shared import SETTINGS, STORE, error, text
 from hub.ingress.verify import tokens_equal
-from hub.operators import audit, operations
+from hub.operators import audit, heartbeats, maintenance, operations
 from hub.operators.openapi import openapi_document
 from hub.operators.queries import (
     MAX_LIMIT,
@@ -300,6 +300,65 @@ async def post_incident_ack(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+# -- maintenance windows ----------------------------------------------------------------------
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        raw = await request.read()
+        data = json.loads(raw) if raw.strip() else {}
+    except (web.HTTPRequestEntityTooLarge, web.RequestPayloadError) as e:
+        raise QueryError(f"body could not be read: {e}") from None
+    except ValueError as e:
+        raise QueryError(f"body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise QueryError("body must be a JSON object")
+    return data
+
+
+async def post_maintenance(request: web.Request) -> web.Response:
+    """POST /admin/maintenance: a window from now, for `duration` or until `ends_at` (audited)."""
+    try:
+        req = maintenance.WindowRequest.model_validate(await _json_object(request))
+        window = await maintenance.start(_store(request), req, request[WHO])
+    except ValidationError as e:
+        parts = [f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()[:3]]
+        raise QueryError("; ".join(parts)) from None
+    except ValueError as e:
+        raise QueryError(str(e)) from None
+    return web.json_response({**window, "active": True}, status=201)
+
+
+async def get_maintenance(request: web.Request) -> web.Response:
+    """GET /admin/maintenance: the windows open now and the upcoming ones (file and run time)."""
+    rules = maintenance.file_rules(_settings(request))
+    return web.json_response(await maintenance.listing(_store(request), rules))
+
+
+async def delete_maintenance(request: web.Request) -> web.Response:
+    """DELETE /admin/maintenance/{id}: end a run-time window now (its held alerts are evaluated again)."""
+    window_id = request.match_info["id"]
+    result = await maintenance.end(_store(request), window_id, request[WHO])
+    if result is None:
+        return error(404, "not_found", f"no open run-time maintenance window {window_id[:80]!r}")
+    return web.json_response(result)
+
+
+async def get_heartbeats(request: web.Request) -> web.Response:
+    """GET /admin/heartbeats: each heartbeat of the rules file with its last ping, due time, paused, missed."""
+    rules = maintenance.file_rules(_settings(request))
+    return web.json_response(await heartbeats.listing(_store(request), rules))
+
+
+async def post_heartbeat(request: web.Request) -> web.Response:
+    """POST /admin/heartbeats/{name}/pause|resume (audited)."""
+    name = request.match_info["name"]
+    act = heartbeats.pause if request.path.endswith("/pause") else heartbeats.resume
+    result = await act(_store(request), maintenance.file_rules(_settings(request)), name, request[WHO])
+    if result is None:
+        return error(404, "not_found", "no such heartbeat in the rules file")
+    return web.json_response(result)
+
+
 # -- overview and audit -----------------------------------------------------------------------
 
 async def get_summary(request: web.Request) -> web.Response:
@@ -374,4 +433,10 @@ def admin_app() -> web.Application:
     r.add_delete("/dead-letters/{id:.+}", delete_dead_letter)
     r.add_get("/audit", get_audit)
     r.add_post("/incidents/{key}/ack", post_incident_ack)
+    r.add_get("/maintenance", get_maintenance)
+    r.add_post("/maintenance", post_maintenance)
+    r.add_delete("/maintenance/{id}", delete_maintenance)
+    r.add_get("/heartbeats", get_heartbeats)
+    r.add_post("/heartbeats/{name}/pause", post_heartbeat)
+    r.add_post("/heartbeats/{name}/resume", post_heartbeat)
     return app

@@ -97,6 +97,29 @@ def openapi_document() -> dict[str, Any]:
                             "description": "incident key (<source>:<id>, alert fingerprint) or alias"}],
             "responses": {"200": _json({"type": "object"}, "the incident's acknowledgement"),
                           **_errors(*_AUTH, 404)}}},
+        "/admin/maintenance": {
+            "get": {"summary": "Maintenance windows open now and upcoming (the rules file's and run-time ones)",
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "windows": {"type": "array", "items": _ref("Window")}}}, "windows"), **_errors(*_AUTH)}},
+            "post": {"summary": "Start a maintenance window now (for a duration or until ends_at); audited",
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": _ref("WindowRequest")}}},
+                     "responses": {"201": _json(_ref("Window"), "the window"), **_errors(*_AUTH)}}},
+        "/admin/maintenance/{id}": {"delete": {
+            "summary": "End a run-time window now; the alerts it held still firing are evaluated again; audited",
+            "parameters": [_ID], "responses": {"200": _json(_ref("Window"), "the ended window"),
+                                               **_errors(*_AUTH, 404)}}},
+        "/admin/heartbeats": {"get": {
+            "summary": "Heartbeats of the rules file: last ping, due, paused, missed",
+            "responses": {"200": _json({"type": "object"}, "heartbeats"), **_errors(*_AUTH)}}},
+        "/admin/heartbeats/{name}/pause": {"post": {
+            "summary": "Pause a heartbeat (never missed until resumed); audited",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json({"type": "object"}, "paused"), **_errors(*_AUTH, 404)}}},
+        "/admin/heartbeats/{name}/resume": {"post": {
+            "summary": "Resume a heartbeat: due one interval + grace from now; audited",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json({"type": "object"}, "resumed"), **_errors(*_AUTH, 404)}}},
     }
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error", "detail"],
@@ -148,6 +171,19 @@ def openapi_document() -> dict[str, Any]:
             "total": {"type": "integer"}, "processed": {"type": "integer"}, "replayed": {"type": "integer"},
             "skipped": {"type": "integer"}, "failed": {"type": "integer"}, "would_run": {"type": "integer"},
             "progress": {"type": "number"}}},
+        "WindowRequest": {"type": "object", "additionalProperties": False, "required": ["match"], "properties": {
+            "match": {"type": "object", "additionalProperties": False, "properties": {
+                "services": {"type": "array", "items": {"type": "string"}},
+                "teams": {"type": "array", "items": {"type": "string"}},
+                "sources": {"type": "array", "items": {"type": "string"}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
+            "duration": {"type": ["string", "number"], "description": "e.g. 30m (at most 7d)"},
+            "ends_at": {"type": "string", "format": "date-time"}, "reason": {"type": "string", "maxLength": 500},
+            "name": {"type": "string", "maxLength": 63}}},
+        "Window": {"type": "object", "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "match": {"type": "object"},
+            "start": {"type": "integer", "description": "epoch ms"}, "end": {"type": "integer"},
+            "origin": {"enum": ["file", "api"]}, "reason": {"type": "string"}, "active": {"type": "boolean"}}},
         "DeadLetterPage": {"type": "object", "properties": {
             "dead_letters": {"type": "array", "items": {"type": "object"}},
             "next_cursor": {"type": ["string", "null"]}, "total": {"type": "integer"}}},

@@ -16,6 +16,8 @@ from hub.core import registry
 from hub.core.events import Severity
 from hub.core.ruletypes import Strict, StrList
 from hub.core.settings import parse_duration
+from hub.rules.heartbeats import Heartbeat, check_names
+from hub.rules.maintenance import MaintenanceWindow
 
 #: Guard names usable in `unless:` (shorthand for the conditions of the same name).
 GUARDS = ("acknowledged", "resolved", "escalated")
@@ -106,6 +108,8 @@ class _Service(_Strict):
     team: str | None = None
     fallback_pager: bool | None = Field(None, description="when a page dead-letters, page through the other pager "
                                                        "and tell the channel (unset: the catalog's setting)")
+    deploy_quiet: Duration | None = Field(None, description="hold this service's alerts from a deploy's start until "
+                                                            "this long after it succeeded (a failure ends it at once)")
 
 
 Service = _with_connectors(_Service, "service")
@@ -119,6 +123,7 @@ class _Catalog(_Strict):
     fallback_pager: bool = Field(True, description="a page that dead-letters pages through the other pager (when "
                                                     "configured) and tells the team channel how to replay it")
     deploy_history: int = Field(20, ge=1, le=500, description="deploys remembered per service and environment")
+    deploy_quiet_max: Duration = Field(3600.0, description="the longest a deploy quiet period lasts, status or not")
 
 
 Catalog = _with_connectors(_Catalog, "catalog")
@@ -277,6 +282,27 @@ class HubConfig(_Strict):
     version: Literal[1] = 1
     catalog: Catalog = Field(default_factory=Catalog)
     workflows: list[Workflow] = Field(default_factory=list)
+    maintenance: list[MaintenanceWindow] = Field(
+        default_factory=list, description="maintenance windows: matching alerts are recorded but page nobody "
+                                          "until the window ends (docs/rules.md)")
+
+    heartbeats: dict[str, Heartbeat] = Field(
+        default_factory=dict, description="pingers that must check in every interval; silence for interval + "
+                                          "grace is a heartbeat.missed event (docs/rules.md)")
+
+    @field_validator("heartbeats")
+    @classmethod
+    def _heartbeat_names(cls, v: dict[str, Heartbeat]) -> dict[str, Heartbeat]:
+        check_names(v)
+        return v
+
+    @field_validator("maintenance")
+    @classmethod
+    def _unique_windows(cls, v: list[MaintenanceWindow]) -> list[MaintenanceWindow]:
+        names = [w.name for w in v]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"maintenance window names must be unique: {', '.join(dupes)}")
+        return v
 
     def all_steps(self) -> list[tuple[Workflow, Step, Step | None]]:
         """Every step, groups flattened: (workflow, step, its group or None)."""

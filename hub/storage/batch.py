@@ -152,8 +152,8 @@ class Batch:
         self._ops.append(["", 0])  # keeps reply positions; replaced by None
         return self._reply()
 
-    def zadd(self, name: str, mapping: Mapping[str, float | int], *, xx: bool = False) -> Reply:
-        args: list[Any] = ["XX"] if xx else []
+    def zadd(self, name: str, mapping: Mapping[str, float | int], *, xx: bool = False, gt: bool = False) -> Reply:
+        args: list[Any] = (["XX"] if xx else []) + (["GT"] if gt else [])
         for member, score in mapping.items():
             args += [score, member]
         return self._op("ZADD", name, *args)

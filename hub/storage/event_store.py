@@ -73,6 +73,10 @@ kind_idx = keys.kind_index
 dedup_key = keys.dedup
 
 
+#: Sources of events the hub records itself (`hub.rules.heartbeats`), not webhook senders.
+HUB_SOURCES = ("heartbeat",)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -350,7 +354,8 @@ class Store:
         kinds = [k.decode() for k in await self.redis.smembers(KINDS)]
         from hub.core.registry import sources
 
-        keys = [IDX_ALL, DEAD, *(state_idx(s) for s in STATES), *(source_idx(s) for s in sources()),
+        keys = [IDX_ALL, DEAD, *(state_idx(s) for s in STATES),
+                *(source_idx(s) for s in (*sources(), *HUB_SOURCES)),
                 *(kind_idx(k) for k in kinds)]
         async with self.redis.pipeline(transaction=False) as p:
             for key in keys:

@@ -61,15 +61,16 @@ from hub.storage.records import IncidentRecord
 PREFIX = layout.INCIDENT_PREFIX
 INDEX = "hub:incidents"
 
-ALERT_KINDS = frozenset({Kind.ALERT_FIRING, Kind.ALERT_RESOLVED})
+#: Alerts, and the hub's own heartbeat events (an alert that the pinger went silent).
+ALERT_KINDS = frozenset({Kind.ALERT_FIRING, Kind.ALERT_RESOLVED, Kind.HEARTBEAT_MISSED, Kind.HEARTBEAT_RECOVERED})
 INCIDENT_KINDS = frozenset({Kind.INCIDENT_DECLARED, Kind.INCIDENT_UPDATED, Kind.INCIDENT_STATUS_CHANGED,
                             Kind.INCIDENT_RESOLVED})
 PAGE_KINDS = frozenset({Kind.PAGE_ACKNOWLEDGED, Kind.PAGE_RESOLVED})
 DEPLOY_KINDS = frozenset({Kind.DEPLOY_SUCCEEDED, Kind.DEPLOY_FAILED})
 #: Kinds that (re)open an incident that was resolved.
 OPENING = frozenset({Kind.ALERT_FIRING, Kind.INCIDENT_DECLARED, Kind.INCIDENT_UPDATED,
-                     Kind.INCIDENT_STATUS_CHANGED})
-RESOLVING = frozenset({Kind.ALERT_RESOLVED, Kind.INCIDENT_RESOLVED})
+                     Kind.INCIDENT_STATUS_CHANGED, Kind.HEARTBEAT_MISSED})
+RESOLVING = frozenset({Kind.ALERT_RESOLVED, Kind.INCIDENT_RESOLVED, Kind.HEARTBEAT_RECOVERED})
 CLOSED_CATEGORIES = frozenset({"closed", "resolved", "learning", "canceled", "cancelled", "declined", "merged"})
 
 

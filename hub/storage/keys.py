@@ -161,3 +161,36 @@ def serial_lock(scope: str, key: str) -> str:
 def ledger(connector: str, scope: str, kind: str, key: str) -> str:
     """A creation ledger entry (`connectors._ledger`): kind is ``rec`` or ``intent``."""
     return f"{PREFIX}ledger:{connector}:{_digest(scope, 12)}:{kind}:{_digest(key, 32)}"
+
+
+# -- maintenance windows (hub-made ids; held alerts by incident key, a hash field) -------------
+
+#: A window made at run time ``mw_`` + 16 hex digits (`hub.operators.maintenance`).
+WINDOW_ID = re.compile(r"mw_[0-9a-f]{16}")
+#: hash: window id → the window (JSON), every window made at run time and not yet purged.
+MAINTENANCE_WINDOWS = f"{PREFIX}maintenance:windows"
+#: zset: window id → its end (ms), so ended windows are found and dropped without a scan.
+MAINTENANCE_ENDS = f"{PREFIX}maintenance:ends"
+#: hash: incident key → the suppressed event to evaluate again when its window ends (JSON).
+QUIET_HELD = f"{PREFIX}quiet:held"
+#: zset: incident key → when to look at its held event again (ms): the end of its window.
+QUIET_DUE = f"{PREFIX}quiet:due"
+
+
+def is_window_id(value: str) -> bool:
+    return WINDOW_ID.fullmatch(value) is not None
+
+
+# -- heartbeats (names from the rules file: checked, but encoded all the same) ----------------
+
+#: zset: heartbeat name → when it counts as missed (ms).
+HEARTBEATS_DUE = f"{PREFIX}hb:due"
+#: zset: `missed|name|ms` / `recovered|name|ms` → when decided: events not yet recorded.
+HEARTBEATS_OUTBOX = f"{PREFIX}hb:outbox"
+#: A web process took pings recently (set with a short expiry): missed checks need one.
+HEARTBEATS_INGRESS = f"{PREFIX}hb:ingress-alive"
+
+
+def heartbeat(name: str) -> str:
+    """One heartbeat's state (hash); `hub:hb:due` and the others are fixed names, never a `part`."""
+    return f"{PREFIX}hb:state:{part(name)}"

@@ -24,6 +24,7 @@ from connectors.base import Connector
 from hub.core import metrics
 from hub.core.registry import connector_classes
 from hub.core.settings import Settings
+from hub.operators.replay import replay_event
 from hub.rules import Rules, RulesError, load_rules
 from hub.storage import upgrade
 from hub.storage.connection import REDIS_UNAVAILABLE, connect, json_dumps, json_loads
@@ -31,7 +32,9 @@ from hub.storage.event_store import PROCESS_JOB, Store, now_ms
 from hub.storage.ratelimit import RateLimiter
 from hub.worker.actions import ActionRunner
 from hub.worker.chunks import CHUNK_JOB
+from hub.worker.heartbeats import CHECK_EVERY_S
 from hub.worker.processor import Processor
+from hub.worker.self_heartbeat import self_heartbeat
 from hub.worker.timers import TIMER_JOB, run_timer
 
 log = logging.getLogger("hub.worker.app")
@@ -142,7 +145,27 @@ async def sweep(ctx: dict[str, Any]) -> int:
             await store.add_timeline(event_id, {"type": "requeued", "by": "sweeper"})
         await store.touch(event_id)
     await store.trim_indexes()
+    await release_held(ctx)
     return requeued
+
+
+async def release_held(ctx: dict[str, Any]) -> int:
+    """Alerts a maintenance window held back and whose window has ended: evaluated again
+    (`hub.worker.quiet`); at start too, so a window that ended while no worker ran is seen."""
+    store: Store = ctx["store"]
+    processor: Processor = ctx["processor"]
+
+    async def again(event_id: str) -> None:
+        await replay_event(store, event_id, by="maintenance", record_audit=False)
+
+    return await processor.quiet.release_due(again)
+
+
+async def check_heartbeats(ctx: dict[str, Any]) -> int:
+    """Heartbeats silent for interval + grace become `heartbeat.missed` events (`hub.worker.heartbeats`)."""
+    processor: Processor = ctx["processor"]
+    beats = processor.quiet.heartbeats
+    return await beats.check() if beats is not None else 0
 
 
 def load_worker_rules(settings: Settings) -> Rules:
@@ -178,7 +201,10 @@ def worker_options(settings: Settings, live: LiveRules | None = None) -> dict[st
                       func(run_timer, name=TIMER_JOB, max_tries=1_000_000, timeout=settings.hub_job_timeout,
                            keep_result=settings.hub_retention)],
         "cron_jobs": [cron(sweep, second={5, 35}, run_at_startup=True,
-                                timeout=settings.hub_job_timeout, keep_result=0)],
+                                timeout=settings.hub_job_timeout, keep_result=0),
+                      cron(check_heartbeats, second=set(range(0, 60, CHECK_EVERY_S)), run_at_startup=True,
+                           timeout=settings.hub_job_timeout, keep_result=0),
+                      cron(self_heartbeat, second={30}, timeout=30, keep_result=0)],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "job_serializer": json_dumps,

@@ -35,7 +35,9 @@ from hub.storage.event_store import FINAL_STATES, PENDING, Store, actions_key, e
 from hub.storage.incidents import PAGE_KINDS, Entered, IncidentStore, incident_key
 from hub.worker.chunks import Chunks, bounds, chunk_key
 from hub.worker.claims import Claims
+from hub.worker.heartbeats import Heartbeats
 from hub.worker.planner import PIN_FIELD, Planner
+from hub.worker.quiet import Quiet
 from hub.worker.recording import Recorder, Saves
 from hub.worker.steps import StepRunner
 from hub.worker.timers import Timers
@@ -66,7 +68,8 @@ class Executor:
 
     def __init__(self, store: Store, incidents: IncidentStore, planner: Planner, recorder: Recorder,
                  claims: Claims, steps: StepRunner, timers: Timers, chunks: Chunks, *, max_runs: int = 8,
-                 lock_lease: float = LOCK_LEASE_S, max_per_job: int | None = None) -> None:
+                 lock_lease: float = LOCK_LEASE_S, max_per_job: int | None = None,
+                 quiet: Quiet | None = None) -> None:
         self.store = store
         self.incidents = incidents
         self.planner = planner
@@ -80,6 +83,9 @@ class Executor:
         self.lock_lease = lock_lease
         #: HUB_MAX_ALERTS_PER_JOB: a delivery of more events is worked in chunk jobs (None: never).
         self.max_per_job = max_per_job
+        #: Maintenance windows (`hub.worker.quiet`): the steps of the alerts one holds back are dropped.
+        self.quiet = quiet or Quiet(store.redis, lambda: planner.rules,
+                                    Heartbeats(store, lambda: planner.rules))
 
     async def process(self, event_id: str, *, force: bool = False, chunk: int | None = None) -> float | None:
         """Advance the event (or its chunk `chunk`); seconds until it should run again, or None.
@@ -293,6 +299,10 @@ class Executor:
             await self._finish(rec, "dead", {"error": f"planning failed: {type(e).__name__}: {e}"}, "processing",
                                entered=entered, chunk=chunk)
             return None
+        first = chunk.lo if chunk else 0
+        held, held_now = await self.quiet.decide(rec, events, first)
+        if held:
+            steps = [s for s in steps if s.event_index not in held]
         first_run = PIN_FIELD not in rec
         saves: Saves = {}
         severity_changed: set[str] = set()
@@ -310,8 +320,14 @@ class Executor:
         dropped = 0
         if "events" not in rec and chunk is None:
             dropped = self.recorder.parsed_into(p, rec, events, len(events) if total is None else total)
+        if held_now:
+            self.quiet.commit_into(p, rec, record_key, events, held, first)
         claims = self.claims.claim_into(p, event_id, steps)
         await p.execute(self.store.redis)
+        if held_now:
+            self.quiet.count(rec["source"], held)
+            await self.quiet.pinged(events, held, first)
+            await self.quiet.deploys(rec, events)
         if dropped:
             metrics.ALERTS_TRUNCATED.labels(rec["source"]).inc(dropped)
         state = "processing"
@@ -343,7 +359,8 @@ class Executor:
         final = "dead" if states == {"dead"} else "partially_failed" if "dead" in states else "done"
         note: dict[str, Any] = {"actions": len(results)}
         if not results:
-            note["reason"] = self.planner.no_action_reason(rec, events, planned_steps)
+            note["reason"] = (self.quiet.reason(held) if held else
+                              self.planner.no_action_reason(rec, events, planned_steps))
         await self._finish(rec, final, note, state, entered=entered, pending=pending, chunk=chunk)
         return None
 

@@ -22,6 +22,8 @@ from hub.core.events import NormalisedEvent
 from hub.core.registry import sources
 from hub.rules import Rules
 from hub.rules.engine import DEPLOY_LOOKBACK_S, PlannedStep, World, configured_connectors
+from hub.rules.heartbeats import SOURCE as HEARTBEAT_SOURCE
+from hub.rules.heartbeats import HeartbeatSource
 from hub.storage.incidents import PAGE_KINDS, Entered, IncidentStore, incident_key
 
 #: Large deliveries whose normalised events a worker keeps at hand: each chunk job of one
@@ -29,6 +31,13 @@ from hub.storage.incidents import PAGE_KINDS, Entered, IncidentStore, incident_k
 NORMALISED_CACHE = 4
 #: The record field where an event's first run pins what it saw (keys, incidents before, episodes).
 PIN_FIELD = "incident_ctx"
+
+
+def source_of(name: str) -> Any:
+    """The parser of a recorded event's source: a webhook source, or the hub's own heartbeats."""
+    if name == HEARTBEAT_SOURCE and name not in sources():
+        return HeartbeatSource()
+    return sources()[name]
 
 
 def connectors_configured(connectors: dict[str, Any]) -> Callable[[], set[str]]:
@@ -88,7 +97,7 @@ class Planner:
         if (hit := self.cached(rec)) is not None:
             return hit
         cache_key = self._cache_key(rec)
-        src = sources()[rec["source"]]
+        src = source_of(rec["source"])
         headers = CIMultiDict(rec.get("headers") or {})
         payload = src.parse(rec["body"], headers, rec.get("content_type", "application/json"))
         events = src.normalise(payload, headers, self.rules.source_options(rec["source"]))
@@ -176,7 +185,7 @@ class Planner:
     def no_action_reason(self, rec: dict[str, Any], events: list[NormalisedEvent], planned: int) -> str:
         """Why an event caused no action, in words an operator can act on."""
         if not events:
-            src = sources()[rec["source"]]
+            src = source_of(rec["source"])
             headers = CIMultiDict(rec.get("headers") or {})
             try:
                 payload = src.parse(rec["body"], headers, rec.get("content_type", "application/json"))

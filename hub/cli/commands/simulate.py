@@ -78,13 +78,19 @@ def run(args: argparse.Namespace) -> int:
             row["render_error"] = a.render_error
         row["target"] = target(a.connector, a.params, settings)
         actions.append(row)
-    out = {"rules": rules.source, "events": [e.model_dump(mode="json") for e in events], "actions": actions}
+    from hub.worker.quiet import would_hold
+
+    held = would_hold(rules, events, rec["received_at"])  # the file's windows; run-time ones are in Redis
+    out = {"rules": rules.source, "events": [e.model_dump(mode="json") for e in events], "actions": actions,
+           "held": {str(i): why for i, why in held.items()}}
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
     print(f"rules: {rules.source} (no incident history: each event is taken as the first of its incident)")
-    for e in events:
+    for i, e in enumerate(events):
         print(terminal(f"event  {e.kind:<24} {e.severity or '-':<5} {e.fingerprint}  {e.title}"))
+        if i in held:
+            print(terminal(f"       {held[i]} (its actions below would not run)"))
     if not events:
         print("no events (recorded as done with no action)")
     for a, row in zip(planned, actions, strict=True):
