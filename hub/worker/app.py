@@ -204,7 +204,10 @@ def worker_options(settings: Settings, live: LiveRules | None = None) -> dict[st
                                 timeout=settings.hub_job_timeout, keep_result=0),
                       cron(check_heartbeats, second=set(range(0, 60, CHECK_EVERY_S)), run_at_startup=True,
                            timeout=settings.hub_job_timeout, keep_result=0),
-                      cron(self_heartbeat, second={30}, timeout=30, keep_result=0)],
+                      cron(self_heartbeat, second={30}, keep_result=0,
+                           # never longer than the job timeout: arq leases every job for the longest
+                           # function timeout + 10 s, so a longer one here delays crash recovery
+                           timeout=min(30.0, settings.hub_job_timeout))],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "job_serializer": json_dumps,
