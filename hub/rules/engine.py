@@ -305,8 +305,12 @@ class Rules:
         """
         world = world or World(received_ms=_now_ms(), now_ms=_now_ms())
         planned: list[PlannedStep] = []
+        seen: set[str] = set()
         for index, (ev, key, before, after) in enumerate(self.states(events, world), start=first):
-            planned.extend(self._plan_event(index, ev, key, before, after, world, preview))
+            for ps in self._plan_event(index, ev, key, before, after, world, preview):
+                if ps.id not in seen:  # one identity once: alerts of one group share their incident's page
+                    seen.add(ps.id)
+                    planned.append(ps)
         return planned
 
     @staticmethod

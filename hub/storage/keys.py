@@ -108,6 +108,15 @@ def incident_timers(key: str) -> str:
     return f"{INCIDENT_PREFIX}{part(key)}:timers"
 
 
+def incident_alerts(key: str) -> str:
+    """The alerts of a sender's group kept on its incident (`hub.storage.alert_groups`)."""
+    return f"{INCIDENT_PREFIX}{part(key)}:alerts"
+
+
+def incident_alerts_first(key: str) -> str:
+    return f"{INCIDENT_PREFIX}{part(key)}:alerts-first"
+
+
 def incident_lock(key: str) -> str:
     return f"{INCIDENT_PREFIX}{part(key)}:lock"
 
