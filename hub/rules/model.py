@@ -16,6 +16,7 @@ from hub.core import registry
 from hub.core.events import Severity
 from hub.core.ruletypes import Strict, StrList
 from hub.core.settings import parse_duration
+from hub.rules.grouping import Grouping
 
 #: Guard names usable in `unless:` (shorthand for the conditions of the same name).
 GUARDS = ("acknowledged", "resolved", "escalated")
@@ -277,6 +278,7 @@ class HubConfig(_Strict):
     version: Literal[1] = 1
     catalog: Catalog = Field(default_factory=Catalog)
     workflows: list[Workflow] = Field(default_factory=list)
+    grouping: Grouping | None = None
 
     def all_steps(self) -> list[tuple[Workflow, Step, Step | None]]:
         """Every step, groups flattened: (workflow, step, its group or None)."""

@@ -88,3 +88,26 @@ async def members(redis: Any, key: str) -> dict[str, dict[str, Any]]:
         seen = first.get(fp)
         out[name] = {**json.loads(raw), "first_seen": int(seen) if seen is not None else None}
     return out
+
+
+def track(state: dict[str, Any], member: str, key: str, event: NormalisedEvent, member_resolved: bool,
+          fresh: bool) -> bool | None:
+    """An alert of another incident key joined `key` (`hub.worker.grouping`): keep its state among
+    the incident's `members` (incident key → firing | resolved), its `sources` and `alert_count`.
+
+    Whether the incident is resolved now: only when every member is (None: nothing has joined
+    it, the incident is one alert or one sender group, resolving as it says).
+    """
+    members: dict[str, str] = dict(state.get("members") or {})
+    if member == key and not members:
+        return None
+    if not members and not fresh:  # the first join: the incident's own alert, as it stands
+        members[key] = "resolved" if state.get("resolved_at") else "firing"
+    members[member] = "resolved" if member_resolved else "firing"
+    state["members"] = members
+    state["alert_count"] = len(members)
+    sources = list(state.get("sources") or [state.get("source")])
+    if event.source not in sources:
+        sources.append(event.source)
+    state["sources"] = sources
+    return all(status == "resolved" for status in members.values())

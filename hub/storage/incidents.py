@@ -106,7 +106,8 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
         return state
 
     reopening = bool(before and before.get("resolved_at")) and event.kind in OPENING and not _closed(event)
-    if before is None or reopening or (episode is not None and episode > int((before or {}).get("episode", 0))):
+    fresh = before is None or reopening or (episode is not None and episode > int((before or {}).get("episode", 0)))
+    if fresh:
         prior = before or {}
         state: IncidentRecord = {  # type: ignore[typeddict-unknown-key]
             "key": key, "kind": "alert" if event.kind in ALERT_KINDS else "incident", "source": event.source,
@@ -154,6 +155,11 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
     if grouped:
         alert_groups.shape(state, event, severity_before)
     resolving = alert_groups.resolves(event) if grouped else event.kind in RESOLVING
+    if event.kind in ALERT_KINDS:  # an alert that joined another incident (`grouping:` in hub.yaml)
+        member = incident_key(event) or key
+        joined = alert_groups.track(state, member, key, event, resolving, fresh)
+        if joined is not None:
+            resolving = joined
     if (resolving or (event.kind in INCIDENT_KINDS and _closed(event))) and not state.get("resolved_at"):
         state["resolved_at"] = at_ms
         state["resolution"] = event.attributes.get("resolution") or "resolved"

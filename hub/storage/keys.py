@@ -125,6 +125,11 @@ def incident_alias(name: str) -> str:
     return ALIAS_PREFIX + part(name)
 
 
+def correlation(values: str) -> str:
+    """The open incident of one set of `grouping.by` values (`hub.worker.grouping`)."""
+    return f"{PREFIX}correlation:{part(values)}"
+
+
 def claims(subject: str) -> str:
     return CLAIMS_PREFIX + part(subject)
 

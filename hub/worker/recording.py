@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC
 from typing import Any
 
+from hub.core import metrics
 from hub.core.events import NormalisedEvent
 from hub.core.registry import recorded_fields
 from hub.rules.conditions import recent_deploys
@@ -27,6 +28,7 @@ from hub.storage.batch import Batch
 from hub.storage.event_store import Store, dumps, ev_key, now_ms
 from hub.storage.incidents import DEPLOY_KINDS, IncidentStore
 from hub.worker.actions import ActionRunner, OnSuccess
+from hub.worker.grouping import joined_changes
 from hub.worker.planner import PIN_FIELD, Planner
 
 log = logging.getLogger("hub.worker.recording")
@@ -65,6 +67,9 @@ class Recorder:
             changes = incident_changes(before, after, rec["id"])
             if alert_groups.group_of(ev):  # the alert kept on its group's incident
                 changes.append(alert_groups.member_entry(ev, rec["id"]))
+            changes += joined_changes(ev, key, saves[key][0] if key in saves else before, after, rec["id"])
+            if any(c["type"] == "opened" for c in changes):
+                metrics.INCIDENTS_OPENED.labels(after.get("kind") or "incident").inc()
             if before and before.get("severity") != after.get("severity") and before.get("episode") == \
                     after.get("episode"):
                 severity_changed.add(key)
