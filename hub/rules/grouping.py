@@ -4,7 +4,13 @@
 grouping:
   by: [service, environment]     # normalised event fields, or labels.<name>
   window: 5m                     # an incident opened within this long ago (or still open) is joined
+  defer: 2m                      # alert-born incidents wait this long before paging (default 0)
 ```
+
+`defer` (`deferred`) turns every immediate step of the workflows that listen only on alert
+kinds (`alert-page` in the built-in rules) into a timer of that delay: a durable timer like any
+`after:` step, which does nothing when the incident is resolved by the time it fires (the
+timer's record says "not needed: the incident is resolved"), so a blip pages nobody.
 
 `values(event)` is what an alert is correlated by: the catalog service (aliases resolved, so a
 service tag of one source and a service label of another agree), the
@@ -43,9 +49,11 @@ Seconds = Annotated[float, BeforeValidator(_duration),
 class Grouping(Strict):
     """Correlation across sources: alerts with the same `by` values join one open incident."""
 
-    by: list[str] = Field(min_length=1, description="normalised fields (service, environment, source, "
-                                                    "severity) or labels.<name>")
+    by: list[str] = Field(default_factory=list, description="normalised fields (service, environment, source, "
+                                                            "severity) or labels.<name>; none: no correlation")
     window: Seconds = Field(300.0, description="an incident opened within this window, or still open, is joined")
+    defer: Seconds = Field(0.0, description="alert-born incidents wait this long before their alert "
+                                            "workflows act (nothing happens when resolved by then)")
 
     @field_validator("by")
     @classmethod
@@ -76,4 +84,17 @@ def values(grouping: Grouping, event: NormalisedEvent,
         if not value or not str(value).strip():
             return None
         out.append(f"{name}={str(value).strip().casefold()}")
+    return out
+
+
+def deferred(workflows: list[Any], defer: float) -> list[Any]:
+    """The workflows with `defer` applied: the immediate steps of alert-only workflows wait `defer`."""
+    if not defer:
+        return workflows
+    out = []
+    for wf in workflows:
+        if wf.on and all(str(kind).startswith("alert.") for kind in wf.on) and "alert.firing" in wf.on:
+            wf = wf.model_copy(update={"do": [step if step.after is not None else
+                                              step.model_copy(update={"after": defer}) for step in wf.do]})
+        out.append(wf)
     return out

@@ -84,7 +84,7 @@ class Correlator:
         """The events' incident names with correlation applied (joined alerts now alias their target,
         so `IncidentStore.enter` resolves them to it). Unchanged without `grouping:`."""
         grouping = rules.config.grouping
-        if grouping is None:
+        if grouping is None or not grouping.by:
             return names
         done: set[str] = set()
         for ev, name in zip(events, names, strict=True):
