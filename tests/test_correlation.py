@@ -100,3 +100,21 @@ def test_by_names_fields_or_labels() -> None:
     assert Grouping(by=["service", "labels.cluster"], window="5m").window == 300
     with pytest.raises(ValueError):
         Grouping(by=["team"])
+
+
+async def test_a_restarted_hub_still_joins_and_resolves_the_incident(
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+    """Everything the join needs is in Redis: a new worker (a restart mid-storm) carries on."""
+    settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path))
+    async with Hub(settings, redis) as hub:
+        await hub.send("alertmanager", checkout_group(aaaa="firing"))
+        joined = await hub.send("datadog", monitor(), headers=AUTH)
+    (key,) = triggers(upstreams)
+    async with Hub(settings, redis) as hub:  # the worker restarted
+        await hub.send("datadog", monitor("Triggered", "dd-again"), headers=AUTH)  # a repeat: still joined
+        await hub.send("datadog", monitor("Recovered", "dd-2"), headers=AUTH)
+        assert resolves(upstreams) == []
+        await hub.send("alertmanager", checkout_group(aaaa="resolved"))
+        state = await hub.incidents.get(key)
+    assert triggers(upstreams) == [key] and resolves(upstreams) == [key]
+    assert state["members"] == {key: "resolved", joined["events"][0]["fingerprint"]: "resolved"}
