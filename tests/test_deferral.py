@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from hub.core import metrics
 from hub.rules.engine import Rules
 from hub.rules.grouping import Grouping, deferred
 from hub.rules.loader import load_file
@@ -34,6 +35,7 @@ async def wait_until(check: Any, timeout: float = 15.0) -> None:
 async def test_a_group_resolved_within_the_delay_pages_nobody_and_says_so(
         redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path, "2s"))
+    suppressed = metrics.PAGES_SUPPRESSED.labels("deferral")._value.get()
     async with Hub(settings, redis) as hub:
         fired = await hub.send("alertmanager", notification(aaaa="firing", bbbb="firing"))
         await hub.send("alertmanager", notification(aaaa="resolved", bbbb="resolved"))
@@ -46,6 +48,7 @@ async def test_a_group_resolved_within_the_delay_pages_nobody_and_says_so(
         actions = await hub.store.actions(fired["id"])
     assert triggers(upstreams) == [] and resolves(upstreams) == [] and upstreams.incidentio.created == []
     assert any("resolved" in (a.get("error") or "") for a in actions.values() if a["connector"] == "pagerduty")
+    assert metrics.PAGES_SUPPRESSED.labels("deferral")._value.get() > suppressed
 
 
 async def test_a_group_still_firing_pages_once_the_delay_is_over(

@@ -87,14 +87,23 @@ def values(grouping: Grouping, event: NormalisedEvent,
     return out
 
 
+def _alert_only(wf: Any) -> bool:
+    return bool(wf.on) and all(str(kind).startswith("alert.") for kind in wf.on) and "alert.firing" in wf.on
+
+
 def deferred(workflows: list[Any], defer: float) -> list[Any]:
     """The workflows with `defer` applied: the immediate steps of alert-only workflows wait `defer`."""
     if not defer:
         return workflows
     out = []
     for wf in workflows:
-        if wf.on and all(str(kind).startswith("alert.") for kind in wf.on) and "alert.firing" in wf.on:
+        if _alert_only(wf):
             wf = wf.model_copy(update={"do": [step if step.after is not None else
                                               step.model_copy(update={"after": defer}) for step in wf.do]})
         out.append(wf)
     return out
+
+
+def is_deferred(grouping: Grouping | None, workflow: Any) -> bool:
+    """Whether `defer` made this workflow's steps wait (what a skipped timer is counted as)."""
+    return bool(grouping is not None and grouping.defer and _alert_only(workflow))
