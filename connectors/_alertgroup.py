@@ -6,8 +6,8 @@ firing and its resolve) and its own `status`.
 
 Grouping: the sender's notification group (its `groupKey`) is one incident. Every event of a
 group carries `attributes.incident_group`, the group's incident key (`<source>:group:<hash of
-receiver and groupKey>`), and `attributes.group_title`, a title for the group as a whole
-(`hub.storage.incidents.incident_key` keys alert events by it). The source option
+receiver and groupKey>`), and, for a group of more than one alert, `attributes.group_title`, a
+title for the group as a whole (`hub.storage.incidents.incident_key` keys alert events by it). The source option
 `grouping: per_alert` leaves it out: each alert is then its own incident, keyed by its
 fingerprint, as before. A group without a `groupKey` (Grafana legacy alerting) is one alert.
 
@@ -153,8 +153,9 @@ class AlertGroupSource(InboundSource):
         events = [self._event(payload, alert, opts, severity_label, service_labels, env_labels)
                   for alert in payload.alerts]
         if payload.groupKey and _options.text(opts, "grouping", "group") != "per_alert":
-            group = {"incident_group": f"{self.name}:group:{short_hash(payload.receiver or '', payload.groupKey)}",
-                     "group_title": self._group_title(payload)}
+            group = {"incident_group": f"{self.name}:group:{short_hash(payload.receiver or '', payload.groupKey)}"}
+            if len(payload.alerts) > 1:  # a group of one is titled as its alert
+                group["group_title"] = self._group_title(payload)
             for event in events:
                 event.attributes.update(group)
         return events
