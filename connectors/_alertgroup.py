@@ -4,6 +4,13 @@ One delivery carries a group of alerts in mixed states; it fans out into one eve
 each with the sender's alert fingerprint (a hash of the alert's labels, so the same for its
 firing and its resolve) and its own `status`.
 
+Grouping: the sender's notification group (its `groupKey`) is one incident. Every event of a
+group carries `attributes.incident_group`, the group's incident key (`<source>:group:<hash of
+receiver and groupKey>`), and, for a group of more than one alert, `attributes.group_title`, a
+title for the group as a whole (`hub.storage.incidents.incident_key` keys alert events by it). The source option
+`grouping: per_alert` leaves it out: each alert is then its own incident, keyed by its
+fingerprint, as before. A group without a `groupKey` (Grafana legacy alerting) is one alert.
+
 Redelivery: neither sender puts an id on a delivery. Its identity is a hash of the groupKey,
 the group status and, per alert, the fingerprint, status, startsAt and endsAt: a retry of the
 same notification matches; a change in the group (an alert joins, resolves, re-fires) does not.
@@ -31,8 +38,10 @@ DEFAULT_ENVIRONMENT_LABELS = ("env", "environment")
 
 OPTIONS: dict[str, _options.OptionKind] = {
     **_options.COMMON_OPTIONS, "severity_label": "text", "service_labels": "text_list",
-    "environment_label": "text_list",
+    "environment_label": "text_list", "grouping": "text",
 }
+#: Values of the `grouping` source option: the sender's group is one incident, or each alert is.
+GROUPINGS = ("group", "per_alert")
 
 _KIND = {"firing": Kind.ALERT_FIRING, "resolved": Kind.ALERT_RESOLVED}
 _LINKS = (("generatorURL", "source"), ("dashboardURL", "dashboard"), ("panelURL", "panel"),
@@ -118,7 +127,11 @@ class AlertGroupSource(InboundSource):
         return short_hash(group, payload.status or "", json.dumps(alerts))
 
     def check_options(self, options: Any) -> list[str]:
-        return _options.check_options(options, self.options_spec)
+        problems = _options.check_options(options, self.options_spec)
+        grouping = options.get("grouping") if isinstance(options, Mapping) else None
+        if isinstance(grouping, str) and grouping.strip() and grouping.strip() not in GROUPINGS:
+            problems.append(f"grouping: {grouping!r} is not one of {', '.join(GROUPINGS)}")
+        return problems
 
     def freshen(self, data: Any) -> bool:
         """Alert times are what the delivery id is made of: now, as a new firing (or resolve)."""
@@ -137,8 +150,26 @@ class AlertGroupSource(InboundSource):
         severity_label = _options.text(opts, "severity_label", DEFAULT_SEVERITY_LABEL)
         service_labels = _options.text_list(opts, "service_labels", DEFAULT_SERVICE_LABELS)
         env_labels = _options.text_list(opts, "environment_label", DEFAULT_ENVIRONMENT_LABELS)
-        return [self._event(payload, alert, opts, severity_label, service_labels, env_labels)
-                for alert in payload.alerts]
+        events = [self._event(payload, alert, opts, severity_label, service_labels, env_labels)
+                  for alert in payload.alerts]
+        if payload.groupKey and _options.text(opts, "grouping", "group") != "per_alert":
+            group = {"incident_group": f"{self.name}:group:{short_hash(payload.receiver or '', payload.groupKey)}"}
+            if len(payload.alerts) > 1:  # a group of one is titled as its alert
+                group["group_title"] = self._group_title(payload)
+            for event in events:
+                event.attributes.update(group)
+        return events
+
+    @staticmethod
+    def _group_title(group: AlertGroup) -> str:
+        """The group as a whole: its common summary, else its group labels (alertname first)."""
+        common = (group.commonAnnotations.get("summary") or "").strip()
+        if common:
+            return clip(common, 300)
+        labels = dict(group.groupLabels or group.commonLabels)
+        name = labels.pop("alertname", "") or "alerts"
+        rest = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        return clip(f"{name} ({rest})" if rest else name, 300)
 
     def _event(self, group: AlertGroup, alert: Alert, opts: Mapping[str, Any], severity_label: str,
                service_labels: tuple[str, ...], env_labels: tuple[str, ...]) -> NormalisedEvent:

@@ -6,11 +6,13 @@ Auth: Alertmanager does not sign; configure `http_config.authorization.credentia
 
 Events: one per alert in the group (see `connectors._alertgroup`), `alert.firing` or
 `alert.resolved` from the alert's own status; fingerprint = Alertmanager's alert fingerprint.
+The notification group is one incident (`grouping: per_alert`: each alert is).
 
 Catalog options (all optional): `severity_map` (label value → SEV1..SEV4; defaults
 critical→SEV1, error/high/major→SEV2, warning/minor→SEV3, else SEV4), `default_severity`
 (default SEV4), `severity_label` (default `severity`), `service_labels` (first present wins,
-default `["service", "job"]`), `environment_label` (default `["env", "environment"]`).
+default `["service", "job"]`), `environment_label` (default `["env", "environment"]`),
+`grouping` (`group`, the default, or `per_alert`).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ Auth, any of (both when both are configured):
 
 Events: one per alert in the group (see `connectors._alertgroup`), `alert.firing` or
 `alert.resolved` from the alert's own status; fingerprint = Grafana's alert fingerprint.
+The notification group is one incident (`grouping: per_alert`: each alert is).
 
 Legacy alerting (Grafana ≤ 10 dashboards' alert rules, removed in 11) posts a different
 body: one rule with `ruleId`, `ruleName`, `state` (`alerting`, `no_data`, `ok`, `pending`,
@@ -22,7 +23,8 @@ Catalog options (all optional): `severity_map` (label value → SEV1..SEV4, e.g.
 `{"critical": "SEV1"}`; defaults critical→SEV1, error/high/major→SEV2, warning/minor→SEV3,
 else SEV4), `default_severity` (for a missing or unknown label, default SEV4),
 `severity_label` (default `severity`), `service_labels` (first present wins, default
-`["service", "job"]`), `environment_label` (default `["env", "environment"]`).
+`["service", "job"]`), `environment_label` (default `["env", "environment"]`), `grouping` (`group`, the default, or
+`per_alert`).
 """
 
 from __future__ import annotations

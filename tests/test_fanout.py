@@ -20,11 +20,13 @@ from hub.core import metrics
 from hub.core.settings import Settings
 from hub.ingress.app import create_app
 from hub.operators.replay import replay_event
+from hub.storage import alert_groups
 from hub.storage.event_store import ARQ_JOB_PREFIX, ARQ_QUEUE, FINAL_STATES, PROCESS_JOB, Store
 from hub.worker.chunks import CHUNK_JOB, chunk_key, job_id, results_key
 from tests.conftest import FIXTURES, make_settings, wait_for
 from tests.fakes.base import Fault
 from tests.fakes.pagerduty import FakePagerDuty
+from tests.grouping_rules import PER_ALERT_RULES
 
 TOKEN = "am-fanout-token"
 ROUTING_KEY = "FANOUTROUTINGKEY0123456789ABCDEF"
@@ -62,7 +64,7 @@ async def pd() -> AsyncIterator[FakePagerDuty]:
 
 
 def fan_settings(redis_url: str, pd: FakePagerDuty, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"hub_max_alerts_per_job": 50, **overrides}
+    values: dict[str, Any] = {"hub_max_alerts_per_job": 50, "hub_config": PER_ALERT_RULES, **overrides}
     return make_settings(redis_url, alertmanager_webhook_token=TOKEN, pagerduty_routing_key=ROUTING_KEY,
                          pagerduty_events_url=pd.events_url, **values)
 
@@ -118,6 +120,21 @@ async def test_large_group_runs_in_chunk_jobs_and_pages_each_alert_once(
     assert await redis.zscore("hub:pending", event_id) is None
     assert await redis.zscore("hub:idx:state:done", event_id) is not None
     assert await redis.zscore("hub:idx:state:processing", event_id) is None
+
+
+async def test_a_large_group_is_one_incident_paged_once_across_its_chunks(
+        redis_url: str, redis: Any, pd: FakePagerDuty, running_worker: Any) -> None:
+    settings = fan_settings(redis_url, pd, hub_config=None)  # the built-in rules: the group is one unit
+    store = Store(redis, settings)
+    event_id = await post(settings, group(250, first=2000))
+    async with running_worker(settings):
+        rec = await final(store, event_id)
+    assert rec["state"] == "done" and rec["chunks"] == "5"
+    keys = list(paged(pd))
+    assert len(keys) == 1 and keys[0].startswith("alertmanager:group:")
+    assert paged(pd)[keys[0]] == 1
+    members = await alert_groups.members(redis, keys[0])
+    assert set(members) == fingerprints(250, first=2000)  # every alert kept on the incident
 
 
 async def test_a_small_group_is_not_chunked(redis_url: str, redis: Any, pd: FakePagerDuty,

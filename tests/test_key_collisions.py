@@ -19,6 +19,7 @@ import pytest
 from hub.storage import keys
 from hub.storage.event_store import Store
 from tests.conftest import github_deploy, make_settings
+from tests.grouping_rules import PER_ALERT_RULES
 from tests.test_workflows_e2e import Hub, Upstreams, load
 
 
@@ -32,7 +33,8 @@ async def upstreams(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Upstreams]
 
 
 def alert(fingerprint: str, **labels: str) -> dict[str, Any]:
-    """A Grafana group of one critical firing alert (it pages) with this fingerprint."""
+    """A Grafana group of one critical firing alert (it pages) with this fingerprint: with
+    `grouping: per_alert` (`PER_ALERT_RULES`) the fingerprint is the sender-controlled incident key."""
     group = load("grafana_firing.json")
     one = copy.deepcopy(group["alerts"][0])
     one["fingerprint"] = fingerprint
@@ -42,7 +44,7 @@ def alert(fingerprint: str, **labels: str) -> dict[str, Any]:
 
 
 async def test_fingerprints_named_like_sub_keys_do_not_break_the_plain_one(redis_url, redis, upstreams) -> None:
-    settings = upstreams.settings(redis_url)
+    settings = upstreams.settings(redis_url, hub_config=PER_ALERT_RULES)
     async with Hub(settings, redis) as hub:
         for fp in ("V:lock", "V:timeline", "V:timers"):
             first = await hub.send("grafana", alert(fp))
@@ -58,7 +60,7 @@ async def test_fingerprints_named_like_sub_keys_do_not_break_the_plain_one(redis
 
 
 async def test_a_service_named_like_a_deploy_index_key_still_pages(redis_url, redis, upstreams) -> None:
-    settings = upstreams.settings(redis_url)
+    settings = upstreams.settings(redis_url, hub_config=PER_ALERT_RULES)
     body, headers = github_deploy(repo="checkout", environment="production", at=time.time() - 30)
     async with Hub(settings, redis) as hub:
         deploy = await hub.send("github", body, headers=headers)
@@ -72,7 +74,7 @@ async def test_a_service_named_like_a_deploy_index_key_still_pages(redis_url, re
 
 
 async def test_a_replayed_github_deploy_keeps_its_own_time_and_adds_nothing(redis_url, redis, upstreams) -> None:
-    settings = upstreams.settings(redis_url)
+    settings = upstreams.settings(redis_url, hub_config=PER_ALERT_RULES)
     two_hours_ago = time.time() - 7200
     async with Hub(settings, redis) as hub:
         for delivery in ("orig-delivery", "replayed-under-a-new-id"):
@@ -91,7 +93,7 @@ async def test_a_replayed_github_deploy_keeps_its_own_time_and_adds_nothing(redi
 async def test_an_incident_lock_that_is_not_a_lock_ends_as_a_dead_letter(redis_url, redis, upstreams) -> None:
     """What the collision did, forced: the lock's name holds a hash that will never clear.
     Each run used to retry in 0.2 s without being counted, forever."""
-    settings = upstreams.settings(redis_url, hub_max_event_runs=3)
+    settings = upstreams.settings(redis_url, hub_max_event_runs=3, hub_config=PER_ALERT_RULES)
     await redis.hset(keys.incident_lock("V"), "stray", "1")
     async with Hub(settings, redis) as hub:
         rec = await hub.send("grafana", alert("V"))

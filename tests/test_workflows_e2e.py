@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hub.core.registry import sources
 from hub.core.settings import Settings
 from hub.ingress.app import create_app
+from hub.storage import alert_groups
 from hub.storage.event_store import FINAL_STATES, Store
 from hub.storage.incidents import IncidentStore
 from hub.worker.app import close_worker
@@ -373,7 +374,7 @@ async def test_datadog_triggered_then_recovered_then_flapping(redis_url, redis, 
 
 
 async def test_grafana_group_with_mixed_alerts(redis_url, redis, upstreams) -> None:
-    """One group, three alerts: critical firing (pages), warning firing (below SEV2: nothing), a resolve."""
+    """One group, three alerts: critical firing, warning firing, a resolve: one incident, paged once."""
     settings = upstreams.settings(redis_url)
     group = load("grafana_firing.json")
     critical = group["alerts"][0]
@@ -390,11 +391,18 @@ async def test_grafana_group_with_mixed_alerts(redis_url, redis, upstreams) -> N
                      ("alert.resolved", "SEV1", "c1c1c1c1c1c1c1c1")]
     assert await hub.done_actions(done["id"]) == [("pagerduty.trigger", "succeeded"),
                                                   ("incidentio.create_incident", "succeeded")]
+    # the group is one incident (issue 12): one page, keyed by the group; the resolved alert does
+    # not resolve it (the group is still firing) and the warning does not lower its severity
     (page,) = upstreams.pagerduty.calls("/v2/enqueue")
-    assert page.json()["dedup_key"] == "a3f1c2d4e5b60789"
+    key = page.json()["dedup_key"]
+    assert key.startswith("grafana:group:")
     assert page.json()["payload"]["source"] == "grafana"
-    assert await hub.incidents.get("b0b0b0b0b0b0b0b0") is not None  # tracked, not paged
-    assert (await hub.incidents.get("b0b0b0b0b0b0b0b0"))["page_dedup_key"] is None
+    state = await hub.incidents.get(key)
+    assert state["page_dedup_key"] == key and state["resolved_at"] is None and state["severity"] == "SEV1"
+    assert await hub.incidents.get("b0b0b0b0b0b0b0b0") is None  # no incident of its own
+    members = await alert_groups.members(redis, key)
+    assert {fp: m["status"] for fp, m in members.items()} == {
+        "a3f1c2d4e5b60789": "firing", "b0b0b0b0b0b0b0b0": "firing", "c1c1c1c1c1c1c1c1": "resolved"}
 
 
 async def test_failed_production_deploy_then_incident_links_the_deploy(redis_url, redis, upstreams,

@@ -23,6 +23,12 @@ DEAD_LETTERED = Counter("hub_actions_dead_lettered_total", "Actions moved to the
 SWEPT = Counter("hub_sweeper_requeued_total", "Stuck events re-enqueued by the sweeper")
 # Bounded fan-out (hub.chunks): alerts dropped past HUB_MAX_ALERTS_PER_EVENT, and runs that
 # stopped at their time budget to go on in a fresh job instead of running into the job timeout.
+ALERTS_JOINED = Counter("hub_alerts_joined_total", "Alerts that joined an open incident instead of opening one "
+                        "(how: group = the sender's notification group, correlation = grouping.by)",
+                        ["source", "how"])
+INCIDENTS_OPENED = Counter("hub_incidents_opened_total", "Incident episodes opened", ["kind"])
+PAGES_SUPPRESSED = Counter("hub_pages_suppressed_total", "Alerts at paging severity that did not page "
+                           "because they joined an incident (reason: grouping)", ["reason"])
 ALERTS_TRUNCATED = Counter("hub_alerts_truncated_total",
                            "Alerts of one delivery dropped past HUB_MAX_ALERTS_PER_EVENT", ["source"])
 RUNS_YIELDED = Counter("hub_runs_yielded_total", "Worker runs that used their time budget and continue in a new job")

@@ -18,6 +18,8 @@ row before anything is counted (`fold`):
   records, or a record keyed ``<source>:<id>``) are one incident;
 - alerts of one notification group (``source`` + ``group``) that are
   open at the same time are one incident (the group's later, separate firings are not);
+  since issue 12 a group is one record already, and its ``alerts`` count is the alerts kept
+  on it plus those that joined it (`grouping:`);
 
 the folded incident was declared when its first record was, acknowledged when the first was,
 resolved when the last was (unresolved while any is), at the highest severity, over the union
@@ -139,7 +141,7 @@ def _merge(rs: list[dict[str, Any]], canonical: Canonical | None) -> dict[str, A
         for name in (canonical(names) if canonical else names):
             if name not in services:
                 services.append(name)
-    return {**rs[0], "keys": [r.get("key") for r in rs], "alerts": len(rs),
+    return {**rs[0], "keys": [r.get("key") for r in rs], "alerts": sum(int(r.get("alerts") or 1) for r in rs),
             "declared_at": int(rs[0]["declared_at"]), "acknowledged_at": min(acks) if acks else None,
             "resolved_at": max(int(x) for x in resolved) if all(resolved) else None,
             "severity": min(severities, key=lambda s: _RANK.get(s, 9)) if severities else None,
@@ -183,18 +185,21 @@ async def load_incidents(redis: Redis, since_ms: int, until_ms: int, chunk: int 
     """Incident records declared in [since, until], via the `hub:incidents` index."""
     keys = [k.decode() for k in await redis.zrangebyscore(INCIDENTS, since_ms, until_ms)]
     fields = ("declared_at", "acknowledged_at", "resolved_at", "severity", "services", "kind", "title",
-              *registry.linked_incident_fields().values(), "source", "group")
+              *registry.linked_incident_fields().values(), "source", "group", "alert_count")
     out: list[dict[str, Any]] = []
     for i in range(0, len(keys), chunk):
         async with redis.pipeline(transaction=False) as p:
             for key in keys[i:i + chunk]:
                 p.hmget(key_names.incident(key), *fields)
-            rows = await p.execute()
-        for key, vals in zip(keys[i:i + chunk], rows, strict=True):
+                p.hlen(key_names.incident_alerts(key))  # a sender group's alerts (`hub.storage.alert_groups`)
+            replies = await p.execute()
+        rows, group_alerts = replies[::2], replies[1::2]
+        for key, vals, kept in zip(keys[i:i + chunk], rows, group_alerts, strict=True):
             if vals[0] is None:
                 continue  # expired record; the index entry goes with the next trim
             rec = {name: json.loads(v) if v is not None else None for name, v in zip(fields, vals, strict=True)}
-            out.append({"key": key, **rec, "services": rec["services"] or []})
+            joined = max(0, int(rec.pop("alert_count") or 1) - 1)  # alerts that joined it (`grouping:`)
+            out.append({"key": key, **rec, "services": rec["services"] or [], "alerts": max(1, int(kept)) + joined})
     return out
 
 

@@ -27,6 +27,7 @@ from hub.core import envref, registry
 from hub.core.events import NormalisedEvent, Severity
 from hub.rules import templating
 from hub.rules.conditions import Facts, matches, recent_deploys
+from hub.rules.grouping import deferred
 from hub.rules.model import PAGERS, Condition, Contact, HubConfig, Service, Step, Team, Workflow
 from hub.rules.problems import Loaded
 from hub.storage.incidents import advance, duration_ms, incident_key
@@ -216,6 +217,9 @@ class Rules:
             self.config, self.source, self.warnings = loaded, "<in memory>", []
         else:
             self.config, self.source, self.warnings = loaded.config, loaded.source, loaded.warnings
+        if self.config.grouping is not None and self.config.grouping.defer:  # alert workflows wait
+            self.config = self.config.model_copy(update={"workflows": deferred(self.config.workflows,
+                                                                               self.config.grouping.defer)})
         self._aliases: dict[str, str] = {}
         for name, svc in self.config.catalog.services.items():
             for alias in (name, *svc.aliases):
@@ -305,8 +309,12 @@ class Rules:
         """
         world = world or World(received_ms=_now_ms(), now_ms=_now_ms())
         planned: list[PlannedStep] = []
+        seen: set[str] = set()
         for index, (ev, key, before, after) in enumerate(self.states(events, world), start=first):
-            planned.extend(self._plan_event(index, ev, key, before, after, world, preview))
+            for ps in self._plan_event(index, ev, key, before, after, world, preview):
+                if ps.id not in seen:  # one identity once: alerts of one group share their incident's page
+                    seen.add(ps.id)
+                    planned.append(ps)
         return planned
 
     @staticmethod

@@ -16,6 +16,7 @@ from hub.core import registry
 from hub.core.events import Severity
 from hub.core.ruletypes import Strict, StrList
 from hub.core.settings import parse_duration
+from hub.rules.grouping import Grouping
 from hub.rules.heartbeats import Heartbeat, check_names
 from hub.rules.maintenance import MaintenanceWindow
 
@@ -282,6 +283,8 @@ class HubConfig(_Strict):
     version: Literal[1] = 1
     catalog: Catalog = Field(default_factory=Catalog)
     workflows: list[Workflow] = Field(default_factory=list)
+    grouping: Grouping | None = None
+
     maintenance: list[MaintenanceWindow] = Field(
         default_factory=list, description="maintenance windows: matching alerts are recorded but page nobody "
                                           "until the window ends (docs/rules.md)")

@@ -16,6 +16,7 @@ and ``{env}``. Names are built by `hub.storage.keys` only.
                                              resolved, timer scheduled/fired/cancelled, …
 ``hub:incident:{k}:timers``          hash    timer job id → JSON {workflow, step, due_ms, …}
 ``hub:incident:{k}:lock``            string  held while one worker advances the incident
+``hub:incident:{k}:alerts``          hash    a sender group's alerts (`hub.storage.alert_groups`)
 ``hub:incidents``                    zset    incident key (raw) by declared_at ms (reports)
 ``hub:incident-alias:{alias}``       string  another name → incident key (escalation dedup
                                              keys, the incident tool's id of an alert-born incident)
@@ -53,6 +54,7 @@ from redis.asyncio import Redis
 
 from hub.core import registry
 from hub.core.events import Kind, NormalisedEvent
+from hub.storage import alert_groups
 from hub.storage import keys as layout
 from hub.storage.batch import Batch, Reply
 from hub.storage.event_store import now_ms
@@ -76,8 +78,8 @@ CLOSED_CATEGORIES = frozenset({"closed", "resolved", "learning", "canceled", "ca
 
 def incident_key(event: NormalisedEvent) -> str | None:
     """The incident an event belongs to, without looking anything up (page events: their dedup key)."""
-    if event.kind in ALERT_KINDS:
-        return event.fingerprint  # the page's dedup key; alert-group sources hash the same labels alike
+    if event.kind in ALERT_KINDS:  # the sender's notification group, else the alert: the page's dedup key
+        return alert_groups.group_of(event) or event.fingerprint
     if event.kind in INCIDENT_KINDS:
         return event.fingerprint
     if event.kind == Kind.FOLLOWUP_CREATED:
@@ -105,7 +107,8 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
         return state
 
     reopening = bool(before and before.get("resolved_at")) and event.kind in OPENING and not _closed(event)
-    if before is None or reopening or (episode is not None and episode > int((before or {}).get("episode", 0))):
+    fresh = before is None or reopening or (episode is not None and episode > int((before or {}).get("episode", 0)))
+    if fresh:
         prior = before or {}
         state: IncidentRecord = {  # type: ignore[typeddict-unknown-key]
             "key": key, "kind": "alert" if event.kind in ALERT_KINDS else "incident", "source": event.source,
@@ -124,6 +127,8 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
                             else prior.get(field) if prior.get("kind") == "incident" else None)
     else:
         state = dict(before)
+    grouped = alert_groups.group_of(event) is not None
+    severity_before = state.get("severity") if grouped else None
     if event.title:
         state["title"] = event.title
     if event.severity and event.severity.value != state.get("severity"):
@@ -148,7 +153,15 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
         entry = link.model_dump()
         if entry not in state["links"]:
             state["links"] = [*state["links"], entry][:10]
-    if (event.kind in RESOLVING or (event.kind in INCIDENT_KINDS and _closed(event))) and not state.get("resolved_at"):
+    if grouped:
+        alert_groups.shape(state, event, severity_before)
+    resolving = alert_groups.resolves(event) if grouped else event.kind in RESOLVING
+    if event.kind in ALERT_KINDS:  # an alert that joined another incident (`grouping:` in hub.yaml)
+        member = incident_key(event) or key
+        joined = alert_groups.track(state, member, key, event, resolving, fresh)
+        if joined is not None:
+            resolving = joined
+    if (resolving or (event.kind in INCIDENT_KINDS and _closed(event))) and not state.get("resolved_at"):
         state["resolved_at"] = at_ms
         state["resolution"] = event.attributes.get("resolution") or "resolved"
     state["updated_at"] = at_ms
@@ -306,6 +319,8 @@ class IncidentStore:
             p.zadd(INDEX, {key: int(state["declared_at"])})
         for entry in changes:
             p.rpush(layout.incident_timeline(key), _encode({"at": ms, **entry}))
+            if entry.get("type") == alert_groups.MEMBER_ENTRY:
+                alert_groups.save_member_into(p, key, entry, ms, self.retention)
         p.expire(layout.incident_timeline(key), self.retention)
         p.expire(layout.incident_timers(key), self.retention)
         p.zremrangebyscore(INDEX, "-inf", ms - self.retention * 1000)

@@ -108,12 +108,26 @@ def incident_timers(key: str) -> str:
     return f"{INCIDENT_PREFIX}{part(key)}:timers"
 
 
+def incident_alerts(key: str) -> str:
+    """The alerts of a sender's group kept on its incident (`hub.storage.alert_groups`)."""
+    return f"{INCIDENT_PREFIX}{part(key)}:alerts"
+
+
+def incident_alerts_first(key: str) -> str:
+    return f"{INCIDENT_PREFIX}{part(key)}:alerts-first"
+
+
 def incident_lock(key: str) -> str:
     return f"{INCIDENT_PREFIX}{part(key)}:lock"
 
 
 def incident_alias(name: str) -> str:
     return ALIAS_PREFIX + part(name)
+
+
+def correlation(values: str) -> str:
+    """The open incident of one set of `grouping.by` values (`hub.worker.grouping`)."""
+    return f"{PREFIX}correlation:{part(values)}"
 
 
 def claims(subject: str) -> str:

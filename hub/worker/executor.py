@@ -35,6 +35,7 @@ from hub.storage.event_store import FINAL_STATES, PENDING, Store, actions_key, e
 from hub.storage.incidents import PAGE_KINDS, Entered, IncidentStore, incident_key
 from hub.worker.chunks import Chunks, bounds, chunk_key
 from hub.worker.claims import Claims
+from hub.worker.grouping import Correlator
 from hub.worker.heartbeats import Heartbeats
 from hub.worker.planner import PIN_FIELD, Planner
 from hub.worker.quiet import Quiet
@@ -86,6 +87,8 @@ class Executor:
         #: Maintenance windows (`hub.worker.quiet`): the steps of the alerts one holds back are dropped.
         self.quiet = quiet or Quiet(store.redis, lambda: planner.rules,
                                     Heartbeats(store, lambda: planner.rules))
+        #: `grouping:` in hub.yaml: a firing alert may join an open incident (an alias) before entering.
+        self.correlator = Correlator(store.redis, store.retention)
 
     async def process(self, event_id: str, *, force: bool = False, chunk: int | None = None) -> float | None:
         """Advance the event (or its chunk `chunk`); seconds until it should run again, or None.
@@ -131,7 +134,7 @@ class Executor:
             names: list[str | None] = list(pinned)
             pages = [False] * len(names)
         else:
-            names = [incident_key(ev) for ev in events]
+            names = await self.correlator.names(self.planner.rules, events, [incident_key(ev) for ev in events])
             pages = [ev.kind in PAGE_KINDS for ev in events]
         entered = await self.incidents.enter(ev_key(event_id), actions_key(event_id), names, pages,
                                              self.lock_lease, resolve=pinned is None)
@@ -245,7 +248,7 @@ class Executor:
             names: list[str | None] = list(pinned)
             pages = [False] * len(names)
         else:
-            names = [incident_key(ev) for ev in part]
+            names = await self.correlator.names(self.planner.rules, part, [incident_key(ev) for ev in part])
             pages = [ev.kind in PAGE_KINDS for ev in part]
         # the chunk's record stands in for the event's (state, runs, pin); its actions are read
         # by id once planned, not the whole event's (`_process`)

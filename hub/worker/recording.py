@@ -18,14 +18,17 @@ from collections.abc import Callable, Mapping
 from datetime import UTC
 from typing import Any
 
+from hub.core import metrics
 from hub.core.events import NormalisedEvent
 from hub.core.registry import recorded_fields
 from hub.rules.conditions import recent_deploys
 from hub.rules.engine import PlannedStep, World
+from hub.storage import alert_groups
 from hub.storage.batch import Batch
 from hub.storage.event_store import Store, dumps, ev_key, now_ms
 from hub.storage.incidents import DEPLOY_KINDS, IncidentStore
 from hub.worker.actions import ActionRunner, OnSuccess
+from hub.worker.grouping import joined_changes
 from hub.worker.planner import PIN_FIELD, Planner
 
 log = logging.getLogger("hub.worker.recording")
@@ -52,7 +55,7 @@ class Recorder:
         rules = self.planner.rules
         saves: Saves = {}
         severity_changed: set[str] = set()
-        for _ev, key, before, after in rules.states(events, world):
+        for ev, key, before, after in rules.states(events, world):
             if not key or not after:
                 continue
             first_before = saves[key][0] if key in saves else before
@@ -62,6 +65,11 @@ class Recorder:
                                         LINK_DEPLOYS_S, world.received_ms)
                 after["deploys"] = [dict(d) for d in linked[:5]]
             changes = incident_changes(before, after, rec["id"])
+            if alert_groups.group_of(ev):  # the alert kept on its group's incident
+                changes.append(alert_groups.member_entry(ev, rec["id"]))
+            changes += joined_changes(ev, key, saves[key][0] if key in saves else before, after, rec["id"])
+            if any(c["type"] == "opened" for c in changes):
+                metrics.INCIDENTS_OPENED.labels(after.get("kind") or "incident").inc()
             if before and before.get("severity") != after.get("severity") and before.get("episode") == \
                     after.get("episode"):
                 severity_changed.add(key)

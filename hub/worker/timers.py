@@ -31,9 +31,11 @@ from typing import Any
 from arq import Retry
 from redis.asyncio import Redis
 
+from hub.core import metrics
 from hub.core.events import NormalisedEvent
 from hub.rules.conditions import matches
 from hub.rules.engine import PlannedStep, World, timer_spec
+from hub.rules.grouping import is_deferred
 from hub.storage.batch import Batch
 from hub.storage.event_store import ACTION_FINAL, ARQ_JOB_PREFIX, ARQ_QUEUE, Store, now_ms
 from hub.storage.incidents import IncidentStore
@@ -279,6 +281,9 @@ class Timers:
         timer = steps[0].timer
         assert timer is not None
         if incident and incident.get("resolved_at"):
+            if any(wf.name == spec.get("workflow") and is_deferred(rules.config.grouping, wf)
+                   for wf in rules.config.workflows):  # resolved within `grouping.defer`
+                metrics.PAGES_SUPPRESSED.labels("deferral").inc()
             await self.close_actions(spec, "skipped", "not needed: the incident is resolved")
             await self.drop(key, timer_id, "the incident is resolved")
             return "incident resolved", None

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from hub.worker.chunks import chunk_key, results_key
+from tests.grouping_rules import PER_ALERT_RULES
 from tests.reliability import payloads as P
 from tests.reliability.harness import Sender, repeats, wait_final
 
@@ -46,11 +47,12 @@ async def chunk_states(redis: Any, event_id: str, count: int) -> list[str | None
 
 async def test_killed_workers_mid_chunk_lose_nothing_and_double_nothing(make_cluster, upstreams, figures) -> None:
     hook = big_group(ALERTS)
-    expected = set(hook.keys)
+    expected = {e.fingerprint for e in hook.events}  # with `grouping: per_alert`, each alert's incident key
     assert len(expected) == ALERTS
     upstreams.slow_down(LATENCY)
     cluster = await make_cluster({**upstreams.env(), "HUB_JOB_TIMEOUT": "3", "HUB_SWEEP_GRACE": "5",
-                                  "HUB_MAX_ALERTS_PER_JOB": str(PER_JOB)}, workers=2).start()
+                                  "HUB_MAX_ALERTS_PER_JOB": str(PER_JOB),
+                                  "HUB_CONFIG": str(PER_ALERT_RULES)}, workers=2).start()  # a page per alert
     redis = cluster.redis_client
     started = time.monotonic()
     async with Sender(cluster.url) as sender:

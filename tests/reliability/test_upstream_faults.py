@@ -161,7 +161,8 @@ async def test_upstream_faults_deliver_once_or_dead_letter_then_replay_once(make
     assert set(final["pagerduty"]) == {P.incident_key(e) for h in hooks for e in h.events
                                        if e.kind == "incident.declared" or h.source == "datadog"} | {
         doomed["opsgenie"].keys[0]}  # the fallback for the dead OpsGenie page
-    assert set(final["opsgenie"]) == {e.fingerprint for h in hooks for e in h.events if h.source == "grafana"} | {
+    # a Grafana alert pages under its notification group's incident key (issue 12)
+    assert set(final["opsgenie"]) == {P.incident_key(e) for h in hooks for e in h.events if h.source == "grafana"} | {
         doomed["pagerduty"].keys[0]}  # the fallback for the dead PagerDuty page
     assert len(set(final["slack"])) == len(set(first["slack"])) + 1  # Slack: nothing missing
     assert json.loads(again.stdout)["total"] == 0
