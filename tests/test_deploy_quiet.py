@@ -114,7 +114,8 @@ async def test_end_to_end_a_deploy_holds_an_alert_and_its_failure_pages_it(
 
     path = tmp_path / "hub.yaml"
     path.write_text("version: 1\ncatalog:\n  services:\n    reports: {team: data, deploy_quiet: 10m, "
-                    "aliases: [Hello-World]}\n  teams:\n    data: {}\n")
+                    "aliases: [Hello-World]}\n  teams:\n    data: {}\n"
+                    "  sources:\n    alertmanager: {grouping: per_alert}\n")  # the alert's own page key
     async with Hub(settings_for(upstreams, redis_url, path), redis) as hub:
         body, headers = github_deploy("github_deployment.json", delivery="dq-start")
         started = await hub.send("github", body, headers=headers)

@@ -44,7 +44,9 @@ def alert(fingerprint: str, service: str = "reports", status: str = "firing") ->
 def rules_file(tmp_path: Path, windows: str) -> Path:
     path = tmp_path / "hub.yaml"
     path.write_text("version: 1\ncatalog:\n  services:\n    reports: {team: data}\n    checkout: {team: payments}\n"
-                    "  teams:\n    data: {}\n    payments: {}\n" + windows)
+                    "  teams:\n    data: {}\n    payments: {}\n"
+                    # one alert's own page (its fingerprint as the key): not its notification group's
+                    "  sources:\n    alertmanager: {grouping: per_alert}\n" + windows)
     return path
 
 

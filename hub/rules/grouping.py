@@ -87,8 +87,12 @@ def values(grouping: Grouping, event: NormalisedEvent,
     return out
 
 
+#: Kinds that are alerts for grouping's purposes: a missed heartbeat pages like an alert.
+_ALERT_LIKE = ("alert.", "heartbeat.")
+
+
 def _alert_only(wf: Any) -> bool:
-    return bool(wf.on) and all(str(kind).startswith("alert.") for kind in wf.on) and "alert.firing" in wf.on
+    return bool(wf.on) and all(str(kind).startswith(_ALERT_LIKE) for kind in wf.on) and "alert.firing" in wf.on
 
 
 def deferred(workflows: list[Any], defer: float) -> list[Any]:
