@@ -126,7 +126,7 @@ async def test_end_to_end_a_deploy_holds_an_alert_and_its_failure_pages_it(
 
         body, headers = github_deploy("github_deployment_status_failure.json", delivery="dq-fail")
         await hub.send("github", body, headers=headers)
-        assert await sweep_held(hub) == 1
+        assert await sweep_held(hub) <= 1  # the worker's own sweep (every 30 s) may have released it first
 
         async def paged() -> Any:
             calls = [c.json() for c in upstreams.pagerduty.calls("/v2/enqueue")]
