@@ -278,7 +278,9 @@ class Statuspage(Connector):
         since = (intent_ms or 0) - NAME_MATCH_SKEW_MS
         for incident in incidents:
             created = _created_ms(incident)
-            if incident.get("name") == name and created is not None and created >= since:
+            marked = ((incident.get("metadata") or {}).get(MARKER) or {}).get("ref")
+            # public wording repeats across a service's incidents: one marked for another key is not ours
+            if incident.get("name") == name and not marked and created is not None and created >= since:
                 return outcome, incident
         return outcome, None
 

@@ -165,6 +165,23 @@ async def test_crash_after_send_is_looked_up_by_name_too(hub: Harness, fake: Fak
     assert len(fake.created) == 1
 
 
+async def test_a_lookup_never_adopts_another_keys_incident_of_the_same_public_name(
+        hub: Harness, fake: FakeStatuspage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Public wording repeats ("Degraded performance of Checkout" for every checkout incident):
+    after an unconfirmed create, an incident marked for another key is not ours, name or not."""
+    other = await hub.run(planned("statuspage", "open", {**OPEN, "key": "inc-41"}, action_id="wf.other"))
+    assert other["state"] == "succeeded"
+    monkeypatch.setattr(Statuspage, "timeout", 0.2)
+    fake.faults.append(Fault(status=500))  # nothing created, but a 5xx is ambiguous: the next run looks
+    action = planned("statuspage", "open", OPEN)
+    first = await hub.run(action)
+    assert first["state"] == "retrying"
+    rec = await hub.run_to_final(action)
+    assert rec["state"] == "succeeded"
+    assert rec["result"]["statuspage_incident_id"] != other["result"]["statuspage_incident_id"]
+    assert len(fake.created) == 2
+
+
 async def test_reset_before_anything_was_created_creates_once(hub: Harness, fake: FakeStatuspage) -> None:
     fake.faults.append(Fault(reset=True))
     rec = await hub.run_to_final(planned("statuspage", "open", OPEN))
