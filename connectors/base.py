@@ -358,6 +358,9 @@ class Connector:
     timeout: ClassVar[float] = 10.0
     #: Seconds one whole attempt may take (an action may make several requests).
     attempt_timeout: ClassVar[float] = 30.0
+    #: Seconds a request whose answer was lost (timeout, reset) may still take to complete
+    #: on the server: a create found missing sooner than this is looked for again, not redone.
+    in_flight_grace: ClassVar[float] = 10.0
     #: Actions whose repeat the outside system deduplicates (PagerDuty's dedup_key, an
     #: OpsGenie alias, incident.io's idempotency_key): their success may be recorded with
     #: the event's next write instead of on its own. Anything else (a Slack message, a

@@ -55,7 +55,7 @@ from jira import JIRA, JIRAError
 from pydantic import Field
 from urllib3.exceptions import NewConnectionError
 
-from connectors._ledger import CreationLedger
+from connectors._ledger import CreationLedger, settle_after_failed_create
 from connectors.base import (
     ActionCall,
     CatalogField,
@@ -283,19 +283,20 @@ class Jira(Connector):
         if record:
             return Outcome("succeeded", detail="already created", result=self._result(record["issue"]))
 
-        intent = await ledger.intent(key)
-        if intent is not None or call.after_ambiguous:
+        pending = await ledger.pending(key)
+        if pending is not None or call.after_ambiguous:
             outcome, found = await self._call(lambda c: self._search_label(c, label))
             if not outcome.ok:
                 return outcome
             if found:
                 await ledger.put(key, {"issue": found})
                 return Outcome("succeeded", detail="found after an unconfirmed create", result=self._result(found))
-            age = time.time() - (intent or 0) / 1000
-            if intent is not None and age < self.index_grace:
-                return Outcome("retryable", detail="an earlier create is unconfirmed; waiting for Jira's search "
-                                                   "index before creating again",
-                               retry_after=self.index_grace - age)
+            wait = max(self.index_grace - (time.time() - pending.first_ms / 1000), pending.settles_in) \
+                if pending is not None else 0.0
+            if wait > 0:
+                return Outcome("retryable", detail="an earlier create is unconfirmed; waiting for it to land "
+                                                   "and for Jira's search index before creating again",
+                               retry_after=wait)
 
         fields: dict[str, Any] = {
             "project": {"key": str(project)}, "issuetype": {"name": str(p.get("issuetype") or "Task")},
@@ -312,7 +313,7 @@ class Jira(Connector):
             return outcome
         if assignee:
             fields["assignee"] = assignee
-        await ledger.begin(key)
+        await ledger.begin(key, self.timeout + self.in_flight_grace)
         outcome, issue = await self._call(lambda c: c.create_issue(fields=fields, prefetch=False))
         dropped = sorted(set(refused_fields(outcome)) & {"priority", "assignee"} & set(fields))
         if dropped:  # refused, so nothing was created: again without what Jira does not know
@@ -324,8 +325,8 @@ class Jira(Connector):
             outcome.result = self._result(issue.key)
             if dropped:
                 outcome.result["jira_dropped_fields"] = dropped
-        elif not outcome.ambiguous and (outcome.status is None or outcome.status < 500):
-            await ledger.clear_intent(key)  # refused or never sent: nothing was created
+        else:
+            await settle_after_failed_create(ledger, key, outcome, self.in_flight_grace)
         return outcome
 
     async def _assignee(self, p: Mapping[str, Any]) -> tuple[Outcome, dict[str, str] | None]:

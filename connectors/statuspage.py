@@ -11,7 +11,9 @@ recorded. `open` on a key that is already open returns the existing incident. Be
 creating, an intent is marked; if an attempt may have reached Statuspage (timeout, reset,
 5xx, worker death), the next one lists `GET /v1/pages/{page}/incidents/unresolved` and
 adopts the incident carrying our marker (`metadata.incident_hub.ref`, a hash of the key),
-or failing that, one with exactly the same name created since the first attempt. Calls on
+or failing that, an unmarked one with exactly the same name created since the first
+attempt. Finding none, it creates again only once a request that lost its answer can no
+longer land (`in_flight_grace` after the timeout or reset). Calls on
 one key are serialised across workers. An `update` whose previous attempt was ambiguous
 first checks whether the incident already shows that update.
 
@@ -42,7 +44,7 @@ from urllib.parse import quote
 
 from pydantic import Field
 
-from connectors._ledger import CreationLedger
+from connectors._ledger import CreationLedger, settle_after_failed_create
 from connectors.base import (
     ActionCall,
     CatalogField,
@@ -238,31 +240,36 @@ class Statuspage(Connector):
         if record and not record.get("resolved"):
             return Outcome("succeeded", detail="already open", result=self._result(record["id"]))
 
-        intent = await ledger.intent(key)
-        if intent is not None or call.after_ambiguous:
-            outcome, found = await self._find_ours(key, name, intent)
+        pending = await ledger.pending(key)
+        if pending is not None or call.after_ambiguous:
+            outcome, found = await self._find_ours(key, name, pending.first_ms if pending else None)
             if not outcome.ok:
                 return outcome
             if found is not None:
                 await ledger.put(key, {"id": found["id"], "name": name, "components": _components(p)[0]})
                 return Outcome("succeeded", outcome.status, detail="found after an unconfirmed create",
                                result=self._result(found["id"]))
+            if pending is not None and pending.settles_in > 0:
+                return Outcome("retryable", outcome.status, retry_after=pending.settles_in,
+                               detail="an earlier create lost its answer and may still land: looking again "
+                                      "before creating")
 
         ids = _components(p)[0]
         fields = {**_incident_fields({**p, "status": str(p.get("status") or "investigating")}), "name": name,
                   "metadata": {MARKER: {"ref": stable_ref(key)}}}
-        await ledger.begin(key)
+        await ledger.begin(key, self.timeout + self.in_flight_grace)
         outcome, data = await self.request("POST", self._url(), json_body={"incident": fields},
                                            headers=self._headers())
         if outcome.ok:
             incident_id = data.get("id") if isinstance(data, dict) else None
             if not incident_id:
+                await ledger.answered(key)
                 return Outcome("retryable", outcome.status, detail="Statuspage answered without an incident id",
                                response=outcome.response, ambiguous=True)
             await ledger.put(key, {"id": incident_id, "name": name, "components": ids})
             outcome.result = self._result(incident_id)
-        elif not outcome.ambiguous and (outcome.status is None or outcome.status < 500):
-            await ledger.clear_intent(key)  # refused or never sent: nothing was created
+        else:
+            await settle_after_failed_create(ledger, key, outcome, self.in_flight_grace)
         return outcome
 
     async def _find_ours(self, key: str, name: str, intent_ms: int | None) -> tuple[Outcome, dict[str, Any] | None]:

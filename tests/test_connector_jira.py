@@ -129,6 +129,7 @@ async def test_search_index_lag_is_waited_out(hub: Harness, fake: FakeJira, monk
     await hub.run(create("warm-up"), "ev_warm")
     monkeypatch.setattr(Jira, "timeout", 0.3)
     monkeypatch.setattr(Jira, "index_grace", 2.0)
+    monkeypatch.setattr(Jira, "in_flight_grace", 0.5)  # the create lands 0.3 s after we gave up
     hub.connector("jira")._client = None
     fake.index_lag = 1.0
     fake.faults.extend([Fault(), Fault(stall=0.6)])

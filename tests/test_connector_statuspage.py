@@ -182,11 +182,42 @@ async def test_a_lookup_never_adopts_another_keys_incident_of_the_same_public_na
     assert len(fake.created) == 2
 
 
-async def test_reset_before_anything_was_created_creates_once(hub: Harness, fake: FakeStatuspage) -> None:
+async def test_reset_before_anything_was_created_creates_once(hub: Harness, fake: FakeStatuspage,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reset loses the answer: the server may still create it, so an empty look-up is only
+    trusted once the in-flight grace has passed; then the hub creates, once."""
+    monkeypatch.setattr(Statuspage, "in_flight_grace", 0.5)
     fake.faults.append(Fault(reset=True))
-    rec = await hub.run_to_final(planned("statuspage", "open", OPEN))
+    action = planned("statuspage", "open", OPEN)
+    early = await hub.run(action)
+    assert early["state"] == "retrying" and early["attempts"][0]["ambiguous"] is True
+    await asyncio.sleep(0.1)  # the retry is due (FAST_RETRY), the grace has not passed
+    early = await hub.run(action)  # within the grace: looks, finds nothing, does not create
+    assert early["state"] == "retrying" and "may still land" in early["attempts"][-1]["error"]
+    assert [r.method for r in fake.requests] == ["POST", "GET"]
+    rec = await hub.run_to_final(action)
     assert rec["state"] == "succeeded" and len(fake.created) == 1
-    assert [r.method for r in fake.requests] == ["POST", "GET", "POST"]  # looked, found nothing, created
+    assert [r.method for r in fake.requests][-2:] == ["GET", "POST"]  # looked again, found nothing, created
+
+
+async def test_a_create_that_lands_after_the_first_look_up_is_adopted_not_doubled(
+        hub: Harness, fake: FakeStatuspage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request timed out on our side and Statuspage creates the incident a little later,
+    after the next attempt has already looked and found nothing: that attempt must not create
+    a second one (seen in the upstream-faults run: a stall of timeout + 1 s)."""
+    monkeypatch.setattr(Statuspage, "timeout", 0.2)
+    monkeypatch.setattr(Statuspage, "in_flight_grace", 1.5)
+    fake.faults.append(Fault(stall=1.0))  # lands 0.8 s after we gave up
+    action = planned("statuspage", "open", OPEN)
+    first = await hub.run(action)
+    assert first["state"] == "retrying" and first["attempts"][0]["ambiguous"] is True
+    await asyncio.sleep(0.1)  # the retry is due, the stalled create has not landed
+    second = await hub.run(action)
+    assert [r.method for r in fake.requests] == ["POST", "GET"]
+    assert second["state"] == "retrying" and fake.created == []
+    rec = await hub.run_to_final(action)
+    assert rec["state"] == "succeeded" and rec["result"] == {"statuspage_incident_id": fake.created[0]}
+    assert len(fake.created) == 1 and len(posts(fake)) == 1
 
 
 async def test_update_after_a_timeout_is_not_posted_twice(hub: Harness, fake: FakeStatuspage,

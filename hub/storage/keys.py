@@ -173,7 +173,7 @@ def serial_lock(scope: str, key: str) -> str:
 
 
 def ledger(connector: str, scope: str, kind: str, key: str) -> str:
-    """A creation ledger entry (`connectors._ledger`): kind is ``rec`` or ``intent``."""
+    """A creation ledger entry (`connectors._ledger`): kind is ``rec``, ``intent`` or ``settle``."""
     return f"{PREFIX}ledger:{connector}:{_digest(scope, 12)}:{kind}:{_digest(key, 32)}"
 
 
