@@ -195,6 +195,22 @@ def test_references_resolve_from_dotenv_like_the_settings(monkeypatch: pytest.Mo
     assert Rules(loaded).service_view("a", World())["pagerduty_routing_key"] == "team-key-from-dotenv-0123"
 
 
+def test_the_process_environment_overrides_dotenv_and_unset_stays_unset(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    """The environment view reads lazily, with the settings' precedence: process over `.env`."""
+    from hub.core import envref
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("ENVREF_BOTH=from-dotenv\nENVREF_FILE_ONLY=file-value\n")
+    monkeypatch.setenv("ENVREF_BOTH", "from-process")
+    monkeypatch.delenv("ENVREF_FILE_ONLY", raising=False)
+    monkeypatch.delenv("ENVREF_NOWHERE", raising=False)
+    env = envref.environment()
+    assert env["ENVREF_BOTH"] == "from-process" and env.get("ENVREF_FILE_ONLY") == "file-value"
+    assert envref.lookup("ENVREF_NOWHERE", env) is None and "ENVREF_NOWHERE" not in env
+    assert {"ENVREF_BOTH", "ENVREF_FILE_ONLY"} <= set(env)
+
+
 def test_validate_exits_non_zero_naming_the_variable_and_line(tmp_path: Path) -> None:
     (tmp_path / "hub.yaml").write_text("version: 1\ncatalog:\n  teams:\n    payments:\n"
                                        "      pagerduty_routing_key: env:PD_KEY_NOT_SET_ANYWHERE\n")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +73,36 @@ def _dotenv(path: Path) -> dict[str, str]:
     return values
 
 
+class _Environment(Mapping[str, str]):
+    """The process environment over the `.env` files, read on demand: planning builds one per
+    catalog view, and most views never look a variable up (no copy of `os.environ`, and the
+    files are looked at only on the first lookup the process environment cannot answer)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, str] | None = None
+
+    def _from_files(self) -> dict[str, str]:
+        if self._files is None:
+            merged: dict[str, str] = {}
+            for path in _env_files():
+                merged.update(_dotenv(path))
+            self._files = merged
+        return self._files
+
+    def __getitem__(self, name: str) -> str:
+        value = os.environ.get(name)
+        return value if value is not None else self._from_files()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._from_files(), **os.environ})
+
+    def __len__(self) -> int:
+        return len({**self._from_files(), **os.environ})
+
+
 def environment() -> Mapping[str, str]:
     """The variables the settings see: `.env` files, overridden by the process environment."""
-    merged: dict[str, str] = {}
-    for path in _env_files():
-        merged.update(_dotenv(path))
-    merged.update(os.environ)
-    return merged
+    return _Environment()
 
 
 def lookup(name: str, env: Mapping[str, str] | None = None) -> str | None:
