@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import tempfile
 import time
@@ -22,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.inproc import running_worker
 from hub.core.settings import Settings
 from hub.storage.connection import connect
 from hub.storage.embedded_redis import EmbeddedRedis
@@ -46,7 +46,6 @@ def group(n: int) -> bytes:
 
 async def run(alerts: int, job_timeout: float, per_job: int | None, rate_limits: str,
               latency: float = 0.0) -> dict[str, Any]:
-    from hub.worker.app import close_worker, make_worker
     from tests.fakes import incidentio as fake_incidentio
     from tests.fakes.incidentio import FakeIncidentIO
     from tests.fakes.pagerduty import FakePagerDuty
@@ -73,33 +72,26 @@ async def run(alerts: int, job_timeout: float, per_job: int | None, rate_limits:
         os.environ.update({"PAGERDUTY_RATE_LIMIT": "0", "INCIDENTIO_RATE_LIMIT": "0"})
     redis = connect(server.url)
     store = Store(redis, settings)
-    worker = make_worker(settings, handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
     try:
-        started = time.monotonic()
-        event_id = (await store.ingest("alertmanager", f"bench-{alerts}", group(alerts), {}, "application/json",
-                                       "token")).event_id
-        state = None
-        while state not in FINAL_STATES:
-            await asyncio.sleep(0.5)
-            state = (await store.get(event_id) or {}).get("state")
-        elapsed = time.monotonic() - started
-        timeline = await store.timeline(event_id)
-        actions = await store.actions(event_id)
-        return {
-            "alerts": alerts, "state": state, "seconds": round(elapsed, 1), "pages_opened": len(pd.created),
-            "pagerduty_requests": len(pd.requests), "actions": dict(Counter(a["state"] for a in actions.values())),
-            "sweeper_requeues": sum(1 for e in timeline if e.get("type") == "requeued"),
-            "chunks": sum(1 for e in timeline if e.get("type") == "chunk"),
-            "job_timeout": job_timeout, "rate_limits": rate_limits, "latency": latency,
-        }
+        async with running_worker(settings):
+            started = time.monotonic()
+            event_id = (await store.ingest("alertmanager", f"bench-{alerts}", group(alerts), {}, "application/json",
+                                           "token")).event_id
+            state = None
+            while state not in FINAL_STATES:
+                await asyncio.sleep(0.5)
+                state = (await store.get(event_id) or {}).get("state")
+            elapsed = time.monotonic() - started
+            timeline = await store.timeline(event_id)
+            actions = await store.actions(event_id)
+            return {
+                "alerts": alerts, "state": state, "seconds": round(elapsed, 1), "pages_opened": len(pd.created),
+                "pagerduty_requests": len(pd.requests), "actions": dict(Counter(a["state"] for a in actions.values())),
+                "sweeper_requeues": sum(1 for e in timeline if e.get("type") == "requeued"),
+                "chunks": sum(1 for e in timeline if e.get("type") == "chunk"),
+                "job_timeout": job_timeout, "rate_limits": rate_limits, "latency": latency,
+            }
     finally:
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=1)
-        with contextlib.suppress(BaseException):
-            await task
-        await close_worker(worker)
         await redis.aclose()
         await pd.close()
         await inc.close()

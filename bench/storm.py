@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import copy
 import json
 import tempfile
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.inproc import running_worker
 from hub.core.settings import Settings
 from hub.storage.connection import connect
 from hub.storage.embedded_redis import EmbeddedRedis
@@ -77,7 +77,6 @@ def dd_alert(i: int, transition: str) -> bytes:
 
 
 async def run(mode: str, seconds: float) -> dict[str, Any]:
-    from hub.worker.app import close_worker, make_worker
     from tests.fakes import incidentio as fake_incidentio
     from tests.fakes import statuspage as fake_statuspage
     from tests.fakes.incidentio import FakeIncidentIO
@@ -98,8 +97,6 @@ async def run(mode: str, seconds: float) -> dict[str, Any]:
         "statuspage_page_id": fake_statuspage.PAGE_ID, "statuspage_api_url": sp.url})
     redis = connect(server.url)
     store = Store(redis, settings)
-    worker = make_worker(settings, handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
     ids: list[str] = []
 
     async def ingest(source: str, delivery: str, body: bytes) -> None:
@@ -112,39 +109,34 @@ async def run(mode: str, seconds: float) -> dict[str, Any]:
                 return
             await asyncio.sleep(0.5)
     try:
-        started = time.monotonic()
-        ticks = 10
-        for tick in range(ticks):  # the storm: the group grows, Datadog monitors fire
-            await ingest("alertmanager", f"am-{tick}", am_group(30 * (tick + 1), "firing"))
-            for i in range(15 * tick, 15 * (tick + 1)):
-                await ingest("datadog", f"dd-fire-{i}", dd_alert(i, "Triggered"))
-            await asyncio.sleep(seconds / ticks)
-        await ingest("alertmanager", "am-resolved", am_group(300, "resolved"))  # everything recovers
-        for i in range(150):
-            await ingest("datadog", f"dd-ok-{i}", dd_alert(i, "Recovered"))
-        await all_final()
-        elapsed = time.monotonic() - started
-        await asyncio.sleep(2)  # anything a final event left behind
-        incidents = IncidentStore(redis, settings.hub_retention)
-        keys = [k.decode() for k in await redis.zrange(INDEX, 0, -1)]
-        states = await incidents.get_many(keys)
-        triggers = [r for r in pd.requests if r.json().get("event_action") == "trigger"]
-        return {
-            "mode": mode, "events": len(ids), "pages": len(triggers),
-            "page_dedup_keys": len({r.json()["dedup_key"] for r in triggers}),
-            "incidentio_incidents": len(inc.created), "slack_messages": len(slack.requests),
-            "statuspage_incidents": len(sp.created), "seconds_to_all_final": round(elapsed, 1),
-            "pages_left_open": sum(1 for a in pd.alerts.values() if a.status != "resolved"),
-            "hub_incidents": len(keys),
-            "hub_incidents_left_open": sum(1 for s in states.values() if s and not s.get("resolved_at")),
-        }
+        async with running_worker(settings):
+            started = time.monotonic()
+            ticks = 10
+            for tick in range(ticks):  # the storm: the group grows, Datadog monitors fire
+                await ingest("alertmanager", f"am-{tick}", am_group(30 * (tick + 1), "firing"))
+                for i in range(15 * tick, 15 * (tick + 1)):
+                    await ingest("datadog", f"dd-fire-{i}", dd_alert(i, "Triggered"))
+                await asyncio.sleep(seconds / ticks)
+            await ingest("alertmanager", "am-resolved", am_group(300, "resolved"))  # everything recovers
+            for i in range(150):
+                await ingest("datadog", f"dd-ok-{i}", dd_alert(i, "Recovered"))
+            await all_final()
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(2)  # anything a final event left behind
+            incidents = IncidentStore(redis, settings.hub_retention)
+            keys = [k.decode() for k in await redis.zrange(INDEX, 0, -1)]
+            states = await incidents.get_many(keys)
+            triggers = [r for r in pd.requests if r.json().get("event_action") == "trigger"]
+            return {
+                "mode": mode, "events": len(ids), "pages": len(triggers),
+                "page_dedup_keys": len({r.json()["dedup_key"] for r in triggers}),
+                "incidentio_incidents": len(inc.created), "slack_messages": len(slack.requests),
+                "statuspage_incidents": len(sp.created), "seconds_to_all_final": round(elapsed, 1),
+                "pages_left_open": sum(1 for a in pd.alerts.values() if a.status != "resolved"),
+                "hub_incidents": len(keys),
+                "hub_incidents_left_open": sum(1 for s in states.values() if s and not s.get("resolved_at")),
+            }
     finally:
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=1)
-        with contextlib.suppress(BaseException):
-            await task
-        await close_worker(worker)
         await redis.aclose()
         for fake in (pd, inc, slack, sp):
             await fake.close()

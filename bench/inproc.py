@@ -1,0 +1,28 @@
+"""A hub worker run inside the benchmark's own event loop (fanout and storm benches)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from hub.core.settings import Settings
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[None]:
+    """One worker consuming the queue for the duration of the block, then stopped and closed
+    (cancelled until it has really ended: arq's loop may swallow the first cancellation)."""
+    from hub.worker.app import close_worker, make_worker
+
+    worker = make_worker(settings, handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield
+    finally:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1)
+        with contextlib.suppress(BaseException):
+            await task
+        await close_worker(worker)
