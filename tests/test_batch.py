@@ -59,6 +59,19 @@ async def test_update_noted_sets_fields_only_on_an_existing_record(redis) -> Non
     assert 0 < await redis.ttl("inc:there:tl") <= 100
 
 
+async def test_hset_newer_keeps_a_value_received_later(redis) -> None:
+    p = Batch()
+    p.hset_newer("alerts", "fp", 200, '{"status": "resolved", "received_at": 200}')
+    p.hset_newer("alerts", "fp", 100, '{"status": "firing", "received_at": 100}')  # older: kept out
+    p.hset_newer("alerts", "other", 100, '{"status": "firing", "received_at": 100}')
+    assert await p.execute(redis) == [1, 0, 1]
+    assert await redis.hget("alerts", "fp") == b'{"status": "resolved", "received_at": 200}'
+    p = Batch()
+    p.hset_newer("alerts", "fp", 300, '{"status": "firing", "received_at": 300}')
+    await p.execute(redis)
+    assert await redis.hget("alerts", "fp") == b'{"status": "firing", "received_at": 300}'
+
+
 async def test_release_deletes_a_lock_only_with_its_token(redis) -> None:
     await redis.set("lock:a", "mine")
     await redis.set("lock:b", "theirs")

@@ -60,17 +60,20 @@ def shape(state: dict[str, Any], event: NormalisedEvent, severity_before: str | 
         state["severity_history"] = history
 
 
-def member_entry(event: NormalisedEvent, event_id: str) -> dict[str, Any]:
+def member_entry(event: NormalisedEvent, event_id: str, received_ms: int) -> dict[str, Any]:
     """The timeline line (and member record) for one alert of a group."""
     return {"type": MEMBER_ENTRY, "fingerprint": event.fingerprint, "status": event.status or event.kind.split(".")[-1],
-            "title": event.title, "source": event.source, "event_id": event_id}
+            "title": event.title, "source": event.source, "event_id": event_id, "received_at": received_ms}
 
 
 def save_member_into(p: Batch, key: str, entry: dict[str, Any], at_ms: int, retention_s: int) -> None:
-    """Queue the alert's member record: its last state, and when it was first seen (kept once)."""
+    """Queue the alert's member record: its last state (unless an event received later already
+    set it: a group's notifications can be processed out of order), and when it was first seen
+    (kept once)."""
     fingerprint = str(entry.get("fingerprint") or "")
-    record = {k: entry.get(k) for k in ("status", "title", "source", "event_id")}
-    p.hset(layout.incident_alerts(key), mapping={fingerprint: _encode({**record, "last_seen": at_ms})})
+    record = {k: entry.get(k) for k in ("status", "title", "source", "event_id", "received_at")}
+    p.hset_newer(layout.incident_alerts(key), fingerprint, int(entry.get("received_at") or 0),
+                 _encode({**record, "last_seen": at_ms}))
     p.hsetnx(layout.incident_alerts_first(key), fingerprint, at_ms)
     p.expire(layout.incident_alerts(key), retention_s)
     p.expire(layout.incident_alerts_first(key), retention_s)
@@ -91,9 +94,13 @@ async def members(redis: Any, key: str) -> dict[str, dict[str, Any]]:
 
 
 def track(state: dict[str, Any], member: str, key: str, event: NormalisedEvent, member_resolved: bool,
-          fresh: bool) -> bool | None:
+          fresh: bool, at_ms: int) -> bool | None:
     """An alert of another incident key joined `key` (`hub.worker.grouping`): keep its state among
     the incident's `members` (incident key → firing | resolved), its `sources` and `alert_count`.
+
+    A member's state follows the events in the order the hub received them (`members_at`:
+    member → received ms of the event that set it): jobs of one storm run concurrently, so a
+    firing may be processed after its own recovery, and must not leave the incident open.
 
     Whether the incident is resolved now: only when every member is (None: nothing has joined
     it, the incident is one alert or one sender group, resolving as it says).
@@ -101,10 +108,14 @@ def track(state: dict[str, Any], member: str, key: str, event: NormalisedEvent, 
     members: dict[str, str] = dict(state.get("members") or {})
     if member == key and not members:
         return None
+    seen: dict[str, int] = dict(state.get("members_at") or {})
     if not members and not fresh:  # the first join: the incident's own alert, as it stands
         members[key] = "resolved" if state.get("resolved_at") else "firing"
-    members[member] = "resolved" if member_resolved else "firing"
+    if int(seen.get(member, 0)) <= at_ms:  # else a stale event: the member keeps its later state
+        members[member] = "resolved" if member_resolved else "firing"
+        seen[member] = at_ms
     state["members"] = members
+    state["members_at"] = seen
     state["alert_count"] = len(members)
     sources = list(state.get("sources") or [state.get("source")])
     if event.source not in sources:

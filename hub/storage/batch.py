@@ -57,6 +57,18 @@ for i, op in ipairs(ops) do
     r = redis.pcall('RPUSH', tl, op[4])
     if full(r) then return redis.error_reply(OOM) end
     r = redis.pcall('EXPIRE', tl, op[5])
+  elseif cmd == 'NEWER' then
+    -- HSET a JSON value unless the field holds one with a later `received_at`
+    local old, newer = redis.call('HGET', key, op[3]), false
+    if old then
+      local ok, d = pcall(cjson.decode, old)
+      newer = ok and type(d) == 'table' and tonumber(d['received_at'] or 0) ~= nil
+        and tonumber(d['received_at'] or 0) > tonumber(op[4])
+    end
+    if newer then r = 0 else
+      r = redis.pcall('HSET', key, op[3], op[5])
+      if full(r) then return redis.error_reply(OOM) end
+    end
   elseif cmd == 'RELEASE' then
     if redis.call('GET', key) == op[3] then r = redis.call('DEL', key) else r = 0 end
   else
@@ -177,6 +189,11 @@ class Batch:
         """HSET `fields` only if `name` exists; RPUSH `entry` on `timeline` and expire it."""
         self._ops.append(["NOTED", self._key(name), self._key(timeline), entry, _text(ttl),
                           *(_text(f) for f in fields)])
+        return self._reply()
+
+    def hset_newer(self, name: str, field: str, received_at: int, value: str) -> Reply:
+        """HSET `field` to the JSON `value` unless it holds one with a later `received_at` (0: kept)."""
+        self._ops.append(["NEWER", self._key(name), field, _text(received_at), value])
         return self._reply()
 
     def release(self, name: str, token: str) -> Reply:

@@ -106,7 +106,10 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
         state["updated_at"] = at_ms
         return state
 
-    reopening = bool(before and before.get("resolved_at")) and event.kind in OPENING and not _closed(event)
+    # A firing received before the resolution (processed late: concurrent jobs, a held alert,
+    # a replay) is stale: it does not reopen what a later event resolved.
+    reopening = bool(before and before.get("resolved_at")) and event.kind in OPENING and not _closed(event) \
+        and at_ms >= int((before or {}).get("resolved_at") or 0)
     fresh = before is None or reopening or (episode is not None and episode > int((before or {}).get("episode", 0)))
     if fresh:
         prior = before or {}
@@ -158,7 +161,7 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
     resolving = alert_groups.resolves(event) if grouped else event.kind in RESOLVING
     if event.kind in ALERT_KINDS:  # an alert that joined another incident (`grouping:` in hub.yaml)
         member = incident_key(event) or key
-        joined = alert_groups.track(state, member, key, event, resolving, fresh)
+        joined = alert_groups.track(state, member, key, event, resolving, fresh, at_ms)
         if joined is not None:
             resolving = joined
     if (resolving or (event.kind in INCIDENT_KINDS and _closed(event))) and not state.get("resolved_at"):

@@ -66,7 +66,7 @@ class Recorder:
                 after["deploys"] = [dict(d) for d in linked[:5]]
             changes = incident_changes(before, after, rec["id"])
             if alert_groups.group_of(ev):  # the alert kept on its group's incident
-                changes.append(alert_groups.member_entry(ev, rec["id"]))
+                changes.append(alert_groups.member_entry(ev, rec["id"], int(rec["received_at"])))
             changes += joined_changes(ev, key, saves[key][0] if key in saves else before, after, rec["id"])
             if any(c["type"] == "opened" for c in changes):
                 metrics.INCIDENTS_OPENED.labels(after.get("kind") or "incident").inc()

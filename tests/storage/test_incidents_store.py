@@ -39,6 +39,31 @@ def test_firing_again_after_a_resolve_is_a_new_episode() -> None:
     assert again["episode"] == 2 and again["resolved_at"] is None and again["declared_at"] == T0 + 2
 
 
+def test_a_firing_received_before_the_resolution_does_not_reopen_it() -> None:
+    """Processed late (concurrent jobs of one storm, a held alert, a replay): a firing that the
+    hub received before the event that resolved the incident is stale, not a new episode."""
+    opened = advance(None, alert(), "grafana:abc", T0)
+    resolved = advance(opened, alert(Kind.ALERT_RESOLVED, severity=None), "grafana:abc", T0 + 2000)
+    late = advance(resolved, alert(), "grafana:abc", T0 + 1000)
+    assert late["episode"] == 1 and late["resolved_at"] == T0 + 2000
+    first_seen_resolved = advance(None, alert(Kind.ALERT_RESOLVED, severity=None), "grafana:abc", T0 + 2000)
+    assert advance(first_seen_resolved, alert(), "grafana:abc", T0 + 1000)["resolved_at"] == T0 + 2000
+
+
+def test_a_joined_alert_keeps_the_state_of_its_latest_received_event() -> None:
+    """A member's recovery processed before its own (earlier received) firing stays recovered,
+    so the incident it joined still resolves when the others do."""
+    from hub.storage.alert_groups import track
+
+    state: dict[str, Any] = {"members": {"own": "resolved"}, "source": "grafana"}
+    fired, recovered = alert(), alert(Kind.ALERT_RESOLVED, severity=None)
+    assert track(state, "joined", "own", recovered, True, False, T0 + 2000) is True
+    assert track(state, "joined", "own", fired, False, False, T0 + 1000) is True  # stale: ignored
+    assert state["members"] == {"own": "resolved", "joined": "resolved"}
+    assert track(state, "joined", "own", fired, False, False, T0 + 3000) is False  # a later firing counts
+    assert state["members"]["joined"] == "firing" and state["members_at"]["joined"] == T0 + 3000
+
+
 def test_a_page_event_never_creates_an_incident() -> None:
     page = NormalisedEvent(kind=Kind.PAGE_ACKNOWLEDGED, source="pagerduty", fingerprint="grafana:abc")
     assert advance(None, page, "grafana:abc", T0) == {}

@@ -33,6 +33,22 @@ async def test_a_run_pins_advances_the_incident_runs_its_steps_and_unlocks(redis
     assert len(fake_slack.requests) == 1
 
 
+async def test_a_firing_processed_after_its_later_received_resolution_sends_nothing(
+        processor: Processor, fake_slack: Any) -> None:
+    """Two jobs of one alert run out of order: the resolution first. The firing, received
+    earlier, must not reopen the incident and announce an alert that has already recovered."""
+    store = processor.store
+    fired = await ingest(store, grafana_group("fp-order"), "d-order-1")
+    resolved = await ingest(store, grafana_group("fp-order", "resolved"), "d-order-2")
+    assert await processor.process(resolved) is None
+    assert await processor.process(fired) is None
+    key = incident_key(processor.normalise(await store.get(fired))[0])
+    incident = await processor.incidents.get(key)
+    assert incident is not None and incident["resolved_at"] is not None and incident["episode"] == 1
+    assert fake_slack.requests == []
+    assert (await store.get(fired))["state"] == "done"
+
+
 async def test_a_second_run_of_a_finished_event_does_nothing(processor: Processor, fake_slack: Any) -> None:
     store: Store = processor.store
     event_id = await ingest(store, grafana_group(), "d-exec-2")
