@@ -17,10 +17,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hub.core.registry import sources
 from hub.core.settings import parse_duration
-
-#: The webhook sources a case may name (as in POST /webhooks/SOURCE).
-SOURCES = ("alertmanager", "datadog", "github", "grafana", "incidentio", "pagerduty")
 
 
 class CaseFileError(Exception):
@@ -52,8 +50,9 @@ class Webhook(_Strict):
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        if v not in SOURCES:
-            raise ValueError(f"unknown source {v!r}; one of {', '.join(SOURCES)}")
+        known = sorted(sources())  # the webhook sources, as in POST /webhooks/SOURCE
+        if v not in known:
+            raise ValueError(f"unknown source {v!r}; one of {', '.join(known)}")
         return v
 
     @field_validator("at")
@@ -63,7 +62,7 @@ class Webhook(_Strict):
 
 
 class ExpectAction(_Strict):
-    action: str = Field(description="connector.action, e.g. pagerduty.trigger")
+    action: str = Field(description="connector.action, as `simulate` shows it")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="a subset of the parameters")
     workflow: str | None = None
     step: str | None = None

@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     failed = sum(r.status == "fail" for r in results)
     errors = sum(r.status == "error" for r in results)
     passed = len(results) - failed - errors
-    print(f"{len(results)} cases: {passed} passed, {failed} failed" + (f", {errors} errors" if errors else ""))
+    plural = "s" if len(results) != 1 else ""
+    print(f"{len(results)} case{plural}: {passed} passed, {failed} failed" + (f", {errors} errors" if errors else ""))
     if args.junit_xml:
         try:
             args.junit_xml.write_bytes(junit_xml(results, rules.source))
