@@ -330,3 +330,16 @@ def test_help_describes_the_file_format_and_exit_codes(capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     for words in ("--junit-xml", "--rules", "not_actions", "suppressed_by", "exit status", "1 a case failed"):
         assert words in out
+
+
+def test_control_characters_keep_the_junit_report_well_formed(tmp_path: Path) -> None:
+    """What XML cannot carry (a case name with an escape sequence) is replaced, not written raw;
+    payload text in the planned parameters is JSON-escaped."""
+    text = case("not_actions: [pagerduty.trigger]\n", payload=alert(name='"Disk\\e[31mfull"'))
+    path = write(tmp_path, text.replace("name: the case", 'name: "red \\e[31m case \\0"'))
+    report = tmp_path / "r.xml"
+    assert main(["test", "--rules", str(EXAMPLE_RULES), str(path), "--junit-xml", str(report)]) == 1
+    testcase = ET.parse(report).getroot().find("./testsuite/testcase")
+    assert testcase is not None and testcase.get("name") == "red \ufffd[31m case \ufffd"
+    failure = testcase.find("failure")
+    assert failure is not None and "Disk\\u001b[31mfull" in (failure.text or "")

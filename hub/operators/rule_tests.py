@@ -7,6 +7,7 @@ and nothing is read from or written to Redis.
 
 from __future__ import annotations
 
+import re
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from hub.operators.rule_cases import LoadedCase, Webhook
 from hub.operators.rule_expect import check, describe
 from hub.operators.rule_scenario import Outcome, Scenario
 from hub.rules import Rules
+
+#: Characters XML 1.0 cannot carry (C0 controls but tab, newline, CR; lone surrogates; U+FFFE/F).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 #: Seconds between a case's `given` webhooks (and before its own) when they name no `at`.
 GIVEN_SPACING_S = 1
@@ -84,6 +88,11 @@ async def run_all(cases: list[LoadedCase], bodies: dict[tuple[Path, str, int | N
     return [await run_case(c, bodies, rules, configured, now) for c in cases]
 
 
+def _xml(text: str) -> str:
+    """Text an XML report can hold: what a payload may carry that XML cannot is replaced."""
+    return _NOT_XML.sub("\ufffd", text)
+
+
 def junit_xml(results: list[CaseResult], rules_source: str) -> bytes:
     """A JUnit XML report: one <testsuite> per test file, one <testcase> per case."""
     root = ET.Element("testsuites", name="incident-hub test", tests=str(len(results)),
@@ -102,13 +111,13 @@ def junit_xml(results: list[CaseResult], rules_source: str) -> bytes:
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="rules", value=rules_source)
         for r in rows:
-            tc = ET.SubElement(suite, "testcase", classname=file.stem, name=r.name, file=str(file),
+            tc = ET.SubElement(suite, "testcase", classname=file.stem, name=_xml(r.name), file=str(file),
                                time=f"{r.seconds:.3f}")
             if r.status == "pass":
                 continue
             tag = "failure" if r.status == "fail" else "error"
-            el = ET.SubElement(tc, tag, message=r.failures[0].splitlines()[0] if r.failures else r.status,
+            el = ET.SubElement(tc, tag, message=_xml(r.failures[0].splitlines()[0] if r.failures else r.status),
                                type="ExpectationFailed" if tag == "failure" else "PlanningError")
-            el.text = "\n".join(r.failures + (["planned:"] + [f"  {p}" for p in r.planned] if r.planned else [])
-                                + r.held)
+            el.text = _xml("\n".join(r.failures + (["planned:"] + [f"  {p}" for p in r.planned] if r.planned else [])
+                                      + r.held))
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
