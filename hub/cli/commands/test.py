@@ -23,11 +23,11 @@ exit status: 0 every case passed; 1 a case failed; 2 a file, payload or the rule
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("test", help="run rule test cases (YAML): which actions each webhook plans, no side effects",
-                       description="Run rule test cases against a rules file: plan each case's webhooks (as a "
-                                   "worker would, nothing sent) and check what it expects.",
+                       description="Run rule test cases against a rules file: plan each case's webhooks\n"
+                                   "(as a worker would, nothing sent) and check what it expects.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="test files, or directories of *.yaml files")
-    p.add_argument("--rules", "--config", dest="rules", type=Path,
+    p.add_argument("--rules", "--config", dest="rules", type=Path, metavar="FILE",
                    help="the rules file (default: HUB_CONFIG, else ./hub.yaml, else the built-in defaults)")
     p.add_argument("--junit-xml", type=Path, metavar="FILE", help="also write a JUnit XML report (for CI)")
     p.add_argument("--configured-from-env", action="store_true",
