@@ -298,6 +298,8 @@ def test_a_payload_the_source_rejects_is_an_error_exit_2(tmp_path: Path, capsys:
     ("cases:\n  - {name: a, source: nagios, payload: {}, expect: {}}\n", "unknown source 'nagios'"),
     ("cases:\n  - {name: a, source: datadog, payload: missing.json, expect: {}}\n", "payload file 'missing.json'"),
     ("cases:\n  - {name: a, source: datadog, payload: {}, expect: {actons: []}}\n", "expect.actons"),
+    ("cases:\n  - {name: a, source: datadog, payload: {a: !!binary aGk=}, expect: {}}\n",
+     "the payload cannot be sent as JSON: a bytes value has no JSON form"),
     ("cases:\n  - {name: a, source: datadog, payload: {}, expect: {incident: closes}}\n", "use `opens`"),
     ("cases:\n  - {name: a, source: datadog, payload: {}, expect: {incident: {joins: 0}}}\n",
      "joins: 0 is not the index of a `given` webhook"),
@@ -314,6 +316,13 @@ def test_unusable_input_exits_2_with_a_clear_message_and_no_traceback(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert err.startswith(f"incident-hub test: {path}")
+
+
+def test_a_file_that_is_not_text_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_bytes(b"cases: \xff\xfe\n")
+    assert main(["test", "--rules", str(EXAMPLE_RULES), str(path)]) == 2
+    assert capsys.readouterr().err == f"incident-hub test: {path}: not UTF-8 text\n"
 
 
 def test_no_test_files_and_invalid_rules_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +119,22 @@ class LoadedCase:
         return self.file.stem
 
 
+def _json_scalar(value: Any) -> str:
+    """A YAML scalar JSON has no type for: an unquoted timestamp is sent as the ISO text it was."""
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"a {type(value).__name__} value has no JSON form")
+
+
 def body_of(hook: Webhook, base: Path) -> bytes:
     """The request body: an inline payload as JSON, else the file it names (relative to the test file)."""
     if not isinstance(hook.payload, str):
-        return json.dumps(hook.payload).encode()
+        try:
+            return json.dumps(hook.payload, default=_json_scalar).encode()
+        except (TypeError, ValueError) as e:
+            raise CaseFileError(f"the payload cannot be sent as JSON: {e}") from None
     path = base / hook.payload
     try:
         return path.read_bytes()
@@ -136,6 +148,8 @@ def load(path: Path) -> tuple[list[LoadedCase], dict[tuple[Path, str, int | None
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise CaseFileError(f"{path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise CaseFileError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as e:
         raise CaseFileError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict) or "cases" not in raw:
