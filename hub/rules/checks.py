@@ -20,6 +20,7 @@ from hub.core.registry import connector_classes
 from hub.rules import context, templating
 from hub.rules.model import Condition, HubConfig, Step, Workflow
 from hub.rules.problems import Path_, Positions, Problem, dotted
+from hub.rules.reachability import unreachable
 
 #: Actions the hub performs itself (not through a connector).
 BUILTIN_ACTIONS = {"hub": {"cancel_timers"}}
@@ -332,4 +333,7 @@ def check(config: HubConfig, data: dict[str, Any], positions: Positions, *, work
     c.catalog()
     if workflows:
         c.workflows()
+        if not any(p.severity == "error" for p in c.problems):  # reasoned about only once the names are valid
+            for path, message, hint in unreachable(config):
+                c.add(path, message, hint, severity="warning")
     return c.problems

@@ -63,12 +63,14 @@ async def runtime_windows(redis: Redis) -> list[dict[str, Any]]:
 
 async def open_windows(redis: Redis, rules: Rules, at_ms: int) -> list[OpenWindow]:
     """The windows open at `at_ms`: the file's, then those made at run time."""
-    out = file_windows_open(rules.config.maintenance, at_ms)
-    for w in await runtime_windows(redis):
-        if int(w["start"]) <= at_ms < int(w["end"]):
-            out.append(OpenWindow(w["id"], w.get("name") or w["id"], w["match"], int(w["start"]), int(w["end"]),
-                                  w.get("origin") or "api", w.get("reason", "")))
-    return out
+    return file_windows_open(rules.config.maintenance, at_ms) + runtime_open(await runtime_windows(redis), at_ms)
+
+
+def runtime_open(stored: Iterable[dict[str, Any]], at_ms: int) -> list[OpenWindow]:
+    """Of windows made at run time (as stored), those open at `at_ms`."""
+    return [OpenWindow(w["id"], w.get("name") or w["id"], w["match"], int(w["start"]), int(w["end"]),
+                       w.get("origin") or "api", w.get("reason", ""))
+            for w in stored if int(w["start"]) <= at_ms < int(w["end"])]
 
 
 def facts(rules: Rules, ev: NormalisedEvent | dict[str, Any]) -> dict[str, Any]:

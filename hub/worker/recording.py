@@ -91,13 +91,8 @@ class Recorder:
     async def remember_deploy(self, ev: NormalisedEvent, rec: dict[str, Any]) -> None:
         rules = self.planner.rules
         keep = rules.config.catalog.deploy_history
-        for service in rules.canonical_services(ev.services):
-            a = ev.attributes
-            await self.incidents.record_deploy({
-                "service": service, "environment": ev.environment or "", "sha": a.get("sha", ""),
-                "ref": a.get("ref", ""), "author": a.get("author", ""), "url": a.get("url", ""),
-                "repository": a.get("repository", ""), "state": ev.kind.split(".")[-1], "title": ev.title,
-                "fingerprint": ev.fingerprint, "at": deploy_time(ev, int(rec["received_at"]))}, keep)
+        for deploy in deploy_entries(rules.canonical_services(ev.services), ev, int(rec["received_at"])):
+            await self.incidents.record_deploy(deploy, keep)
 
     def parsed_into(self, p: Batch, rec: dict[str, Any], events: list[NormalisedEvent], total: int) -> int:
         """The parsed events on the record; alerts dropped past the limit noted. How many were."""
@@ -174,24 +169,10 @@ class Recorder:
         if not key or incident is None:
             return incident, None
         try:
-            values = step.render_record(step.params, record.get("result") or {}, view, incident)
+            updates, aliases = record_updates(step, record.get("result") or {}, view, incident)
         except Exception as e:
             failed = {"type": "record_failed", "action": step.id, "error": str(e)}
             return incident, lambda p: self.incidents.update_noted_into(p, key, {}, failed)
-        updates: dict[str, Any] = {}
-        aliases: list[str] = []
-        for name, value in values.items():
-            if name == "alias":
-                aliases.append(str(value))
-            elif (into := getattr(recorded_fields().get(name), "append_to", None)) is not None:
-                if value not in incident.get(into, []):
-                    updates[into] = [*incident.get(into, []), value]
-            elif name == "escalation_level":
-                level = int(value)
-                if level > int(incident.get("escalation_level") or 0):
-                    updates.update(escalation_level=level, escalated_at=now_ms())
-            elif incident.get(name) != value:
-                updates[name] = value
         if not updates and not aliases:
             return incident, None
         entry = {"type": "recorded", "action": step.id, **{k: v for k, v in updates.items() if k != "escalated_at"}}
@@ -227,6 +208,37 @@ class Recorder:
         def on_success(_record: dict[str, Any]) -> Callable[[Any], None]:
             return lambda p: self.incidents.update_noted_into(p, key, updates, entry)
         return on_success
+
+
+def record_updates(step: PlannedStep, result: Mapping[str, Any], view: Mapping[str, Any],
+                   incident: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """What a succeeded step's `record:` changes on its incident, and the aliases it adds (pure;
+    raises when a value cannot be rendered). Shared by the worker and `incident-hub test`."""
+    values = step.render_record(step.params, result, view, incident)
+    updates: dict[str, Any] = {}
+    aliases: list[str] = []
+    for name, value in values.items():
+        if name == "alias":
+            aliases.append(str(value))
+        elif (into := getattr(recorded_fields().get(name), "append_to", None)) is not None:
+            if value not in incident.get(into, []):
+                updates[into] = [*incident.get(into, []), value]
+        elif name == "escalation_level":
+            level = int(value)
+            if level > int(incident.get("escalation_level") or 0):
+                updates.update(escalation_level=level, escalated_at=now_ms())
+        elif incident.get(name) != value:
+            updates[name] = value
+    return updates, aliases
+
+
+def deploy_entries(services: list[str], ev: NormalisedEvent, received_ms: int) -> list[dict[str, Any]]:
+    """What is remembered of a deploy event, once per (catalog) service it names."""
+    a = ev.attributes
+    return [{"service": service, "environment": ev.environment or "", "sha": a.get("sha", ""),
+             "ref": a.get("ref", ""), "author": a.get("author", ""), "url": a.get("url", ""),
+             "repository": a.get("repository", ""), "state": ev.kind.split(".")[-1], "title": ev.title,
+             "fingerprint": ev.fingerprint, "at": deploy_time(ev, received_ms)} for service in services]
 
 
 def deploy_time(ev: NormalisedEvent, received_ms: int) -> int:
