@@ -155,8 +155,10 @@ def configured_connectors(settings: Any) -> set[str]:
     out = set()
     for name, cls in connector_classes().items():
         try:
-            if cls(settings, None, None).missing_config() is None:  # type: ignore[arg-type]
+            connector = cls(settings, None, None)  # type: ignore[arg-type]
+            if connector.missing_config() is None:
                 out.add(name)
+                out |= connector.modes()
         except Exception:  # a connector that cannot tell without a client counts as not configured
             continue
     return out

@@ -48,6 +48,7 @@ def connectors_configured(connectors: dict[str, Any]) -> Callable[[], set[str]]:
             try:
                 if connector.missing_config() is None:
                     out.add(name)
+                    out |= connector.modes()
             except Exception:  # a connector that cannot say is treated as not configured
                 continue
         return out
