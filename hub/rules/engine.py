@@ -197,7 +197,8 @@ def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
         "acknowledged_at", "acknowledged_by", "resolved_at", "resolution", "escalated_at", "page_dedup_key",
         "paged_by")}
     base.update(registry.incident_result_fields())
-    base.update(services=[], deploys=[], links=[], escalation_level=0)
+    # alert_count: alerts that joined the incident (`grouping:`), None when none did
+    base.update(services=[], deploys=[], links=[], escalation_level=0, alert_count=None)
     if state:
         base.update(state)
     ms = duration_ms(dict(state)) if state else None
