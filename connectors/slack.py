@@ -39,14 +39,14 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from connectors._ledger import CreationLedger, Pending, settle_after_failed_create
 from connectors._slackapi import SlackApi
-from connectors.base import ActionCall, CatalogField, Connector, Outcome, RetryPolicy, Setting
+from connectors.base import ActionCall, CatalogField, CatalogView, Connector, Outcome, RetryPolicy, Setting
 from hub.core.escape import safe_http_url
 from hub.core.ruletypes import SecretRef
 
@@ -90,6 +90,9 @@ def build_message(params: dict[str, Any]) -> dict[str, Any]:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": c[:300]} for c in context[:10]]})
     return {"text": head[:3000], "blocks": blocks}
 
+
+#: A Slack user id (`U…`, or `W…` on Enterprise Grid): what a DM is opened with.
+SlackUser = Annotated[str, StringConstraints(pattern=r"^[UW][A-Z0-9]{2,}$")]
 
 EVENT_TYPE = "incident_hub_incident"
 #: A message posted this long before the first attempt is not looked at when adopting one.
@@ -149,17 +152,34 @@ class Slack(Connector):
                      Field(None, description="the Slack channel (an id like C024BE91L, or #name) for the Web API "
                                              "mode (SLACK_BOT_TOKEN); else SLACK_CHANNEL"),
                      on=("service", "team")),
+        CatalogField("notify_dm", list[SlackUser],
+                     Field(default_factory=list, description="Slack user ids (U…) told by DM of a SEV1 of the "
+                                                             "team's (Web API mode, SLACK_BOT_TOKEN)"),
+                     on=("team",)),
+        CatalogField("leadership", list[SlackUser],
+                     Field(default_factory=list, description="Slack user ids (U…) told by DM of every SEV1 "
+                                                             "(Web API mode, SLACK_BOT_TOKEN)"),
+                     on=("catalog",)),
     )
     default_rate_limit = "1/s"
     variables = (Setting("SLACK_WEBHOOK_URL", secret=True), Setting("SLACK_BOT_TOKEN", secret=True),
                  Setting("SLACK_API_URL", "https://slack.com/api/"), Setting("SLACK_SIGNING_SECRET", secret=True),
                  Setting("SLACK_CHANNEL"))
-    action_names = frozenset({"notify", "incident"})
+    action_names = frozenset({"notify", "incident", "dm"})
     global_target = ("webhook_url", "SLACK_WEBHOOK_URL")
     retry_policy = RetryPolicy(max_attempts=6, base_delay=1.0, max_delay=120.0, deadline=6 * 3600)
     formats = {"slack_mrkdwn": slack_mrkdwn}
     markup = {"notify": {"text": "slack_mrkdwn", "title": "slack_mrkdwn", "summary": "slack_mrkdwn"},
-              "incident": {"title": "slack_mrkdwn", "summary": "slack_mrkdwn"}}
+              "incident": {"title": "slack_mrkdwn", "summary": "slack_mrkdwn"},
+              "dm": {"text": "slack_mrkdwn", "title": "slack_mrkdwn", "summary": "slack_mrkdwn"}}
+
+    @classmethod
+    def catalog_view(cls, place: str, entry: Any, view: CatalogView) -> dict[str, Any]:
+        """As written; a team also shows the catalog's `leadership` (templates see no catalog)."""
+        out = super().catalog_view(place, entry, view)
+        if place == "team":
+            out["leadership"] = list(getattr(view.catalog, "leadership", None) or [])
+        return out
 
     # -- mode and configuration -------------------------------------------------------------------
 
@@ -175,6 +195,8 @@ class Slack(Connector):
         """This call goes through the Web API: a bot token, and a channel (or no webhook to fall back on)."""
         if not self.web_api:
             return False
+        if params is not None and "users" in params:
+            return True
         return bool(self._channel(params)) or not ((params or {}).get("webhook_url") or self.settings.slack_webhook_url)
 
     def modes(self) -> set[str]:
@@ -182,6 +204,8 @@ class Slack(Connector):
 
     def missing_config(self, params: Mapping[str, Any] | None = None) -> str | None:
         no_channel = "slack has no channel for this message (slack_channel in the catalog, or SLACK_CHANNEL)"
+        if params is not None and "users" in params:  # `dm`
+            return None if self.web_api else "direct messages need Slack's Web API (SLACK_BOT_TOKEN)"
         if params is not None and "key" in params and "text" not in params:  # `incident`: the living message
             if not self.web_api:
                 return "the living message needs Slack's Web API (SLACK_BOT_TOKEN)"
@@ -221,6 +245,8 @@ class Slack(Connector):
         return "nowhere: slack not configured (SLACK_WEBHOOK_URL)"
 
     def rate_limit_key(self, call: ActionCall) -> str | None:
+        if self.web_api and "users" in call.params:
+            return "slack:dm"
         if self._uses_api(call.params):
             return "slack:channel:" + str(self._channel(call.params))  # Slack: about 1 message/s per channel
         return "slack:" + str(call.params.get("webhook_url") or "default")
@@ -228,7 +254,7 @@ class Slack(Connector):
     def serial_key(self, call: ActionCall) -> str | None:
         """One incident's messages in one channel: the living message and its thread replies."""
         key = call.params.get("key") or call.params.get("thread")
-        if not self._uses_api(call.params) or not key:
+        if not self._uses_api(call.params) or not key or "users" in call.params:
             return None
         return f"{self._channel(call.params)}:{self._living_key(call.params, str(key))}"
 
@@ -413,6 +439,45 @@ class Slack(Connector):
         if outcome.ok:
             await ledger.put(living_key, {**record, "digest": _digest(message), "updated_at": int(time.time())})
             outcome.result = self._result(record)
+        return outcome
+
+    async def dm(self, call: ActionCall) -> Outcome:
+        """A direct message to each of `users` (`conversations.open`, then `chat.postMessage`),
+        once per user and incident episode (`key`, `episode`), whichever step sends it."""
+        p = call.params
+        if not self.web_api:
+            return Outcome("skipped", detail="direct messages need Slack's Web API (SLACK_BOT_TOKEN)")
+        raw = p.get("users") or []
+        users = list(dict.fromkeys(str(u) for u in (raw if isinstance(raw, list) else [raw]) if u))
+        if not users:
+            return Outcome("skipped", detail="nobody to message (notify_dm, leadership)")
+        key, episode = str(p.get("key") or call.idempotency_key), str(p.get("episode") or "")
+        message = build_message(p)
+        api = self.api
+        sent: dict[str, str] = {}
+        last = Outcome("succeeded")
+        for user in users:
+            outcome, data = await api.call("conversations_open", users=user)
+            if not outcome.ok:
+                return self._partial(outcome, sent, f"DM to {user}")
+            channel = str((data.get("channel") or {}).get("id") or "")
+            if not channel:
+                return Outcome("retryable", outcome.status, detail=f"Slack opened no DM with {user}")
+            last = await self._post_once(
+                call, channel, self._living_key(p, key).replace("living:", "dm:", 1), message,
+                self._metadata(key, episode, call.idempotency_key, "dm"),
+                lambda payload: (payload.get("message") == "dm" and payload.get("incident") == key
+                                 and str(payload.get("episode") or "") == episode))
+            if not last.ok:
+                return self._partial(last, sent, f"DM to {user}")
+            sent[user] = str(last.result.get("slack_ts") or "")
+        return Outcome("succeeded", last.status, detail=f"{len(sent)} direct message(s)", result={"slack_dms": sent})
+
+    @staticmethod
+    def _partial(outcome: Outcome, sent: Mapping[str, str], what: str) -> Outcome:
+        """A failed DM after others went out: said in the detail (a retry skips those already sent)."""
+        done = f" ({len(sent)} already sent)" if sent else ""
+        outcome.detail = f"{what}: {outcome.detail}{done}"
         return outcome
 
 

@@ -232,3 +232,43 @@ async def test_concurrent_replies_in_one_thread_do_not_overlap(hub: Harness, fak
     assert all(not isinstance(r, BaseException) for r in recs)
     done = [r for r in recs if isinstance(r, dict) and r["state"] == "succeeded"]
     assert len(fake.posted(CHANNEL, top_level=False)) == len(done)
+
+
+def dm(action_id: str, users: list[str], **extra: Any) -> Any:
+    params = {"users": users, "key": LIVING["key"], "episode": 1, "text": "SEV1: checkout down", **extra}
+    return planned("slack", "dm", params, key=f"idem-{action_id}", action_id=action_id)
+
+
+async def test_dms_open_a_conversation_and_post_once_per_person_and_incident(hub: Harness,
+                                                                             fake: FakeSlackApi) -> None:
+    rec = await hub.run(dm("wf.dm", ["U0VP", "U0CTO", "U0VP"]))
+    assert rec["state"] == "succeeded"
+    assert [r.query["users"] for r in calls(fake, "conversations.open")] == ["U0VP", "U0CTO"]
+    assert sorted(m.channel for m in fake.messages) == ["D0CTO", "D0VP"]
+    assert set(rec["result"]["slack_dms"]) == {"U0VP", "U0CTO"}
+    # the same incident raised to SEV1 again (another step, another identity): nobody is told twice
+    again = await hub.run(dm("wf.dm-again", ["U0VP", "U0CTO"]))
+    assert again["state"] == "succeeded" and len(fake.messages) == 2
+
+
+async def test_a_dm_whose_answer_was_lost_is_not_sent_twice(hub: Harness, fake: FakeSlackApi,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Slack, "timeout", 0.2)
+    monkeypatch.setattr(Slack, "in_flight_grace", 0.3)
+    fake.stall_answer["chat.postMessage"] = 0.6
+    rec = await hub.run_to_final(dm("wf.dm", ["U0VP", "U0CTO"]))
+    assert rec["state"] == "succeeded"
+    assert sorted(m.channel for m in fake.messages) == ["D0CTO", "D0VP"]
+
+
+async def test_a_bad_user_id_is_a_permanent_error(hub: Harness, fake: FakeSlackApi) -> None:
+    rec = await hub.run(dm("wf.dm", ["nobody"]))
+    assert rec["state"] == "dead" and "user_not_found" in rec["attempts"][0]["error"]
+
+
+async def test_dms_without_a_bot_token_are_skipped_as_not_configured(redis: Any, redis_url: str,
+                                                                     fake_slack: FakeSlack) -> None:
+    settings = make_settings(redis_url, slack_webhook_url=fake_slack.webhook_url)
+    async with Harness(redis, settings, Slack) as h:
+        rec = await h.run(dm("wf.dm", ["U0VP"]))
+    assert rec["state"] == "skipped" and "SLACK_BOT_TOKEN" in rec["error"] and fake_slack.requests == []

@@ -79,3 +79,44 @@ async def test_without_a_bot_token_the_defaults_post_through_the_webhook(
     assert ("slack.notify", "succeeded") in await hub.done_actions(created["id"])
     assert "slack.incident" not in [n for n, _ in await hub.done_actions(created["id"])]
     assert len(upstreams.slack.requests) == 1 and slack_api.requests == []
+
+
+DM_RULES = """
+version: 1
+catalog:
+  leadership: [U0CTO]
+  services:
+    checkout-api:
+      aliases: [Payments, checkout]
+      team: payments
+  teams:
+    payments:
+      slack_channel: "#payments"
+      notify_dm: [U0VP, U0CTO]
+  sources:
+    incidentio: {services_field: Affected Team}
+"""
+
+
+async def test_a_sev1_dms_the_team_and_leadership_once_and_posts_in_the_team_channel(
+        redis_url: str, redis: Any, upstreams: Upstreams, slack_api: FakeSlackApi, tmp_path: Any) -> None:
+    rules = tmp_path / "hub.yaml"
+    rules.write_text(DM_RULES)
+    settings = api_settings(redis_url, upstreams, slack_api).model_copy(update={"hub_config": rules})
+    async with Hub(settings, redis) as hub:
+        await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
+        await hub.send("incidentio", incident_payload("incident_updated_v2", severity="Critical",
+                                                      status=("Fixing", "live")))
+    dms = sorted(m.channel for m in slack_api.messages if m.channel.startswith("D"))
+    assert dms == ["D0CTO", "D0VP"]  # once each, although the CTO is listed twice
+    (top,) = slack_api.posted("C0PAYMENTS", top_level=True)  # the team's channel, by name
+    assert top.metadata["event_payload"]["incident"] == INCIDENT_KEY
+
+
+def test_a_catalog_user_id_that_is_not_one_is_refused_by_validate(tmp_path: Any) -> None:
+    from hub.rules.loader import RulesError, load_text
+
+    with pytest.raises(RulesError) as e:
+        load_text(DM_RULES.replace("[U0VP, U0CTO]", "[U0VP, '@dana']"), "hub.yaml")
+    (problem,) = e.value.problems
+    assert "notify_dm" in str(problem) and problem.line == 12

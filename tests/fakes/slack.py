@@ -154,7 +154,7 @@ class FakeSlackApi(FakeUpstream):
 
     def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = str(args.get("channel") or "")
-        if channel not in self.channels:  # history wants an id, never a #name
+        if channel not in self.channels and not channel.startswith("D"):  # history wants an id, never a #name
             return {"ok": False, "error": "channel_not_found"}
         return self._listing([m for m in self.messages if m.channel == channel and not m.thread_ts], args)
 
