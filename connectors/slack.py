@@ -209,7 +209,8 @@ class Slack(Connector):
         if params is not None and "key" in params and "text" not in params:  # `incident`: the living message
             if not self.web_api:
                 return "the living message needs Slack's Web API (SLACK_BOT_TOKEN)"
-            return None if self._channel(params) else no_channel
+            ok = self._channel(params) or params.get("webhook_url") or self.settings.slack_webhook_url
+            return None if ok else no_channel
         if self.web_api and (params is None or self._channel(params)):
             return None
         if self.settings.slack_webhook_url or (params or {}).get("webhook_url"):
@@ -224,9 +225,12 @@ class Slack(Connector):
     @classmethod
     def notice(cls, text: str, severity: Any, ids: Mapping[str, str], view: Mapping[str, Any]) -> dict[str, Any]:
         service, team = view.get("service") or {}, view.get("team") or {}
-        return {"text": text, "severity": severity, "ids": dict(ids),
-                "webhook_url": service.get("slack_webhook") or team.get("slack_webhook"),
-                "channel": service.get("slack_channel") or team.get("slack_channel")}
+        params = {"text": text, "severity": severity, "ids": dict(ids),
+                  "webhook_url": service.get("slack_webhook") or team.get("slack_webhook")}
+        channel = service.get("slack_channel") or team.get("slack_channel")
+        if channel:  # Web API mode's target; without one the notice is as it always was
+            params["channel"] = channel
+        return params
 
     @classmethod
     def notice_escape(cls, text: str) -> str:
@@ -418,12 +422,12 @@ class Slack(Connector):
         if not self.web_api:
             return Outcome("skipped", detail="the living message needs Slack's Web API (SLACK_BOT_TOKEN)")
         channel, key = self._channel(p), str(p.get("key") or "")
-        if not channel:
-            return Outcome("skipped", detail="slack has no channel (slack_channel in the catalog, or SLACK_CHANNEL)")
         if not key:
             return Outcome("permanent", detail="slack.incident needs the incident's key")
         message = build_living(p)
         living_key = self._living_key(p, key)
+        if not channel:
+            return await self._living_by_webhook(p, living_key, message)
         ledger = self._ledger(channel)
         record = await ledger.get(living_key)
         if record is None:
@@ -439,6 +443,24 @@ class Slack(Connector):
         if outcome.ok:
             await ledger.put(living_key, {**record, "digest": _digest(message), "updated_at": int(time.time())})
             outcome.result = self._result(record)
+        return outcome
+
+    async def _living_by_webhook(self, p: Mapping[str, Any], living_key: str, message: dict[str, Any]) -> Outcome:
+        """No channel, but a webhook: the message is posted there once, as webhook mode would
+        announce it, and never edited (a webhook message cannot be)."""
+        url = p.get("webhook_url") or self.settings.slack_webhook_url
+        if not url:
+            return Outcome("skipped", detail="slack has no channel (slack_channel in the catalog, or SLACK_CHANNEL)")
+        ledger = self._ledger("webhook")
+        if await ledger.get(living_key):
+            return Outcome("skipped", detail="posted through the webhook, which cannot edit it: set slack_channel "
+                                             "or SLACK_CHANNEL for a living message")
+        outcome, _ = await self.request("POST", str(url), json_body=message)
+        if outcome.state == "succeeded" and outcome.response.strip() != "ok":
+            return Outcome("permanent", outcome.status, detail=f"Slack answered {outcome.response[:100]!r}",
+                           response=outcome.response)
+        if outcome.ok:
+            await ledger.put(living_key, {"webhook": True})
         return outcome
 
     async def dm(self, call: ActionCall) -> Outcome:

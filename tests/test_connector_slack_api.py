@@ -272,3 +272,15 @@ async def test_dms_without_a_bot_token_are_skipped_as_not_configured(redis: Any,
     async with Harness(redis, settings, Slack) as h:
         rec = await h.run(dm("wf.dm", ["U0VP"]))
     assert rec["state"] == "skipped" and "SLACK_BOT_TOKEN" in rec["error"] and fake_slack.requests == []
+
+
+async def test_with_no_channel_the_living_message_goes_once_through_the_webhook(redis: Any, redis_url: str,
+                                                                                fake_slack: FakeSlack) -> None:
+    settings = make_settings(redis_url, slack_bot_token=BOT_TOKEN, slack_webhook_url=fake_slack.webhook_url)
+    no_channel = {k: v for k, v in LIVING.items() if k != "channel"}
+    async with Harness(redis, settings, Slack) as h:
+        first = await h.run(planned("slack", "incident", no_channel, action_id="wf.a"))
+        later = await h.run(planned("slack", "incident", {**no_channel, "severity": "SEV1"}, action_id="wf.b"))
+    assert first["state"] == "succeeded" and later["state"] == "skipped"
+    (req,) = fake_slack.requests
+    assert "INC-7: Checkout down" in req.json()["text"]
