@@ -237,6 +237,9 @@ class Slack(Connector):
         return slack_mrkdwn(text)
 
     def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        if "users" in params:
+            return f"Slack direct messages to {params['users']}" if self.web_api else \
+                "nowhere: direct messages need Slack's Web API (SLACK_BOT_TOKEN)"
         if self._uses_api(params):
             where = (f"{params['channel']} (the step's channel: service or team)" if params.get("channel")
                      else f"{self.settings.slack_channel} (SLACK_CHANNEL)" if self.settings.slack_channel
