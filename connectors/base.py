@@ -384,6 +384,11 @@ class Connector:
         configured (SLACK_WEBHOOK_URL)"), or None when it can run."""
         return None
 
+    def modes(self) -> set[str]:
+        """More names this connector counts as configured under (`configured:` conditions), for
+        a mode its settings switch on, e.g. `slack.api` once a bot token is set."""
+        return set()
+
     # -- the rules file --------------------------------------------------------------------------
 
     #: Keys this connector adds to catalog entries and conditions.

@@ -155,8 +155,10 @@ def configured_connectors(settings: Any) -> set[str]:
     out = set()
     for name, cls in connector_classes().items():
         try:
-            if cls(settings, None, None).missing_config() is None:  # type: ignore[arg-type]
+            connector = cls(settings, None, None)  # type: ignore[arg-type]
+            if connector.missing_config() is None:
                 out.add(name)
+                out |= connector.modes()
         except Exception:  # a connector that cannot tell without a client counts as not configured
             continue
     return out
@@ -195,7 +197,8 @@ def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
         "acknowledged_at", "acknowledged_by", "resolved_at", "resolution", "escalated_at", "page_dedup_key",
         "paged_by")}
     base.update(registry.incident_result_fields())
-    base.update(services=[], deploys=[], links=[], escalation_level=0)
+    # alert_count: alerts that joined the incident (`grouping:`), None when none did
+    base.update(services=[], deploys=[], links=[], escalation_level=0, alert_count=None)
     if state:
         base.update(state)
     ms = duration_ms(dict(state)) if state else None

@@ -176,7 +176,8 @@ class _Condition(_Strict):
     pager: Literal[PAGERS] | None = Field(  # type: ignore[valid-type]
         None, description="who pages for the service: the first pager listed here with its own target for the "
                           "service or team (a routing key, responders), else the first configured one")
-    configured: StrList | None = Field(None, description="connectors that must be configured")
+    configured: StrList | None = Field(None, description="connectors that must be configured (or a mode one declares: "
+                                                       "`Connector.modes`, docs/connectors.md)")
     deployed_within: Duration | DeployedWithin | None = None
     any: list[Condition] | None = None
     all: list[Condition] | None = None

@@ -48,6 +48,7 @@ def connectors_configured(connectors: dict[str, Any]) -> Callable[[], set[str]]:
             try:
                 if connector.missing_config() is None:
                     out.add(name)
+                    out |= connector.modes()
             except Exception:  # a connector that cannot say is treated as not configured
                 continue
         return out
@@ -196,9 +197,13 @@ class Planner:
         if planned:
             return "already done: another event of the incident owns every action (see already_done)"
         parts = []
+        configured = self.configured()
         for ev in events:
+            # a workflow for a connector (or mode) this hub has not configured is not worth naming
             listening = [wf.name for wf in self.rules.config.workflows
-                         if wf.enabled and any(fnmatch.fnmatchcase(ev.kind, k) for k in wf.on)]
+                         if wf.enabled and any(fnmatch.fnmatchcase(ev.kind, k) for k in wf.on)
+                         and (wf.if_ is None or wf.if_.configured is None
+                              or all(c in configured for c in wf.if_.configured))]
             what = f"{ev.kind}" + (f" {ev.severity.value}" if ev.severity else "")
             parts.append(f"{what}: no workflow listens on {ev.kind}" if not listening else
                          f"{what}: the conditions of {', '.join(listening)} did not hold")
