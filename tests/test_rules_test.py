@@ -148,6 +148,15 @@ def test_not_actions(tmp_path: Path) -> None:
     assert bad.failures == ["expected no pagerduty.trigger; planned: [alert-page/page]"]
 
 
+def test_modes_switch_on_a_connector_mode_for_the_case(tmp_path: Path) -> None:
+    """`modes: [slack.api]` plans as with a Slack bot token: the living message, not the webhook post."""
+    living = "actions:\n  - {action: slack.incident, workflow: slack-incident}\n"
+    plain = case(living)
+    assert run_text(tmp_path, plain).status == "fail"
+    with_mode = plain.replace("    source: alertmanager\n", "    source: alertmanager\n    modes: [slack.api]\n", 1)
+    assert run_text(tmp_path, with_mode).status == "pass"
+
+
 def test_incident_opens(tmp_path: Path) -> None:
     assert run_text(tmp_path, case("incident: opens\n")).status == "pass"
     bad = run_text(tmp_path, case("incident: opens\n", given=given_alert()))
@@ -301,6 +310,8 @@ def test_a_payload_the_source_rejects_is_an_error_exit_2(tmp_path: Path, capsys:
     ("cases:\n  - {name: a, source: datadog, payload: {a: !!binary aGk=}, expect: {}}\n",
      "the payload cannot be sent as JSON: a bytes value has no JSON form"),
     ("cases:\n  - {name: a, source: datadog, payload: {}, expect: {incident: closes}}\n", "use `opens`"),
+    ("cases:\n  - {name: a, source: datadog, payload: {}, modes: [api], expect: {}}\n",
+     "a mode is written connector.mode"),
     ("cases:\n  - {name: a, source: datadog, payload: {}, expect: {incident: {joins: 0}}}\n",
      "joins: 0 is not the index of a `given` webhook"),
     ("cases:\n  - {name: a, source: datadog, payload: {}, at: yesterday, expect: {}}\n", "cases.0.at"),

@@ -103,6 +103,17 @@ class Case(Webhook):
     name: str
     given: list[Webhook] = Field(default_factory=list)
     expect: Expect
+    modes: list[str] = Field(default_factory=list, description="connector modes switched on for this case, as "
+                                                               "`configured:` conditions name them (e.g. a mode a "
+                                                               "connector's settings turn on)")
+
+    @field_validator("modes")
+    @classmethod
+    def _mode_names(cls, v: list[str]) -> list[str]:
+        for mode in v:
+            if mode.count(".") != 1 or not all(mode.split(".")):
+                raise ValueError(f"{mode!r}: a mode is written connector.mode")
+        return v
 
 
 class CaseFile(_Strict):
