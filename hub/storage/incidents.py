@@ -73,6 +73,7 @@ DEPLOY_KINDS = frozenset({Kind.DEPLOY_SUCCEEDED, Kind.DEPLOY_FAILED})
 OPENING = frozenset({Kind.ALERT_FIRING, Kind.INCIDENT_DECLARED, Kind.INCIDENT_UPDATED,
                      Kind.INCIDENT_STATUS_CHANGED, Kind.HEARTBEAT_MISSED})
 RESOLVING = frozenset({Kind.ALERT_RESOLVED, Kind.INCIDENT_RESOLVED, Kind.HEARTBEAT_RECOVERED})
+_FIRING = frozenset({Kind.ALERT_FIRING, Kind.HEARTBEAT_MISSED})
 CLOSED_CATEGORIES = frozenset({"closed", "resolved", "learning", "canceled", "cancelled", "declined", "merged"})
 
 
@@ -159,6 +160,10 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
     if grouped:
         alert_groups.shape(state, event, severity_before)
     resolving = alert_groups.resolves(event) if grouped else event.kind in RESOLVING
+    if event.kind in _FIRING:
+        state["fired_at"] = max(at_ms, int(state.get("fired_at") or 0))
+    elif resolving and event.kind in ALERT_KINDS and at_ms < int(state.get("fired_at") or 0):
+        resolving = False  # a recovery received before a firing already applied is stale
     if event.kind in ALERT_KINDS:  # an alert that joined another incident (`grouping:` in hub.yaml)
         member = incident_key(event) or key
         joined = alert_groups.track(state, member, key, event, resolving, fresh, at_ms)

@@ -50,6 +50,17 @@ def test_a_firing_received_before_the_resolution_does_not_reopen_it() -> None:
     assert advance(first_seen_resolved, alert(), "grafana:abc", T0 + 1000)["resolved_at"] == T0 + 2000
 
 
+def test_a_recovery_received_before_a_later_firing_does_not_resolve_it() -> None:
+    """Fired, recovered, fired again, processed as fired, fired again, recovered: the alert is
+    firing (its latest event), so the stale recovery leaves the incident open."""
+    opened = advance(None, alert(), "grafana:abc", T0)
+    again = advance(opened, alert(), "grafana:abc", T0 + 3000)
+    stale = advance(again, alert(Kind.ALERT_RESOLVED, severity=None), "grafana:abc", T0 + 2000)
+    assert stale["resolved_at"] is None and stale["episode"] == 1
+    later = advance(stale, alert(Kind.ALERT_RESOLVED, severity=None), "grafana:abc", T0 + 4000)
+    assert later["resolved_at"] == T0 + 4000
+
+
 def test_a_joined_alert_keeps_the_state_of_its_latest_received_event() -> None:
     """A member's recovery processed before its own (earlier received) firing stays recovered,
     so the incident it joined still resolves when the others do."""
