@@ -28,7 +28,9 @@ from hub.storage.event_store import now_ms
 from hub.storage.incidents import INDEX, IncidentStore, advance
 from tests.conftest import make_settings
 from tests.test_admin import AUTH
+from tests.test_admin import TOKEN as TOKEN_ADMIN
 from tests.test_alert_groups import TOKEN, triggers, upstreams  # noqa: F401
+from tests.test_browser_admin import browser  # noqa: F401
 from tests.test_cli_ops import cli_env, cli_json  # noqa: F401
 from tests.test_correlation import AUTH as DATADOG_AUTH
 from tests.test_correlation import checkout_group, monitor, rules
@@ -277,3 +279,37 @@ def test_cli_incidents_list_and_show(cli_env: str, capsys: pytest.CaptureFixture
     assert "open or resolved" in capsys.readouterr().err
     assert main(["incidents", "list", "--cursor", "garbage"]) == 2
     assert "cursor" in capsys.readouterr().err
+
+
+# -- the admin page -------------------------------------------------------------------------------
+
+async def test_admin_page_lists_incidents_with_alert_counts_and_opens_one(redis_url: str, redis: Any,
+                                                                          browser: Any) -> None:  # noqa: F811
+    from playwright.async_api import expect
+
+    hostile = '<img src=x onerror="document.title=1">Checkout down'
+    await seed_incident(redis, "am:{}:{alertname=\"Down\"}", now_ms() - 5000, alerts=3, title=hostile)
+    await seed_incident(redis, "datadog:m1", now_ms() - 4000, resolved=True)
+    settings = make_settings(redis_url)
+    async with TestClient(TestServer(create_app(settings))) as c:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(str(c.make_url("/admin")))
+        await page.get_by_test_id("token").fill(TOKEN_ADMIN)
+        await page.get_by_test_id("save-token").click()
+        rows = page.locator("[data-testid=incidents] tr.row")
+        await expect(rows).to_have_count(2)
+        group = rows.nth(1)
+        await expect(group.get_by_test_id("incident-alert-count")).to_have_text("3")
+        await expect(group.get_by_test_id("incident-title")).to_have_text(hostile)  # text, never markup
+        await group.click()
+        await expect(page.get_by_test_id("incident-key")).to_have_text("am:{}:{alertname=\"Down\"}")
+        await expect(page.locator("[data-testid=incident-alerts] tr")).to_have_count(3)
+        assert "alert" in await page.get_by_test_id("incident-timeline").inner_text()
+
+        await page.get_by_test_id("incident-state").select_option("resolved")
+        await page.locator("#i-filters button").click()
+        await expect(rows).to_have_count(1)
+        assert await rows.first.get_attribute("data-key") == "datadog:m1"
+        assert await page.title() != "1" and errors == []
