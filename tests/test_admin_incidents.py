@@ -236,6 +236,20 @@ async def test_a_correlated_incident_end_to_end(redis_url: str, redis: Any, upst
         assert [(i["key"], i["relation"]) for i in shown["incidents"]] == [(key, "updated")]
 
 
+async def test_a_delivery_worked_in_chunks_names_its_incident_from_the_chunks_pins(
+        redis_url: str, redis: Any, upstreams: Upstreams) -> None:  # noqa: F811
+    settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_max_alerts_per_job=1)
+    async with Hub(settings, redis) as hub:
+        group = await hub.send("alertmanager", checkout_group(aaaa="firing", bbbb="firing", cccc="firing"))
+        assert int((await hub.store.get(group["id"]))["chunks"]) == 3
+        (key,) = triggers(upstreams)
+        assert hub._client is not None
+        shown = await (await hub._client.get(f"/admin/events/{group['id']}", headers=AUTH)).json()
+    (incident,) = shown["incidents"]
+    assert incident["key"] == key and incident["alerts"] == 3 and incident["state"] == "open"
+    assert incident["relation"] == "opened"  # one chunk opened it (whichever ran first)
+
+
 # -- CLI ----------------------------------------------------------------------------------------
 
 def _seed(redis_url: str, *calls: tuple[str, int, dict[str, Any]]) -> None:

@@ -443,11 +443,14 @@ async def event_incidents(redis: Redis, record: dict[str, Any], events: list[dic
         for i, key in enumerate(pin.get("keys") or []):
             if not key or (key not in found and len(found) >= EVENT_INCIDENTS_MAX):
                 continue
-            ev = events[offset + i] if offset + i < len(events) else None
-            relation = _relation(ev, key, pin)
-            entry = found.setdefault(key, {"key": key, "relation": relation, "alerts": 0})
-            if relation == "opened" or (relation == "joined" and entry["relation"] == "updated"):
-                entry["relation"] = relation  # the strongest relation of its alerts
+            entry = found.get(key)
+            if entry is None or entry["relation"] == "updated":  # else known: no model to build per alert
+                ev = events[offset + i] if offset + i < len(events) else None
+                relation = _relation(ev, key, pin)
+                if entry is None:
+                    entry = found[key] = {"key": key, "relation": relation, "alerts": 0}
+                elif relation != "updated":
+                    entry["relation"] = relation  # the strongest relation of its alerts
             entry["alerts"] += 1
     if not found:
         return []
