@@ -452,7 +452,7 @@ def admin_app() -> web.Application:
     r.add_delete("/dead-letters/{id:.+}", delete_dead_letter)
     r.add_get("/audit", get_audit)
     r.add_get("/incidents", get_incidents)
-    # incident keys hold ':', '{', '}' (an Alertmanager group key) and, URL-encoded, '/': any segment
+    # incident keys hold ':', '{', '}' (a sender's group key) and, URL-encoded, '/': any segment
     r.add_get("/incidents/{key:[^/]+}", get_incident)
     r.add_post("/incidents/{key:[^/]+}/ack", post_incident_ack)
     r.add_get("/maintenance", get_maintenance)
