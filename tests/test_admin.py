@@ -109,7 +109,7 @@ ENDPOINTS = [
     ("POST", "/admin/events/ev_0000000000001234abcd/replay"), ("POST", "/admin/replay"),
     ("GET", "/admin/replays"), ("GET", "/admin/replays/rp_0000000000001234abcd"), ("GET", "/admin/dead-letters"),
     ("DELETE", "/admin/dead-letters/ev_0000000000001234abcd/slack.notify"), ("GET", "/admin/summary"),
-    ("GET", "/admin/audit"),
+    ("GET", "/admin/audit"), ("GET", "/admin/incidents"), ("GET", "/admin/incidents/alertmanager%3Ag%2F1"),
 ]
 
 

@@ -34,6 +34,7 @@ from hub.core.settings import Settings
 from hub.ingress.shared import SETTINGS, STORE, error, text
 from hub.ingress.verify import tokens_equal
 from hub.operators import audit, heartbeats, maintenance, operations
+from hub.operators.incidents import parse_state
 from hub.operators.openapi import openapi_document
 from hub.operators.queries import (
     MAX_LIMIT,
@@ -291,6 +292,24 @@ async def delete_dead_letter(request: web.Request) -> web.Response:
 
 # -- incidents --------------------------------------------------------------------------------
 
+async def get_incidents(request: web.Request) -> web.Response:
+    """GET /admin/incidents?limit&cursor&state=open|resolved&since: newest declared first."""
+    q = request.query
+    return web.json_response(await operations.incidents_page(
+        _store(request), parse_limit(q.get("limit")), q.get("cursor") or None, state=parse_state(q.get("state")),
+        since=parse_time(q["since"]) if q.get("since") else None))
+
+
+async def get_incident(request: web.Request) -> web.Response:
+    """GET /admin/incidents/{key}: record, timeline, timers, alerts (key URL-encoded; an alias works too)."""
+    name = request.match_info["key"]
+    detail = await operations.incident(_store(request), name)
+    if detail is None:
+        return error(404, "not_found", f"no incident {name[:200]!r} (incident key or alias; unknown, or expired "
+                                       "past HUB_RETENTION)")
+    return web.json_response(detail)
+
+
 async def post_incident_ack(request: web.Request) -> web.Response:
     """POST /admin/incidents/{key}/ack: an operator acknowledges (stops the escalation timers)."""
     name = request.match_info["key"]
@@ -432,7 +451,10 @@ def admin_app() -> web.Application:
     r.add_get("/dead-letters", get_dead_letters)
     r.add_delete("/dead-letters/{id:.+}", delete_dead_letter)
     r.add_get("/audit", get_audit)
-    r.add_post("/incidents/{key}/ack", post_incident_ack)
+    r.add_get("/incidents", get_incidents)
+    # incident keys hold ':', '{', '}' (a sender's group key) and, URL-encoded, '/': any segment
+    r.add_get("/incidents/{key:[^/]+}", get_incident)
+    r.add_post("/incidents/{key:[^/]+}/ack", post_incident_ack)
     r.add_get("/maintenance", get_maintenance)
     r.add_post("/maintenance", post_maintenance)
     r.add_delete("/maintenance/{id}", delete_maintenance)

@@ -33,6 +33,8 @@ def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dic
 
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_KEY = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
+        "description": "incident key (<source>:<id>, alert fingerprint, a sender group's key) or alias, URL-encoded"}
 _FLAG = {"type": "string", "enum": ["0", "1"]}
 _AUTH = (400, 401, 403, 503)
 
@@ -91,10 +93,21 @@ def openapi_document() -> dict[str, Any]:
                                    "responses": {"200": _json({"type": "object"}, "counts"), **_errors(*_AUTH)}}},
         "/admin/audit": {"get": {"summary": "Operator actions, newest first", "parameters": listing[:2],
                                  "responses": {"200": _json({"type": "object"}, "entries"), **_errors(*_AUTH)}}},
+        "/admin/incidents": {"get": {
+            "summary": "Open and recent incidents, newest declared first, with alert counts, sources and page state",
+            "parameters": [listing[0], listing[1], _q("state", "open or resolved (default: both)",
+                                                      {"type": "string", "enum": ["open", "resolved"]}),
+                           _q("since", "declared since: age (1h, 7d), epoch seconds/ms or ISO 8601")],
+            "responses": {"200": _json(_ref("IncidentPage"), "a page; a short page with a cursor means the scan "
+                                                             "budget was spent, continue with the cursor"),
+                          **_errors(*_AUTH)}}},
+        "/admin/incidents/{key}": {"get": {
+            "summary": "One incident: record, alerts (first 500), joined alerts, timers, timeline",
+            "parameters": [_KEY], "responses": {"200": _json(_ref("IncidentDetail"), "the incident"),
+                                                **_errors(*_AUTH, 404)}}},
         "/admin/incidents/{key}/ack": {"post": {
             "summary": "Operator acknowledgement of an incident (stops its escalation); audited",
-            "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
-                            "description": "incident key (<source>:<id>, alert fingerprint) or alias"}],
+            "parameters": [_KEY],
             "responses": {"200": _json({"type": "object"}, "the incident's acknowledgement"),
                           **_errors(*_AUTH, 404)}}},
         "/admin/maintenance": {
@@ -150,6 +163,13 @@ def openapi_document() -> dict[str, Any]:
             "dead_letter": {"type": "boolean"}}},
         "EventDetail": {"allOf": [_ref("EventRow"), {"type": "object", "properties": {
             "events": {"type": "array", "items": {"type": "object"}},
+            "incidents": {"type": "array", "description": "the incidents the event opened, joined (correlated "
+                                                          "into) or updated", "items": {
+                "type": "object", "required": ["key", "relation"], "properties": {
+                    "key": {"type": "string"}, "relation": {"enum": ["opened", "joined", "updated"]},
+                    "alerts": {"type": "integer", "description": "the event's alerts on it"},
+                    "title": {"type": "string"}, "state": {"enum": ["open", "resolved", None]},
+                    "exists": {"type": "boolean"}}}},
             "actions": {"type": "array", "items": _ref("Action")},
             "timeline": {"type": "array", "items": {"type": "object"}},
             "payload": {}, "headers": {"type": "object"}, "verified": {"type": "string"}}}]},
@@ -184,6 +204,42 @@ def openapi_document() -> dict[str, Any]:
             "id": {"type": "string"}, "name": {"type": "string"}, "match": {"type": "object"},
             "start": {"type": "integer", "description": "epoch ms"}, "end": {"type": "integer"},
             "origin": {"enum": ["file", "api"]}, "reason": {"type": "string"}, "active": {"type": "boolean"}}},
+        "IncidentRow": {"type": "object", "required": ["key", "state", "declared_at", "alert_count"], "properties": {
+            "key": {"type": "string"}, "kind": {"enum": ["alert", "incident"]}, "source": {"type": "string"},
+            "title": {"type": "string"}, "severity": {"type": ["string", "null"]},
+            "status": {"type": ["string", "null"], "description": "the source's status name"},
+            "status_category": {"type": ["string", "null"]}, "state": {"enum": ["open", "resolved"]},
+            "episode": {"type": "integer"}, "declared_at": {"type": "integer", "description": "epoch ms"},
+            "acknowledged_at": {"type": ["integer", "null"]}, "acknowledged_by": {"type": ["string", "null"]},
+            "resolved_at": {"type": ["integer", "null"]}, "resolution": {"type": ["string", "null"]},
+            "services": {"type": "array", "items": {"type": "string"}},
+            "sources": {"type": "array", "items": {"type": "string"}},
+            "alert_count": {"type": "integer", "description": "a sender group's alerts plus the alerts that "
+                                                              "joined it (grouping:)"},
+            "group": {"type": ["string", "null"], "description": "the sender's notification group key"},
+            "page_dedup_key": {"type": ["string", "null"]}, "paged_by": {"type": ["string", "null"]},
+            "escalation_level": {"type": "integer"}, "escalated_at": {"type": ["integer", "null"]},
+            "linked": {"type": "object", "description": "outside ids recorded on it (connector result fields)"}}},
+        "IncidentPage": {"type": "object", "required": ["incidents", "next_cursor"], "properties": {
+            "incidents": {"type": "array", "items": _ref("IncidentRow")},
+            "next_cursor": {"type": ["string", "null"]}, "scanned": {"type": "integer"}}},
+        "IncidentDetail": {"type": "object", "required": ["key", "incident", "alerts", "timeline"], "properties": {
+            "key": {"type": "string"}, "alias_of": {"type": ["string", "null"]},
+            "incident": {"allOf": [_ref("IncidentRow"), {"type": "object", "properties": {
+                "record": {"type": "object", "description": "the stored record"}}}]},
+            "alerts": {"type": "array", "items": {"type": "object", "properties": {
+                "fingerprint": {"type": "string"}, "status": {"type": ["string", "null"]},
+                "title": {"type": "string"}, "source": {"type": ["string", "null"]},
+                "first_seen": {"type": ["integer", "null"]}, "last_seen": {"type": ["integer", "null"]},
+                "event_id": {"type": ["string", "null"]}}}},
+            "alerts_total": {"type": "integer"}, "alerts_truncated": {"type": "boolean"},
+            "joined": {"type": "array", "items": {"type": "object", "properties": {
+                "incident": {"type": "string"}, "status": {"enum": ["firing", "resolved"]},
+                "at": {"type": ["integer", "null"]}}}},
+            "joined_total": {"type": "integer"}, "joined_truncated": {"type": "boolean"},
+            "timers": {"type": "array", "items": {"type": "object"}},
+            "timeline": {"type": "array", "items": {"type": "object"}},
+            "timeline_total": {"type": "integer"}, "timeline_truncated": {"type": "boolean"}}},
         "DeadLetterPage": {"type": "object", "properties": {
             "dead_letters": {"type": "array", "items": {"type": "object"}},
             "next_cursor": {"type": ["string", "null"]}, "total": {"type": "integer"}}},
@@ -191,7 +247,8 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "incident-hub admin API", "version": "1",
-                 "description": "Operators' API: event timelines, dead letters, replay. Bearer HUB_ADMIN_TOKEN."},
+                 "description": "Operators' API: event timelines, incidents, dead letters, replay. "
+                                "Bearer HUB_ADMIN_TOKEN."},
         "components": {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}, "schemas": schemas},
         "security": [{"admin": []}],
         "paths": paths,

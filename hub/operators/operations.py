@@ -4,14 +4,15 @@ The admin handlers (`hub.operators.admin`) and the commands (`hub.cli.commands`)
 their input and shape their output; what an action reads, changes and records in the audit
 log is decided here, so `incident-hub ack X` and `POST /admin/incidents/X/ack` cannot drift.
 Replays are `hub.operators.replay`, listings `hub.operators.queries`; this module adds the
-actions that combine them with a store (ack, purge, dead-letter page, events page, summary).
+actions that combine them with a store (ack, purge, dead-letter page, events page, incidents,
+summary).
 """
 
 from __future__ import annotations
 
 from typing import TypedDict
 
-from hub.operators import audit
+from hub.operators import audit, incidents
 from hub.operators.queries import EventFilter, list_dead_letters, list_events
 from hub.operators.replay import ReplayRefused, purge_dead_letter
 from hub.storage.event_store import ARQ_QUEUE, DEAD, PENDING, STATES, Store, actions_key, state_idx
@@ -47,6 +48,18 @@ async def events_page(store: Store, flt: EventFilter, limit: int, cursor: str | 
     """One page of events, newest first: `events`, `next_cursor`, `scanned`."""
     page = await list_events(store.redis, flt, limit, cursor)
     return {"events": page.items, "next_cursor": page.next_cursor, "scanned": page.scanned}
+
+
+async def incidents_page(store: Store, limit: int, cursor: str | None, *, state: str | None = None,
+                         since: int | None = None) -> dict[str, object]:
+    """One page of incidents, newest declared first: `incidents`, `next_cursor`, `scanned`."""
+    page = await incidents.list_incidents(store.redis, limit, cursor, state=state, since=since)
+    return {"incidents": page.items, "next_cursor": page.next_cursor, "scanned": page.scanned}
+
+
+async def incident(store: Store, name: str) -> dict[str, object] | None:
+    """One incident (key or alias) with its timeline, timers and alerts; None when unknown."""
+    return await incidents.incident_detail(store.redis, name, retention_s=store.retention)
 
 
 async def dead_letters_page(store: Store, limit: int, cursor: str | None, *, source: str | None = None,

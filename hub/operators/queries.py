@@ -1,4 +1,4 @@
-"""Read-side queries for operators: event listings, one event in full, dead letters.
+"""Read-side queries for operators: event listings, one event in full (and its incidents), dead letters.
 
 Listings walk the sorted-set indexes of `hub.storage.event_store` newest first and never look at more
 than a bounded multiple of the page size:
@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from hub.core.events import NormalisedEvent
 from hub.core.settings import parse_duration
 from hub.storage import keys as layout
 from hub.storage.event_store import (
@@ -40,11 +42,16 @@ from hub.storage.event_store import (
     state_idx,
     timeline_key,
 )
+from hub.storage.incidents import incident_key
 
 MAX_LIMIT = 500
 #: Index entries a single listing request may examine, as a multiple of its page size.
 SCAN_FACTOR = 10
 SCAN_MIN = 200
+#: Incidents named in one event's detail (a group delivery names one; a correlated storm a few).
+EVENT_INCIDENTS_MAX = 50
+#: Chunk records of one event read for their pins (`hub.worker.chunks`).
+EVENT_CHUNKS_MAX = 100
 #: "failed" is shorthand for the two final states that have dead letters.
 STATE_ALIASES = {"failed": ("partially_failed", "dead"), "final": ("done", "partially_failed", "dead"),
                  "in_flight": ("accepted", "processing")}
@@ -388,7 +395,81 @@ async def event_detail(redis: Redis, event_id: str) -> dict[str, Any] | None:
     }
     if raw_text is not None:
         out["raw_body"] = raw_text
+    out["incidents"] = await event_incidents(redis, {**text, "id": event_id}, out["events"])
     return out
+
+
+# -- the incidents of one event ----------------------------------------------------------------
+
+def _relation(ev: dict[str, Any] | None, key: str, pin: dict[str, Any]) -> str:
+    """How an event's alert met incident `key`: it opened it (a new episode), joined it (correlated
+    from its own incident key), or updated it."""
+    before = (pin.get("before") or {}).get(key)
+    episode = (pin.get("episodes") or {}).get(key)
+    if before is None or (episode is not None and episode != before.get("episode")):
+        return "opened"
+    if ev is not None:
+        try:
+            own = incident_key(NormalisedEvent.model_validate(ev))
+        except ValidationError:
+            own = None
+        if own is not None and own != key:
+            return "joined"
+    return "updated"
+
+
+async def event_incidents(redis: Redis, record: dict[str, Any], events: list[dict[str, Any]]
+                          ) -> list[dict[str, Any]]:
+    """The incidents an event opened, joined or updated, from the pins its runs left
+    (the event's own, or each chunk's): key, relation, and the incident's title and state now.
+
+    `record` is the event's hash as text; `events` its normalised events."""
+    from hub.worker.chunks import chunk_key
+    from hub.worker.planner import PIN_FIELD as pin_field  # the worker's module, loaded only for a detail
+
+    pins: list[tuple[int, dict[str, Any]]] = []
+    if record.get(pin_field):
+        pins.append((0, json.loads(record[pin_field])))
+    chunks = min(int(record.get("chunks") or 0), EVENT_CHUNKS_MAX)
+    if chunks:
+        async with redis.pipeline(transaction=False) as p:
+            for k in range(chunks):
+                p.hmget(chunk_key(str(record["id"]), k), "lo", pin_field)
+            for lo, raw in await p.execute():
+                if raw:
+                    pins.append((int(lo or 0), json.loads(raw)))
+    found: dict[str, dict[str, Any]] = {}
+    for offset, pin in pins:
+        for i, key in enumerate(pin.get("keys") or []):
+            if not key or (key not in found and len(found) >= EVENT_INCIDENTS_MAX):
+                continue
+            entry = found.get(key)
+            if entry is None or entry["relation"] == "updated":  # else known: no model to build per alert
+                ev = events[offset + i] if offset + i < len(events) else None
+                relation = _relation(ev, key, pin)
+                if entry is None:
+                    entry = found[key] = {"key": key, "relation": relation, "alerts": 0}
+                elif relation != "updated":
+                    entry["relation"] = relation  # the strongest relation of its alerts
+            entry["alerts"] += 1
+    if not found:
+        return []
+    names = list(found)
+    async with redis.pipeline(transaction=False) as p:
+        for key in names:
+            p.hmget(layout.incident(key), "title", "resolved_at", "declared_at")
+        rows = await p.execute()
+    for key, (title, resolved, declared) in zip(names, rows, strict=True):
+        found[key].update(title=_json_or_none(title) or "", exists=declared is not None,
+                          state=None if declared is None else "resolved" if _json_or_none(resolved) else "open")
+    return list(found.values())
+
+
+def _json_or_none(raw: Any) -> Any:
+    try:
+        return json.loads(raw) if raw is not None else None
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 # -- dead letters ---------------------------------------------------------------------------

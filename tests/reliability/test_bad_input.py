@@ -44,7 +44,7 @@ BODY_TIMEOUT_S = 1.0
 RSS_BOUND_MB = 50
 ADMIN_PATHS = ("/admin/events", "/admin/events/{id}", "/admin/events/{id}/replay", "/admin/replay",
                "/admin/dead-letters", "/admin/dead-letters/{id}/{id}", "/admin/replays/{id}", "/admin/summary",
-               "/admin/audit", "/admin/openapi.json", "/admin")
+               "/admin/audit", "/admin/incidents", "/admin/incidents/{id}", "/admin/openapi.json", "/admin")
 OTHER_PATHS = ("/healthz", "/readyz", "/metrics", "/", "/webhooks", "/webhooks/", "/webhooks/github/extra",
                "/favicon.ico", "/admin/../webhooks/github", "/%00", "/webhooks/%2e%2e")
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
@@ -156,8 +156,8 @@ def admin_requests(draw: Any) -> dict[str, Any]:
     method = draw(st.sampled_from(METHODS))
     if token == "right" and method not in ("GET", "HEAD"):
         token = "wrong"  # an authorised write (replay, purge) is meant to write: not this test's business
-    query = draw(st.dictionaries(st.sampled_from(["limit", "cursor", "status", "source", "kind", "since", "until",
-                                                  "dry_run", "force", "q"]), header_text, max_size=4))
+    query = draw(st.dictionaries(st.sampled_from(["limit", "cursor", "status", "state", "source", "kind", "since",
+                                                  "until", "dry_run", "force", "q"]), header_text, max_size=4))
     headers = {"none": {}, "wrong": {"Authorization": f"Bearer {draw(header_text)}"},
                "basic": {"Authorization": "Basic " + draw(header_text)},
                "right": {"Authorization": f"Bearer {ADMIN_TOKEN}"}}[token]

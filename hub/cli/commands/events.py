@@ -95,6 +95,9 @@ def run_show(args: argparse.Namespace) -> int:
     for ev in detail["events"]:
         out.print(f"  event  {ev.get('kind')}  {ev.get('severity') or '-'}  {escape(ev.get('title') or '')}  "
                   f"[dim]{escape(ev.get('fingerprint') or '')}[/dim]")
+    for inc in detail.get("incidents") or []:  # what it opened or joined: `incident-hub incidents show KEY`
+        out.print(f"  incident  {inc['relation']}  {escape(inc['key'])}  {inc.get('state') or 'expired'}  "
+                  f"{escape(inc.get('title') or '')}")
     table = Table(title="actions", show_edge=False, pad_edge=False, title_justify="left")
     for col in ("action", "state", "attempts", "last error"):
         table.add_column(col)
