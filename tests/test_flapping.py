@@ -23,7 +23,7 @@ from hub.storage import keys
 from hub.storage.event_store import now_ms
 from hub.storage.flapping import FlapContext, FlapPolicy
 from hub.storage.incidents import advance
-from hub.worker.flapping import FlapReleases
+from hub.worker.flapping import RELEASE_FIELD, FlapReleases, releasable
 from tests.grouping_rules import DEFAULTS
 from tests.test_alert_groups import TOKEN, notification, resolves, triggers, upstreams  # noqa: F401
 from tests.test_workflows_e2e import ROUTING_KEY, Hub, Upstreams
@@ -92,6 +92,7 @@ async def test_a_flapping_alert_pages_threshold_minus_one_times_keeps_the_page_o
         assert len(triggers(upstreams)) == 2 and resolves(upstreams) == [key, key]
         await alert.fire()  # the third episode: paged
         held = await alert.resolve()  # its resolve is held: the third episode within the window
+        assert held["reason"].startswith(f"resolution held: {key} flapping")
         state = await hub.incidents.get(key)
         assert state["resolved_at"] is None and state["resolve_held_at"] and state["episode"] == 3
         assert state["resolve_held_until"] == state["resolve_held_at"] + WINDOW_S * 1000
@@ -245,6 +246,16 @@ def test_the_hold_counts_episodes_within_the_window_and_a_release_resolves() -> 
     assert released["resolved_at"] == T0 + 4 and released["resolution_released_by"] == "ev1"
     later = advance(s, ev(Kind.ALERT_RESOLVED), "k", T0 + 2 + 120_000, flap=ctx)  # the old firings aged out
     assert later["resolved_at"] == T0 + 2 + 120_000
+
+
+def test_a_rerun_of_a_release_still_releases_and_a_stale_one_does_not() -> None:
+    rec = {"id": "ev1", RELEASE_FIELD: '["a", "b", "c"]'}
+    incidents = {"a": {"resolve_held_at": T0, "resolve_held_by": "ev1"},  # still held by this event
+                 "b": {"resolved_at": T0, "resolution_released_by": "ev1"},  # released by an earlier run
+                 "c": {"resolve_held_at": None, "flapping": {"since": T0, "count": 3}}}  # a firing came since
+    assert releasable(rec, incidents) == {"a", "b"}
+    assert releasable({"id": "ev2", RELEASE_FIELD: '["a"]'}, incidents) == set()
+    assert releasable({"id": "ev1"}, incidents) == set()
 
 
 def test_the_flapping_settings_are_checked() -> None:

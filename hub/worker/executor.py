@@ -297,6 +297,8 @@ class Executor:
         first_run = PIN_FIELD not in rec
         if not first_run:  # a held resolve of a flapping alert, released by the sweeper (`hub.worker.flapping`)
             world.released = flap_run.releasable(rec, entered.incidents)
+            for key in world.released:  # resolved as the incident is now (a page or incident.io id
+                world.incidents[key] = entered.incidents.get(key)  # recorded after the resolve came)
         try:  # rendered when run (`Recorder.previewed` else)
             steps = self.planner.decide(events, world, preview=False, first=chunk.lo if chunk else 0)
         except Exception as e:  # a rules bug must stay visible, not loop
@@ -372,7 +374,7 @@ class Executor:
         final = "dead" if states == {"dead"} else "partially_failed" if "dead" in states else "done"
         note: dict[str, Any] = {"actions": len(results)}
         if not results:
-            note["reason"] = (self.quiet.reason(held) if held else
+            note["reason"] = (self.quiet.reason(held) if held else flap_run.held_reason(saves, event_id) or
                               self.planner.no_action_reason(rec, events, planned_steps))
         await self._finish(rec, final, note, state, entered=entered, pending=pending, chunk=chunk)
         return None

@@ -7,9 +7,9 @@ hold forgets it in its own commit. Both are written under the incident's lock.
 
 `FlapReleases.release_due` (the worker's sweeper, like `hub.worker.quiet.release_due`) takes
 the due ones: still held by that event (no firing since) → the event's record is marked
-(`RELEASE_FIELD`) and the event replayed. The replay plans from what the event saw the first
-time, now not held (`World.released`), so the resolution workflows run exactly as for any
-resolve (each action once: identities per episode); its run writes the resolution on the
+(`RELEASE_FIELD`) and the event replayed. The replay plans the resolve against the incident as
+it is now, with the hold released (`World.released`), so the resolution workflows run exactly
+as for any resolve (each action once: identities per episode); its run writes the resolution on the
 incident (`release_into`, in its first transaction, under the lock) only if the incident is
 still held by this event. A firing that came in between makes the release stale: nothing runs.
 All of it lives in Redis, so a restart at any point releases on the next sweep.
@@ -62,6 +62,15 @@ def commit_into(p: Batch, key: str, before: dict[str, Any] | None, after: dict[s
     elif held(before) and not held(after):
         p.hdel(keys.FLAP_HELD, key)
         p.zrem(keys.FLAP_DUE, key)
+
+
+def held_reason(saves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]], event_id: str) -> str | None:
+    """Why an event that held a resolve did nothing, in words (None: it held none)."""
+    keys_held = [k for k, (after, _) in saves.items() if held(after) and after.get("resolve_held_by") == event_id]
+    if not keys_held:
+        return None
+    return (f"resolution held: {', '.join(sorted(keys_held))} flapping (resolved for real once it stays "
+            "resolved for the flapping window)")
 
 
 def releasable(rec: dict[str, Any], incidents: dict[str, dict[str, Any] | None]) -> set[str]:
