@@ -9,6 +9,7 @@ what the sweeper does once the window has passed.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,17 @@ def test_the_flapping_settings_are_checked() -> None:
     for bad in ({"threshold": 1}, {"window": "0s"}, {"window": "soon"}, {"treshold": 3}):
         with pytest.raises(ValidationError):
             Flapping(**bad)
+
+
+def test_simulate_says_flapping_is_decided_on_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hub.cli.main import main
+    from tests.conftest import FIXTURES
+
+    path = rules(tmp_path, 4)
+    body = FIXTURES / "alertmanager_firing.json"
+    assert main(["simulate", "alertmanager", str(body), "--config", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["flapping"]["threshold"] == 4 and out["flapping"]["window_s"] == WINDOW_S
+    assert "opened 3 episodes within 30m" in out["flapping"]["note"]
+    assert main(["simulate", "alertmanager", str(body), "--config", str(path)]) == 0
+    assert "flapping: a resolve is held once its alert opened 3 episodes within 30m" in capsys.readouterr().out
