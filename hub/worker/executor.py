@@ -297,7 +297,7 @@ class Executor:
         first_run = PIN_FIELD not in rec
         if not first_run:  # a held resolve of a flapping alert, released by the sweeper (`hub.worker.flapping`)
             world.released = flap_run.releasable(rec, entered.incidents)
-            for key in world.released:  # resolved as the incident is now (a page or incident.io id
+            for key in world.released:  # resolved as the incident is now (a page or an outside id
                 world.incidents[key] = entered.incidents.get(key)  # recorded after the resolve came)
         try:  # rendered when run (`Recorder.previewed` else)
             steps = self.planner.decide(events, world, preview=False, first=chunk.lo if chunk else 0)
