@@ -23,6 +23,7 @@ from hub.rules.flapping import Flapping
 from hub.storage import keys
 from hub.storage.event_store import now_ms
 from hub.storage.flapping import FlapContext, FlapPolicy
+from hub.storage.flapping import changes as flap_changes
 from hub.storage.incidents import advance
 from hub.worker.flapping import RELEASE_FIELD, FlapReleases, releasable
 from tests.grouping_rules import DEFAULTS
@@ -237,24 +238,39 @@ def ev(kind: Kind) -> NormalisedEvent:
 def test_the_hold_counts_episodes_within_the_window_and_a_release_resolves() -> None:
     policy = FlapPolicy(window_ms=60_000, threshold=3)
     ctx = FlapContext(policy, False, "ev1")
-    s = advance(None, ev(Kind.ALERT_FIRING), "k", T0, flap=ctx)
-    s = advance(s, ev(Kind.ALERT_RESOLVED), "k", T0 + 1, flap=ctx)
+    s = advance(None, ev(Kind.ALERT_FIRING), "datadog:1", T0, flap=ctx)
+    s = advance(s, ev(Kind.ALERT_RESOLVED), "datadog:1", T0 + 1, flap=ctx)
     assert s["resolved_at"] == T0 + 1  # one episode: resolves
-    s = advance(s, ev(Kind.ALERT_FIRING), "k", T0 + 2, flap=ctx)
-    before = advance(s, ev(Kind.ALERT_FIRING), "k", T0 + 3, flap=ctx)  # a repeat: same episode
+    s = advance(s, ev(Kind.ALERT_FIRING), "datadog:1", T0 + 2, flap=ctx)
+    before = advance(s, ev(Kind.ALERT_FIRING), "datadog:1", T0 + 3, flap=ctx)  # a repeat: same episode
     assert before["episode"] == 2 and before["flap_times"] == [T0, T0 + 2]
-    held = advance(before, ev(Kind.ALERT_RESOLVED), "k", T0 + 4, flap=ctx)
+    held = advance(before, ev(Kind.ALERT_RESOLVED), "datadog:1", T0 + 4, flap=ctx)
     assert held["resolved_at"] is None and held["resolve_held_until"] == T0 + 4 + 60_000
     assert held["resolve_held_by"] == "ev1"
-    stale = advance(held, ev(Kind.ALERT_FIRING), "k", T0 + 3, flap=ctx)  # received before the resolve
+    stale = advance(held, ev(Kind.ALERT_FIRING), "datadog:1", T0 + 3, flap=ctx)  # received before the resolve
     assert stale["resolve_held_at"] == T0 + 4 and not stale.get("flapping")
-    back = advance(held, ev(Kind.ALERT_FIRING), "k", T0 + 5, flap=ctx)
+    back = advance(held, ev(Kind.ALERT_FIRING), "datadog:1", T0 + 5, flap=ctx)
     assert back["episode"] == 2 and back["resolve_held_at"] is None
     assert back["flapping"] == {"since": T0 + 5, "count": 3}
-    released = advance(before, ev(Kind.ALERT_RESOLVED), "k", T0 + 4, flap=FlapContext(policy, True, "ev1"))
+    released = advance(before, ev(Kind.ALERT_RESOLVED), "datadog:1", T0 + 4, flap=FlapContext(policy, True, "ev1"))
     assert released["resolved_at"] == T0 + 4 and released["resolution_released_by"] == "ev1"
-    later = advance(s, ev(Kind.ALERT_RESOLVED), "k", T0 + 2 + 120_000, flap=ctx)  # the old firings aged out
+    later = advance(s, ev(Kind.ALERT_RESOLVED), "datadog:1", T0 + 2 + 120_000, flap=ctx)  # the old firings aged out
     assert later["resolved_at"] == T0 + 2 + 120_000
+
+
+def test_another_alert_joining_ends_the_hold_without_marking_the_incident_flapping() -> None:
+    ctx = FlapContext(FlapPolicy(window_ms=60_000, threshold=2), False, "ev1")
+    s = advance(None, ev(Kind.ALERT_FIRING), "datadog:1", T0, flap=ctx)
+    held = advance(s, ev(Kind.ALERT_RESOLVED), "datadog:1", T0 + 1, flap=ctx)
+    assert held["resolve_held_at"] == T0 + 1
+    other = ev(Kind.ALERT_FIRING).model_copy(update={"fingerprint": "datadog:2"})  # joined (`grouping:`)
+    joined = advance(held, other, "datadog:1", T0 + 2, flap=ctx)
+    assert joined["resolve_held_at"] is None and joined["resolved_at"] is None and not joined.get("flapping")
+    assert joined["members"] == {"datadog:1": "resolved", "datadog:2": "firing"}
+    assert [c["flap"] for c in flap_changes(held, joined, "ev2")] == [False]
+    gone = ev(Kind.ALERT_RESOLVED).model_copy(update={"fingerprint": "datadog:2"})
+    again = advance(joined, gone, "datadog:1", T0 + 3, flap=ctx)  # every alert resolved: held again, not stuck
+    assert again["resolve_held_at"] == T0 + 3 and again["resolved_at"] is None
 
 
 def test_a_rerun_of_a_release_still_releases_and_a_stale_one_does_not() -> None:

@@ -67,13 +67,17 @@ def carry(prior: dict[str, Any], state: dict[str, Any], ctx: FlapContext | None,
 
 
 def fired_while_held(before: dict[str, Any] | None, state: dict[str, Any], ctx: FlapContext | None,
-                     at_ms: int) -> None:
+                     at_ms: int, own: bool = True) -> None:
     """A firing received after the held resolve: the hold ends in the same episode (no second
-    page), and the alert is marked flapping (the first time: `since`, and how many firings)."""
+    page), and the alert is marked flapping (the first time: `since`, and how many firings).
+    `own`: the incident's own alert (or sender group); another alert that joined it (`grouping:`)
+    ends the hold too, but is not the incident flapping."""
     if not held(before) or at_ms < int((before or {}).get("resolve_held_at") or 0):
         return  # nothing held, or a firing received before the resolve (stale)
     policy = ctx.policy if ctx is not None else None
     state.update(dict.fromkeys(HOLD_FIELDS))
+    if not own:
+        return
     _note(state, at_ms, policy)
     previous = state.get("flapping")
     state["flapping"] = ({**previous, "count": int(previous.get("count") or 0) + 1} if previous else
@@ -110,7 +114,8 @@ def changes(before: dict[str, Any] | None, after: dict[str, Any], event_id: str)
     if held(after) and after.get("resolve_held_at") != before.get("resolve_held_at"):
         out.append({"type": "resolution_held", "until": after.get("resolve_held_until"), "event_id": event_id})
     if held(before) and not held(after) and not after.get("resolved_at"):
-        out.append({"type": "resolution_hold_cleared", "event_id": event_id})
+        own = (after.get("flap_times") or [])[-1:] != (before.get("flap_times") or [])[-1:]  # its own firing
+        out.append({"type": "resolution_hold_cleared", "flap": own, "event_id": event_id})
     if after.get("flapping") and not before.get("flapping"):
         out.append({"type": "flapping", **after["flapping"], "event_id": event_id})
     return out

@@ -171,7 +171,7 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
         if joined is not None:
             resolving = joined
     if not fresh and not resolving and event.kind in FIRING:  # back while its resolve was held
-        flapping.fired_while_held(before, state, flap, at_ms)
+        flapping.fired_while_held(before, state, flap, at_ms, own=(incident_key(event) or key) == key)
     closing = event.kind in INCIDENT_KINDS and _closed(event)
     if (resolving or closing) and not state.get("resolved_at"):
         if closing or event.kind not in ALERT_KINDS or not flapping.hold(state, flap, at_ms):

@@ -70,7 +70,7 @@ class Recorder:
                 changes.append(alert_groups.member_entry(ev, rec["id"], int(rec["received_at"])))
             changes += joined_changes(ev, key, saves[key][0] if key in saves else before, after, rec["id"])
             flaps = flapping.changes(before, after, rec["id"])
-            if any(c["type"] == "resolution_hold_cleared" for c in flaps):  # it would have paged again
+            if any(c["type"] == "resolution_hold_cleared" and c["flap"] for c in flaps):  # it would have paged
                 metrics.PAGES_SUPPRESSED.labels("flapping").inc()
             changes += flaps
             if any(c["type"] == "opened" for c in changes):
