@@ -251,7 +251,7 @@ def test_validate_cli_errors_and_exit_code() -> None:
 def test_validate_cli_ok_summary_and_json(tmp_path: Path) -> None:
     out = _cli("validate")
     assert out.returncode == 0
-    assert out.stdout.strip() == ("ok: <built-in defaults>: 12 workflows (12 enabled, 37 actions, 3 timers), "
+    assert out.stdout.strip() == ("ok: <built-in defaults>: 12 workflows (12 enabled, 38 actions, 3 timers), "
                                   "0 services, 0 teams")
     path = tmp_path / "hub.yaml"
     path.write_text((BROKEN / "bad_guard.yaml").read_text())

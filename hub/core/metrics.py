@@ -28,7 +28,8 @@ ALERTS_JOINED = Counter("hub_alerts_joined_total", "Alerts that joined an open i
                         ["source", "how"])
 INCIDENTS_OPENED = Counter("hub_incidents_opened_total", "Incident episodes opened", ["kind"])
 PAGES_SUPPRESSED = Counter("hub_pages_suppressed_total", "Alerts at paging severity that did not page "
-                           "because they joined an incident (reason: grouping)", ["reason"])
+                           "because they joined an incident (reason: grouping), waited past their resolve (deferral) "
+                           "or came back while their resolve was held (flapping)", ["reason"])
 ALERTS_TRUNCATED = Counter("hub_alerts_truncated_total",
                            "Alerts of one delivery dropped past HUB_MAX_ALERTS_PER_EVENT", ["source"])
 RUNS_YIELDED = Counter("hub_runs_yielded_total", "Worker runs that used their time budget and continue in a new job")
@@ -41,6 +42,8 @@ ESCALATIONS_FIRED = Counter("hub_escalations_fired_total", "Escalations fired (n
 ALERTS_SUPPRESSED = Counter("hub_alerts_suppressed_total", "Alerts held back by a maintenance window", ["source"])
 ALERTS_RELEASED = Counter("hub_alerts_released_total",
                           "Alerts still firing when their maintenance window ended, evaluated again")
+FLAPPING_RELEASED = Counter("hub_flapping_released_total",
+                            "Held resolves of flapping alerts released (no firing for the window): resolved then")
 HEARTBEATS_MISSED = Counter("hub_heartbeats_missed_total", "Heartbeats that went silent for interval + grace",
                             ["heartbeat"])
 QUEUE_LAG = Gauge("hub_queue_lag_seconds", "Age of the oldest job that is due in the arq queue (0 when none)")

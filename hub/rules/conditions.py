@@ -123,7 +123,7 @@ def _attribute(ev: NormalisedEvent, key: str, wanted: str | list[str]) -> bool:
 
 
 _CHANGE_FIELDS = {"severity": "severity", "status": "status", "services": "services",
-                  "acknowledged": "acknowledged_at", "resolved": "resolved_at"}
+                  "acknowledged": "acknowledged_at", "resolved": "resolved_at", "flapping": "flapping"}
 
 
 def _changed(name: str, f: Facts) -> bool:
@@ -131,7 +131,7 @@ def _changed(name: str, f: Facts) -> bool:
         return False  # a new incident has nothing to change from
     key = _CHANGE_FIELDS[name]
     before, after = f.before.get(key), f.incident.get(key)
-    if name in ("acknowledged", "resolved"):
+    if name in ("acknowledged", "resolved", "flapping"):
         return bool(before) != bool(after)
     return after is not None and before != after
 

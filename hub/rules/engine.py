@@ -30,6 +30,7 @@ from hub.rules.conditions import Facts, matches, recent_deploys
 from hub.rules.grouping import deferred
 from hub.rules.model import PAGERS, Condition, Contact, HubConfig, Service, Step, Team, Workflow
 from hub.rules.problems import Loaded
+from hub.storage.flapping import FlapContext
 from hub.storage.incidents import advance, duration_ms, incident_key
 from hub.worker.actions import PlannedAction
 
@@ -56,6 +57,8 @@ class World:
     deploys: list[dict[str, Any]] = field(default_factory=list)
     #: Connectors that are configured (no missing settings).
     configured: set[str] = field(default_factory=set)
+    #: Incident keys whose resolve, held by this event for flapping, is released now (`hub.worker.flapping`).
+    released: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -195,7 +198,7 @@ def incident_view(state: Mapping[str, Any] | None) -> dict[str, Any]:
     base: dict[str, Any] = {f: None for f in (
         "key", "kind", "source", "title", "severity", "status", "status_category", "episode", "declared_at",
         "acknowledged_at", "acknowledged_by", "resolved_at", "resolution", "escalated_at", "page_dedup_key",
-        "paged_by")}
+        "paged_by", "flapping")}
     base.update(registry.incident_result_fields())
     # alert_count: alerts that joined the incident (`grouping:`), None when none did
     base.update(services=[], deploys=[], links=[], escalation_level=0, alert_count=None)
@@ -320,16 +323,18 @@ class Rules:
                     planned.append(ps)
         return planned
 
-    @staticmethod
-    def states(events: list[NormalisedEvent], world: World
+    def states(self, events: list[NormalisedEvent], world: World
                ) -> list[tuple[NormalisedEvent, str | None, dict[str, Any] | None, dict[str, Any] | None]]:
         """Per event: (event, incident key, incident before, incident after). Fills `world.episodes`."""
         out = []
         current: dict[str, dict[str, Any] | None] = dict(world.incidents)
+        flap = self.config.flapping
+        policy = flap.policy() if flap is not None else None
         for index, ev in enumerate(events):
             key = world.keys[index] if index < len(world.keys) else incident_key(ev)
             before = current.get(key) if key else None
-            after = (advance(before, ev, key, world.received_ms, episode=world.episodes.get(key))
+            ctx = FlapContext(policy, key in world.released, world.event_id)
+            after = (advance(before, ev, key, world.received_ms, episode=world.episodes.get(key), flap=ctx)
                      if key else None) or None
             if key and after:
                 current[key] = after

@@ -16,6 +16,7 @@ from hub.core import registry
 from hub.core.events import Severity
 from hub.core.ruletypes import Strict, StrList
 from hub.core.settings import parse_duration
+from hub.rules.flapping import Flapping
 from hub.rules.grouping import Grouping
 from hub.rules.heartbeats import Heartbeat, check_names
 from hub.rules.maintenance import MaintenanceWindow
@@ -138,7 +139,7 @@ class SeverityRange(_Strict):
     at_most: Sev | None = None
 
 
-Changeable = Literal["severity", "status", "services", "acknowledged", "resolved"]
+Changeable = Literal["severity", "status", "services", "acknowledged", "resolved", "flapping"]
 
 
 class DeployedWithin(_Strict):
@@ -285,6 +286,9 @@ class HubConfig(_Strict):
     catalog: Catalog = Field(default_factory=Catalog)
     workflows: list[Workflow] = Field(default_factory=list)
     grouping: Grouping | None = None
+    flapping: Flapping | None = Field(
+        None, description="an alert that keeps firing and resolving keeps one page open; its resolution is "
+                          "held until it stays resolved for the window (docs/rules.md)")
 
     maintenance: list[MaintenanceWindow] = Field(
         default_factory=list, description="maintenance windows: matching alerts are recorded but page nobody "

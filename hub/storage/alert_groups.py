@@ -110,7 +110,8 @@ def track(state: dict[str, Any], member: str, key: str, event: NormalisedEvent, 
         return None
     seen: dict[str, int] = dict(state.get("members_at") or {})
     if not members and not fresh:  # the first join: the incident's own alert, as it stands
-        members[key] = "resolved" if state.get("resolved_at") else "firing"
+        # (a resolve held for flapping, `hub.storage.flapping`, is its alert resolved)
+        members[key] = "resolved" if state.get("resolved_at") or state.get("resolve_held_at") else "firing"
     if int(seen.get(member, 0)) <= at_ms:  # else a stale event: the member keeps its later state
         members[member] = "resolved" if member_resolved else "firing"
         seen[member] = at_ms

@@ -39,7 +39,9 @@ the fields the connectors' results fill (`Connector.recorded`: an outside incide
 status-page incident's id, a list of ticket keys; see docs/connectors.md),
 ``deploys`` (list of {service, environment, sha, ref, author, url, state, at}),
 ``links`` (list of {href, text}), ``severity_history`` (list of [ms, severity]), ``group``
-(an alert's notification group key, else null).
+(an alert's notification group key, else null); with `flapping:` in hub.yaml ``flap_times``,
+``flapping``, ``resolve_held_at``/``_until``/``_by`` and ``resolution_released_by``
+(`hub.storage.flapping`).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from redis.asyncio import Redis
 
 from hub.core import registry
 from hub.core.events import Kind, NormalisedEvent
-from hub.storage import alert_groups
+from hub.storage import alert_groups, flapping
 from hub.storage import keys as layout
 from hub.storage.batch import Batch, Reply
 from hub.storage.event_store import now_ms
@@ -72,6 +74,8 @@ DEPLOY_KINDS = frozenset({Kind.DEPLOY_SUCCEEDED, Kind.DEPLOY_FAILED})
 #: Kinds that (re)open an incident that was resolved.
 OPENING = frozenset({Kind.ALERT_FIRING, Kind.INCIDENT_DECLARED, Kind.INCIDENT_UPDATED,
                      Kind.INCIDENT_STATUS_CHANGED, Kind.HEARTBEAT_MISSED})
+#: An alert (or a pinger's silence) that fires: what a flapping alert repeats.
+FIRING = frozenset({Kind.ALERT_FIRING, Kind.HEARTBEAT_MISSED})
 RESOLVING = frozenset({Kind.ALERT_RESOLVED, Kind.INCIDENT_RESOLVED, Kind.HEARTBEAT_RECOVERED})
 _FIRING = frozenset({Kind.ALERT_FIRING, Kind.HEARTBEAT_MISSED})
 CLOSED_CATEGORIES = frozenset({"closed", "resolved", "learning", "canceled", "cancelled", "declined", "merged"})
@@ -96,8 +100,9 @@ def _closed(event: NormalisedEvent) -> bool:
 
 
 def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_ms: int,
-            *, episode: int | None = None) -> IncidentRecord:
-    """The incident after `event` (pure). `episode` pins the episode chosen the first time."""
+            *, episode: int | None = None, flap: flapping.FlapContext | None = None) -> IncidentRecord:
+    """The incident after `event` (pure). `episode` pins the episode chosen the first time;
+    `flap`: `flapping:` in hub.yaml (`hub.storage.flapping`), None when not configured."""
     if event.kind in PAGE_KINDS or event.kind == Kind.FOLLOWUP_CREATED:
         if before is None:
             return {}
@@ -129,6 +134,7 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
             own = event.kind in INCIDENT_KINDS and event.source == source
             state[field] = (event.attributes.get("incident_id") if own
                             else prior.get(field) if prior.get("kind") == "incident" else None)
+        flapping.carry(prior, state, flap, event.kind in FIRING, at_ms)
     else:
         state = dict(before)
     grouped = alert_groups.group_of(event) is not None
@@ -169,9 +175,14 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
         joined = alert_groups.track(state, member, key, event, resolving, fresh, at_ms)
         if joined is not None:
             resolving = joined
-    if (resolving or (event.kind in INCIDENT_KINDS and _closed(event))) and not state.get("resolved_at"):
-        state["resolved_at"] = at_ms
-        state["resolution"] = event.attributes.get("resolution") or "resolved"
+    if not fresh and not resolving and event.kind in FIRING:  # back while its resolve was held
+        flapping.fired_while_held(before, state, flap, at_ms, own=(incident_key(event) or key) == key)
+    closing = event.kind in INCIDENT_KINDS and _closed(event)
+    if (resolving or closing) and not state.get("resolved_at"):
+        if closing or event.kind not in ALERT_KINDS or not flapping.hold(state, flap, at_ms):
+            state["resolved_at"] = at_ms
+            state["resolution"] = event.attributes.get("resolution") or "resolved"
+            flapping.settle(state, flap)
     state["updated_at"] = at_ms
     return state
 

@@ -189,6 +189,11 @@ MAINTENANCE_ENDS = f"{PREFIX}maintenance:ends"
 QUIET_HELD = f"{PREFIX}quiet:held"
 #: zset: incident key → when to look at its held event again (ms): the end of its window.
 QUIET_DUE = f"{PREFIX}quiet:due"
+#: hash: incident key → the held resolve of a flapping alert, released when due (JSON:
+#: event id, its record, held at, until; `hub.worker.flapping`).
+FLAP_HELD = f"{PREFIX}flapping:held"
+#: zset: incident key → when its held resolve is due for release (ms).
+FLAP_DUE = f"{PREFIX}flapping:due"
 
 
 def is_window_id(value: str) -> bool:

@@ -117,3 +117,11 @@ class IncidentRecord(TypedDict, total=False):
     deploys: list[dict[str, Any]]
     #: the alert's notification group (reports count one group's alerts as one incident)
     group: str | None
+    #: `flapping:` in hub.yaml (`hub.storage.flapping`): when firings opened an episode, the
+    #: flapping mark ({since, count}), a held resolve (at, until, by which event), its release
+    flap_times: list[int]
+    flapping: dict[str, int] | None
+    resolve_held_at: int | None
+    resolve_held_until: int | None
+    resolve_held_by: str | None
+    resolution_released_by: str | None

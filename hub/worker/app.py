@@ -29,9 +29,11 @@ from hub.rules import Rules, RulesError, load_rules
 from hub.storage import upgrade
 from hub.storage.connection import REDIS_UNAVAILABLE, connect, json_dumps, json_loads
 from hub.storage.event_store import PROCESS_JOB, Store, now_ms
+from hub.storage.incidents import IncidentStore
 from hub.storage.ratelimit import RateLimiter
 from hub.worker.actions import ActionRunner
 from hub.worker.chunks import CHUNK_JOB
+from hub.worker.flapping import FlapReleases
 from hub.worker.heartbeats import CHECK_EVERY_S
 from hub.worker.processor import Processor
 from hub.worker.self_heartbeat import self_heartbeat
@@ -146,6 +148,7 @@ async def sweep(ctx: dict[str, Any]) -> int:
         await store.touch(event_id)
     await store.trim_indexes()
     await release_held(ctx)
+    await release_flapping(ctx)
     return requeued
 
 
@@ -159,6 +162,18 @@ async def release_held(ctx: dict[str, Any]) -> int:
         await replay_event(store, event_id, by="maintenance", record_audit=False)
 
     return await processor.quiet.release_due(again)
+
+
+async def release_flapping(ctx: dict[str, Any]) -> int:
+    """Held resolves of flapping alerts that stayed resolved for the window: resolved now
+    (`hub.worker.flapping`); at start too, so a restart in the middle still releases them."""
+    store: Store = ctx["store"]
+
+    async def again(event_id: str) -> None:
+        await replay_event(store, event_id, by="flapping", record_audit=False)
+
+    releases = FlapReleases(store.redis, IncidentStore(store.redis, store.retention))
+    return await releases.release_due(again)
 
 
 async def check_heartbeats(ctx: dict[str, Any]) -> int:

@@ -33,6 +33,7 @@ from hub.core.events import NormalisedEvent
 from hub.storage.batch import Batch
 from hub.storage.event_store import FINAL_STATES, PENDING, Store, actions_key, ev_key, now_ms
 from hub.storage.incidents import PAGE_KINDS, Entered, IncidentStore, incident_key
+from hub.worker import flapping as flap_run
 from hub.worker.chunks import Chunks, bounds, chunk_key
 from hub.worker.claims import Claims
 from hub.worker.grouping import Correlator
@@ -293,6 +294,11 @@ class Executor:
             return None
 
         world = await self.planner.world(rec, events, entered)
+        first_run = PIN_FIELD not in rec
+        if not first_run:  # a held resolve of a flapping alert, released by the sweeper (`hub.worker.flapping`)
+            world.released = flap_run.releasable(rec, entered.incidents)
+            for key in world.released:  # resolved as the incident is now (a page or an outside id
+                world.incidents[key] = entered.incidents.get(key)  # recorded after the resolve came)
         try:  # rendered when run (`Recorder.previewed` else)
             steps = self.planner.decide(events, world, preview=False, first=chunk.lo if chunk else 0)
         except Exception as e:  # a rules bug must stay visible, not loop
@@ -306,7 +312,6 @@ class Executor:
         held, held_now = await self.quiet.decide(rec, events, first)
         if held:
             steps = [s for s in steps if s.event_index not in held]
-        first_run = PIN_FIELD not in rec
         saves: Saves = {}
         severity_changed: set[str] = set()
         if first_run:
@@ -325,6 +330,11 @@ class Executor:
             dropped = self.recorder.parsed_into(p, rec, events, len(events) if total is None else total)
         if held_now:
             self.quiet.commit_into(p, rec, record_key, events, held, first)
+        released: dict[str, dict[str, Any]] = {}
+        for key in sorted(world.released):
+            if (done := flap_run.release_into(p, self.incidents, key, entered.incidents.get(key) or {},
+                                              event_id)) is not None:
+                released[key] = done
         claims = self.claims.claim_into(p, event_id, steps)
         await p.execute(self.store.redis)
         if held_now:
@@ -342,6 +352,8 @@ class Executor:
         known: dict[str, dict[str, Any] | None] = dict(entered.incidents)
         for key, (after, _changes) in saves.items():  # the records as the transaction left them (HSET merges)
             known[key] = {**(known.get(key) or {}), **after}
+        for key, updates in released.items():
+            known[key] = {**(known.get(key) or {}), **updates}
         if chunk is not None:  # only this chunk's records, not every chunk's
             ids = list(dict.fromkeys(s.id for s in steps))
             raw = await self.store.redis.hmget(actions_key(event_id), ids) if ids else []
@@ -362,7 +374,7 @@ class Executor:
         final = "dead" if states == {"dead"} else "partially_failed" if "dead" in states else "done"
         note: dict[str, Any] = {"actions": len(results)}
         if not results:
-            note["reason"] = (self.quiet.reason(held) if held else
+            note["reason"] = (self.quiet.reason(held) if held else flap_run.held_reason(saves, event_id) or
                               self.planner.no_action_reason(rec, events, planned_steps))
         await self._finish(rec, final, note, state, entered=entered, pending=pending, chunk=chunk)
         return None

@@ -23,10 +23,11 @@ from hub.core.events import NormalisedEvent
 from hub.core.registry import recorded_fields
 from hub.rules.conditions import recent_deploys
 from hub.rules.engine import PlannedStep, World
-from hub.storage import alert_groups
+from hub.storage import alert_groups, flapping
 from hub.storage.batch import Batch
 from hub.storage.event_store import Store, dumps, ev_key, now_ms
 from hub.storage.incidents import DEPLOY_KINDS, IncidentStore
+from hub.worker import flapping as flap_run
 from hub.worker.actions import ActionRunner, OnSuccess
 from hub.worker.grouping import joined_changes
 from hub.worker.planner import PIN_FIELD, Planner
@@ -68,6 +69,10 @@ class Recorder:
             if alert_groups.group_of(ev):  # the alert kept on its group's incident
                 changes.append(alert_groups.member_entry(ev, rec["id"], int(rec["received_at"])))
             changes += joined_changes(ev, key, saves[key][0] if key in saves else before, after, rec["id"])
+            flaps = flapping.changes(before, after, rec["id"])
+            if any(c["type"] == "resolution_hold_cleared" and c["flap"] for c in flaps):  # it would have paged
+                metrics.PAGES_SUPPRESSED.labels("flapping").inc()
+            changes += flaps
             if any(c["type"] == "opened" for c in changes):
                 metrics.INCIDENTS_OPENED.labels(after.get("kind") or "incident").inc()
             if before and before.get("severity") != after.get("severity") and before.get("episode") == \
@@ -87,6 +92,7 @@ class Recorder:
         p.hset(record_key, PIN_FIELD, dumps(pin))
         for key, (after, changes) in saves.items():
             self.incidents.save_into(p, key, after, changes)
+            flap_run.commit_into(p, key, world.incidents.get(key), after, rec["id"], record_key)
 
     async def remember_deploy(self, ev: NormalisedEvent, rec: dict[str, Any]) -> None:
         rules = self.planner.rules

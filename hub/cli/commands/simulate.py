@@ -83,10 +83,17 @@ def run(args: argparse.Namespace) -> int:
     held = would_hold(rules, events, rec["received_at"])  # the file's windows; run-time ones are in Redis
     out = {"rules": rules.source, "events": [e.model_dump(mode="json") for e in events], "actions": actions,
            "held": {str(i): why for i, why in held.items()}}
+    flap = rules.config.flapping
+    if flap is not None:  # decided on the incident's history, which simulate does not have
+        out["flapping"] = {"window_s": flap.window, "threshold": flap.threshold,
+                           "note": f"a resolve is held once its alert opened {flap.threshold - 1} episodes within "
+                                   f"{_span(flap.window)} (or is flapping); with no history here, none is held"}
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
     print(f"rules: {rules.source} (no incident history: each event is taken as the first of its incident)")
+    if flap is not None:
+        print(f"flapping: {out['flapping']['note']}")
     for i, e in enumerate(events):
         print(terminal(f"event  {e.kind:<24} {e.severity or '-':<5} {e.fingerprint}  {e.title}"))
         if i in held:
