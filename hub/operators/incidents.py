@@ -23,7 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from hub.core import registry
-from hub.operators.queries import SCAN_FACTOR, SCAN_MIN, Cursor, IndexWalker, Page, QueryError
+from hub.operators.queries import Page, QueryError, page_of_index
 from hub.storage import keys as layout
 from hub.storage.incidents import INDEX, IncidentStore
 
@@ -94,43 +94,26 @@ def incident_row(key: str, rec: dict[str, Any], kept: int) -> dict[str, Any]:
 async def list_incidents(redis: Redis, limit: int = 50, cursor: str | None = None, *, state: str | None = None,
                          since: int | None = None, until: int | None = None) -> Page:
     """One page of incidents declared in [since, until], newest first, optionally only open or resolved."""
-    pos = Cursor.decode(cursor) if cursor else None
     fields = (*_BASE_FIELDS, *_linked_fields())
-    walker = IndexWalker(redis)
-    budget = max(SCAN_MIN, limit * SCAN_FACTOR)
-    items: list[dict[str, Any]] = []
-    scanned = 0
-    exhausted = False
-    last = pos
-    while len(items) < limit and scanned < budget:
-        want = min(max(limit - len(items), 10) * (2 if state else 1), budget - scanned)
-        batch = await walker.below([INDEX], last, want, since, until)
-        if not batch:
-            exhausted = True
-            break
+
+    async def rows_of(batch: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
         async with redis.pipeline(transaction=False) as p:
             for _, key in batch:
                 p.hmget(layout.incident(key), fields)
                 p.hlen(layout.incident_alerts(key))
             replies = await p.execute()
-        for i, (score, key) in enumerate(batch):
-            scanned += 1
-            last = Cursor(score, key)
+        out: list[dict[str, Any] | None] = []
+        for i, (_score, key) in enumerate(batch):
             values, kept = replies[2 * i], replies[2 * i + 1]
             if values[fields.index("declared_at")] is None:
-                continue  # expired record; its index entry goes with the next trim
-            rec = {f: _loads(v) for f, v in zip(fields, values, strict=True)}
-            row = incident_row(key, rec, kept)
-            if state and row["state"] != state:
+                out.append(None)  # expired record; its index entry goes with the next trim
                 continue
-            items.append(row)
-            if len(items) == limit:
-                break
-        if len(batch) < want and len(items) < limit:
-            exhausted = True
-            break
-    next_cursor = last.encode() if not exhausted and last is not None and last != pos else None
-    return Page(items, next_cursor, scanned, "incidents")
+            row = incident_row(key, {f: _loads(v) for f, v in zip(fields, values, strict=True)}, kept)
+            out.append(row if not state or row["state"] == state else None)
+        return out
+
+    return await page_of_index(redis, INDEX, cursor, limit, rows_of, "incidents", filtered=bool(state),
+                               lo=since, hi=until)
 
 
 # -- one incident -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import binascii
 import json
 import math
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -257,6 +258,44 @@ class IndexWalker:
         return ordered[:n]
 
 
+#: Reads one batch of index entries in one round trip: a row per entry, None to leave it out
+#: (expired, or not matching a filter).
+RowsOf = Callable[[list[tuple[int, str]]], Awaitable[list[dict[str, Any] | None]]]
+
+
+async def page_of_index(redis: Redis, index: str, cursor: str | None, limit: int, rows_of: RowsOf, kind: str, *,
+                        filtered: bool = False, lo: int | None = None, hi: int | None = None) -> Page:
+    """One page of a single index, newest first, below `cursor`: batches are read until the page
+    is full, the index ends or the scan budget is spent (a filter that matches little then
+    answers a short page with a cursor to go on from)."""
+    pos = Cursor.decode(cursor) if cursor else None
+    walker = IndexWalker(redis)
+    budget = max(SCAN_MIN, limit * SCAN_FACTOR)
+    items: list[dict[str, Any]] = []
+    scanned = 0
+    exhausted = False
+    last = pos
+    while len(items) < limit and scanned < budget:
+        want = min(max(limit - len(items), 10) + (limit if filtered else 0), budget - scanned)
+        batch = await walker.below([index], last, want, lo, hi)
+        if not batch:
+            exhausted = True
+            break
+        for (score, member), row in zip(batch, await rows_of(batch), strict=True):
+            scanned += 1
+            last = Cursor(score, member)
+            if row is None:
+                continue
+            items.append(row)
+            if len(items) == limit:
+                break
+        if len(batch) < want and len(items) < limit:
+            exhausted = True
+            break
+    next_cursor = last.encode() if not exhausted and last is not None and last != pos else None
+    return Page(items, next_cursor, scanned, kind)
+
+
 # -- events ---------------------------------------------------------------------------------
 
 def _row(event_id: str, values: list[Any]) -> dict[str, Any] | None:
@@ -485,44 +524,25 @@ def split_dead_id(dead_id: str) -> tuple[str, str]:
 async def list_dead_letters(redis: Redis, limit: int = 50, cursor: str | None = None, source: str | None = None,
                             since: int | None = None, connector: str | None = None) -> Page:
     """Dead-lettered actions, newest first, each with its last error and response."""
-    pos = Cursor.decode(cursor) if cursor else None
-    walker = IndexWalker(redis)
-    budget = max(SCAN_MIN, limit * SCAN_FACTOR)
-    items: list[dict[str, Any]] = []
-    scanned = 0
-    exhausted = False
-    last = pos
-    while len(items) < limit and scanned < budget:
-        want = min(limit - len(items) + (limit if source or connector else 0), budget - scanned)
-        batch = await walker.below([DEAD], last, want, since)
-        if not batch:
-            exhausted = True
-            break
-        parsed = []
+    async def rows_of(batch: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
+        parsed = [member.partition("/")[::2] for _, member in batch]
         async with redis.pipeline(transaction=False) as p:
-            for _, member in batch:
-                event_id, _, action_id = member.partition("/")
-                parsed.append((event_id, action_id))
+            for event_id, action_id in parsed:
                 p.hget(actions_key(event_id), action_id)
                 p.hmget(ev_key(event_id), "source", "state", "received_at")
             values = await p.execute()
+        out: list[dict[str, Any] | None] = []
         for i, (score, member) in enumerate(batch):
-            scanned += 1
-            last = Cursor(score, member)
             event_id, action_id = parsed[i]
             raw_action, (src, state, received) = values[2 * i], values[2 * i + 1]
             action = json.loads(raw_action) if raw_action else {}
             row = _dead_row(member, event_id, action_id, score, action, src, state, received)
-            if (source and row["source"] != source) or (connector and row["connector"] != connector):
-                continue
-            items.append(row)
-            if len(items) == limit:
-                break
-        if len(batch) < want and len(items) < limit:
-            exhausted = True
-            break
-    next_cursor = last.encode() if not exhausted and last is not None and last != pos else None
-    return Page(items, next_cursor, scanned, "dead")
+            keep = not ((source and row["source"] != source) or (connector and row["connector"] != connector))
+            out.append(row if keep else None)
+        return out
+
+    return await page_of_index(redis, DEAD, cursor, limit, rows_of, "dead", filtered=bool(source or connector),
+                               lo=since)
 
 
 def _text(v: Any) -> Any:
