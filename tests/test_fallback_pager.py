@@ -111,7 +111,7 @@ async def test_a_dead_opsgenie_page_falls_back_to_the_services_pagerduty_key(
     assert sent["routing_key"] == "SERVICEKEY0000000000000000000000"
     assert sent["dedup_key"] == INCIDENT_KEY and sent["payload"]["summary"].startswith("page INC-1482")
     (notice,) = notices(upstreams)
-    assert "The OpsGenie page" in notice and "PagerDuty was paged instead" in notice
+    assert "The OpsGenie page failed for “" in notice and "PagerDuty was paged instead" in notice
 
 
 async def test_the_fallback_alert_closes_when_the_incident_resolves(redis_url, redis, upstreams) -> None:  # noqa: F811

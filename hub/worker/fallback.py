@@ -104,7 +104,7 @@ def notice_step(page: PlannedStep, event_id: str, error: str, other: str | None,
     failed_cls = connector_classes().get(page.connector)
     said = failed_cls.page_facts(page.params) if failed_cls is not None else PageFacts()
     title = esc(str(incident.get("title") or said.title or incident.get("key") or page.id))
-    lines = [f":x: The {failed} page for {title} failed: {esc(error)}."]
+    lines = [f":x: The {failed} page failed for “{title}”: {esc(error.rstrip('.'))}."]
     state = (fallback or {}).get("state")
     if other is None:
         lines.append("No other pager is configured for this service: nobody was paged.")
