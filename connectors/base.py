@@ -429,6 +429,14 @@ class Connector:
         return False
 
     @classmethod
+    def page_close(cls, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """(action, params) that closes the page `page_action` with these params opened, or None.
+
+        Sent when a page that may have gone out (its worker killed mid-call) is dropped because
+        its incident resolved meanwhile: closing a page that never opened must be harmless."""
+        return None
+
+    @classmethod
     def can_page(cls, service: Mapping[str, Any], team: Mapping[str, Any], configured: set[str]) -> bool:
         """This pager can page for this service (its own target in the catalog, or configured)."""
         return cls.has_own_target(service, team) or cls.name in configured

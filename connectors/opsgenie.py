@@ -108,6 +108,13 @@ class OpsGenie(Connector):
         return cls.name in configured  # responders alone are not enough: the API key pages
 
     @classmethod
+    def page_close(cls, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """A close of the alert's alias (closing an unknown alias changes nothing)."""
+        if not params.get("alias"):
+            return None
+        return "close", {"alias": params["alias"], "note": "Recovered before this page could be confirmed"}
+
+    @classmethod
     def fallback_page(cls, facts: PageFacts, why: str, view: Mapping[str, Any]) -> dict[str, Any]:
         service, team, incident = view.get("service") or {}, view.get("team") or {}, view.get("incident") or {}
         return {

@@ -256,6 +256,13 @@ class PagerDuty(Connector):
         return bool(service.get("pagerduty_routing_key") or team.get("pagerduty_routing_key"))
 
     @classmethod
+    def page_close(cls, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """A resolve of the trigger's dedup key (Events API v2: a resolve of an unknown key does nothing)."""
+        if not params.get("dedup_key"):
+            return None
+        return "resolve", {k: params[k] for k in ("dedup_key", "routing_key") if params.get(k)}
+
+    @classmethod
     def fallback_page(cls, facts: PageFacts, why: str, view: Mapping[str, Any]) -> dict[str, Any]:
         service, team, incident = view.get("service") or {}, view.get("team") or {}, view.get("incident") or {}
         return {

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hub.core import metrics
-from hub.core.registry import superseded_by_resolution
+from hub.core.registry import connector_classes, superseded_by_resolution
 from hub.rules.engine import PlannedStep
 from hub.storage.batch import Batch
 from hub.storage.event_store import ACTION_FINAL, Store, now_ms
@@ -91,7 +91,17 @@ class StepRunner:
                     continue
                 record = await recorder.decide(event_id, step, record, "dead", why, pending=pending)
             elif (stale := self.superseded(step, record, rec, incidents.get(key) if key else None, force)):
+                closing = self._page_close(step, record, view, incidents.get(key) if key else None)
+                if closing is not None:
+                    stale += f"; {closing.name} sent in case it had gone out"
                 record = await recorder.decide(event_id, step, record, "skipped", stale, pending=pending)
+                if closing is not None and (existing.get(closing.id) or {}).get("state") not in ACTION_FINAL:
+                    closed = existing.get(closing.id) or self.runner.new_record(closing)
+                    closed = await self.runner.run(event_id, closing, closed, rec["received_at"], pending=pending)
+                    existing[closing.id] = closed
+                    results.append(closed)
+                    if closed["state"] == "retrying":
+                        waits.append(int(closed.get("next_at") or now_ms()))
             elif step.builtin:
                 record = await self._builtin(rec, step, record, force, pending)
             else:
@@ -186,23 +196,55 @@ class StepRunner:
         return out
 
     @staticmethod
+    def _page_close(step: PlannedStep, record: dict[str, Any] | None, view: dict[str, Any],
+                    incident: dict[str, Any] | None) -> PlannedStep | None:
+        """For a dropped page that may have gone out (a run of it ended mid-call, its record
+        written or not, or an attempt whose answer was lost), the action that closes it at its
+        pager; None otherwise."""
+        if not fallback.is_page(step) or (step.timer is not None and not (record or {}).get("attempts")):
+            return None  # an armed timer: it has not gone out
+        attempts = (record or {}).get("attempts") or []
+        if attempts and not any(a.get("ambiguous") or (a.get("status") or 0) >= 500 for a in attempts) \
+                and (record or {}).get("state") != "pending":
+            return None  # every attempt was refused outright: nothing went out
+        cls = connector_classes().get(step.connector)
+        try:
+            params = (record or {}).get("params") or step.render(view, incident)
+        except Exception:  # cannot say what was sent: nothing to close by
+            return None
+        close = cls.page_close(params) if cls is not None else None
+        if close is None:
+            return None
+        action, close_params = close
+        ident = f"{step.id}:close"
+        return PlannedStep(id=ident, connector=step.connector, action=action, params=close_params,
+                           idempotency_key=ident, workflow=step.workflow, step_id=f"{step.step_id}:close",
+                           event_index=step.event_index, incident_key=step.incident_key, subject=step.subject,
+                           context=step.context)
+
+    @staticmethod
     def superseded(step: PlannedStep, record: dict[str, Any] | None, rec: dict[str, Any],
                    incident: dict[str, Any] | None, force: bool) -> str | None:
         """Why a *retry* of an opening action must not go out any more, else None.
 
         A page or public status incident still being retried when its incident resolves would
         otherwise open after the resolution (whose resolve found nothing to close yet) and
-        stay open: on-call paged for an alert that already recovered.
+        stay open: on-call paged for an alert that already recovered. The same holds for one
+        not sent yet when a run of the event ended early (its worker killed) and the incident
+        resolved before the event ran again, with or without its record written. (A first run
+        never meets this: the event opened nothing in an incident resolved after it arrived.)
         """
-        if force or record is None or record.get("state") != "retrying" or step.name not in superseded_by_resolution():
+        if force or step.name not in superseded_by_resolution() \
+                or (record is not None and record.get("state") not in ("retrying", "pending")):
             return None
         if not incident or not incident.get("resolved_at"):
             return None
         received, resolved = int(rec["received_at"]), int(incident["resolved_at"])
         if resolved <= received or int(incident.get("declared_at") or 0) > received:
             return None  # resolved by this event or before it, or a later episode: not superseded
-        return f"skipped: the incident was resolved before this could be delivered (after {len(record['attempts'])} " \
-               "failed attempts)"
+        tried = len((record or {}).get("attempts") or [])
+        return "skipped: the incident was resolved before this could be delivered " + \
+            (f"(after {tried} failed attempts)" if tried else "(it had not been sent)")
 
     @staticmethod
     def blocked(step: PlannedStep, view: dict[str, Any], planned: set[tuple[str, int, str]]

@@ -137,8 +137,9 @@ async def test_sigkilled_workers_lose_nothing_and_double_nothing(make_cluster, u
         states={s: list(states.values()).count(s) for s in set(states.values())},
         pagerduty_alerts_opened=len(pd_created), pagerduty_requests=len(upstreams.pagerduty.requests),
         not_paged_as_recovered_first=len(expected["pagerduty"] - set(pd_created)),
-        pages_left_open_after_recovery=sum(1 for (_route, key), a in upstreams.pagerduty.alerts.items()
-                                           if key in recovered and a.status != "resolved"),
+        pages_left_open_after_recovery=sorted(key for (_route, key), a in upstreams.pagerduty.alerts.items()
+                                              if key in recovered and a.status != "resolved"),
+        not_paged=sorted(expected["pagerduty"] - set(pd_created)),
         incidentio_incidents=len(upstreams.incidentio.created), statuspage_incidents=len(sp_refs),
         jira_issues=len(jira_labels), slack_messages=len(upstreams.slack.delivered),
         slack_messages_expected=expected["slack"],
@@ -148,6 +149,16 @@ async def test_sigkilled_workers_lose_nothing_and_double_nothing(make_cluster, u
         seconds_to_all_final=round(finished - started, 1),
         seconds_after_last_kill=round(finished - started - kills[-1]["at_s"], 1))
 
+    left_open = figures["pages_left_open_after_recovery"]
+    stories = {}
+    for key in left_open[:3]:  # what the hub recorded of a page left open, to tell why
+        store = IncidentStore(redis, 86400)
+        rec = await store.get(key) or {}
+        stories[key] = {"incident": {k: rec.get(k) for k in ("episode", "declared_at", "resolved_at",
+                                                               "page_dedup_key")},
+                        "timeline": [{k: e.get(k) for k in ("at", "type", "event", "action", "state", "error")
+                                      if e.get(k) is not None} for e in await store.timeline(key)][:30]}
+    figures["left_open_stories"] = stories
     assert len(kills) == KILLS
     assert lost == []
     assert set(states.values()) == {"done"}, figures["states"]
@@ -162,8 +173,12 @@ async def test_sigkilled_workers_lose_nothing_and_double_nothing(make_cluster, u
     for key in unpaged:
         incident = await IncidentStore(redis, 86400).get(key)
         assert incident is not None and incident["resolved_at"] is not None, (key, incident)
-    assert len(upstreams.incidentio.created) == len(expected["incidentio"] - unpaged)
-    assert len(sp_refs) == len(expected["statuspage"] - unpaged)
+    # an incident.io or Statuspage incident the rerun of a killed event would open after the
+    # recovery is not opened (nothing would ever close it); every other one is, once
+    assert len(expected["incidentio"] - recovered) <= len(upstreams.incidentio.created) \
+        <= len(expected["incidentio"] - unpaged)
+    assert len(expected["statuspage"] - recovered) <= len(sp_refs) <= len(expected["statuspage"] - unpaged)
     unannounced = len(unpaged & declared_keys)  # their announcement is a step of the paging workflow
     assert len(upstreams.slack.delivered) >= expected["slack"] - unannounced  # Slack cannot deduplicate
+    assert figures["pages_left_open_after_recovery"] == []  # a page the recovery overtook is closed too
     assert len(jira_labels) == expected["jira"]
