@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -46,6 +48,7 @@ from pydantic import Field, StringConstraints
 
 from connectors._ledger import CreationLedger, Pending, settle_after_failed_create
 from connectors._slackapi import SlackApi
+from connectors._slackinteractions import ACTION_PREFIX, SlackInteractions
 from connectors.base import ActionCall, CatalogField, CatalogView, Connector, Outcome, RetryPolicy, Setting
 from hub.core.escape import safe_http_url
 from hub.core.ruletypes import SecretRef
@@ -106,9 +109,43 @@ def _flag(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes") if value is not None else False
 
 
-def build_living(params: Mapping[str, Any]) -> dict[str, Any]:
+def _person(who: Any) -> str:
+    """Who acted: a Slack user (`slack:U…`, a button) as a mention Slack shows by name; else escaped text."""
+    text = str(who)
+    user = text.removeprefix("slack:")
+    if user != text and re.fullmatch(r"[UW][A-Z0-9]{2,}", user):
+        return f"<@{user}>"
+    return slack_mrkdwn(text)
+
+
+def _when(ms: Any) -> str:
+    """` at HH:MM UTC` for epoch milliseconds, else nothing."""
+    try:
+        return " at " + datetime.fromtimestamp(int(ms) / 1000, UTC).strftime("%H:%M UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
+
+
+def buttons(key: str, acknowledged: bool) -> dict[str, Any]:
+    """Acknowledge, Resolve, Escalate now (`connectors._slackinteractions`): the action in the
+    `action_id`, the incident in the `value`."""
+    def button(action: str, label: str, **extra: Any) -> dict[str, Any]:
+        return {"type": "button", "action_id": ACTION_PREFIX + action, "value": key,
+                "text": {"type": "plain_text", "text": label}, **extra}
+    elements = [] if acknowledged else [button("acknowledge", "Acknowledge", style="primary")]
+    elements.append(button("resolve", "Resolve", confirm={
+        "title": {"type": "plain_text", "text": "Resolve the incident?"},
+        "text": {"type": "plain_text", "text": "The page, the status page and the timers are resolved too."},
+        "confirm": {"type": "plain_text", "text": "Resolve"}, "deny": {"type": "plain_text", "text": "Cancel"}}))
+    if not acknowledged:
+        elements.append(button("escalate", "Escalate now", style="danger"))
+    return {"type": "actions", "block_id": "incident_hub_actions", "elements": elements}
+
+
+def build_living(params: Mapping[str, Any], with_buttons: bool = False) -> dict[str, Any]:
     """The living message: what the incident is now. `title` and `summary` arrive escaped
-    (`Slack.markup`); everything else is data and escaped here."""
+    (`Slack.markup`); everything else is data and escaped here. `with_buttons` (a signing
+    secret is set, so Slack's clicks can be verified): the actions block while it is open."""
     title = str(params.get("title") or params.get("key") or "incident")
     severity = params.get("severity")
     resolved = _flag(params.get("resolved"))
@@ -117,7 +154,11 @@ def build_living(params: Mapping[str, Any]) -> dict[str, Any]:
     head = f"{mark}{sev} {title}" + (" (resolved)" if resolved else "")
     facts = [f"*Status:* {slack_mrkdwn(str(params.get('status') or ('resolved' if resolved else 'open')))}"]
     ack = params.get("acknowledged_by")
-    facts.append(f"*Acknowledged:* {'by ' + slack_mrkdwn(str(ack)) if ack else 'no'}")
+    facts.append(f"*Acknowledged:* {'by ' + _person(ack) + _when(params.get('acknowledged_at')) if ack else 'no'}")
+    resolution = str(params.get("resolution") or "")
+    if resolved and resolution.startswith("resolved by "):  # who resolved it, when a person did
+        facts.append(f"*Resolved:* by {_person(resolution.removeprefix('resolved by '))}"
+                     f"{_when(params.get('resolved_at'))}")
     page = params.get("page")
     facts.append(f"*Paged:* {slack_mrkdwn(str(page)) if page else 'no'}")
     alerts = params.get("alerts")
@@ -133,6 +174,9 @@ def build_living(params: Mapping[str, Any]) -> dict[str, Any]:
                if isinstance(link, dict) and link.get("href")]
     context.append(f"incident: `{slack_mrkdwn(str(params.get('key') or ''))}`")
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": c[:300]} for c in context[:10]]})
+    key = str(params.get("key") or "")
+    if with_buttons and not resolved and key and len(key) <= 2000:  # a button's value holds 2000 characters
+        blocks.append(buttons(key, bool(ack)))
     return {"text": head[:3000], "blocks": blocks}
 
 
@@ -427,7 +471,7 @@ class Slack(Connector):
         channel, key = self._channel(p), str(p.get("key") or "")
         if not key:
             return Outcome("permanent", detail="slack.incident needs the incident's key")
-        message = build_living(p)
+        message = build_living(p, with_buttons=bool(self.settings.slack_signing_secret))
         living_key = self._living_key(p, key)
         if not channel:
             return await self._living_by_webhook(p, living_key, message)
@@ -507,3 +551,5 @@ class Slack(Connector):
 
 
 connector = Slack
+#: `POST /slack/interactions`: the living message's buttons (`connectors._slackinteractions`).
+interactions = SlackInteractions()
