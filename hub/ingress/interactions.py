@@ -16,6 +16,7 @@ answer is 200 at once; the work is a worker's:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -79,7 +80,11 @@ async def _receive(request: web.Request, src: InteractionSource) -> web.Response
     limit = settings.hub_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return error(413, "too_large", f"body of {request.content_length} bytes is over the {limit}-byte limit")
-    body = await request.read()
+    try:
+        async with asyncio.timeout(settings.hub_body_timeout):
+            body = await request.read()
+    except TimeoutError:
+        return error(408, "body_timeout", f"body not received within {settings.hub_body_timeout:g}s")
     try:
         src.verify(body, request.headers, settings)
     except AuthError as e:
@@ -103,7 +108,7 @@ async def _record(request: web.Request, src: InteractionSource, click: Interacti
     job_id, job = "", b""
     if click.action == "escalate":
         job_id = ESCALATE_JOB + ":" + identity.rsplit(":", 1)[1]
-        job = escalate_job(job_id, {"incident": key, "by": click.by, "via": src.name, "at": ms}, ms)
+        job = escalate_job(job_id, {"incident": key, "by": click.by, "via": src.name, "at": ms, "click": job_id}, ms)
     claimed = await redis.eval(_CLAIM_SCRIPT, 4, identity, window, ARQ_JOB_PREFIX + job_id, ARQ_QUEUE,
                                int(store.retention * 1000), WINDOW_S * 1000, job_id, job, ms,
                                int(store.retention * 1000))

@@ -16,6 +16,9 @@ from hub.rules.engine import guard_names
 from hub.storage.event_store import ARQ_JOB_PREFIX, ARQ_QUEUE, now_ms
 from hub.worker.timers import job_bytes
 
+#: click → the timer it fires, so a retried job never fires the one after it as well.
+_CHOSEN = "hub:interaction:escalated:"
+
 # KEYS: job key, queue. ARGV: job id, job bytes, score ms. 1 when the queued timer was moved.
 _EARLY = """
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
@@ -26,7 +29,7 @@ return 1
 
 
 async def escalate_now(ctx: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """The arq job: `spec` is {incident, by, via, at}."""
+    """The arq job: `spec` is {incident, by, via, at, click} (click: the job's id)."""
     processor = ctx["processor"]
     redis = processor.store.redis
     key, by = str(spec["incident"]), str(spec["by"])
@@ -38,13 +41,18 @@ async def escalate_now(ctx: dict[str, Any], spec: dict[str, Any]) -> dict[str, A
     elif state.get("acknowledged_at"):
         why = "the incident is acknowledged"
     else:
+        chosen = await redis.get(_CHOSEN + str(spec.get("click") or ""))  # a retried job: the same timer
         pending = []
         for tid, t in (await incidents.timers(key)).items():
             found = processor.rules.step_for(t.get("workflow", ""), t.get("group", ""))
             if found is not None and "acknowledged" in guard_names(found[1].unless):
                 pending.append((int(t.get("due_ms") or 0), tid, t))
+        if chosen is not None:
+            pending = [p for p in pending if p[1] == chosen.decode()]
         for _, tid, t in sorted(pending):
             timer = {k: v for k, v in t.items() if k != "due_ms"}
+            if chosen is None and spec.get("click"):
+                await redis.set(_CHOSEN + str(spec["click"]), tid, ex=3600)
             ms = now_ms()
             if await redis.eval(_EARLY, 2, ARQ_JOB_PREFIX + tid, ARQ_QUEUE, tid,
                                 job_bytes({**timer, "early": True}, ms), ms):
