@@ -130,8 +130,8 @@ def test_defaults_are_valid_and_shipped_as_the_example() -> None:
     assert loaded.source == "<built-in defaults>" and loaded.warnings == []
     names = [w.name for w in loaded.config.workflows]
     assert names == ["page-on-call", "announce-minor", "statuspage-open", "incident-changed", "incident-resolved",
-                     "followup-jira", "alert-page", "alert-resolved", "slack-channel", "slack-incident", "slack-dm", "recent-deploy",
-                     "deploy-failed"]
+                     "followup-jira", "alert-page", "alert-resolved", "slack-channel", "slack-incident", "slack-dm",
+                     "recent-deploy", "deploy-failed"]
     assert (ROOT / "examples" / "hub.yaml").read_text() == DEFAULTS_PATH.read_text()
 
 
