@@ -177,6 +177,8 @@ async def test_acknowledge_stops_escalation_is_audited_and_shown_on_the_message(
         assert status == 200 and answer["status"] == "accepted"
         acked = await hub.final(answer["event_id"])
         assert acked["state"] == "done"
+        status, late = await interact(hub, click("acknowledge", user="U0BOB", message_ts="1700000000.000777"))
+        assert status == 200 and late["status"] == "ignored"  # another message's button, after the ack
         state = await hub.incidents.get(INCIDENT_KEY)
         assert state["acknowledged_by"] == "slack:U0ALICE" and state["acknowledged_at"]
         # the escalation timer, due now, finds the incident acknowledged and does nothing
@@ -211,6 +213,8 @@ async def test_resolve_resolves_the_page_once_through_the_workflows(
         assert first["status"] == "accepted" and again["status"] == retried["status"] == "duplicate"
         done = await hub.final(first["event_id"])
         assert done["state"] == "done"
+        status, late = await interact(hub, click("resolve", message_ts="1700000000.000777"))  # another message
+        assert status == 200 and late == {"status": "ignored", "detail": "the incident is resolved"}
     state = await hub.incidents.get(INCIDENT_KEY)
     assert state["resolved_at"] and state["resolution"] == "resolved by slack:U0BOB"
     resolves = [c.json() for c in upstreams.pagerduty.calls("/v2/enqueue") if c.json()["event_action"] == "resolve"]

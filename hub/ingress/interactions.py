@@ -2,8 +2,9 @@
 
 Per request, before anything runs: the source's signing secret is configured (else 503), the
 raw bytes are authentic (`verify`, else 401), the body is one of the hub's buttons (`parse`,
-else 400), and the incident it names exists in Redis (else 200 with `ignored`: the tool shows
-nothing went wrong, and nothing is recorded). Then the click is claimed once, in one Redis
+else 400), and the incident it names exists in Redis and is open (acknowledge: not yet
+acknowledged), else 200 with `ignored` and nothing is recorded (the tool shows nothing went
+wrong; the message is edited by the event that changed it). Then the click is claimed once, in one Redis
 script: by its identity (the tool's retries of it) and by its window (a second click of the same
 button on the same message within `WINDOW_S`). A claimed click is recorded durably and the
 answer is 200 at once; the work is a worker's:
@@ -94,9 +95,15 @@ async def _receive(request: web.Request, src: InteractionSource) -> web.Response
     except BadPayload as e:
         return error(400, e.code, e.detail)
     store = request.app[STORE]
-    key = await IncidentStore(store.redis, store.retention).resolve(click.incident)
-    if key is None:
+    incidents = IncidentStore(store.redis, store.retention)
+    key = await incidents.resolve(click.incident)
+    state = await incidents.get(key) if key is not None else None
+    if key is None or not state:
         return web.json_response({"status": "ignored", "detail": "no such incident (expired, or never the hub's)"})
+    if state.get("resolved_at"):  # a button on a message not yet edited: the workflows ran already
+        return web.json_response({"status": "ignored", "detail": "the incident is resolved"})
+    if click.action == "acknowledge" and state.get("acknowledged_at"):
+        return web.json_response({"status": "ignored", "detail": "the incident is acknowledged"})
     return await _record(request, src, click, key)
 
 
