@@ -36,12 +36,14 @@ class SlackApi:
                                      timeout=max(1, math.ceil(timeout)), retry_handlers=[])
 
     async def call(self, method: str, **kwargs: Any) -> tuple[Outcome, dict[str, Any]]:
-        """`method` is the SDK's name (`chat_postMessage`); returns (outcome, Slack's JSON answer)."""
+        """`method` is the SDK's name (`chat_postMessage`); returns (outcome, Slack's JSON answer,
+        also for an answer that is not `ok`)."""
         try:
             async with asyncio.timeout(self.timeout):
                 resp: AsyncSlackResponse = await getattr(self.client, method)(**kwargs)
-        except SlackApiError as e:
-            return api_error(e), {}
+        except SlackApiError as e:  # Slack's answer still says why (`error`: a machine-readable code)
+            data = getattr(e.response, "data", None)
+            return api_error(e), data if isinstance(data, dict) else {}
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
             return Outcome("retryable", None, detail=f"connection failed: {e}"), {}
         except TimeoutError:

@@ -31,6 +31,7 @@ from pydantic_core import from_json
 
 from connectors._declarations import CatalogField, CatalogView, PageFacts, Record, Setting
 from hub.core.events import NormalisedEvent
+from hub.core.interactions import Interaction
 
 if TYPE_CHECKING:
     import aiohttp
@@ -231,6 +232,31 @@ class InboundSource:
         same body twice is one delivery.
         """
         raise NotImplementedError(f"{self.name} cannot sign requests")
+
+
+class InteractionSource:
+    """An outside tool's interactions endpoint: people acting on an incident from its messages
+    (buttons). The ingress mounts it at `path` (`hub.ingress.interactions`): `verify` on the raw
+    bytes (AuthError: 401, nothing runs), then `parse` (BadPayload: 400) into an `Interaction`."""
+
+    name: ClassVar[str]
+    #: Where the ingress answers it, e.g. "/slack/interactions".
+    path: ClassVar[str]
+    #: The settings attributes holding its signing secret; none set: the endpoint answers 503.
+    credential_settings: ClassVar[tuple[str, ...]] = ()
+
+    def missing_credentials(self, settings: Settings) -> str | None:
+        if any(getattr(settings, attr) for attr in self.credential_settings):
+            return None
+        return " or ".join(a.upper() for a in self.credential_settings)
+
+    def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> None:
+        """Raise AuthError unless the request is authentic (raw bytes, constant time)."""
+        raise NotImplementedError
+
+    def parse(self, body: bytes, headers: Mapping[str, str], content_type: str) -> Interaction:
+        """The click; BadPayload for anything that is not one of the hub's buttons."""
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -46,7 +48,17 @@ from pydantic import Field, StringConstraints
 
 from connectors._ledger import CreationLedger, Pending, settle_after_failed_create
 from connectors._slackapi import SlackApi
-from connectors.base import ActionCall, CatalogField, CatalogView, Connector, Outcome, RetryPolicy, Setting
+from connectors._slackinteractions import ACTION_PREFIX, SlackInteractions
+from connectors.base import (
+    ActionCall,
+    CatalogField,
+    CatalogView,
+    Connector,
+    Outcome,
+    Record,
+    RetryPolicy,
+    Setting,
+)
 from hub.core.escape import safe_http_url
 from hub.core.ruletypes import SecretRef
 
@@ -106,9 +118,43 @@ def _flag(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes") if value is not None else False
 
 
-def build_living(params: Mapping[str, Any]) -> dict[str, Any]:
+def _person(who: Any) -> str:
+    """Who acted: a Slack user (`slack:U…`, a button) as a mention Slack shows by name; else escaped text."""
+    text = str(who)
+    user = text.removeprefix("slack:")
+    if user != text and re.fullmatch(r"[UW][A-Z0-9]{2,}", user):
+        return f"<@{user}>"
+    return slack_mrkdwn(text)
+
+
+def _when(ms: Any) -> str:
+    """` at HH:MM UTC` for epoch milliseconds, else nothing."""
+    try:
+        return " at " + datetime.fromtimestamp(int(ms) / 1000, UTC).strftime("%H:%M UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
+
+
+def buttons(key: str, acknowledged: bool) -> dict[str, Any]:
+    """Acknowledge, Resolve, Escalate now (`connectors._slackinteractions`): the action in the
+    `action_id`, the incident in the `value`."""
+    def button(action: str, label: str, **extra: Any) -> dict[str, Any]:
+        return {"type": "button", "action_id": ACTION_PREFIX + action, "value": key,
+                "text": {"type": "plain_text", "text": label}, **extra}
+    elements = [] if acknowledged else [button("acknowledge", "Acknowledge", style="primary")]
+    elements.append(button("resolve", "Resolve", confirm={
+        "title": {"type": "plain_text", "text": "Resolve the incident?"},
+        "text": {"type": "plain_text", "text": "The page, the status page and the timers are resolved too."},
+        "confirm": {"type": "plain_text", "text": "Resolve"}, "deny": {"type": "plain_text", "text": "Cancel"}}))
+    if not acknowledged:
+        elements.append(button("escalate", "Escalate now", style="danger"))
+    return {"type": "actions", "block_id": "incident_hub_actions", "elements": elements}
+
+
+def build_living(params: Mapping[str, Any], with_buttons: bool = False) -> dict[str, Any]:
     """The living message: what the incident is now. `title` and `summary` arrive escaped
-    (`Slack.markup`); everything else is data and escaped here."""
+    (`Slack.markup`); everything else is data and escaped here. `with_buttons` (a signing
+    secret is set, so Slack's clicks can be verified): the actions block while it is open."""
     title = str(params.get("title") or params.get("key") or "incident")
     severity = params.get("severity")
     resolved = _flag(params.get("resolved"))
@@ -117,7 +163,11 @@ def build_living(params: Mapping[str, Any]) -> dict[str, Any]:
     head = f"{mark}{sev} {title}" + (" (resolved)" if resolved else "")
     facts = [f"*Status:* {slack_mrkdwn(str(params.get('status') or ('resolved' if resolved else 'open')))}"]
     ack = params.get("acknowledged_by")
-    facts.append(f"*Acknowledged:* {'by ' + slack_mrkdwn(str(ack)) if ack else 'no'}")
+    facts.append(f"*Acknowledged:* {'by ' + _person(ack) + _when(params.get('acknowledged_at')) if ack else 'no'}")
+    resolution = str(params.get("resolution") or "")
+    if resolved and resolution.startswith("resolved by "):  # who resolved it, when a person did
+        facts.append(f"*Resolved:* by {_person(resolution.removeprefix('resolved by '))}"
+                     f"{_when(params.get('resolved_at'))}")
     page = params.get("page")
     facts.append(f"*Paged:* {slack_mrkdwn(str(page)) if page else 'no'}")
     alerts = params.get("alerts")
@@ -133,7 +183,28 @@ def build_living(params: Mapping[str, Any]) -> dict[str, Any]:
                if isinstance(link, dict) and link.get("href")]
     context.append(f"incident: `{slack_mrkdwn(str(params.get('key') or ''))}`")
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": c[:300]} for c in context[:10]]})
+    key = str(params.get("key") or "")
+    if with_buttons and not resolved and key and len(key) <= 2000:  # a button's value holds 2000 characters
+        blocks.append(buttons(key, bool(ack)))
     return {"text": head[:3000], "blocks": blocks}
+
+
+#: Slack's channel names: lowercase letters, digits, `-` and `_`, at most 80 characters.
+CHANNEL_NAME_MAX = 80
+#: Invite answers that mean "already done".
+INVITED_ALREADY = frozenset({"already_in_channel", "cant_invite_self"})
+
+
+def channel_name(params: Mapping[str, Any]) -> str:
+    """`inc-<yyyymmdd>-<slug of the title>` by Slack's rules (the date the incident was declared, UTC)."""
+    try:
+        day = datetime.fromtimestamp(int(str(params.get("declared_at"))) / 1000, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        day = datetime.now(UTC)
+    slug = re.sub(r"[^a-z0-9_]+", "-", str(params.get("title") or "").lower()).strip("-_")
+    if not slug:
+        slug = hashlib.sha256(str(params.get("key") or "").encode()).hexdigest()[:8]
+    return f"inc-{day:%Y%m%d}-{slug}"[:CHANNEL_NAME_MAX].rstrip("-_")
 
 
 def _digest(message: Mapping[str, Any]) -> str:
@@ -165,7 +236,8 @@ class Slack(Connector):
     variables = (Setting("SLACK_WEBHOOK_URL", secret=True), Setting("SLACK_BOT_TOKEN", secret=True),
                  Setting("SLACK_API_URL", "https://slack.com/api/"), Setting("SLACK_SIGNING_SECRET", secret=True),
                  Setting("SLACK_CHANNEL"))
-    action_names = frozenset({"notify", "incident", "dm"})
+    action_names = frozenset({"notify", "incident", "dm", "create_channel"})
+    recorded = {"slack_incident_channel": Record()}
     global_target = ("webhook_url", "SLACK_WEBHOOK_URL")
     retry_policy = RetryPolicy(max_attempts=6, base_delay=1.0, max_delay=120.0, deadline=6 * 3600)
     formats = {"slack_mrkdwn": slack_mrkdwn}
@@ -195,7 +267,7 @@ class Slack(Connector):
         """This call goes through the Web API: a bot token, and a channel (or no webhook to fall back on)."""
         if not self.web_api:
             return False
-        if params is not None and "users" in params:
+        if params is not None and ("users" in params or "members" in params):
             return True
         return bool(self._channel(params)) or not ((params or {}).get("webhook_url") or self.settings.slack_webhook_url)
 
@@ -206,6 +278,8 @@ class Slack(Connector):
         no_channel = "slack has no channel for this message (slack_channel in the catalog, or SLACK_CHANNEL)"
         if params is not None and "users" in params:  # `dm`
             return None if self.web_api else "direct messages need Slack's Web API (SLACK_BOT_TOKEN)"
+        if params is not None and "members" in params:  # `create_channel`
+            return None if self.web_api else "creating a channel needs Slack's Web API (SLACK_BOT_TOKEN)"
         if params is not None and "key" in params and "text" not in params:  # `incident`: the living message
             if not self.web_api:
                 return "the living message needs Slack's Web API (SLACK_BOT_TOKEN)"
@@ -237,6 +311,9 @@ class Slack(Connector):
         return slack_mrkdwn(text)
 
     def describe_target(self, params: Mapping[str, Any], mask: Callable[[str], str]) -> str:
+        if "members" in params:
+            return f"a new Slack channel #{channel_name(params)}" if self.web_api else \
+                "nowhere: creating a channel needs Slack's Web API (SLACK_BOT_TOKEN)"
         if "users" in params:
             return f"Slack direct messages to {params['users']}" if self.web_api else \
                 "nowhere: direct messages need Slack's Web API (SLACK_BOT_TOKEN)"
@@ -254,6 +331,8 @@ class Slack(Connector):
     def rate_limit_key(self, call: ActionCall) -> str | None:
         if self.web_api and "users" in call.params:
             return "slack:dm"
+        if self.web_api and "members" in call.params:
+            return "slack:create_channel"
         if self._uses_api(call.params):
             return "slack:channel:" + str(self._channel(call.params))  # Slack: about 1 message/s per channel
         return "slack:" + str(call.params.get("webhook_url") or "default")
@@ -261,7 +340,7 @@ class Slack(Connector):
     def serial_key(self, call: ActionCall) -> str | None:
         """One incident's messages in one channel: the living message and its thread replies."""
         key = call.params.get("key") or call.params.get("thread")
-        if not self._uses_api(call.params) or not key or "users" in call.params:
+        if not self._uses_api(call.params) or not key or "users" in call.params or "members" in call.params:
             return None
         return f"{self._channel(call.params)}:{self._living_key(call.params, str(key))}"
 
@@ -427,7 +506,7 @@ class Slack(Connector):
         channel, key = self._channel(p), str(p.get("key") or "")
         if not key:
             return Outcome("permanent", detail="slack.incident needs the incident's key")
-        message = build_living(p)
+        message = build_living(p, with_buttons=bool(self.settings.slack_signing_secret))
         living_key = self._living_key(p, key)
         if not channel:
             return await self._living_by_webhook(p, living_key, message)
@@ -498,6 +577,55 @@ class Slack(Connector):
             sent[user] = str(last.result.get("slack_ts") or "")
         return Outcome("succeeded", last.status, detail=f"{len(sent)} direct message(s)", result={"slack_dms": sent})
 
+    async def create_channel(self, call: ActionCall) -> Outcome:
+        """The incident's own channel (`conversations.create`), once per incident episode; a
+        channel of that name already there (`name_taken`: ours from an attempt that lost its
+        answer, or someone's) is looked up and reused. Then `members` are invited
+        (`conversations.invite`). The living message goes there through `slack.incident` with
+        `channel: incident.slack_incident_channel` (the built-in `slack-incident`)."""
+        p = call.params
+        if not self.web_api:
+            return Outcome("skipped", detail="creating a channel needs Slack's Web API (SLACK_BOT_TOKEN)")
+        key = str(p.get("key") or "")
+        if not key:
+            return Outcome("permanent", detail="slack.create_channel needs the incident's key")
+        ledger, entry = self._ledger("created"), self._living_key(p, key).replace("living:", "channel:", 1)
+        api = self.api
+        record = await ledger.get(entry)
+        if record is None:
+            name = channel_name(p)
+            outcome, data = await api.call("conversations_create", name=name)
+            if outcome.ok:
+                channel_id = str((data.get("channel") or {}).get("id") or "")
+                detail = f"created #{name}"
+            elif data.get("error") == "name_taken":  # a lost attempt's, or an existing one: reuse it
+                problem, channel_id = await self._channel_id(api, "#" + name)
+                if problem is not None:
+                    problem.detail = f"#{name} is taken but could not be found: {problem.detail}"
+                    return problem
+                channel_id, detail, outcome = str(channel_id), f"reused #{name}", Outcome("succeeded", outcome.status)
+            else:
+                return outcome
+            if not channel_id:
+                return Outcome("retryable", outcome.status, detail="Slack created no channel id", ambiguous=True)
+            record = {"channel": channel_id, "name": name, "invited": []}
+            await ledger.put(entry, record)
+        else:
+            outcome, detail = Outcome("succeeded"), f"#{record['name']} already made"
+        raw = p.get("members") or []
+        members = [str(u) for u in dict.fromkeys(raw if isinstance(raw, list) else [raw]) if u]
+        todo = [u for u in members if u not in record.get("invited", [])]
+        if todo:
+            invited, answer = await api.call("conversations_invite", channel=record["channel"], users=",".join(todo))
+            if not invited.ok and answer.get("error") not in INVITED_ALREADY:
+                invited.detail = f"{detail}; inviting {', '.join(todo)}: {invited.detail}"
+                return invited
+            record = {**record, "invited": [*record.get("invited", []), *todo]}
+            await ledger.put(entry, record)
+        outcome.detail = detail + (f", invited {len(todo)}" if todo else "")
+        outcome.result = {"slack_incident_channel": record["channel"], "slack_channel_name": record["name"]}
+        return outcome
+
     @staticmethod
     def _partial(outcome: Outcome, sent: Mapping[str, str], what: str) -> Outcome:
         """A failed DM after others went out: said in the detail (a retry skips those already sent)."""
@@ -506,4 +634,7 @@ class Slack(Connector):
         return outcome
 
 
+
 connector = Slack
+#: `POST /slack/interactions`: the living message's buttons (`connectors._slackinteractions`).
+interactions = SlackInteractions()

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 import connectors
-from connectors.base import Connector, InboundSource, Record, Setting
+from connectors.base import Connector, InboundSource, InteractionSource, Record, Setting
 
 
 @lru_cache(maxsize=1)
@@ -32,6 +32,17 @@ def sources() -> dict[str, InboundSource]:
     for mod in _modules():
         src = getattr(mod, "source", None)
         if isinstance(src, InboundSource):
+            found[src.name] = src
+    return found
+
+
+@lru_cache(maxsize=1)
+def interaction_sources() -> dict[str, InteractionSource]:
+    """Modules' `interactions`: endpoints where people act on incidents from a tool's messages."""
+    found = {}
+    for mod in _modules():
+        src = getattr(mod, "interactions", None)
+        if isinstance(src, InteractionSource):
             found[src.name] = src
     return found
 
@@ -114,8 +125,8 @@ def global_target(connector: str) -> tuple[str, str] | None:
 
 def reset() -> None:
     """Forget what was discovered (after a directory was added to `connectors.__path__`)."""
-    for cached in (_modules, sources, connector_classes, variables, superseded_by_resolution, recorded_fields,
-                   page_actions, condition_paths, linked_incident_fields, catalog_places):
+    for cached in (_modules, sources, interaction_sources, connector_classes, variables, superseded_by_resolution,
+                   recorded_fields, page_actions, condition_paths, linked_incident_fields, catalog_places):
         cached.cache_clear()
     from hub.core import escape, settings
 

@@ -19,6 +19,7 @@ from hub.core import metrics
 from hub.core.registry import sources
 from hub.core.settings import Settings
 from hub.ingress.heartbeats import add_heartbeats
+from hub.ingress.interactions import add_interactions
 from hub.ingress.shared import SETTINGS, STORE, error, text
 from hub.ingress.verify import AuthError
 from hub.operators.admin import admin_app
@@ -215,5 +216,6 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     add_heartbeats(app)
+    add_interactions(app)
     app.add_subapp("/admin", admin_app())
     return app

@@ -106,6 +106,8 @@ class Case(Webhook):
     modes: list[str] = Field(default_factory=list, description="connector modes switched on for this case, as "
                                                                "`configured:` conditions name them (e.g. a mode a "
                                                                "connector's settings turn on)")
+    unconfigured: list[str] = Field(default_factory=list, description="connectors treated as not configured for "
+                                                                      "this case (their settings unset)")
 
     @field_validator("modes")
     @classmethod

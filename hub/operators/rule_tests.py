@@ -52,7 +52,7 @@ async def run_case(loaded: LoadedCase, bodies: dict[tuple[Path, str, int | None]
     started = time.perf_counter()
     case = loaded.case
     at = _at_ms(case, now_ms if now_ms is not None else int(time.time() * 1000))
-    scenario = Scenario(rules, configured | set(case.modes))
+    scenario = Scenario(rules, (configured | set(case.modes)) - set(case.unconfigured))
     given: list[Outcome] = []
     result = CaseResult(loaded.file, case.name, "pass")
     step, source = "the case's webhook", case.source

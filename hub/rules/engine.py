@@ -417,7 +417,7 @@ class Rules:
             delay = timer.delay(severity, occurrence) if timer else 0.0
             ps = PlannedStep(
                 id=identity, connector=connector, action=action, idempotency_key=identity,
-                delay=float(delay or 0.0), unless=_guard_names(step.unless), workflow=wf.name,
+                delay=float(delay or 0.0), unless=guard_names(step.unless), workflow=wf.name,
                 step_id=sub.id, event_index=index, incident_key=key, subject=subject,
                 template=dict(sub.with_), record=dict(sub.record), context={**ctx, "occurrence": occurrence},
                 needs=tuple(sorted(_needs(sub.with_))), watches=tuple(sorted(_watches(sub.with_))),
@@ -471,7 +471,7 @@ def _seconds(spec: Any) -> float | dict[str, float]:
     return float(spec)
 
 
-def _guard_names(cond: Condition | None) -> tuple[str, ...]:
+def guard_names(cond: Condition | None) -> tuple[str, ...]:
     if cond is None:
         return ()
     names = [k for sub in (cond.any or []) for k, v in sub.model_dump(exclude_none=True, by_alias=True).items()

@@ -108,7 +108,8 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
             return {}
         state = dict(before)
         if event.kind == Kind.PAGE_ACKNOWLEDGED and not state.get("acknowledged_at"):
-            state.update(acknowledged_at=at_ms, acknowledged_by=event.source)
+            # a person's ack (a button: `hub.core.interactions`) names them; a pager's names the pager
+            state.update(acknowledged_at=at_ms, acknowledged_by=event.attributes.get("acknowledged_by") or event.source)
         state["updated_at"] = at_ms
         return state
 

@@ -22,6 +22,7 @@ from redis import exceptions as redis_errors
 
 from connectors.base import Connector
 from hub.core import metrics
+from hub.core.interactions import ESCALATE_JOB
 from hub.core.registry import connector_classes
 from hub.core.settings import Settings
 from hub.operators.replay import replay_event
@@ -35,6 +36,7 @@ from hub.worker.actions import ActionRunner
 from hub.worker.chunks import CHUNK_JOB
 from hub.worker.flapping import FlapReleases
 from hub.worker.heartbeats import CHECK_EVERY_S
+from hub.worker.interactions import escalate_now
 from hub.worker.processor import Processor
 from hub.worker.self_heartbeat import self_heartbeat
 from hub.worker.timers import TIMER_JOB, run_timer
@@ -213,6 +215,8 @@ def worker_options(settings: Settings, live: LiveRules | None = None) -> dict[st
                       func(process_chunk, name=CHUNK_JOB, max_tries=10_000, timeout=settings.hub_job_timeout,
                            keep_result=0),
                       # a fired timer's result is kept so the same timer id is never queued again
+                      func(escalate_now, name=ESCALATE_JOB, max_tries=5, timeout=settings.hub_job_timeout,
+                           keep_result=0),
                       func(run_timer, name=TIMER_JOB, max_tries=1_000_000, timeout=settings.hub_job_timeout,
                            keep_result=settings.hub_retention)],
         "cron_jobs": [cron(sweep, second={5, 35}, run_at_startup=True,

@@ -19,6 +19,8 @@ from typing import Any
 from multidict import CIMultiDict
 
 from hub.core.events import NormalisedEvent
+from hub.core.interactions import SOURCE as INTERACTION_SOURCE
+from hub.core.interactions import InteractionEvents
 from hub.core.registry import sources
 from hub.rules import Rules
 from hub.rules.engine import DEPLOY_LOOKBACK_S, PlannedStep, World, configured_connectors
@@ -34,9 +36,12 @@ PIN_FIELD = "incident_ctx"
 
 
 def source_of(name: str) -> Any:
-    """The parser of a recorded event's source: a webhook source, or the hub's own heartbeats."""
+    """The parser of a recorded event's source: a webhook source, or the hub's own heartbeats
+    and interactions (buttons: `hub.core.interactions`)."""
     if name == HEARTBEAT_SOURCE and name not in sources():
         return HeartbeatSource()
+    if name == INTERACTION_SOURCE and name not in sources():
+        return InteractionEvents()
     return sources()[name]
 
 

@@ -296,10 +296,11 @@ class Timers:
             return f"not needed: {why}", None
         severity = (incident or {}).get("severity") or (ev.severity.value if ev.severity else None)
         delay = timer.delay(severity, int(spec.get("occurrence", 1)))
-        if delay is None:
+        if spec.get("early"):  # escalate now (`hub.worker.interactions`): due whatever its delay
+            pass
+        elif delay is None:
             return f"dormant: no delay for {severity}", DORMANT_RECHECK_S
-        due = int(spec["anchor_ms"]) + int(delay * 1000)
-        if due > now + 200:
+        elif (due := int(spec["anchor_ms"]) + int(delay * 1000)) > now + 200:
             return "not due yet", (due - now) / 1000
         for s in steps:  # connector deadlines count from the firing, not from the event hours ago
             record = existing.get(s.id)

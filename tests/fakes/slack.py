@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,9 @@ class Message:
 @dataclass
 class FakeSlackApi(FakeUpstream):
     """Fake Slack Web API: `chat.postMessage`, `chat.update`, `conversations.history`,
-    `conversations.replies`, `conversations.open`, `conversations.list`.
+    `conversations.replies`, `conversations.open`, `conversations.list`, `conversations.create`
+    (Slack's name rules, `name_taken` for a name in use), `conversations.invite`
+    (`already_in_channel` when every user is already a member).
 
     Answers as Slack does: HTTP 200 with `{"ok": true, …}` or `{"ok": false, "error": code}`;
     a missing or wrong `Authorization: Bearer` token is `not_authed` / `invalid_auth`. History
@@ -64,11 +67,15 @@ class FakeSlackApi(FakeUpstream):
     messages: list[Message] = field(default_factory=list)
     #: Requests answered before this one is processed are counted (stall only the answer, like a lost reply).
     stall_answer: dict[str, float] = field(default_factory=dict)
+    #: channel id → its members (`conversations.create` adds the bot's creator, `invite` the rest).
+    members: dict[str, list[str]] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
     _last_us: int = 0
 
     def routes(self, app: web.Application) -> None:
         for method in ("chat.postMessage", "chat.update", "conversations.history", "conversations.replies",
-                       "conversations.open", "conversations.list"):
+                       "conversations.open", "conversations.list", "conversations.create",
+                       "conversations.invite"):
             app.router.add_route("*", f"/api/{method}", self.dispatch)
 
     @property
@@ -172,6 +179,36 @@ class FakeSlackApi(FakeUpstream):
         if not users.startswith("U"):
             return {"ok": False, "error": "user_not_found"}
         return {"ok": True, "channel": {"id": "D" + users.replace(",", "")[1:]}}
+
+    def _conversations_create(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = str(args.get("name") or "")
+        if not name:
+            return {"ok": False, "error": "invalid_name_required"}
+        if len(name) > 80:
+            return {"ok": False, "error": "invalid_name_maxlength"}
+        if not re.fullmatch(r"[a-z0-9_-]+", name):
+            return {"ok": False, "error": "invalid_name_specials"}
+        if name in self.channels.values():
+            return {"ok": False, "error": "name_taken"}
+        cid = f"C0NEW{len(self.created) + 1:04d}"
+        self.channels[cid] = name
+        self.created.append(cid)
+        self.members[cid] = ["U0BOT"]
+        return {"ok": True, "channel": {"id": cid, "name": name, "is_channel": True, "created": int(time.time())}}
+
+    def _conversations_invite(self, args: dict[str, Any]) -> dict[str, Any]:
+        cid = str(args.get("channel") or "")
+        if cid not in self.channels:
+            return {"ok": False, "error": "channel_not_found"}
+        users = [u for u in str(args.get("users") or "").split(",") if u]
+        if not users or any(not u.startswith(("U", "W")) for u in users):
+            return {"ok": False, "error": "user_not_found"}
+        have = self.members.setdefault(cid, [])
+        new = [u for u in users if u not in have]
+        if not new:
+            return {"ok": False, "error": "already_in_channel"}
+        have.extend(new)
+        return {"ok": True, "channel": {"id": cid, "name": self.channels[cid]}}
 
     def _conversations_list(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "channels": [{"id": cid, "name": name} for cid, name in self.channels.items()],
