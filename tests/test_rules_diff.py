@@ -217,8 +217,8 @@ async def test_cli_json_and_text(cli: None, redis: Any, store: Store, rule_files
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["{missing}", "{new}"], "invalid rules"),
-    (["{bad}", "{new}"], "invalid rules"),
+    (["{missing}", "{new}"], "nope.yaml:1:1: error: cannot read the rules file"),
+    (["{old}", "{bad}"], "bad.yaml:2:64: error: unknown connector 'nope'"),
     (["{old}", "{new}", "--since", "last tuesday"], "bad --since/--until"),
     (["{old}", "{new}", "--since", "1h", "--until", "2h"], "--since is after --until"),
     (["{old}", "{new}", "--limit", "0"], "--limit must be at least 1"),

@@ -133,6 +133,20 @@ def _changed_params(old: PlannedStep, new: PlannedStep) -> list[dict[str, str]]:
     return out
 
 
+def _by_place(planned: list[PlannedStep]) -> dict[tuple[Any, ...], PlannedStep]:
+    """Steps by where the rules put them (workflow, step, action, which event), not by their id:
+    an id carries the incident key, so a step whose incident changed is one step changed in its
+    `dedup_key`, not one removed and one added."""
+    out: dict[tuple[Any, ...], PlannedStep] = {}
+    for s in planned:
+        place: tuple[Any, ...] = (s.workflow, s.step_id, s.name, s.event_index, s.timer.group if s.timer else None)
+        n = 0
+        while (*place, n) in out:  # the same step twice in one plan: paired in order
+            n += 1
+        out[(*place, n)] = s
+    return out
+
+
 def _incident(o: Outcome, i: int) -> str:
     key = o.keys[i] if i < len(o.keys) else None
     if not key:
@@ -193,8 +207,7 @@ def compare(rec: dict[str, Any], old: Side, new: Side) -> EventDiff:
             return d
     assert old.outcome is not None and new.outcome is not None
     a, b = old.outcome, new.outcome
-    by_old = {s.id: s for s in a.planned}
-    by_new = {s.id: s for s in b.planned}
+    by_old, by_new = _by_place(a.planned), _by_place(b.planned)
     d.removed = [_action(s) for k, s in by_old.items() if k not in by_new]
     d.added = [_action(s) for k, s in by_new.items() if k not in by_old]
     for k, s in by_old.items():

@@ -63,9 +63,10 @@ def run_diff(args: argparse.Namespace) -> int:
         try:
             rules.append(Rules(load_file(path)))
         except RulesError as e:
-            first = e.report().strip().splitlines()
-            return _fail(f"{path}: invalid rules ({first[-1].strip() if first else 'see incident-hub validate'}); "
-                         f"run `incident-hub validate` on it")
+            errors = [p for p in e.problems if p.severity == "error"]
+            first = errors[0].format(str(path)).splitlines()[0] if errors else f"{path}: invalid rules"
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            return _fail(f"{first}{more}; see `incident-hub validate`")
     now = now_ms()
     try:
         since = parse_time(args.since, now)
