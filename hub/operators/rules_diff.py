@@ -28,7 +28,7 @@ from hub.operators.rule_scenario import Outcome, Scenario
 from hub.rules import Rules
 from hub.rules.engine import PlannedStep
 from hub.storage.event_store import IDX_ALL, ev_key
-from hub.worker.actions import _SECRET_PARAM, redact
+from hub.worker.actions import is_secret_param, redact
 
 #: Index entries (and records) read per round trip.
 PAGE = 200
@@ -48,7 +48,7 @@ def shown(name: str, value: Any) -> str:
     """A parameter value as the diff prints it: secrets masked, long text cut."""
     if value is None:
         return "(none)"
-    if _SECRET_PARAM.search(name) and value:
+    if is_secret_param(name) and value:
         return mask(value if isinstance(value, str) else json.dumps(value, default=str))
     if isinstance(value, dict):
         value = redact(value)
