@@ -95,9 +95,13 @@ async def test_a_routing_change_for_one_service_names_exactly_its_events_and_wri
     recorded = await record(store, 300)
     search = {i for i, s in recorded.items() if s == "search"}
     before = await snapshot(redis)
+    await redis.config_resetstat()
     started = time.perf_counter()
     summary, found = await diff(redis, rules(rule_files[0]), rules(rule_files[1]))
     seconds = time.perf_counter() - started
+    # the commands Redis served meanwhile: plain reads only (no EVALSHA / SCRIPT LOAD, no write)
+    used = {name.removeprefix("cmdstat_").split("|")[0] for name in await redis.info("commandstats")}
+    assert used <= {"zrevrangebyscore", "zrangebyscore", "hmget", "config", "info", "ping", "hello", "client"}, used
     print(f"rules diff of {summary.read} recorded events: {seconds:.2f}s")  # the performance note (-s)
     assert await snapshot(redis) == before  # every key and value as it was
     assert summary.read == 300
@@ -191,6 +195,7 @@ async def test_cli_json_and_text(cli: None, redis: Any, store: Store, rule_files
     recorded = await record(store, 30)
     old, new = (str(p) for p in rule_files)
     loop = asyncio.get_running_loop()
+    before = await snapshot(redis)
     assert await loop.run_in_executor(None, main, ["rules", "diff", old, new, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"old", "new", "since", "until", "limit", "events_read", "events_changed",
@@ -214,6 +219,7 @@ async def test_cli_json_and_text(cli: None, redis: Any, store: Store, rule_files
     assert await loop.run_in_executor(None, main, ["rules", "diff", old, new, "--json", "--limit", "7"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["limit_reached"] is True and out["events_read"] <= 7
+    assert await snapshot(redis) == before  # the command wrote nothing either
 
 
 @pytest.mark.parametrize("argv, message", [
