@@ -247,3 +247,11 @@ def test_cli_redis_unreachable_is_one_line_exit_1(rule_files: tuple[Path, Path],
     assert main(["rules", "diff", str(rule_files[0]), str(rule_files[1])]) == 1
     err = capsys.readouterr().err
     assert "cannot read Redis" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+async def test_an_event_neither_rule_set_can_plan_is_counted_not_changed(
+        redis: Any, store: Store, rule_files: tuple[Path, Path]) -> None:
+    await store.ingest("alertmanager", "broken", b"{not json", {}, "application/json", "test")
+    await record(store, 3)
+    summary, found = await diff(redis, rules(rule_files[0]), rules(rule_files[0]))
+    assert (summary.read, summary.errors, summary.changed, found) == (4, 1, 0, [])

@@ -77,8 +77,8 @@ async def recorded(redis: Redis, since_ms: int, until_ms: int, limit: int) -> As
     Records already expired (their index entry not trimmed yet) are left out."""
     lo, ties, n = since_ms, 0, 0  # ties: entries at score `lo` already read (the next page skips them)
     while n < limit:
-        rows = await redis.zrangebyscore(IDX_ALL, lo, until_ms, start=ties, num=min(PAGE, limit - n),
-                                         withscores=True)
+        want = min(PAGE, limit - n)
+        rows = await redis.zrangebyscore(IDX_ALL, lo, until_ms, start=ties, num=want, withscores=True)
         if not rows:
             return
         async with redis.pipeline(transaction=False) as p:
@@ -99,7 +99,7 @@ async def recorded(redis: Redis, since_ms: int, until_ms: int, limit: int) -> As
                    "services": (got[6] or b"").decode("utf-8", "replace")}
             if n >= limit:
                 return
-        if len(rows) < PAGE:
+        if len(rows) < want:
             return
 
 
@@ -175,6 +175,8 @@ class EventDiff:
     changed: list[dict[str, Any]] = field(default_factory=list)
     grouping: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, str | None] | None = None
+    #: One rule set or both could not plan it (the same failure on both is no change).
+    unplannable: bool = False
 
     @property
     def any(self) -> bool:
@@ -197,6 +199,7 @@ def compare(rec: dict[str, Any], old: Side, new: Side) -> EventDiff:
         d.title = next((e.title for e in events if e.title), "")[:200]
         d.services = ",".join(dict.fromkeys(s for e in events for s in e.services))[:200]
     if old.error or new.error:
+        d.unplannable = True
         if old.error != new.error:
             d.error = {"old": old.error, "new": new.error}
         if old.outcome is None or new.outcome is None:  # one side has no plan: all of the other's is the change
@@ -248,7 +251,7 @@ class Summary:
 
     def count(self, d: EventDiff) -> None:
         self.read += 1
-        if d.error:
+        if d.unplannable:
             self.errors += 1
         if not d.any:
             return
