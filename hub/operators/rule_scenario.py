@@ -112,6 +112,13 @@ class Scenario:
             hdrs.setdefault(name, value)
         rec = {"id": f"ev_test_{self._n}", "source": source, "body": body, "headers": hdrs,
                "content_type": content_type, "received_at": at_ms}
+        return await self.deliver_record(rec)
+
+    async def deliver_record(self, rec: dict[str, Any]) -> Outcome:
+        """Plan one event record (id, source, body, headers, content_type, received_at) and keep
+        what it leaves: `deliver`'s second half, and `incident-hub rules diff`'s way in for
+        events recorded in Redis (their stored headers as they are)."""
+        at_ms = int(rec["received_at"])
         events = self.planner.normalise(rec)
         self._correlate(events, at_ms)
         world = await self.planner.world(rec, events)

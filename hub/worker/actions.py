@@ -50,6 +50,11 @@ ATTEMPT_RESPONSE_KEEP = 500
 OnSuccess = Callable[[ActionRecord], Callable[[Any], None] | None]
 
 
+def is_secret_param(name: str) -> bool:
+    """Whether a parameter of this name holds a secret (what `redact` masks)."""
+    return bool(_SECRET_PARAM.search(name))
+
+
 def redact(params: dict[str, Any]) -> dict[str, Any]:
     """Params as they may be stored and shown: secret-looking values replaced, at any depth."""
     out: dict[str, Any] = {}
