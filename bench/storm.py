@@ -8,8 +8,9 @@ PagerDuty, incident.io, Slack and Statuspage on loopback; the service opted in t
 Deliveries are recorded as the ingress records them. Not a test: nothing here asserts.
 
 Prints: PagerDuty pages (triggers, distinct dedup keys), incident.io incidents, notes and
-edits, Slack messages (webhook posts and Web API posts) and Web API edits, Statuspage incidents, seconds until every event is final, pages and hub incidents
-left open after everything resolved. (The fakes never answer 429: the hub's own limiter paces
+edits, Slack messages (webhook posts and Web API posts) and Web API edits, Statuspage
+incidents, seconds until every event is final, pages and hub incidents left open after
+everything resolved. (The fakes never answer 429: the hub's own limiter paces
 the calls at the real limits.)
 
     python -m bench.storm --mode before   # grouping: per_alert, no correlation (as before issue 12)
