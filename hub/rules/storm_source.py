@@ -2,7 +2,7 @@
 
 The sweeper (`hub.worker.storm`) records one per `summary_interval` while alerts keep joining
 an incident faster than `grouping.storm_threshold` a minute; it goes through the workflows like
-any event (the built-in `storm-summary` workflow tells Slack and the incident.io incident).
+any event (the built-in `storm-summary` workflow tells the channel and the incident tool).
 Attributes: ``count`` (alerts that joined since the last summary), ``top_labels`` (the most
 common label values among them: ``[{"label", "value", "count"}]``) and ``top`` (the same as text,
 ``name=value (count), …``). Values are the senders' text: templates escape them where they land.

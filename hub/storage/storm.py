@@ -8,7 +8,7 @@ more than `threshold` joined within a minute the incident *storms*: ``storm`` =
 `summary_interval` of the last one; a fresh episode starts without.
 
 While it storms, an alert event that changes nothing but the alerts on the incident plans no
-``per: event`` step (`quiet`): in the built-in rules that is the Slack living message, edited
+``per: event`` step (`quiet`): in the built-in rules that is the chat living message, edited
 once per alert otherwise. What joined is told once per `summary_interval` instead
 (`hub.worker.storm`).
 
