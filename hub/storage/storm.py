@@ -68,13 +68,14 @@ def storming(state: dict[str, Any] | None, policy: StormPolicy | None, at_ms: in
 def quiet(before: dict[str, Any] | None, after: dict[str, Any] | None, event: NormalisedEvent,
           policy: StormPolicy | None, at_ms: int) -> bool:
     """Whether this alert event's `per: event` steps are left out: the incident storms and the
-    event changed nothing of it but its alerts (same episode, severity, acknowledgement, open)."""
+    event changed nothing of it but its alerts (same episode, severity, acknowledgement, open,
+    flapping; an alert's own status text, which each joining alert sets, does not count)."""
     if event.kind not in (Kind.ALERT_FIRING, Kind.ALERT_RESOLVED) or not before or not after:
         return False
     if not storming(after, policy, at_ms):
         return False
     return all(before.get(f) == after.get(f) for f in ("episode", "severity", "acknowledged_at", "resolved_at",
-                                                       "status", "flapping"))
+                                                       "flapping"))
 
 
 def commit_into(p: Batch, key: str, event: NormalisedEvent, member: str, after: dict[str, Any],
