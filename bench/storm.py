@@ -138,6 +138,7 @@ async def run(mode: str, seconds: float, slack_mode: str = "webhook") -> dict[st
                 "incidentio_incidents": len(inc.created),
                 "slack_messages": len(slack.requests) + len(slack_api.calls("/api/chat.postMessage")),
                 "slack_edits": len(slack_api.calls("/api/chat.update")),
+                "slack_api_calls": len(slack_api.requests),
                 "incidentio_notes": len(inc.calls("/v2/incident_timeline_items", "POST")),
                 "incidentio_updates": sum(1 for r in inc.requests if r.path.endswith("/actions/edit")),
                 "statuspage_incidents": len(sp.created), "seconds_to_all_final": round(elapsed, 1),
