@@ -7,13 +7,15 @@ recoveries). One worker with the connectors' real default rate limits, against t
 PagerDuty, incident.io, Slack and Statuspage on loopback; the service opted in to Statuspage.
 Deliveries are recorded as the ingress records them. Not a test: nothing here asserts.
 
-Prints: PagerDuty pages (triggers, distinct dedup keys), incident.io incidents, Slack
-messages, Statuspage incidents, seconds until every event is final, pages and hub incidents
-left open after everything resolved. (The fakes never answer 429: the hub's own limiter paces
+Prints: PagerDuty pages (triggers, distinct dedup keys), incident.io incidents, notes and
+edits, Slack messages (webhook posts and Web API posts) and Web API edits, Statuspage
+incidents, seconds until every event is final, pages and hub incidents left open after
+everything resolved. (The fakes never answer 429: the hub's own limiter paces
 the calls at the real limits.)
 
     python -m bench.storm --mode before   # grouping: per_alert, no correlation (as before issue 12)
     python -m bench.storm --mode after    # the built-in group handling + grouping: {by: [service]}
+    python -m bench.storm --slack api     # Slack through the Web API (a bot token: the living message)
 """
 
 from __future__ import annotations
@@ -76,25 +78,28 @@ def dd_alert(i: int, transition: str) -> bytes:
     return json.dumps(body).encode()
 
 
-async def run(mode: str, seconds: float) -> dict[str, Any]:
+async def run(mode: str, seconds: float, slack_mode: str = "webhook") -> dict[str, Any]:
     from tests.fakes import incidentio as fake_incidentio
     from tests.fakes import statuspage as fake_statuspage
     from tests.fakes.incidentio import FakeIncidentIO
     from tests.fakes.pagerduty import FakePagerDuty
-    from tests.fakes.slack import FakeSlack
+    from tests.fakes.slack import BOT_TOKEN, FakeSlack, FakeSlackApi
     from tests.fakes.statuspage import FakeStatuspage
 
     tmp = Path(tempfile.mkdtemp(prefix="hub-storm-"))
     server = EmbeddedRedis(tmp / "redis", appendonly=False).start()
     pd, inc = await FakePagerDuty().start(), await FakeIncidentIO().start()
     slack, sp = await FakeSlack().start(), await FakeStatuspage().start()
+    slack_api = await FakeSlackApi().start()
+    api = {"slack_bot_token": BOT_TOKEN, "slack_api_url": slack_api.api_url, "slack_channel": "C0INCIDENT"} \
+        if slack_mode == "api" else {}
     settings = Settings(_env_file=None, **{  # type: ignore[arg-type]
         "redis_url": server.url, "hub_admin_token": "bench-admin-token", "alertmanager_webhook_token": "bench",
         "datadog_webhook_token": "bench", "hub_config": rules(mode, tmp),
         "pagerduty_routing_key": "BENCHROUTINGKEY0123456789ABCDEFG", "pagerduty_events_url": pd.events_url,
         "incidentio_api_key": fake_incidentio.API_KEY, "incidentio_api_url": inc.url,
         "slack_webhook_url": slack.webhook_url, "statuspage_api_key": fake_statuspage.API_KEY,
-        "statuspage_page_id": fake_statuspage.PAGE_ID, "statuspage_api_url": sp.url})
+        "statuspage_page_id": fake_statuspage.PAGE_ID, "statuspage_api_url": sp.url, **api})
     redis = connect(server.url)
     store = Store(redis, settings)
     ids: list[str] = []
@@ -128,9 +133,14 @@ async def run(mode: str, seconds: float) -> dict[str, Any]:
             states = await incidents.get_many(keys)
             triggers = [r for r in pd.requests if r.json().get("event_action") == "trigger"]
             return {
-                "mode": mode, "events": len(ids), "pages": len(triggers),
+                "mode": mode, "slack": slack_mode, "events": len(ids), "pages": len(triggers),
                 "page_dedup_keys": len({r.json()["dedup_key"] for r in triggers}),
-                "incidentio_incidents": len(inc.created), "slack_messages": len(slack.requests),
+                "incidentio_incidents": len(inc.created),
+                "slack_messages": len(slack.requests) + len(slack_api.calls("/api/chat.postMessage")),
+                "slack_edits": len(slack_api.calls("/api/chat.update")),
+                "slack_api_calls": len(slack_api.requests),
+                "incidentio_notes": len(inc.calls("/v2/incident_timeline_items", "POST")),
+                "incidentio_updates": sum(1 for r in inc.requests if r.path.endswith("/actions/edit")),
                 "statuspage_incidents": len(sp.created), "seconds_to_all_final": round(elapsed, 1),
                 "pages_left_open": sum(1 for a in pd.alerts.values() if a.status != "resolved"),
                 "hub_incidents": len(keys),
@@ -138,7 +148,7 @@ async def run(mode: str, seconds: float) -> dict[str, Any]:
             }
     finally:
         await redis.aclose()
-        for fake in (pd, inc, slack, sp):
+        for fake in (pd, inc, slack, sp, slack_api):
             await fake.close()
         server.stop()
 
@@ -146,9 +156,11 @@ async def run(mode: str, seconds: float) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=("before", "after"), default="after")
+    ap.add_argument("--slack", choices=("webhook", "api"), default="webhook",
+                    help="Slack through the incoming webhook, or the Web API (a bot token: one living message)")
     ap.add_argument("--seconds", type=float, default=10.0, help="how long the storm takes to arrive")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(run(args.mode, args.seconds))))
+    print(json.dumps(asyncio.run(run(args.mode, args.seconds, args.slack))))
 
 
 if __name__ == "__main__":

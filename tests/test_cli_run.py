@@ -156,6 +156,6 @@ def test_serve_says_what_is_switched_on(tmp_path: Path, redis_url: str) -> None:
     (line,) = [x for x in output.splitlines() if "sources:" in x]
     assert "sources: github (not set up: " in line
     assert "connectors: slack (not configured: " in line
-    assert "rules: built-in defaults (13 workflows, 0 services)" in line
+    assert "rules: built-in defaults (14 workflows, 0 services)" in line
     assert line.endswith("admin: off (set HUB_ADMIN_TOKEN)")
     assert "secret-part" not in output

@@ -130,7 +130,8 @@ def test_defaults_are_valid_and_shipped_as_the_example() -> None:
     assert loaded.source == "<built-in defaults>" and loaded.warnings == []
     names = [w.name for w in loaded.config.workflows]
     assert names == ["page-on-call", "announce-minor", "statuspage-open", "incident-changed", "incident-resolved",
-                     "followup-jira", "alert-page", "alert-resolved", "slack-channel", "slack-incident", "slack-dm",
+                     "followup-jira", "alert-page", "alert-resolved", "storm-summary", "slack-channel",
+                     "slack-incident", "slack-dm",
                      "recent-deploy", "deploy-failed"]
     assert (ROOT / "examples" / "hub.yaml").read_text() == DEFAULTS_PATH.read_text()
 
@@ -251,7 +252,7 @@ def test_validate_cli_errors_and_exit_code() -> None:
 def test_validate_cli_ok_summary_and_json(tmp_path: Path) -> None:
     out = _cli("validate")
     assert out.returncode == 0
-    assert out.stdout.strip() == ("ok: <built-in defaults>: 13 workflows (13 enabled, 40 actions, 3 timers), "
+    assert out.stdout.strip() == ("ok: <built-in defaults>: 14 workflows (14 enabled, 43 actions, 3 timers), "
                                   "0 services, 0 teams")
     path = tmp_path / "hub.yaml"
     path.write_text((BROKEN / "bad_guard.yaml").read_text())

@@ -31,6 +31,7 @@ class Kind(StrEnum):
     INCIDENT_UPDATED = "incident.updated"
     INCIDENT_STATUS_CHANGED = "incident.status_changed"
     INCIDENT_RESOLVED = "incident.resolved"
+    INCIDENT_STORM_SUMMARY = "incident.storm_summary"
     FOLLOWUP_CREATED = "followup.created"
     DEPLOY_STARTED = "deploy.started"
     DEPLOY_SUCCEEDED = "deploy.succeeded"

@@ -42,6 +42,11 @@ ESCALATIONS_FIRED = Counter("hub_escalations_fired_total", "Escalations fired (n
 ALERTS_SUPPRESSED = Counter("hub_alerts_suppressed_total", "Alerts held back by a maintenance window", ["source"])
 ALERTS_RELEASED = Counter("hub_alerts_released_total",
                           "Alerts still firing when their maintenance window ended, evaluated again")
+STORM_SUMMARIES = Counter("hub_storm_summaries_total",
+                          "Storm summaries recorded (incident.storm_summary): one per summary_interval while "
+                          "alerts keep joining an incident faster than storm_threshold a minute")
+ALERTS_SUMMARISED = Counter("hub_alerts_summarised_total",
+                            "Alerts that joined a storming incident, told in a storm summary instead of one by one")
 FLAPPING_RELEASED = Counter("hub_flapping_released_total",
                             "Held resolves of flapping alerts released (no firing for the window): resolved then")
 HEARTBEATS_MISSED = Counter("hub_heartbeats_missed_total", "Heartbeats that went silent for interval + grace",

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hub.core.registry import sources
 from hub.core.settings import parse_duration
+from hub.rules.storm_source import SOURCE as STORM_SOURCE
 
 
 class CaseFileError(Exception):
@@ -50,7 +51,8 @@ class Webhook(_Strict):
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        known = sorted(sources())  # the webhook sources, as in POST /webhooks/SOURCE
+        # the webhook sources, as in POST /webhooks/SOURCE, and the hub's own storm summaries
+        known = sorted([*sources(), STORM_SOURCE])
         if v not in known:
             raise ValueError(f"unknown source {v!r}; one of {', '.join(known)}")
         return v

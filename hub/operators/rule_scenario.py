@@ -28,7 +28,6 @@ from typing import Any
 from multidict import CIMultiDict
 
 from hub.core.events import Kind, NormalisedEvent
-from hub.core.registry import sources
 from hub.rules import Rules
 from hub.rules.engine import PlannedStep
 from hub.rules.grouping import is_deferred, values
@@ -38,7 +37,7 @@ from hub.storage.incidents import DEPLOY_KINDS, incident_key
 from hub.worker.deploy_quiet import DEPLOY_KINDS as QUIET_KINDS
 from hub.worker.deploy_quiet import next_window, window_id
 from hub.worker.heartbeats import watchdog_of
-from hub.worker.planner import Planner
+from hub.worker.planner import Planner, source_of
 from hub.worker.quiet import facts, holding, runtime_open
 from hub.worker.recording import deploy_entries, record_updates
 
@@ -108,7 +107,7 @@ class Scenario:
         """Plan one webhook at `at_ms` and keep what it leaves (raises the source's BadPayload)."""
         self._n += 1
         hdrs = CIMultiDict(headers)
-        for name, value in sources()[source].guess_headers(body).items():
+        for name, value in source_of(source).guess_headers(body).items():
             hdrs.setdefault(name, value)
         rec = {"id": f"ev_test_{self._n}", "source": source, "body": body, "headers": hdrs,
                "content_type": content_type, "received_at": at_ms}

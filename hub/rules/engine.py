@@ -32,6 +32,8 @@ from hub.rules.model import PAGERS, Condition, Contact, HubConfig, Service, Step
 from hub.rules.problems import Loaded
 from hub.storage.flapping import FlapContext
 from hub.storage.incidents import advance, duration_ms, incident_key
+from hub.storage.storm import StormPolicy
+from hub.storage.storm import quiet as storm_is_quiet
 from hub.worker.actions import PlannedAction
 
 #: How far back deploys are offered to conditions and templates.
@@ -330,12 +332,13 @@ class Rules:
         current: dict[str, dict[str, Any] | None] = dict(world.incidents)
         flap = self.config.flapping
         policy = flap.policy() if flap is not None else None
+        storm_policy = self.storm_policy()
         for index, ev in enumerate(events):
             key = world.keys[index] if index < len(world.keys) else incident_key(ev)
             before = current.get(key) if key else None
             ctx = FlapContext(policy, key in world.released, world.event_id)
-            after = (advance(before, ev, key, world.received_ms, episode=world.episodes.get(key), flap=ctx)
-                     if key else None) or None
+            after = (advance(before, ev, key, world.received_ms, episode=world.episodes.get(key), flap=ctx,
+                             storm_policy=storm_policy) if key else None) or None
             if key and after:
                 current[key] = after
                 world.episodes.setdefault(key, int(after.get("episode", 1)))
@@ -368,13 +371,22 @@ class Rules:
                       deploys=deploys, now_ms=world.now_ms, values=ctx)
         return ctx, facts
 
+    def storm_policy(self) -> StormPolicy | None:
+        """`grouping:`'s storm control (None: no `grouping:` in hub.yaml)."""
+        grouping = self.config.grouping
+        return grouping.storm_policy() if grouping is not None else None
+
     def _plan_event(self, index: int, ev: NormalisedEvent, key: str | None, before: dict[str, Any] | None,
                     after: dict[str, Any] | None, world: World, preview: bool = True) -> list[PlannedStep]:
         ctx, facts = self.context(index, ev, key, after, world)
         facts.before = before
         out: list[PlannedStep] = []
+        # a storm (`hub.storage.storm`): an alert that only adds to the incident's alerts says nothing per event
+        storm_quiet = storm_is_quiet(before, after, ev, self.storm_policy(), world.received_ms)
         for wf in self.config.workflows:
             if not wf.enabled or not any(fnmatch.fnmatchcase(ev.kind, k) for k in wf.on):
+                continue
+            if storm_quiet and wf.per == "event":
                 continue
             if not matches(wf.if_, facts):
                 continue

@@ -28,6 +28,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from hub.core.events import NormalisedEvent
 from hub.core.ruletypes import Strict
 from hub.core.settings import parse_duration
+from hub.storage.storm import StormPolicy
 
 #: Normalised fields `by` may name (besides `labels.<name>`).
 FIELDS = ("service", "environment", "source", "severity")
@@ -54,6 +55,14 @@ class Grouping(Strict):
     window: Seconds = Field(300.0, description="an incident opened within this window, or still open, is joined")
     defer: Seconds = Field(0.0, description="alert-born incidents wait this long before their alert "
                                             "workflows act (nothing happens when resolved by then)")
+    storm_threshold: int = Field(10, ge=1, description="more alerts than this joining one incident within a "
+                                                       "minute is a storm: no per-alert messages, a summary "
+                                                       "every summary_interval instead")
+    summary_interval: Seconds = Field(300.0, description="a storming incident's summary (incident.storm_summary) "
+                                                         "is sent at most this often")
+
+    def storm_policy(self) -> StormPolicy:
+        return StormPolicy(threshold=self.storm_threshold, interval_ms=int(max(self.summary_interval, 1) * 1000))
 
     @field_validator("by")
     @classmethod

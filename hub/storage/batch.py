@@ -164,8 +164,9 @@ class Batch:
         self._ops.append(["", 0])  # keeps reply positions; replaced by None
         return self._reply()
 
-    def zadd(self, name: str, mapping: Mapping[str, float | int], *, xx: bool = False, gt: bool = False) -> Reply:
-        args: list[Any] = (["XX"] if xx else []) + (["GT"] if gt else [])
+    def zadd(self, name: str, mapping: Mapping[str, float | int], *, xx: bool = False, gt: bool = False,
+             nx: bool = False) -> Reply:
+        args: list[Any] = (["XX"] if xx else []) + (["NX"] if nx else []) + (["GT"] if gt else [])
         for member, score in mapping.items():
             args += [score, member]
         return self._op("ZADD", name, *args)

@@ -56,7 +56,7 @@ from redis.asyncio import Redis
 
 from hub.core import registry
 from hub.core.events import Kind, NormalisedEvent
-from hub.storage import alert_groups, flapping
+from hub.storage import alert_groups, flapping, storm
 from hub.storage import keys as layout
 from hub.storage.batch import Batch, Reply
 from hub.storage.event_store import now_ms
@@ -90,7 +90,7 @@ def incident_key(event: NormalisedEvent) -> str | None:
     if event.kind == Kind.FOLLOWUP_CREATED:
         parent = event.attributes.get("incident_id")
         return f"{event.source}:{parent}" if parent else None
-    if event.kind in PAGE_KINDS:
+    if event.kind in PAGE_KINDS or event.kind == Kind.INCIDENT_STORM_SUMMARY:
         return event.fingerprint
     return None
 
@@ -100,9 +100,13 @@ def _closed(event: NormalisedEvent) -> bool:
 
 
 def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_ms: int,
-            *, episode: int | None = None, flap: flapping.FlapContext | None = None) -> IncidentRecord:
+            *, episode: int | None = None, flap: flapping.FlapContext | None = None,
+            storm_policy: storm.StormPolicy | None = None) -> IncidentRecord:
     """The incident after `event` (pure). `episode` pins the episode chosen the first time;
-    `flap`: `flapping:` in hub.yaml (`hub.storage.flapping`), None when not configured."""
+    `flap`: `flapping:` in hub.yaml (`hub.storage.flapping`), None when not configured;
+    `storm_policy`: `grouping:` in hub.yaml (`hub.storage.storm`), None when not configured."""
+    if event.kind == Kind.INCIDENT_STORM_SUMMARY:  # the hub's own summary: changes nothing
+        return dict(before) if before is not None else {}
     if event.kind in PAGE_KINDS or event.kind == Kind.FOLLOWUP_CREATED:
         if before is None:
             return {}
@@ -176,6 +180,8 @@ def advance(before: IncidentRecord | None, event: NormalisedEvent, key: str, at_
         joined = alert_groups.track(state, member, key, event, resolving, fresh, at_ms)
         if joined is not None:
             resolving = joined
+    if not fresh:  # an alert of its group, or one correlated to it, joined the open incident
+        storm.note(state, storm_policy, event, grouped or (incident_key(event) or key) != key, at_ms)
     if not fresh and not resolving and event.kind in FIRING:  # back while its resolve was held
         flapping.fired_while_held(before, state, flap, at_ms, own=(incident_key(event) or key) == key)
     closing = event.kind in INCIDENT_KINDS and _closed(event)

@@ -117,6 +117,15 @@ def incident_alerts_first(key: str) -> str:
     return f"{INCIDENT_PREFIX}{part(key)}:alerts-first"
 
 
+def incident_storm_alerts(key: str) -> str:
+    """Alerts that joined the incident while it stormed (`hub.storage.storm`)."""
+    return f"{INCIDENT_PREFIX}{part(key)}:storm-alerts"
+
+
+def incident_storm_labels(key: str) -> str:
+    return f"{INCIDENT_PREFIX}{part(key)}:storm-labels"
+
+
 def incident_lock(key: str) -> str:
     return f"{INCIDENT_PREFIX}{part(key)}:lock"
 
@@ -194,6 +203,10 @@ QUIET_DUE = f"{PREFIX}quiet:due"
 FLAP_HELD = f"{PREFIX}flapping:held"
 #: zset: incident key → when its held resolve is due for release (ms).
 FLAP_DUE = f"{PREFIX}flapping:due"
+#: zset: incident key → when its next storm summary is due (ms) (`hub.worker.storm`).
+STORM_DUE = f"{PREFIX}storm:due"
+#: hash: incident key → JSON {"to": ms summarised up to, "seq": summaries sent}.
+STORM_SUMMARISED = f"{PREFIX}storm:summarised"
 
 
 def is_window_id(value: str) -> bool:

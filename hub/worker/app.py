@@ -39,6 +39,7 @@ from hub.worker.heartbeats import CHECK_EVERY_S
 from hub.worker.interactions import escalate_now
 from hub.worker.processor import Processor
 from hub.worker.self_heartbeat import self_heartbeat
+from hub.worker.storm import StormSummaries
 from hub.worker.timers import TIMER_JOB, run_timer
 
 log = logging.getLogger("hub.worker.app")
@@ -151,7 +152,17 @@ async def sweep(ctx: dict[str, Any]) -> int:
     await store.trim_indexes()
     await release_held(ctx)
     await release_flapping(ctx)
+    await send_storm_summaries(ctx)
     return requeued
+
+
+async def send_storm_summaries(ctx: dict[str, Any]) -> int:
+    """One summary per storming incident per summary_interval (`hub.worker.storm`); at start too,
+    so a restart in the middle of a storm still summarises."""
+    store: Store = ctx["store"]
+    processor: Processor = ctx["processor"]
+    summaries = StormSummaries(store, IncidentStore(store.redis, store.retention), lambda: processor.rules)
+    return await summaries.send_due()
 
 
 async def release_held(ctx: dict[str, Any]) -> int:

@@ -26,6 +26,8 @@ from hub.rules import Rules
 from hub.rules.engine import DEPLOY_LOOKBACK_S, PlannedStep, World, configured_connectors
 from hub.rules.heartbeats import SOURCE as HEARTBEAT_SOURCE
 from hub.rules.heartbeats import HeartbeatSource
+from hub.rules.storm_source import SOURCE as STORM_SOURCE
+from hub.rules.storm_source import StormSource
 from hub.storage.incidents import PAGE_KINDS, Entered, IncidentStore, incident_key
 
 #: Large deliveries whose normalised events a worker keeps at hand: each chunk job of one
@@ -36,12 +38,14 @@ PIN_FIELD = "incident_ctx"
 
 
 def source_of(name: str) -> Any:
-    """The parser of a recorded event's source: a webhook source, or the hub's own heartbeats
-    and interactions (buttons: `hub.core.interactions`)."""
+    """The parser of a recorded event's source: a webhook source, or the hub's own heartbeats,
+    interactions (buttons: `hub.core.interactions`) and storm summaries."""
     if name == HEARTBEAT_SOURCE and name not in sources():
         return HeartbeatSource()
     if name == INTERACTION_SOURCE and name not in sources():
         return InteractionEvents()
+    if name == STORM_SOURCE and name not in sources():
+        return StormSource()
     return sources()[name]
 
 

@@ -19,11 +19,11 @@ from datetime import UTC
 from typing import Any
 
 from hub.core import metrics
-from hub.core.events import NormalisedEvent
+from hub.core.events import Kind, NormalisedEvent
 from hub.core.registry import recorded_fields
 from hub.rules.conditions import recent_deploys
 from hub.rules.engine import PlannedStep, World
-from hub.storage import alert_groups, flapping
+from hub.storage import alert_groups, flapping, storm
 from hub.storage.batch import Batch
 from hub.storage.event_store import Store, dumps, ev_key, now_ms
 from hub.storage.incidents import DEPLOY_KINDS, IncidentStore
@@ -37,6 +37,8 @@ log = logging.getLogger("hub.worker.recording")
 #: An incident is linked to deploys of its services this recent when it opens.
 LINK_DEPLOYS_S = 3600
 
+#: A change that is no timeline line: an alert that joined a storming incident (`hub.storage.storm`).
+STORM_JOIN = "storm_join"
 #: Per incident key: its record after the event, and the timeline lines for what changed.
 Saves = dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]
 
@@ -56,6 +58,7 @@ class Recorder:
         rules = self.planner.rules
         saves: Saves = {}
         severity_changed: set[str] = set()
+        storm_policy = rules.storm_policy()
         for ev, key, before, after in rules.states(events, world):
             if not key or not after:
                 continue
@@ -73,6 +76,8 @@ class Recorder:
             if any(c["type"] == "resolution_hold_cleared" and c["flap"] for c in flaps):  # it would have paged
                 metrics.PAGES_SUPPRESSED.labels("flapping").inc()
             changes += flaps
+            if storm_policy is not None and ev.kind == Kind.ALERT_FIRING:
+                changes.append({"type": STORM_JOIN, "event": ev})  # kept for a summary, not a timeline line
             if any(c["type"] == "opened" for c in changes):
                 metrics.INCIDENTS_OPENED.labels(after.get("kind") or "incident").inc()
             if before and before.get("severity") != after.get("severity") and before.get("episode") == \
@@ -90,7 +95,13 @@ class Recorder:
         in the caller's transaction."""
         pin = {"keys": world.keys, "before": world.incidents, "episodes": world.episodes}
         p.hset(record_key, PIN_FIELD, dumps(pin))
+        storm_policy = self.planner.rules.storm_policy()
         for key, (after, changes) in saves.items():
+            for c in changes:
+                if c["type"] == STORM_JOIN:  # one alert of a storm: its summary counts it
+                    storm.commit_into(p, key, c["event"], c["event"].fingerprint, after, storm_policy,
+                                      world.received_ms, self.incidents.retention)
+            changes = [c for c in changes if c["type"] != STORM_JOIN]
             self.incidents.save_into(p, key, after, changes)
             flap_run.commit_into(p, key, world.incidents.get(key), after, rec["id"], record_key)
 

@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="the rules file (default: HUB_CONFIG, else ./hub.yaml, else the "
                                                 "built-in defaults)")
     p.add_argument("--content-type", default="application/json", help="the request's Content-Type")
+    p.add_argument("--live", action="store_true",
+                   help="read the open incidents from Redis (REDIS_URL), read-only, to say whether each alert "
+                        "would open, join (which incident), be deferred or be held as flapping")
     p.set_defaults(fn=run)
 
 
@@ -81,8 +84,17 @@ def run(args: argparse.Namespace) -> int:
     from hub.worker.quiet import would_hold
 
     held = would_hold(rules, events, rec["received_at"])  # the file's windows; run-time ones are in Redis
+    if args.live and not settings.redis_url:
+        print("incident-hub: --live needs REDIS_URL", file=sys.stderr)
+        return 2
+    try:
+        incidents = outcomes(rules, events, rec["received_at"], settings.redis_url if args.live else None)
+    except ConnectionError as e:
+        print(f"incident-hub: --live: Redis unreachable: {e}", file=sys.stderr)
+        return 2
     out = {"rules": rules.source, "events": [e.model_dump(mode="json") for e in events], "actions": actions,
-           "held": {str(i): why for i, why in held.items()}}
+           "held": {str(i): why for i, why in held.items()},
+           "incidents": {str(i): o for i, o in incidents.items()}}
     flap = rules.config.flapping
     if flap is not None:  # decided on the incident's history, which simulate does not have
         out["flapping"] = {"window_s": flap.window, "threshold": flap.threshold,
@@ -91,13 +103,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
-    print(f"rules: {rules.source} (no incident history: each event is taken as the first of its incident)")
+    print(f"rules: {rules.source}" + (" (incidents read from Redis, read-only; the actions below are planned "
+                                       "without that history)" if args.live else
+                                       " (no incident history: each event is taken as the first of its incident)"))
     if flap is not None:
         print(f"flapping: {out['flapping']['note']}")
     for i, e in enumerate(events):
         print(terminal(f"event  {e.kind:<24} {e.severity or '-':<5} {e.fingerprint}  {e.title}"))
         if i in held:
             print(terminal(f"       {held[i]} (its actions below would not run)"))
+        if i in incidents:
+            print(terminal(f"       incident: {incidents[i]['detail']}"))
+            if incidents[i].get("deferred"):
+                print(terminal(f"       {incidents[i]['deferred']}"))
     if not events:
         print("no events (recorded as done with no action)")
     for a, row in zip(planned, actions, strict=True):
@@ -113,6 +131,34 @@ def run(args: argparse.Namespace) -> int:
     if events and not planned:
         print("no actions")
     return 0
+
+
+def outcomes(rules: Any, events: list[Any], at_ms: int, redis_url: str | None) -> dict[int, dict[str, Any]]:
+    """Per firing alert: open, join (which incident), repeat, reopen or flapping, and deferral
+    (`hub.cli.grouping_preview`); from Redis, read-only, when `redis_url` is given.
+    ConnectionError when Redis cannot be reached."""
+    from hub.cli import grouping_preview
+
+    if redis_url is None:
+        return {i: o for i, e in enumerate(events) if (o := grouping_preview.offline(rules, e)) is not None}
+
+    async def read() -> dict[int, dict[str, Any]]:
+        from redis import exceptions as redis_errors
+
+        from hub.storage.connection import connect
+
+        redis = connect(redis_url)
+        try:
+            found = {}
+            for i, e in enumerate(events):
+                if (o := await grouping_preview.live(redis, rules, e, at_ms)) is not None:
+                    found[i] = o
+            return found
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as err:
+            raise ConnectionError(str(err)) from err
+        finally:
+            await redis.aclose()
+    return asyncio.run(read())
 
 
 def mask(secret: str) -> str:
