@@ -143,12 +143,12 @@ async def test_a_malformed_click_is_400(redis_url: str, redis: Any, upstreams: U
     assert status == 400 and answer["error"], answer
 
 
-async def test_without_a_signing_secret_the_endpoint_is_503_and_the_message_has_no_buttons(
+async def test_without_a_signing_secret_the_endpoint_is_401_and_the_message_has_no_buttons(
         redis_url: str, redis: Any, upstreams: Upstreams, slack_api: FakeSlackApi) -> None:
     async with Hub(settings_for(redis_url, upstreams, slack_api, slack_signing_secret=None), redis) as hub:
         await declared_sev1(hub)
         status, answer = await interact(hub, click("acknowledge"))
-    assert status == 503 and "SLACK_SIGNING_SECRET" in answer["detail"]
+    assert status == 401 and "SLACK_SIGNING_SECRET" in answer["detail"]
     (top,) = slack_api.posted(CHANNEL, top_level=True)
     assert not [b for b in top.blocks if b["type"] == "actions"]
 

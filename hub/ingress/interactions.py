@@ -76,7 +76,7 @@ async def _receive(request: web.Request, src: InteractionSource) -> web.Response
     settings = request.app[SETTINGS]
     missing = src.missing_credentials(settings)
     if missing:
-        return error(503, "interactions_not_configured",
+        return error(401, "interactions_not_configured",  # like a webhook source with no secret
                      f"{src.name} interactions are refused until {missing} is set (its requests are signed with it)")
     limit = settings.hub_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
