@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.inproc import running_worker
+from bench.inproc import ROUTING_KEY, running_worker
 from hub.core.settings import Settings
 from hub.storage.connection import connect
 from hub.storage.embedded_redis import EmbeddedRedis
@@ -59,7 +59,7 @@ async def run(alerts: int, job_timeout: float, per_job: int | None, rate_limits:
         pd.on_request = inc.on_request = slow
     values: dict[str, Any] = {
         "redis_url": server.url, "hub_admin_token": "bench-admin-token", "alertmanager_webhook_token": "bench",
-        "hub_job_timeout": job_timeout, "pagerduty_routing_key": "BENCHROUTINGKEY0123456789ABCDEFG",
+        "hub_job_timeout": job_timeout, "pagerduty_routing_key": ROUTING_KEY,
         "pagerduty_events_url": pd.events_url, "incidentio_api_key": fake_incidentio.API_KEY,
         "incidentio_api_url": inc.url,
     }

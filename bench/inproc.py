@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 
 from hub.core.settings import Settings
+
+#: The PagerDuty routing key the benches page with: drawn per run (32 characters, as PagerDuty's
+#: are), so no key-shaped literal sits in the repository; the fakes accept any.
+ROUTING_KEY = secrets.token_hex(16)
 
 
 @contextlib.asynccontextmanager

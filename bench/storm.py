@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.inproc import running_worker
+from bench.inproc import ROUTING_KEY, running_worker
 from hub.core.settings import Settings
 from hub.storage.connection import connect
 from hub.storage.embedded_redis import EmbeddedRedis
@@ -96,7 +96,7 @@ async def run(mode: str, seconds: float, slack_mode: str = "webhook") -> dict[st
     settings = Settings(_env_file=None, **{  # type: ignore[arg-type]
         "redis_url": server.url, "hub_admin_token": "bench-admin-token", "alertmanager_webhook_token": "bench",
         "datadog_webhook_token": "bench", "hub_config": rules(mode, tmp),
-        "pagerduty_routing_key": "BENCHROUTINGKEY0123456789ABCDEFG", "pagerduty_events_url": pd.events_url,
+        "pagerduty_routing_key": ROUTING_KEY, "pagerduty_events_url": pd.events_url,
         "incidentio_api_key": fake_incidentio.API_KEY, "incidentio_api_url": inc.url,
         "slack_webhook_url": slack.webhook_url, "statuspage_api_key": fake_statuspage.API_KEY,
         "statuspage_page_id": fake_statuspage.PAGE_ID, "statuspage_api_url": sp.url, **api})

@@ -37,7 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROUTING_KEY = "BENCHR0UT1NGKEY0123456789abcdef"
+from bench.inproc import ROUTING_KEY
+
 #: Worker CPU per job of the last run of each side (ms): a side near its wall-clock time per
 #: job is CPU-bound; one well below it is bound by arq's polling (see the README).
 CPU_MS: dict[str, float] = {}
