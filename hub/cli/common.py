@@ -88,3 +88,20 @@ def styled(state: str | None) -> str:
     s = state or ""
     style = STATE_STYLE.get(s)
     return f"[{style}]{s}[/{style}]" if style else s
+
+
+def settings_and_rules(path: Any, invalid_code: int = 2) -> tuple[Settings, Any] | int:
+    """The settings and the rules of `path` (else the configured rules file), or the exit code
+    after saying on stderr what is wrong (planning commands: simulate, test)."""
+    from hub.rules import RulesError, load_file
+    from hub.rules.engine import Rules
+
+    try:
+        settings = load_settings()
+        return settings, Rules(load_file(path if path else settings.rules_path()))
+    except SettingsError as e:
+        print(f"incident-hub: bad configuration: {e}", file=sys.stderr)
+        return 2
+    except RulesError as e:
+        print(f"the rules file is invalid (see `incident-hub validate`):\n{e.report()}", file=sys.stderr)
+        return invalid_code

@@ -34,11 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from connectors.base import BadPayload
+    from hub.cli.common import settings_and_rules
     from hub.core.escape import terminal
     from hub.core.registry import sources
-    from hub.core.settings import SettingsError, load_settings
-    from hub.rules import RulesError, load_file
-    from hub.rules.engine import Rules
     from hub.worker.actions import redact
     from hub.worker.planner import Planner, settings_configured
 
@@ -46,15 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if src is None:
         print(f"unknown source {args.source!r}; known: {', '.join(sorted(sources()))}", file=sys.stderr)
         return 2
-    try:
-        settings = load_settings()
-        rules = Rules(load_file(args.config if args.config else settings.rules_path()))
-    except SettingsError as e:
-        print(f"incident-hub: bad configuration: {e}", file=sys.stderr)
-        return 2
-    except RulesError as e:
-        print(f"the rules file is invalid (see `incident-hub validate`):\n{e.report()}", file=sys.stderr)
-        return 1
+    loaded = settings_and_rules(args.config, invalid_code=1)
+    if isinstance(loaded, int):
+        return loaded
+    settings, rules = loaded
     body = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
     headers = CIMultiDict()
     for h in args.header:

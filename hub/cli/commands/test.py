@@ -39,23 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hub.cli.common import settings_and_rules
     from hub.core.escape import terminal
     from hub.core.registry import connector_classes
-    from hub.core.settings import SettingsError, load_settings
     from hub.operators.rule_cases import CaseFileError, collect, load
     from hub.operators.rule_tests import junit_xml, run_all
-    from hub.rules import RulesError, load_file
-    from hub.rules.engine import Rules, configured_connectors
+    from hub.rules.engine import configured_connectors
 
-    try:
-        settings = load_settings()
-        rules = Rules(load_file(args.rules if args.rules else settings.rules_path()))
-    except SettingsError as e:
-        print(f"incident-hub: bad configuration: {e}", file=sys.stderr)
-        return 2
-    except RulesError as e:
-        print(f"the rules file is invalid (see `incident-hub validate`):\n{e.report()}", file=sys.stderr)
-        return 2
+    loaded = settings_and_rules(args.rules)
+    if isinstance(loaded, int):
+        return loaded
+    settings, rules = loaded
     try:
         cases, bodies = [], {}
         for path in collect(args.paths):
