@@ -78,6 +78,36 @@ def dd_alert(i: int, transition: str) -> bytes:
     return json.dumps(body).encode()
 
 
+#: The connectors' default limits the worker runs with (seconds between calls), as the limiter reads them.
+LIMITS = {"pagerduty": 0.5, "incidentio": 0.05, "slack": 1.0, "statuspage": 1.0}
+
+
+def pace_report(started: float, elapsed: float, arrived: float, calls: dict[str, list[float]]) -> dict[str, Any]:
+    """How close to the rate limits the storm was drained.
+
+    No hub could be final before the last webhook arrived, nor before a rate-limited upstream
+    has taken its calls one interval apart from the start of the storm: the larger of the two
+    is the unavoidable time (`unavoidable_s`) for the calls this run made. `idle_tokens` counts,
+    per upstream, the intervals between its first and last call in which no call went out,
+    although calls were still to come (a token left unused).
+    """
+    per: dict[str, Any] = {}
+    bound = arrived
+    for name, times in calls.items():
+        if not times:
+            continue
+        times = sorted(t - started for t in times)
+        interval = LIMITS[name]
+        floor = (len(times) - 1) * interval
+        bound = max(bound, floor)
+        idle = sum(int((b - a) / interval) - 1 for a, b in zip(times, times[1:], strict=False)
+                   if b - a >= 2 * interval)
+        per[name] = {"calls": len(times), "first_s": round(times[0], 1), "last_s": round(times[-1], 1),
+                     "at_limit_s": round(floor, 1), "idle_tokens": idle}
+    return {"arrived_s": round(arrived, 1), "unavoidable_s": round(bound, 1),
+            "ratio_to_unavoidable": round(elapsed / bound, 2), "upstreams": per}
+
+
 async def run(mode: str, seconds: float, slack_mode: str = "webhook") -> dict[str, Any]:
     from tests.fakes import incidentio as fake_incidentio
     from tests.fakes import statuspage as fake_statuspage
@@ -107,15 +137,16 @@ async def run(mode: str, seconds: float, slack_mode: str = "webhook") -> dict[st
     async def ingest(source: str, delivery: str, body: bytes) -> None:
         ids.append((await store.ingest(source, delivery, body, {}, "application/json", "token")).event_id)
 
-    async def all_final() -> None:
+    async def all_final() -> float:
+        """The wall-clock time (epoch s) the last event became final, once all have."""
         while True:
-            states = [(await store.get(i) or {}).get("state") for i in ids]
-            if all(s in FINAL_STATES for s in states):
-                return
-            await asyncio.sleep(0.5)
+            records = [await store.get(i) or {} for i in ids]
+            if all(r.get("state") in FINAL_STATES for r in records):
+                return max(int(r["updated_at"]) for r in records) / 1000
+            await asyncio.sleep(0.25)
     try:
         async with running_worker(settings):
-            started = time.monotonic()
+            started, started_epoch = time.monotonic(), time.time()
             ticks = 10
             for tick in range(ticks):  # the storm: the group grows, Datadog monitors fire
                 await ingest("alertmanager", f"am-{tick}", am_group(30 * (tick + 1), "firing"))
@@ -125,9 +156,15 @@ async def run(mode: str, seconds: float, slack_mode: str = "webhook") -> dict[st
             await ingest("alertmanager", "am-resolved", am_group(300, "resolved"))  # everything recovers
             for i in range(150):
                 await ingest("datadog", f"dd-ok-{i}", dd_alert(i, "Recovered"))
-            await all_final()
-            elapsed = time.monotonic() - started
+            ingested_by = time.monotonic() - started
+            elapsed = await all_final() - started_epoch
             await asyncio.sleep(2)  # anything a final event left behind
+            pacing = pace_report(started, elapsed, ingested_by, {
+                "pagerduty": [r.at for r in pd.requests],
+                "incidentio": [r.at for r in inc.requests],
+                "slack": [r.at for r in slack.requests] + [r.at for r in slack_api.requests
+                                                           if r.path.startswith("/api/chat.")],
+                "statuspage": [r.at for r in sp.requests if r.method != "GET"]})
             incidents = IncidentStore(redis, settings.hub_retention)
             keys = [k.decode() for k in await redis.zrange(INDEX, 0, -1)]
             states = await incidents.get_many(keys)
@@ -145,6 +182,7 @@ async def run(mode: str, seconds: float, slack_mode: str = "webhook") -> dict[st
                 "pages_left_open": sum(1 for a in pd.alerts.values() if a.status != "resolved"),
                 "hub_incidents": len(keys),
                 "hub_incidents_left_open": sum(1 for s in states.values() if s and not s.get("resolved_at")),
+                **pacing,
             }
     finally:
         await redis.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ class Recorded:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    #: When it arrived (`time.monotonic()`): benches measure pacing from it.
+    at: float = field(default_factory=time.monotonic)
 
     def json(self) -> Any:
         return json.loads(self.body)
