@@ -211,14 +211,16 @@ def duration_ms(state: IncidentRecord | None) -> int | None:
 # `hub.storage.event_store.Store.start`), else the type of what sits at the lock's name (not a lock: it
 # will never clear, and the run stays counted so the event ends as a dead letter).
 # KEYS: event hash, its actions, then per name: its record, its alias, the guess's record,
-# the guess's lock. ARGV: token, lease ms, '1' to resolve, then per name: name, page flag, guess.
+# the guess's lock. ARGV: token, lease ms, flags, then per name: name, page flag, guess. Flags:
+# '1' or '0' (resolve the names or not), then '1' when an earlier busy answer gave this run's
+# count back: it is counted again only if the locks are had (`recount`).
 _ENTER = """
 local n = (#ARGV - 3) / 3
 local resolved, wrong = {}, false
 for i = 1, n do
   local name, guess = ARGV[1 + 3 * i], ARGV[3 + 3 * i]
   local key = name
-  if name ~= '' and ARGV[3] == '1' and redis.call('EXISTS', KEYS[4 * i - 1]) == 0 then
+  if name ~= '' and string.sub(ARGV[3], 1, 1) == '1' and redis.call('EXISTS', KEYS[4 * i - 1]) == 0 then
     local alias = redis.call('GET', KEYS[4 * i])
     if alias then key = alias elseif ARGV[2 + 3 * i] == '1' then key = '' end
   end
@@ -226,6 +228,7 @@ for i = 1, n do
   if key ~= guess then wrong = true end
 end
 if wrong then return {2, resolved} end
+local recount = string.sub(ARGV[3], 2, 2)
 local first, locks = {}, {}
 for i = 1, n do
   local k = resolved[i]
@@ -240,11 +243,14 @@ for j, k in ipairs(locks) do
     local why = kind
     if kind == 'string' and redis.call('PTTL', lock) > 0 then
       why = 'busy'
-      if tonumber(redis.call('HGET', KEYS[1], 'runs') or '0') > 0 then redis.call('HINCRBY', KEYS[1], 'runs', -1) end
+      if recount ~= '1' and tonumber(redis.call('HGET', KEYS[1], 'runs') or '0') > 0 then
+        redis.call('HINCRBY', KEYS[1], 'runs', -1)
+      end
     end
     return {0, resolved, locks, why}
   end
 end
+if recount == '1' and redis.call('HEXISTS', KEYS[1], 'runs') == 1 then redis.call('HINCRBY', KEYS[1], 'runs', 1) end
 local incidents = {}
 for j, k in ipairs(locks) do incidents[j] = redis.call('HGETALL', KEYS[4 * first[k] + 1]) end
 return {1, resolved, locks, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), incidents}
@@ -475,11 +481,13 @@ class IncidentStore:
         cls.release_into(p, entered.lock_keys, entered.token)
 
     async def enter(self, event_key: str, actions_key: str, names: list[str | None], pages: list[bool],
-                    lease_s: float, *, resolve: bool) -> Entered:
+                    lease_s: float, *, resolve: bool, recount: bool = False) -> Entered:
         """Resolve the event's incident names, lock them, read the event: one round trip
         (two when an alias is involved: see `_ENTER`).
 
         `resolve=False` takes `names` as incident keys already (the pinned keys of a rerun).
+        `recount`: an earlier call of this run answered busy (and gave the run's count back);
+        the run is counted again if the locks are had now.
         When one of the incidents cannot be locked nothing is locked (`locked` is False, and
         `blocked` says why: ``busy``, or the type of a foreign key at the lock's name).
         """
@@ -487,7 +495,7 @@ class IncidentStore:
         guesses = [name or "" for name in names]
         for _ in range(ENTER_TRIES):
             key_names: list[str] = [event_key, actions_key]
-            argv: list[Any] = [token, int(lease_s * 1000), "1" if resolve else "0"]
+            argv: list[Any] = [token, int(lease_s * 1000), ("1" if resolve else "0") + ("1" if recount else "0")]
             for name, page, guess in zip(names, pages, guesses, strict=True):
                 key_names += [layout.incident(name or ""), layout.incident_alias(name or ""), layout.incident(guess),
                               layout.incident_lock(guess)]

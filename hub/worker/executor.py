@@ -43,6 +43,7 @@ from hub.worker.quiet import Quiet
 from hub.worker.recording import Recorder, Saves
 from hub.worker.steps import StepRunner
 from hub.worker.timers import Timers
+from hub.worker.turns import Turns
 
 log = logging.getLogger("hub.worker.processor")  # the name log filters already know
 
@@ -90,6 +91,8 @@ class Executor:
                                     Heartbeats(store, lambda: planner.rules))
         #: `grouping:` in hub.yaml: a firing alert may join an open incident (an alias) before entering.
         self.correlator = Correlator(store.redis, store.retention)
+        #: Jobs of this process that want a busy incident wait in line for it (`hub.worker.turns`).
+        self.turns = Turns()
 
     async def process(self, event_id: str, *, force: bool = False, chunk: int | None = None) -> float | None:
         """Advance the event (or its chunk `chunk`); seconds until it should run again, or None.
@@ -137,8 +140,7 @@ class Executor:
         else:
             names = await self.correlator.names(self.planner.rules, events, [incident_key(ev) for ev in events])
             pages = [ev.kind in PAGE_KINDS for ev in events]
-        entered = await self.incidents.enter(ev_key(event_id), actions_key(event_id), names, pages,
-                                             self.lock_lease, resolve=pinned is None)
+        entered = await self._enter(ev_key(event_id), actions_key(event_id), names, pages, resolve=pinned is None)
         if not entered.locked:
             if entered.blocked != "busy":  # never clears by itself: the run stays counted
                 await self.store.redis.hset(ev_key(event_id), "last_error",
@@ -151,8 +153,27 @@ class Executor:
                 return None
             return await self._process(fresh, events, force, entered, total=total)
         finally:
-            if entered.lock_keys and not entered.released:
-                await self.incidents.unlock(entered.lock_keys, entered.token)
+            await self._leave(entered)
+
+    async def _enter(self, event_key: str, actions_key: str, names: list[str | None], pages: list[bool], *,
+                     resolve: bool) -> Entered:
+        """Lock the event's incidents (`IncidentStore.enter`); when one is busy, wait in this
+        process's line for it (`hub.worker.turns`) for a while before giving up."""
+        entered = await self.incidents.enter(event_key, actions_key, names, pages, self.lock_lease, resolve=resolve)
+        deadline = time.monotonic() + self.turns.max_wait
+        while not entered.locked and entered.blocked == "busy":
+            key, left = Turns.key(entered.lock_keys), deadline - time.monotonic()
+            if key is None or left <= 0 or not await self.turns.wait(key, left):
+                break
+            entered = await self.incidents.enter(event_key, actions_key, names, pages, self.lock_lease,
+                                                 resolve=resolve, recount=True)
+        return entered
+
+    async def _leave(self, entered: Entered) -> None:
+        """Let the incidents go (unless the final write did) and wake whoever waits for them here."""
+        if entered.lock_keys and not entered.released:
+            await self.incidents.unlock(entered.lock_keys, entered.token)
+        self.turns.release(entered.lock_keys)
 
     # -- chunks ------------------------------------------------------------------------------
 
@@ -253,7 +274,7 @@ class Executor:
             pages = [ev.kind in PAGE_KINDS for ev in part]
         # the chunk's record stands in for the event's (state, runs, pin); its actions are read
         # by id once planned, not the whole event's (`_process`)
-        entered = await self.incidents.enter(key, key, names, pages, self.lock_lease, resolve=pinned is None)
+        entered = await self._enter(key, key, names, pages, resolve=pinned is None)
         if not entered.locked:
             return LOCK_RETRY_S
         try:
@@ -264,8 +285,7 @@ class Executor:
             merged.update(fresh)
             return await self._process(merged, part, force, entered, chunk=Chunk(index, lo, key))
         finally:
-            if entered.lock_keys and not entered.released:
-                await self.incidents.unlock(entered.lock_keys, entered.token)
+            await self._leave(entered)
 
     async def _complete(self, rec: dict[str, Any]) -> None:
         """The event's final state once every chunk has one (only the call that made it counts)."""

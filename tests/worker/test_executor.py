@@ -11,6 +11,7 @@ from hub.storage.event_store import Store
 from hub.storage.incidents import incident_key
 from hub.worker.executor import LOCK_RETRY_S
 from hub.worker.processor import Processor
+from hub.worker.turns import Turns
 from tests.worker.conftest import grafana_group, ingest
 
 
@@ -68,6 +69,7 @@ async def test_an_incident_another_worker_holds_is_tried_again_without_side_effe
     key = incident_key(processor.normalise(await store.get(event_id))[0])
     assert key
     await redis.set(keys.incident_lock(key), "another-worker", px=60_000)
+    processor.turns = Turns(max_wait=0.3, poll=0.1)  # waits in line, looks again, then gives up
     assert await processor.process(event_id) == LOCK_RETRY_S
     rec = await store.get(event_id)
     assert rec["state"] == "accepted" and "incident_ctx" not in rec
@@ -76,6 +78,44 @@ async def test_an_incident_another_worker_holds_is_tried_again_without_side_effe
     await redis.delete(keys.incident_lock(key))
     assert await processor.process(event_id) is None
     assert (await store.get(event_id))["state"] == "done"
+
+
+async def test_a_run_that_finds_its_incident_busy_waits_in_line_and_goes_once_it_is_free(
+        redis: Any, processor: Processor, fake_slack: Any) -> None:
+    """Instead of a deferral to a later poll of arq, the run waits in line and enters as soon
+    as the holder lets go; the run is counted once (given back when busy, counted on entry)."""
+    store = processor.store
+    event_id = await ingest(store, grafana_group("fp-line"), "d-exec-line")
+    key = incident_key(processor.normalise(await store.get(event_id))[0])
+    assert key
+    await redis.set(keys.incident_lock(key), "another-worker", px=60_000)
+    processor.turns = Turns(max_wait=30, poll=0.05)
+    runs_at_call: list[int] = []
+
+    async def count_runs() -> None:
+        runs_at_call.append(int((await store.get(event_id))["runs"]))
+    fake_slack.on_request = count_runs
+    run = asyncio.create_task(processor.process(event_id))
+    await asyncio.sleep(0.2)
+    assert not run.done() and processor.turns.waiting(key) == 1
+    assert int((await store.get(event_id)).get("runs") or 0) == 0  # waiting is not a run
+    await redis.delete(keys.incident_lock(key))  # another process lets go: heard at its next look
+    assert await asyncio.wait_for(run, 10) is None
+    assert (await store.get(event_id))["state"] == "done"
+    assert runs_at_call == [1]  # counted again once it entered
+
+
+async def test_runs_of_one_incident_in_one_process_hand_it_over_without_a_deferral(
+        processor: Processor, fake_slack: Any) -> None:
+    """Alerts of one group processed at once by one worker: one holds the incident, the others
+    wait in line and are woken in turn; none is sent back to the queue."""
+    store = processor.store
+    ids = [await ingest(store, grafana_group(f"fp-turn-{i}"), f"d-exec-turn-{i}") for i in range(6)]
+    keys_seen = {incident_key(processor.normalise(await store.get(i))[0]) for i in ids}
+    assert len(keys_seen) == 1
+    processor.turns = Turns(max_wait=60, poll=60)  # only a wake-up can let a waiter in
+    assert await asyncio.wait_for(asyncio.gather(*(processor.process(i) for i in ids)), 30) == [None] * 6
+    assert [(await store.get(i))["state"] for i in ids] == ["done"] * 6
 
 
 async def test_a_parser_failure_is_a_dead_letter_with_its_reason(processor: Processor) -> None:
