@@ -28,6 +28,7 @@ from tests.test_cli_run import wait_http
 pytestmark = pytest.mark.timeout(120)
 
 ESTABLISHED = "01"
+LISTEN = "0A"
 
 
 def serve(tmp_path: Path, redis_url: str, port: int, reuse: bool) -> subprocess.Popen[bytes]:
@@ -36,6 +37,12 @@ def serve(tmp_path: Path, redis_url: str, port: int, reuse: bool) -> subprocess.
            "HUB_REUSE_PORT": "1" if reuse else "0"}
     return subprocess.Popen([sys.executable, "-m", "hub", "serve"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def listening(port: int) -> int:
+    """Sockets listening on `port` (one per process sharing it)."""
+    return sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+               if int(line.split()[1].rsplit(":", 1)[1], 16) == port and line.split()[3] == LISTEN)
 
 
 def established_inodes(port: int) -> set[str]:
@@ -85,8 +92,7 @@ def test_two_serve_processes_share_a_port_and_both_answer(tmp_path: Path, redis_
         wait_http(f"http://127.0.0.1:{port}/healthz")
         second = serve(tmp_path, redis_url, port, reuse=True)
         deadline = time.monotonic() + 30
-        while sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
-                  if int(line.split()[1].rsplit(":", 1)[1], 16) == port and line.split()[3] == "0A") < 2:
+        while listening(port) < 2:
             assert second.poll() is None, stop(second)
             assert time.monotonic() < deadline, "the second process never listened on the shared port"
             time.sleep(0.1)
@@ -123,3 +129,21 @@ def test_without_reuse_port_a_second_process_cannot_bind(tmp_path: Path, redis_u
         assert "Traceback" not in out, out
     finally:
         stop(first)
+
+
+def test_run_web_2_starts_two_listeners_on_one_port(tmp_path: Path, redis_url: str) -> None:
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "HUB_HOST": "127.0.0.1", "HUB_PORT": str(port),
+           "HUB_LOG_LEVEL": "WARNING"}
+    env.pop("HUB_REUSE_PORT", None)
+    run = subprocess.Popen([sys.executable, "-m", "hub", "run", "--web", "2", "--workers", "0"], env=env,
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        deadline = time.monotonic() + 30
+        while listening(port) < 2:
+            assert run.poll() is None and time.monotonic() < deadline, "two web processes never both listened"
+            time.sleep(0.1)
+    finally:
+        out = stop(run)
+    assert "a process exited" not in out, out
