@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "environment (and .env); see README.md and docs/DESIGN.md.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("serve", help="run the webhook ingress and admin API (HUB_HOST:HUB_PORT)")
+    p = sub.add_parser("serve", help="run the webhook ingress and admin API (HUB_HOST:HUB_PORT; "
+                                     "HUB_REUSE_PORT=1 lets several processes share the port)")
     p.add_argument("--host", help="listen address (default HUB_HOST, 0.0.0.0)")
     p.add_argument("--port", type=int, help="listen port (default HUB_PORT, 8080)")
     p.set_defaults(fn=cmd_serve)
