@@ -7,6 +7,9 @@ It is slower than wrk, so on one core it may saturate before the server does; th
 says which generator was used.
 
     python -m bench.pyload --url http://127.0.0.1:8080/webhooks/github --duration 15
+
+With `--template FILE --token T` it sends what bench/wrk_alertmanager.lua sends instead: the
+template with every `@ID@` replaced by a per-request id, as a Bearer-token webhook.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -29,9 +33,13 @@ def percentile(sorted_values: list[float], pct: float) -> float:
     return sorted_values[rank - 1]
 
 
-async def run(url: str, connections: int, duration: float, prefix: str) -> dict[str, object]:
+async def run(url: str, connections: int, duration: float, prefix: str, template: bytes | None = None,
+              token: str = "") -> dict[str, object]:
     body = payload.body()
     base = payload.headers(body, "")
+    if template is not None:
+        base = {"Content-Type": "application/json", "User-Agent": "Alertmanager/0.27.0",
+                "Authorization": f"Bearer {token}"}
     latencies: list[float] = []
     counts = {"accepted": 0, "other_status": 0, "connect": 0, "read": 0, "timeout": 0}
     timeout = aiohttp.ClientTimeout(total=10)
@@ -44,10 +52,14 @@ async def run(url: str, connections: int, duration: float, prefix: str) -> dict[
             n = 0
             while time.perf_counter() < deadline:
                 n += 1
-                headers = {**base, "X-GitHub-Delivery": f"{prefix}-c{conn}-{n}"}
+                delivery = f"{prefix}-c{conn}-{n}"
+                if template is None:
+                    headers, data = {**base, "X-GitHub-Delivery": delivery}, body
+                else:
+                    headers, data = base, template.replace(b"@ID@", delivery.encode())
                 t0 = time.perf_counter()
                 try:
-                    async with session.post(url, data=body, headers=headers) as resp:
+                    async with session.post(url, data=data, headers=headers) as resp:
                         await resp.read()
                         status = resp.status
                 except aiohttp.ClientConnectorError:
@@ -81,8 +93,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--prefix", default="py")
+    parser.add_argument("--template", type=Path, help="body template with @ID@ placeholders (Bearer-token source)")
+    parser.add_argument("--token", default="", help="the Bearer token sent with --template")
     args = parser.parse_args()
-    result = asyncio.run(run(args.url, args.connections, args.duration, args.prefix))
+    template = args.template.read_bytes() if args.template else None
+    result = asyncio.run(run(args.url, args.connections, args.duration, args.prefix, template, args.token))
     print("BENCH_RESULT " + json.dumps(result), flush=True)
 
 

@@ -49,7 +49,7 @@ def _logging() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from hub.core import loop
     from hub.ingress.app import create_app
-    from hub.ingress.serving import serve
+    from hub.ingress.serving import ListenError, serve
 
     settings = with_redis(_settings())
     _logging()
@@ -64,7 +64,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"incident-hub: serving on http://{host}:{port}", file=sys.stderr)
         print(summary, file=sys.stderr)
 
-    serve(create_app(settings), host, port, header_timeout=settings.hub_header_timeout, on_ready=ready)
+    try:
+        serve(create_app(settings), host, port, header_timeout=settings.hub_header_timeout,
+              reuse_port=settings.hub_reuse_port, on_ready=ready)
+    except ListenError as e:
+        hint = "" if settings.hub_reuse_port else " (HUB_REUSE_PORT=1 lets several serve processes share a port)"
+        print(f"incident-hub: {e}{hint}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -83,7 +89,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Everything in one terminal: embedded Redis (unless REDIS_URL), web, one worker."""
+    """Everything in one terminal: embedded Redis (unless REDIS_URL), web process(es), worker(s)."""
+    if args.web < 1 or args.workers < 0:
+        print("incident-hub: --web must be at least 1 and --workers at least 0", file=sys.stderr)
+        return 2
     settings = _settings()
     from hub.rules import RulesError, load_rules
 
@@ -109,10 +118,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 print(f"incident-hub: using the embedded Redis already running at {url}", file=sys.stderr)
         env["REDIS_URL"] = url
+    if args.web > 1:  # the web processes share one port; the kernel spreads connections over them
+        env["HUB_REUSE_PORT"] = "1"
     exe = [sys.executable, "-m", "hub"]
     # Own process groups: a terminal's Ctrl-C reaches only this process, which passes one
     # signal on; a child signalled twice (by the terminal and by us) cut its shutdown short.
-    children = [subprocess.Popen([*exe, "serve"], env=env, process_group=0)]
+    children = [subprocess.Popen([*exe, "serve"], env=env, process_group=0) for _ in range(args.web)]
     children += [subprocess.Popen([*exe, "worker"], env=env, process_group=0) for _ in range(args.workers)]
     stopping = False
     failed = False
@@ -156,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "environment (and .env); see README.md and docs/DESIGN.md.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("serve", help="run the webhook ingress and admin API (HUB_HOST:HUB_PORT)")
+    p = sub.add_parser("serve", help="run the webhook ingress and admin API (HUB_HOST:HUB_PORT; "
+                                     "HUB_REUSE_PORT=1 lets several processes share the port)")
     p.add_argument("--host", help="listen address (default HUB_HOST, 0.0.0.0)")
     p.add_argument("--port", type=int, help="listen port (default HUB_PORT, 8080)")
     p.set_defaults(fn=cmd_serve)
@@ -164,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a worker process (arq) that performs the actions")
     p.set_defaults(fn=cmd_worker)
 
-    p = sub.add_parser("run", help="start embedded Redis (if REDIS_URL is unset), the web process and workers")
+    p = sub.add_parser("run", help="start embedded Redis (if REDIS_URL is unset), the web process(es) and workers")
+    p.add_argument("--web", type=int, default=1,
+                   help="web processes (default 1); more than one share HUB_PORT through SO_REUSEPORT")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--redis-port", type=int, default=None, help="embedded Redis port (default: a free one)")
     p.set_defaults(fn=cmd_run)

@@ -78,6 +78,8 @@ class CoreSettings(BaseSettings):
     redis_url: str | None = None
     hub_host: str = "0.0.0.0"
     hub_port: int = Field(8080, ge=1, le=65535)
+    #: SO_REUSEPORT on the listening socket: several `serve` processes on one host share the port.
+    hub_reuse_port: bool = False
     hub_config: Path | None = None
     hub_admin_token: SecretList
     hub_data_dir: Path = Path("./var")

@@ -32,6 +32,10 @@ def _timeout_response(timeout: float) -> bytes:
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
+class ListenError(Exception):
+    """The listening socket could not be bound (port in use, address not local, no permission)."""
+
+
 class HeaderTimeoutHandler(RequestHandler):
     """A RequestHandler that closes a connection whose request head takes over `header_timeout`."""
 
@@ -108,9 +112,13 @@ class HubRunner(web.AppRunner):
                          header_timeout=self._header_timeout, **self._kwargs)
 
 
-def serve(app: web.Application, host: str, port: int, *, header_timeout: float,
+def serve(app: web.Application, host: str, port: int, *, header_timeout: float, reuse_port: bool = False,
           on_ready: Callable[[], None] = lambda: None, shutdown_timeout: float = 60.0) -> None:
-    """Serve `app` until SIGINT or SIGTERM (what `web.run_app` does, with HubRunner)."""
+    """Serve `app` until SIGINT or SIGTERM (what `web.run_app` does, with HubRunner).
+
+    `reuse_port`: SO_REUSEPORT, so that several processes (one core each) listen on one port
+    and the kernel spreads new connections over them.
+    """
 
     async def main() -> None:
         # aiohttp's run_app defaults: keep-alive 75 s, no access log (the hub logs what matters)
@@ -122,7 +130,10 @@ def serve(app: web.Application, host: str, port: int, *, header_timeout: float,
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await web.TCPSite(runner, host, port).start()
+            try:
+                await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+            except OSError as e:
+                raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
             on_ready()
             await stop.wait()
         finally:
