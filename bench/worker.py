@@ -232,9 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=20, help="HUB_WORKER_CONCURRENCY (arq max_jobs)")
     parser.add_argument("--redis-stats", action="store_true",
                         help="also report Redis round trips, commands and CPU per event (INFO deltas)")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="the event loop of every side (default uvloop: what `incident-hub worker` runs on)")
     args = parser.parse_args(argv)
 
+    from hub.core.loop import install
     from hub.storage.embedded_redis import EmbeddedRedis, free_port
+
+    loop = install(args.loop)
+    print(f"event loop: {loop}", flush=True)
 
     os.environ["PAGERDUTY_RATE_LIMIT"] = "0"
     port = free_port()
@@ -275,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             redis.stop()
             fake.terminate()
             fake.join(5)
-    result = {"events": args.events, "rounds": args.rounds, "concurrency": args.concurrency,
+    result = {"events": args.events, "rounds": args.rounds, "concurrency": args.concurrency, "loop": loop,
               "python": sys.version.split()[0], "cpus": os.cpu_count(),
               "arq_noop_jobs_per_s": [round(c) for c in ceilings],
               "arq_bare_post_jobs_per_s": [round(f) for f in floors],

@@ -8,8 +8,11 @@ Also here: the one-shot upgrade of keys an older version wrote (`hub.storage.upg
 
 from __future__ import annotations
 
+import hashlib
 import json
+import string
 from typing import Any
+from urllib.parse import quote
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -205,3 +208,14 @@ def test_a_deploy_is_dated_by_its_sender_never_later_than_received() -> None:
     assert deploy_time(ev(datetime(2023, 11, 14, 22, 0)), received) == 1_699_999_200_000  # naive: UTC
     assert deploy_time(ev(datetime(2030, 1, 1, tzinfo=UTC)), received) == received  # not from the future
     assert deploy_time(ev(None), received) == received
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(alphabet=string.ascii_letters + string.digits + "._-~@/+=", max_size=260),
+                 st.text(max_size=260)))
+def test_a_part_that_needs_no_encoding_is_kept_as_is_and_equals_its_encoding(value: str) -> None:
+    """The fast path for plain values (`_PLAIN`) answers what percent-encoding would."""
+    raw = value.encode("utf-8", "surrogatepass")
+    encoded = quote(raw, safe=keys._SAFE)
+    expected = "#" + hashlib.sha256(raw).hexdigest() if len(encoded) > keys.MAX_PART else encoded
+    assert keys.part(value) == expected

@@ -39,8 +39,14 @@ EVENT_ID = re.compile(r"ev_[0-9a-f]{20}")
 REPLAY_JOB_ID = re.compile(r"rp_[0-9a-f]{20}")
 
 
+#: What `quote(value, safe=_SAFE)` leaves as it is (ASCII only): such a value is its own encoding.
+_PLAIN = re.compile(r"[A-Za-z0-9._\-~@/+=]*")
+
+
 def part(value: str) -> str:
     """`value` as one component of a key name: never contains ``:``; injective."""
+    if len(value) <= MAX_PART and _PLAIN.fullmatch(value):
+        return value  # the common case (fingerprints, ids, names), without encoding it
     raw = value.encode("utf-8", "surrogatepass")
     enc = quote(raw, safe=_SAFE)
     if len(enc) > MAX_PART:
