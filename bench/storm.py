@@ -87,9 +87,7 @@ def pace_report(started: float, elapsed: float, arrived: float, calls: dict[str,
 
     No hub could be final before the last webhook arrived, nor before a rate-limited upstream
     has taken its calls one interval apart from the start of the storm: the larger of the two
-    is the unavoidable time (`unavoidable_s`) for the calls this run made. `idle_tokens` counts,
-    per upstream, the intervals between its first and last call in which no call went out,
-    although calls were still to come (a token left unused).
+    is the unavoidable time (`unavoidable_s`) for the calls this run made (`at_limit_s` per upstream).
     """
     per: dict[str, Any] = {}
     bound = arrived
@@ -100,10 +98,8 @@ def pace_report(started: float, elapsed: float, arrived: float, calls: dict[str,
         interval = LIMITS[name]
         floor = (len(times) - 1) * interval
         bound = max(bound, floor)
-        idle = sum(int((b - a) / interval) - 1 for a, b in zip(times, times[1:], strict=False)
-                   if b - a >= 2 * interval)
         per[name] = {"calls": len(times), "first_s": round(times[0], 1), "last_s": round(times[-1], 1),
-                     "at_limit_s": round(floor, 1), "idle_tokens": idle}
+                     "at_limit_s": round(floor, 1)}
     return {"arrived_s": round(arrived, 1), "unavoidable_s": round(bound, 1),
             "ratio_to_unavoidable": round(elapsed / bound, 2), "upstreams": per}
 
