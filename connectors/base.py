@@ -500,6 +500,13 @@ class Connector:
         (e.g. one Jira issue, one Statuspage incident). None: no serialisation."""
         return None
 
+    async def unchanged(self, action: str, call: ActionCall) -> Outcome | None:
+        """The outcome of `action`, when it is known without calling out (what the call would
+        send is there already: e.g. a message that shows this already), else None. The runner
+        asks (under the serial lock) before it spends a rate-limit token, so a call that would
+        do nothing never waits for one and never delays a call that would."""
+        return None
+
     def secrets(self, params: Mapping[str, Any] | None = None) -> list[str]:
         """Secret values this connector may send; the runner scrubs them from anything it
         records (error texts, response bodies) in case an API or a library echoes them."""

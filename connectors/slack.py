@@ -518,14 +518,30 @@ class Slack(Connector):
                 call, channel, living_key, message, self._metadata(key, episode, call.idempotency_key, "living"),
                 lambda payload: (payload.get("message") == "living" and payload.get("incident") == key
                                  and str(payload.get("episode") or "") == episode))
-        if record.get("digest") == _digest(message):
-            return Outcome("skipped", detail="the incident's Slack message already shows this",
-                           result=self._result(record))
+        if (shown := self._shows(record, message)) is not None:
+            return shown
         outcome, _ = await self.api.call("chat_update", channel=record["channel"], ts=record["ts"], **message)
         if outcome.ok:
             await ledger.put(living_key, {**record, "digest": _digest(message), "updated_at": int(time.time())})
             outcome.result = self._result(record)
         return outcome
+
+    async def unchanged(self, action: str, call: ActionCall) -> Outcome | None:
+        """A living message that shows this already needs no edit, and no token for one (in a
+        storm, the alerts that join an incident change nothing it shows)."""
+        p = call.params
+        channel, key = self._channel(p), str(p.get("key") or "")
+        if action != "incident" or not self.web_api or not channel or not key:
+            return None
+        record = await self._ledger(channel).get(self._living_key(p, key))
+        if record is None:
+            return None
+        return self._shows(record, build_living(p, with_buttons=bool(self.settings.slack_signing_secret)))
+
+    def _shows(self, record: Mapping[str, Any], message: dict[str, Any]) -> Outcome | None:
+        if record.get("digest") != _digest(message):
+            return None
+        return Outcome("skipped", detail="the incident's Slack message already shows this", result=self._result(record))
 
     async def _living_by_webhook(self, p: Mapping[str, Any], living_key: str, message: dict[str, Any]) -> Outcome:
         """No channel, but a webhook: the message is posted there once, as webhook mode would

@@ -91,6 +91,20 @@ async def test_an_unchanged_living_message_is_not_edited(hub: Harness, fake: Fak
     assert again["state"] == "skipped" and calls(fake, "chat.update") == []
 
 
+async def test_an_unchanged_living_message_waits_for_no_rate_limit_token(redis: Any, redis_url: str,
+                                                                         fake: FakeSlackApi) -> None:
+    """In a storm every joining alert re-renders the living message; one that shows nothing new
+    is skipped at once, not after waiting a second for the channel's token (nor spending it)."""
+    settings = make_settings(redis_url, slack_bot_token=BOT_TOKEN, slack_api_url=fake.api_url)
+    async with Harness(redis, settings, Slack, env={"SLACK_RATE_LIMIT": "1/hour"}) as h:
+        assert (await h.run(living("wf.first")))["state"] == "succeeded"  # spends the hour's token
+        same = await h.run(living("wf.same"))
+        assert same["state"] == "skipped" and "already shows this" in same["error"]
+        changed = await h.run(living("wf.changed", status="Fixing"))  # the limit is in force for a real edit
+        assert changed["state"] == "retrying" and "rate limit" in changed["waiting"]
+    assert calls(fake, "chat.update") == [] and len(calls(fake, "chat.postMessage")) == 1
+
+
 async def test_a_new_episode_gets_its_own_living_message(hub: Harness, fake: FakeSlackApi) -> None:
     await hub.run(living("wf.first"))
     await hub.run(living("wf.second", episode=2))

@@ -183,12 +183,16 @@ class ActionRunner:
                                         f"waiting: another call on the same {connector.name} object is running",
                                         pending)
         try:
-            wait = await self._pace(connector, call)
-            if wait > 0:
-                return await self._park(event_id, record, wait, f"waiting: {connector.name} rate limit", pending)
-            if pending:
-                await pending.flush(self.store.redis)
-            outcome, duration = await self._attempt(connector, fn, call)
+            known = await self._unchanged(connector, planned.action, call)
+            if known is not None:  # nothing to send: no token spent, no call made
+                outcome, duration = known, 0.0
+            else:
+                wait = await self._pace(connector, call)
+                if wait > 0:
+                    return await self._park(event_id, record, wait, f"waiting: {connector.name} rate limit", pending)
+                if pending:
+                    await pending.flush(self.store.redis)
+                outcome, duration = await self._attempt(connector, fn, call)
         finally:
             if token is not None and serial is not None:
                 await self.limiter.unlock(connector.name, serial, token)
@@ -268,6 +272,16 @@ class ActionRunner:
                 return delay
             await asyncio.sleep(delay)
             waited += delay
+
+    @staticmethod
+    async def _unchanged(connector: Connector, action: str, call: ActionCall) -> Outcome | None:
+        """`Connector.unchanged`; a failing look is no answer (the attempt decides, as before)."""
+        try:
+            return await connector.unchanged(action, call)
+        except Exception as e:  # e.g. Redis gone for a moment: the call itself will tell
+            log.warning("%s: could not tell whether %s is unchanged: %s", connector.name, call.action_id,
+                        type(e).__name__)
+            return None
 
     async def _attempt(self, connector: Connector, fn: ActionFn, call: ActionCall) -> tuple[Outcome, float]:
         started = time.perf_counter()
