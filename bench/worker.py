@@ -42,6 +42,8 @@ from bench.inproc import ROUTING_KEY
 #: Worker CPU per job of the last run of each side (ms): a side near its wall-clock time per
 #: job is CPU-bound; one well below it is bound by arq's polling (see the README).
 CPU_MS: dict[str, float] = {}
+#: `--poll-delay`: arq's poll delay for every side (None: the hub worker's own, 0.1 s).
+POLL_DELAY: float | None = None
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -113,6 +115,8 @@ async def _arq_side(redis_url: str, n: int, concurrency: int, job: Any, side: st
     opts = worker_options(settings)
     keep = {k: opts[k] for k in ("job_serializer", "job_deserializer", "max_jobs", "job_timeout", "keep_result",
                                  "poll_delay")}
+    if POLL_DELAY is not None:
+        keep["poll_delay"] = POLL_DELAY
     worker = Worker(functions=[func(job, name=side, keep_result=0)], redis_pool=pool, burst=True,
                     handle_signals=False, **keep)
     for i in range(n):
@@ -193,6 +197,8 @@ async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: s
         await store.ingest("alertmanager", f"{run}-{i}", alert_body(i, run), {"User-Agent": "Alertmanager/0.27.0"},
                            "application/json", "bench")
     worker = make_worker(settings, redis=pool, burst=True, handle_signals=False)
+    if POLL_DELAY is not None:
+        worker.poll_delay_s = POLL_DELAY
     stats_client = before = None
     if redis_stats:
         import redis as sync_redis
@@ -234,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also report Redis round trips, commands and CPU per event (INFO deltas)")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                         help="the event loop of every side (default uvloop: what `incident-hub worker` runs on)")
+    parser.add_argument("--poll-delay", type=float, default=None,
+                        help="arq's poll delay for every side (default: the hub worker's, 0.1 s)")
     args = parser.parse_args(argv)
+    global POLL_DELAY
+    POLL_DELAY = args.poll_delay
 
     from hub.core.loop import install
     from hub.storage.embedded_redis import EmbeddedRedis, free_port
@@ -282,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             fake.terminate()
             fake.join(5)
     result = {"events": args.events, "rounds": args.rounds, "concurrency": args.concurrency, "loop": loop,
+              "poll_delay": args.poll_delay,
               "python": sys.version.split()[0], "cpus": os.cpu_count(),
               "arq_noop_jobs_per_s": [round(c) for c in ceilings],
               "arq_bare_post_jobs_per_s": [round(f) for f in floors],
