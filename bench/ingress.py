@@ -29,7 +29,7 @@ from typing import Any
 import redis as sync_redis
 
 from bench import instructions, payload
-from bench.load import LoadResult, ensure_wrk, run_load, wrk_version
+from bench.load import LoadResult, choose_generator, run_load, wrk_version
 from bench.redis_stats import per_request, snapshot
 from bench.servers import PinnedRedis, start_server, stored
 
@@ -203,12 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ["BENCH_BODY"] = args.body  # the load generators and bench.instructions read it
 
-    wrk, how = (None, "not wanted")
-    if args.loadgen in ("auto", "wrk"):
-        wrk, how = ensure_wrk(install=not args.no_install)
-        if wrk is None and args.loadgen == "wrk":
-            print(f"bench: wrk unavailable: {how}", file=sys.stderr)
-            return 2
+    chosen = choose_generator(args.loadgen, install=not args.no_install)
+    if chosen is None:
+        return 2
+    wrk, how = chosen
     generator = "wrk" if wrk else "python"
     gen_desc = f"{wrk_version(wrk)} ({how})" if wrk else f"Python aiohttp closed loop (bench/pyload.py; wrk: {how})"
     server_pin, load_pin, pin_desc = pinning()

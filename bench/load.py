@@ -41,6 +41,18 @@ class LoadResult:
         return {**asdict(self), "rps": round(self.rps, 1)}
 
 
+def choose_generator(loadgen: str, install: bool) -> tuple[str | None, str] | None:
+    """For `--loadgen auto|wrk|python`: (wrk's path, or None for the Python generator; how wrk
+    was found or why not). None when wrk was required and is missing (said on stderr)."""
+    if loadgen not in ("auto", "wrk"):
+        return None, "not wanted"
+    wrk, how = ensure_wrk(install=install)
+    if wrk is None and loadgen == "wrk":
+        print(f"bench: wrk unavailable: {how}", file=sys.stderr)
+        return None
+    return wrk, how
+
+
 def ensure_wrk(install: bool = True) -> tuple[str | None, str]:
     """Path of wrk (installing the Debian package as root when allowed) and what happened."""
     found = shutil.which("wrk")

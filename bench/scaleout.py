@@ -44,7 +44,7 @@ from typing import Any
 import redis as sync_redis
 
 from bench.inproc import ROUTING_KEY
-from bench.load import LoadResult, _children_cpu, _parse, ensure_wrk, wrk_version
+from bench.load import LoadResult, _children_cpu, _parse, choose_generator, wrk_version
 from bench.redis_stats import RedisSnapshot, per_request, snapshot
 from bench.servers import cpu_seconds
 from bench.worker import _serve_pagerduty
@@ -391,12 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, AssertionError):
         parser.error("--topologies: WEBxWORKERS[,WEBxWORKERS…], each at least 1, e.g. 1x1,2x3")
 
-    wrk, how = (None, "not wanted")
-    if args.loadgen in ("auto", "wrk"):
-        wrk, how = ensure_wrk(install=not args.no_install)
-        if wrk is None and args.loadgen == "wrk":
-            print(f"bench: wrk unavailable: {how}", file=sys.stderr)
-            return 2
+    chosen = choose_generator(args.loadgen, install=not args.no_install)
+    if chosen is None:
+        return 2
+    wrk, how = chosen
     generator = "wrk" if wrk else "python"
     meta: dict[str, Any] = {
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
