@@ -25,6 +25,7 @@ Connector names, sources, states and kinds are the hub's own identifiers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from urllib.parse import quote
@@ -47,6 +48,13 @@ def part(value: str) -> str:
     """`value` as one component of a key name: never contains ``:``; injective."""
     if len(value) <= MAX_PART and _PLAIN.fullmatch(value):
         return value  # the common case (fingerprints, ids, names), without encoding it
+    return _encoded(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded(value: str) -> str:
+    """The percent-encoded (or hashed) part: an event names the same incident keys many
+    times over (its records, locks, aliases, claims), so the encodings are kept."""
     raw = value.encode("utf-8", "surrogatepass")
     enc = quote(raw, safe=_SAFE)
     if len(enc) > MAX_PART:

@@ -32,6 +32,7 @@ from hub.storage.connection import REDIS_UNAVAILABLE, connect, json_dumps, json_
 from hub.storage.event_store import PROCESS_JOB, Store, now_ms
 from hub.storage.incidents import IncidentStore
 from hub.storage.ratelimit import RateLimiter
+from hub.worker import turns
 from hub.worker.actions import ActionRunner
 from hub.worker.chunks import CHUNK_JOB
 from hub.worker.flapping import FlapReleases
@@ -117,8 +118,10 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 def fan_out_limits(settings: Settings, connectors: dict[str, Connector], runner: ActionRunner) -> dict[str, Any]:
     """The Processor's chunking limits, and its time budget per run: the job timeout less the
     longest one step can take (an attempt, and the inline waits for a lock and a rate-limit
-    token), so a run stops between steps before arq would cancel it mid-call."""
-    longest = max((c.attempt_timeout for c in connectors.values()), default=30.0) + 2 * runner.inline_wait + 5
+    token) and the wait in line for a busy incident before the run (`hub.worker.turns`), so a
+    run stops between steps before arq would cancel it mid-call."""
+    longest = (max((c.attempt_timeout for c in connectors.values()), default=30.0) + 2 * runner.inline_wait
+               + turns.MAX_WAIT_S + 5)
     return {"max_per_job": settings.hub_max_alerts_per_job, "max_per_event": settings.hub_max_alerts_per_event,
             "budget": max(settings.hub_job_timeout / 4, settings.hub_job_timeout - longest)}
 
