@@ -3,6 +3,7 @@
 Run by hand (not part of the test suite):
 
     .venv/bin/python -m bench.worker [--events 2000] [--rounds 3] [--concurrency 20] [--redis-stats]
+                                     [--poll-delay S] [--loop uvloop|asyncio]
 
 One run starts a fresh embedded Redis (`hub.storage.embedded_redis.EmbeddedRedis`, AOF as in
 production) and a fake PagerDuty Events API in a child process that answers 202 at once.
