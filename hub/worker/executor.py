@@ -171,9 +171,11 @@ class Executor:
 
     async def _leave(self, entered: Entered) -> None:
         """Let the incidents go (unless the final write did) and wake whoever waits for them here."""
-        if entered.lock_keys and not entered.released:
-            await self.incidents.unlock(entered.lock_keys, entered.token)
-        self.turns.release(entered.lock_keys)
+        try:
+            if entered.lock_keys and not entered.released:
+                await self.incidents.unlock(entered.lock_keys, entered.token)
+        finally:  # a failed unlock lapses with its lease; the line here is woken either way
+            self.turns.release(entered.lock_keys)
 
     # -- chunks ------------------------------------------------------------------------------
 
