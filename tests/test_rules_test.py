@@ -363,3 +363,17 @@ def test_control_characters_keep_the_junit_report_well_formed(tmp_path: Path) ->
     assert testcase is not None and testcase.get("name") == "red \ufffd[31m case \ufffd"
     failure = testcase.find("failure")
     assert failure is not None and "Disk\\u001b[31mfull" in (failure.text or "")
+
+
+def test_a_storm_summary_without_an_incident_is_of_the_given_alerts_incident(tmp_path: Path) -> None:
+    """The group's incident key is the hub's own hash of its groupKey: a case need not spell it."""
+    storm = ("    payload: {seq: 1, count: 12, top_labels: [{label: pod, value: api-2, count: 12}]}\n"
+             "    expect:\n      actions:\n        - {action: slack.notify, workflow: storm-summary}\n")
+    text = (f"cases:\n  - name: the case\n    source: storm\n    at: 2024-06-18T10:05:00Z\n"
+            f"    given:\n{given_alert(at='2024-06-18T10:00:00Z')}" + storm)
+    ok = run_text(tmp_path, text)
+    assert ok.status == "pass", ok.failures
+    assert any("HighErrorRate" in line and "12 more alerts joined" in line for line in ok.planned), ok.planned
+    alone = text.replace(f"    given:\n{given_alert(at='2024-06-18T10:00:00Z')}", "")
+    lone = run_text(tmp_path, alone)
+    assert lone.status == "error"  # nothing to be a summary of: the body lacks its incident

@@ -7,6 +7,7 @@ and nothing is read from or written to Redis.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -19,6 +20,7 @@ from hub.operators.rule_cases import LoadedCase, Webhook
 from hub.operators.rule_expect import check, describe
 from hub.operators.rule_scenario import Outcome, Scenario
 from hub.rules import Rules
+from hub.rules.storm_source import SOURCE as STORM_SOURCE
 
 #: Characters XML 1.0 cannot carry (C0 controls but tab, newline, CR; lone surrogates; U+FFFE/F).
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -46,6 +48,22 @@ def _at_ms(hook: Webhook, default_ms: int) -> int:
     return int(hook.at.timestamp() * 1000) if hook.at is not None else default_ms
 
 
+def storm_body(body: bytes, given: list[Outcome]) -> bytes:
+    """A storm summary's body with its `incident` filled in when the case leaves it out: the
+    incident the last `given` webhook opened or joined (a key the hub derives, e.g. a hash of
+    an Alertmanager groupKey, that a test file should not have to spell)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body  # the source rejects it with its own message
+    if not isinstance(data, dict) or data.get("incident"):
+        return body
+    keys = [k for outcome in reversed(given) for k in outcome.keys if k]
+    if not keys:
+        return body
+    return json.dumps({**data, "incident": keys[0]}).encode()
+
+
 async def run_case(loaded: LoadedCase, bodies: dict[tuple[Path, str, int | None], bytes], rules: Rules,
                    configured: set[str], now_ms: int | None = None) -> CaseResult:
     """Plan the case's webhooks in order and check its own against `expect`."""
@@ -63,8 +81,10 @@ async def run_case(loaded: LoadedCase, bodies: dict[tuple[Path, str, int | None]
             given.append(await scenario.deliver(hook.source, bodies[(loaded.file, case.name, i)], hook.headers,
                                                 hook.content_type, _at_ms(hook, default)))
         step, source = "the case's webhook", case.source
-        outcome = await scenario.deliver(case.source, bodies[(loaded.file, case.name, None)], case.headers,
-                                         case.content_type, at)
+        body = bodies[(loaded.file, case.name, None)]
+        if case.source == STORM_SOURCE:
+            body = storm_body(body, given)
+        outcome = await scenario.deliver(case.source, body, case.headers, case.content_type, at)
     except BadPayload as e:
         result.status = "error"
         result.failures = [f"{step}: the {source} payload was rejected: {e.detail}"]
