@@ -22,6 +22,7 @@ from hub.storage.connection import connect
 from hub.storage.embedded_redis import EmbeddedRedis
 from hub.storage.event_store import Store
 from hub.worker.app import close_worker
+from tests.fakes.slack import FakeSlackApi
 
 FIXTURES = Path(__file__).parent / "fixtures" / "inbound"
 GITHUB_SECRET = "It's a Secret to Everybody"
@@ -180,3 +181,27 @@ def github_deploy_failure(n: int | str) -> tuple[bytes, dict[str, str]]:
     sig = "sha256=" + hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
     return body, {"Content-Type": "application/json", "X-GitHub-Event": "deployment_status",
                   "X-GitHub-Delivery": f"deploy-failure-{n}", "X-Hub-Signature-256": sig}
+
+
+@pytest.fixture
+async def slack_api() -> AsyncIterator[FakeSlackApi]:
+    """Slack's Web API, faked over loopback (tests that run the hub with a bot token)."""
+    fake = FakeSlackApi()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def upstreams(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """Every fake upstream the built-in rules may call, on loopback (`tests.test_workflows_e2e.Upstreams`):
+    client-side rate limits off (pacing is tested on its own) and no wait for Jira's search index."""
+    from connectors.jira import Jira
+    from tests.test_workflows_e2e import Upstreams
+
+    for name in ("SLACK", "PAGERDUTY", "STATUSPAGE", "JIRA", "INCIDENTIO", "OPSGENIE"):
+        monkeypatch.setenv(f"{name}_RATE_LIMIT", "0")
+    monkeypatch.setattr(Jira, "index_grace", 0.0)
+    ups = await Upstreams().start()
+    yield ups
+    await ups.close()

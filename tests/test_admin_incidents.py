@@ -29,7 +29,7 @@ from hub.storage.incidents import INDEX, IncidentStore, advance
 from tests.conftest import make_settings
 from tests.test_admin import AUTH
 from tests.test_admin import TOKEN as TOKEN_ADMIN
-from tests.test_alert_groups import TOKEN, triggers, upstreams  # noqa: F401
+from tests.test_alert_groups import TOKEN, triggers
 from tests.test_browser_admin import browser  # noqa: F401
 from tests.test_cli_ops import cli_env, cli_json  # noqa: F401
 from tests.test_correlation import AUTH as DATADOG_AUTH
@@ -203,7 +203,7 @@ async def test_a_cursor_whose_incident_left_the_index_still_continues_below_it(r
 
 # -- end to end: the worker's incidents as the API and an event's detail show them --------------
 
-async def test_a_correlated_incident_end_to_end(redis_url: str, redis: Any, upstreams: Upstreams,  # noqa: F811
+async def test_a_correlated_incident_end_to_end(redis_url: str, redis: Any, upstreams: Upstreams,
                                                 tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path))
     async with Hub(settings, redis) as hub:
@@ -237,7 +237,7 @@ async def test_a_correlated_incident_end_to_end(redis_url: str, redis: Any, upst
 
 
 async def test_a_delivery_worked_in_chunks_names_its_incident_from_the_chunks_pins(
-        redis_url: str, redis: Any, upstreams: Upstreams) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_max_alerts_per_job=1)
     async with Hub(settings, redis) as hub:
         group = await hub.send("alertmanager", checkout_group(aaaa="firing", bbbb="firing", cccc="firing"))

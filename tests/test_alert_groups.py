@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from connectors.alertmanager import source as alertmanager
 from hub.operators.replay import replay_event
@@ -24,15 +21,6 @@ from tests.test_workflows_e2e import Hub, Upstreams
 
 TOKEN = "am-group-token"
 ENDS = "0001-01-01T00:00:00Z"
-
-
-@pytest.fixture
-async def upstreams(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Upstreams]:
-    for name in ("SLACK", "PAGERDUTY", "STATUSPAGE", "JIRA", "INCIDENTIO", "OPSGENIE"):
-        monkeypatch.setenv(f"{name}_RATE_LIMIT", "0")
-    ups = await Upstreams().start()
-    yield ups
-    await ups.close()
 
 
 def notification(**alerts: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from hub.rules.grouping import Grouping
 from hub.storage import keys
 from hub.worker.grouping import Correlator
 from tests.grouping_rules import DEFAULTS
-from tests.test_alert_groups import TOKEN, notification, resolves, triggers, upstreams  # noqa: F401
+from tests.test_alert_groups import TOKEN, notification, resolves, triggers
 from tests.test_workflows_e2e import DATADOG_TOKEN, Hub, Upstreams, load
 
 AUTH = {"Authorization": f"Bearer {DATADOG_TOKEN}", "Content-Type": "application/json"}
@@ -46,7 +46,7 @@ def monitor(transition: str = "Triggered", delivery: str = "dd-1") -> dict[str, 
 
 
 async def test_a_datadog_alert_joins_the_open_group_incident_and_holds_its_resolve(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path))
     async with Hub(settings, redis) as hub:
         await hub.send("alertmanager", checkout_group(aaaa="firing", bbbb="firing"))
@@ -70,7 +70,7 @@ async def test_a_datadog_alert_joins_the_open_group_incident_and_holds_its_resol
 
 
 async def test_outside_the_window_a_resolved_incident_is_not_joined(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN,
                                   hub_config=rules(tmp_path, window="0s"))
     async with Hub(settings, redis) as hub:
@@ -103,7 +103,7 @@ def test_by_names_fields_or_labels() -> None:
 
 
 async def test_a_restarted_hub_still_joins_and_resolves_the_incident(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:
     """Everything the join needs is in Redis: a new worker (a restart mid-storm) carries on."""
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path))
     async with Hub(settings, redis) as hub:

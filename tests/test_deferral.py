@@ -15,7 +15,7 @@ from hub.rules.engine import Rules
 from hub.rules.grouping import Grouping, deferred
 from hub.rules.loader import load_file
 from tests.grouping_rules import DEFAULTS
-from tests.test_alert_groups import TOKEN, notification, resolves, triggers, upstreams  # noqa: F401
+from tests.test_alert_groups import TOKEN, notification, resolves, triggers
 from tests.test_workflows_e2e import Hub, Upstreams
 
 
@@ -33,7 +33,7 @@ async def wait_until(check: Any, timeout: float = 15.0) -> None:
 
 
 async def test_a_group_resolved_within_the_delay_pages_nobody_and_says_so(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path, "2s"))
     suppressed = metrics.PAGES_SUPPRESSED.labels("deferral")._value.get()
     async with Hub(settings, redis) as hub:
@@ -52,7 +52,7 @@ async def test_a_group_resolved_within_the_delay_pages_nobody_and_says_so(
 
 
 async def test_a_group_still_firing_pages_once_the_delay_is_over(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path, "1s"))
     async with Hub(settings, redis) as hub:
         await hub.send("alertmanager", notification(aaaa="firing"))

@@ -13,7 +13,6 @@ from hub.rules import load_rules
 from hub.storage import keys
 from hub.storage.event_store import now_ms
 from hub.worker.quiet import Quiet
-from tests.test_workflows_e2e import upstreams  # noqa: F401  (the fixture)
 
 RULES = """version: 1
 catalog:
@@ -107,7 +106,7 @@ async def test_services_without_deploy_quiet_and_failures_without_a_start_do_not
 
 
 async def test_end_to_end_a_deploy_holds_an_alert_and_its_failure_pages_it(
-        tmp_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:  # noqa: F811
+        tmp_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:
     from tests.conftest import github_deploy, wait_for
     from tests.test_maintenance import send_alert, settings_for, sweep_held
     from tests.test_workflows_e2e import Hub

@@ -19,13 +19,11 @@ from hub.rules import DEFAULTS_PATH
 from hub.rules.loader import parse_yaml
 from tests.conftest import wait_for
 from tests.fakes.base import Fault
-from tests.test_workflows_e2e import (  # noqa: F401  (the upstreams fixture is used by name)
+from tests.test_workflows_e2e import (
     INCIDENT_KEY,
     ROUTING_KEY,
     Hub,
-    Upstreams,
     incident_payload,
-    upstreams,
 )
 
 L2_KEY = "L2OUTCOMEKEY00000000000000000000"
@@ -59,7 +57,7 @@ def fast_defaults(tmp_path: Path) -> Path:
     ("refused", "could not page payments secondary: "),
     ("paged", "paged payments secondary"),
 ])
-async def test_escalation_text_comes_from_the_page_outcome(redis, redis_url, upstreams, tmp_path,  # noqa: F811
+async def test_escalation_text_comes_from_the_page_outcome(redis, redis_url, upstreams, tmp_path,
                                                            monkeypatch, outcome: str, said: str) -> None:
     if outcome == "unset":
         monkeypatch.delenv("PD_KEY_L2_OUTCOME", raising=False)

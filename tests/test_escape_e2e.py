@@ -12,28 +12,18 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from hub.cli.main import main
 from tests.conftest import FIXTURES, GITHUB_SECRET, fixture_request, wait_for
-from tests.test_workflows_e2e import INCIDENT_KEY, RULES, Hub, Upstreams, incident_payload
+from tests.test_workflows_e2e import INCIDENT_KEY, RULES, Hub, incident_payload
 
 HOSTILE_NAME = ("<!channel> <!here> <!everyone> <@U123> <https://evil.example|click> & "
                 "[~accountid:5b10a2844c20165700ede21g] [click|https://evil] !https://evil/pixel.png! "
                 "{html}<img src=x onerror=alert(1)>{html} <b>bold</b> \x1b]52;c;aGk=\x07")
 SLACK_ACTIVE = re.compile(r"<[!@#]|<(?!https?://)[a-z]+:|<https://evil")
-
-
-@pytest.fixture
-async def upstreams(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Upstreams]:
-    for name in ("SLACK", "PAGERDUTY", "STATUSPAGE", "JIRA", "INCIDENTIO", "OPSGENIE"):
-        monkeypatch.setenv(f"{name}_RATE_LIMIT", "0")
-    ups = await Upstreams().start()
-    yield ups
-    await ups.close()
 
 
 def slack_texts(body: dict[str, Any]) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from connectors.base import RetryPolicy
 from hub.operators.replay import dry_run, replay_event
 from tests.fakes.base import Fault
-from tests.test_workflows_e2e import INCIDENT_KEY, Hub, incident_payload, upstreams  # noqa: F401 (fixture)
+from tests.test_workflows_e2e import INCIDENT_KEY, Hub, incident_payload
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02, deadline=600)
 
@@ -30,7 +30,7 @@ def notices(ups: Any) -> list[str]:
 
 
 async def test_dead_page_falls_back_to_opsgenie_and_a_replay_does_not_page_twice(
-        redis_url, redis, upstreams) -> None:  # noqa: F811
+        redis_url, redis, upstreams) -> None:
     upstreams.pagerduty.faults.extend(Fault(status=500, body="boom") for _ in range(3))
     settings = upstreams.settings(redis_url)
     async with Hub(settings, redis) as hub:
@@ -71,7 +71,7 @@ async def test_dead_page_falls_back_to_opsgenie_and_a_replay_does_not_page_twice
 
 
 async def test_without_a_second_pager_the_channel_hears_that_nobody_was_paged(
-        redis_url, redis, upstreams) -> None:  # noqa: F811
+        redis_url, redis, upstreams) -> None:
     upstreams.pagerduty.faults.extend(Fault(status=500) for _ in range(3))
     settings = upstreams.settings(redis_url, opsgenie_api_key=None)
     async with Hub(settings, redis) as hub:
@@ -81,7 +81,7 @@ async def test_without_a_second_pager_the_channel_hears_that_nobody_was_paged(
     assert upstreams.opsgenie.requests == []
 
 
-async def test_fallback_pager_false_turns_it_off(redis_url, redis, upstreams, tmp_path: Path) -> None:  # noqa: F811
+async def test_fallback_pager_false_turns_it_off(redis_url, redis, upstreams, tmp_path: Path) -> None:
     rules = tmp_path / "hub.yaml"
     rules.write_text("version: 1\ncatalog:\n  fallback_pager: false\n")
     upstreams.pagerduty.faults.extend(Fault(status=500) for _ in range(3))
@@ -93,7 +93,7 @@ async def test_fallback_pager_false_turns_it_off(redis_url, redis, upstreams, tm
 
 
 async def test_a_dead_opsgenie_page_falls_back_to_the_services_pagerduty_key(
-        redis_url, redis, upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url, redis, upstreams, tmp_path: Path) -> None:
     rules = tmp_path / "hub.yaml"
     rules.write_text("version: 1\ncatalog:\n  services:\n    checkout:\n      aliases: [Payments]\n"
                      "      opsgenie_responders: [{type: team, name: Payments}]\n"
@@ -114,7 +114,7 @@ async def test_a_dead_opsgenie_page_falls_back_to_the_services_pagerduty_key(
     assert "The OpsGenie page failed for “" in notice and "PagerDuty was paged instead" in notice
 
 
-async def test_the_fallback_alert_closes_when_the_incident_resolves(redis_url, redis, upstreams) -> None:  # noqa: F811
+async def test_the_fallback_alert_closes_when_the_incident_resolves(redis_url, redis, upstreams) -> None:
     upstreams.pagerduty.faults.extend(Fault(status=500) for _ in range(3))
     settings = upstreams.settings(redis_url)
     async with Hub(settings, redis) as hub:
@@ -127,7 +127,7 @@ async def test_the_fallback_alert_closes_when_the_incident_resolves(redis_url, r
 
 
 async def test_a_forced_replay_that_delivers_the_page_leaves_the_fallback_alone(redis_url, redis,
-                                                                                upstreams) -> None:  # noqa: F811
+                                                                                upstreams) -> None:
     upstreams.pagerduty.faults.extend(Fault(status=500) for _ in range(3))
     settings = upstreams.settings(redis_url)
     async with Hub(settings, redis) as hub:

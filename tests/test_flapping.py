@@ -27,7 +27,7 @@ from hub.storage.flapping import changes as flap_changes
 from hub.storage.incidents import advance
 from hub.worker.flapping import RELEASE_FIELD, FlapReleases, releasable
 from tests.grouping_rules import DEFAULTS
-from tests.test_alert_groups import TOKEN, notification, resolves, triggers, upstreams  # noqa: F401
+from tests.test_alert_groups import TOKEN, notification, resolves, triggers
 from tests.test_workflows_e2e import ROUTING_KEY, Hub, Upstreams
 
 WINDOW_S = 1800
@@ -85,7 +85,7 @@ async def release(hub: Hub, at_ms: int | None = None) -> int:
 
 
 async def test_a_flapping_alert_pages_threshold_minus_one_times_keeps_the_page_open_and_notes_it_once(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path, 4))
     suppressed = metrics.PAGES_SUPPRESSED.labels("flapping")._value.get()
     async with Hub(settings, redis) as hub:
@@ -139,7 +139,7 @@ async def test_a_flapping_alert_pages_threshold_minus_one_times_keeps_the_page_o
 
 
 async def test_a_firing_before_the_release_cancels_it_and_a_steady_firing_keeps_the_page(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path, 2))
     async with Hub(settings, redis) as hub:
         alert = Alert(hub, summary="Pod <!channel> & *crash* looping")
@@ -163,7 +163,7 @@ async def test_a_firing_before_the_release_cancels_it_and_a_steady_firing_keeps_
     assert "Pod &lt;!channel&gt; &amp; *crash* looping is flapping (2 firings" in note  # payload text escaped
 
 
-async def test_a_stale_release_does_nothing(redis_url: str, redis: Any, upstreams: Upstreams,  # noqa: F811
+async def test_a_stale_release_does_nothing(redis_url: str, redis: Any, upstreams: Upstreams,
                                             tmp_path: Path) -> None:
     """The sweeper read the hold, then a firing cleared it before the replay ran: nothing resolves."""
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path, 2))
@@ -187,7 +187,7 @@ async def test_a_stale_release_does_nothing(redis_url: str, redis: Any, upstream
 
 
 async def test_a_release_interrupted_by_a_restart_resolves_once_on_the_next_worker(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path, 2))
     async with Hub(settings, redis) as hub:
         alert = Alert(hub)
@@ -210,7 +210,7 @@ async def test_a_release_interrupted_by_a_restart_resolves_once_on_the_next_work
 
 
 async def test_without_flapping_every_episode_pages_and_resolves(redis_url: str, redis: Any,
-                                                                 upstreams: Upstreams) -> None:  # noqa: F811
+                                                                 upstreams: Upstreams) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN)
     async with Hub(settings, redis) as hub:
         alert = Alert(hub)

@@ -20,7 +20,7 @@ from hub.storage import keys
 from hub.storage.event_store import now_ms, state_idx
 from hub.worker.heartbeats import Heartbeats
 from tests.conftest import FIXTURES, make_settings, wait_for
-from tests.test_workflows_e2e import Hub, upstreams  # noqa: F401  (the fixture)
+from tests.test_workflows_e2e import Hub
 
 TOKEN = "hb-secret-token-1"
 ADMIN = "ops:hb-admin-token"
@@ -52,7 +52,7 @@ def rules_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def settings_for(upstreams: Any, redis_url: str, path: Path) -> Any:  # noqa: F811
+def settings_for(upstreams: Any, redis_url: str, path: Path) -> Any:
     return upstreams.settings(redis_url, hub_config=path, alertmanager_webhook_token=AM_TOKEN,
                               hub_admin_token=ADMIN)
 
@@ -111,12 +111,12 @@ async def idle(redis: Any) -> bool:
     return not (await redis.zcard(state_idx("accepted")) or await redis.zcard(state_idx("processing")))
 
 
-async def pages(upstreams: Any, key: str) -> list[dict[str, Any]]:  # noqa: F811
+async def pages(upstreams: Any, key: str) -> list[dict[str, Any]]:
     return [c.json() for c in upstreams.pagerduty.calls("/v2/enqueue") if c.json().get("dedup_key") == key]
 
 
 async def test_missed_pages_and_the_next_ping_resolves(rules_path: Path, redis_url: str, redis: Any,
-                                                       upstreams: Any) -> None:  # noqa: F811
+                                                       upstreams: Any) -> None:
     before = metrics.HEARTBEATS_MISSED.labels("nightly-job")._value.get()
     async with Hub(settings_for(upstreams, redis_url, rules_path), redis) as hub:
         resp = await client(hub).post("/heartbeats/nightly-job", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -149,7 +149,7 @@ async def test_missed_pages_and_the_next_ping_resolves(rules_path: Path, redis_u
 
 
 async def test_a_paused_heartbeat_is_never_missed(rules_path: Path, redis_url: str, redis: Any,
-                                                  upstreams: Any) -> None:  # noqa: F811
+                                                  upstreams: Any) -> None:
     async with Hub(settings_for(upstreams, redis_url, rules_path), redis) as hub:
         await client(hub).get(f"/heartbeats/nightly-job?token={TOKEN}")
         resp = await client(hub).post("/admin/heartbeats/nightly-job/pause", headers=AUTH)
@@ -169,7 +169,7 @@ async def test_a_paused_heartbeat_is_never_missed(rules_path: Path, redis_url: s
 
 
 async def test_a_watchdog_alert_is_a_ping_and_never_pages(rules_path: Path, redis_url: str, redis: Any,
-                                                          upstreams: Any) -> None:  # noqa: F811
+                                                          upstreams: Any) -> None:
     async with Hub(settings_for(upstreams, redis_url, rules_path), redis) as hub:
         headers = {"Authorization": f"Bearer {AM_TOKEN}", "Content-Type": "application/json"}
         start = now_ms()
@@ -204,7 +204,7 @@ async def test_a_watchdog_alert_is_a_ping_and_never_pages(rules_path: Path, redi
 
 
 async def test_a_restart_during_the_grace_period_neither_fires_nor_loses_it(
-        rules_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:  # noqa: F811
+        rules_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:
     settings = settings_for(upstreams, redis_url, rules_path)
     async with Hub(settings, redis) as hub:
         await client(hub).post("/heartbeats/nightly-job", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -215,7 +215,7 @@ async def test_a_restart_during_the_grace_period_neither_fires_nor_loses_it(
 
 
 async def test_no_heartbeat_is_missed_while_no_web_process_could_take_pings(
-        rules_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:  # noqa: F811
+        rules_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:
     settings = settings_for(upstreams, redis_url, rules_path)
     async with Hub(settings, redis) as hub:
         await client(hub).get(f"/heartbeats/nightly-job?token={TOKEN}")
@@ -226,7 +226,7 @@ async def test_no_heartbeat_is_missed_while_no_web_process_could_take_pings(
 
 
 async def test_a_missed_event_decided_before_a_crash_is_recorded_once(
-        rules_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:  # noqa: F811
+        rules_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:
     settings = settings_for(upstreams, redis_url, rules_path)
     async with Hub(settings, redis) as hub:
         await client(hub).get(f"/heartbeats/nightly-job?token={TOKEN}")

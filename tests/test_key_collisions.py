@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,16 +19,7 @@ from hub.storage import keys
 from hub.storage.event_store import Store
 from tests.conftest import github_deploy, make_settings
 from tests.grouping_rules import PER_ALERT_RULES
-from tests.test_workflows_e2e import Hub, Upstreams, load
-
-
-@pytest.fixture
-async def upstreams(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Upstreams]:
-    for name in ("SLACK", "PAGERDUTY", "STATUSPAGE", "JIRA", "INCIDENTIO", "OPSGENIE"):
-        monkeypatch.setenv(f"{name}_RATE_LIMIT", "0")
-    ups = await Upstreams().start()
-    yield ups
-    await ups.close()
+from tests.test_workflows_e2e import Hub, load
 
 
 def alert(fingerprint: str, **labels: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from hub.rules.maintenance import Cron, CronError, MaintenanceWindow
 from hub.storage import keys
 from hub.worker.app import release_held
 from tests.conftest import FIXTURES, make_settings, wait_for
-from tests.test_workflows_e2e import Hub, upstreams  # noqa: F401  (the fixture)
+from tests.test_workflows_e2e import Hub
 
 ADMIN = "ops:maintenance-admin-token"
 AUTH = {"Authorization": "Bearer maintenance-admin-token"}
@@ -65,7 +65,7 @@ async def sweep_held(hub: Hub) -> int:
     return await release_held(worker.ctx)
 
 
-def settings_for(upstreams: Any, redis_url: str, path: Path) -> Any:  # noqa: F811
+def settings_for(upstreams: Any, redis_url: str, path: Path) -> Any:
     return upstreams.settings(redis_url, hub_config=path, alertmanager_webhook_token=AM_TOKEN,
                               hub_admin_token=ADMIN)
 
@@ -124,7 +124,7 @@ def test_bad_windows_are_refused_at_load(tmp_path: Path, window: str) -> None:
 # -- end to end -----------------------------------------------------------------------------------
 
 async def test_a_window_from_the_file_holds_an_alert_and_releases_it_when_it_ends(
-        tmp_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:  # noqa: F811
+        tmp_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:
     now = datetime.now(UTC)
     path = rules_file(tmp_path, f"maintenance:\n  - name: db-upgrade\n    match: {{services: [reports]}}\n"
                                 f"    start: {iso(now - timedelta(minutes=5))}\n"
@@ -164,7 +164,7 @@ async def test_a_window_from_the_file_holds_an_alert_and_releases_it_when_it_end
 
 
 async def test_a_window_from_the_api_holds_an_alert_and_deleting_it_pages(
-        tmp_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:  # noqa: F811
+        tmp_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:
     path = rules_file(tmp_path, "")
     async with Hub(settings_for(upstreams, redis_url, path), redis) as hub:
         client = hub._client
@@ -198,7 +198,7 @@ async def test_a_window_from_the_api_holds_an_alert_and_deleting_it_pages(
 
 
 async def test_an_alert_that_resolved_during_the_window_stays_quiet(
-        tmp_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:  # noqa: F811
+        tmp_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:
     path = rules_file(tmp_path, "")
     async with Hub(settings_for(upstreams, redis_url, path), redis) as hub:
         client = hub._client
@@ -216,7 +216,7 @@ async def test_an_alert_that_resolved_during_the_window_stays_quiet(
 
 
 async def test_a_window_that_ended_while_no_worker_ran_is_released_at_start(
-        tmp_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:  # noqa: F811
+        tmp_path: Path, redis_url: str, redis: Any, upstreams: Any) -> None:
     now = datetime.now(UTC)
     end = now + timedelta(seconds=3)
     path = rules_file(tmp_path, f"maintenance:\n  - name: short\n    match: {{teams: [data]}}\n"

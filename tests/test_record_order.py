@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.test_workflows_e2e import Hub, upstreams  # noqa: F401 - the fixture
+from tests.test_workflows_e2e import Hub
 
 RULES = Path(__file__).parent / "data" / "rules"
 
@@ -27,7 +27,7 @@ def alert(fingerprint: str) -> dict[str, Any]:
                         "generatorURL": "http://prom", "fingerprint": fingerprint}]}
 
 
-async def test_each_call_goes_out_after_the_earlier_ones_are_recorded(redis_url, redis, upstreams) -> None:  # noqa: F811
+async def test_each_call_goes_out_after_the_earlier_ones_are_recorded(redis_url, redis, upstreams) -> None:
     seen: list[tuple[str, dict[str, str]]] = []
 
     async def on_request(system: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from hub.cli.main import main
 from tests.conftest import FIXTURES
 from tests.grouping_rules import DEFAULTS
-from tests.test_alert_groups import TOKEN, triggers, upstreams  # noqa: F401
+from tests.test_alert_groups import TOKEN, triggers
 from tests.test_correlation import AUTH, checkout_group, monitor
 from tests.test_workflows_e2e import Hub, Upstreams
 
@@ -65,7 +65,7 @@ def test_live_needs_redis_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 async def test_live_says_which_open_incident_an_alert_joins_and_opens_when_none(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path,  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import asyncio
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,23 +21,6 @@ from tests.test_workflows_e2e import INCIDENT_KEY, Hub, Upstreams, incident_payl
 
 CHANNEL = "C0INCIDENT"
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-
-
-@pytest.fixture
-async def upstreams(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Upstreams]:
-    for name in ("SLACK", "PAGERDUTY", "STATUSPAGE", "JIRA", "INCIDENTIO", "OPSGENIE"):
-        monkeypatch.setenv(f"{name}_RATE_LIMIT", "0")
-    ups = await Upstreams().start()
-    yield ups
-    await ups.close()
-
-
-@pytest.fixture
-async def slack_api() -> AsyncIterator[FakeSlackApi]:
-    fake = FakeSlackApi()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 def settings_for(redis_url: str, ups: Upstreams, fake: FakeSlackApi, **extra: Any) -> Any:

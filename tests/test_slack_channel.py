@@ -90,15 +90,6 @@ async def test_members_already_there_are_fine(hub: Harness, fake: FakeSlackApi) 
 # -- through the defaults ------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def upstreams(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Upstreams]:
-    for name in ("SLACK", "PAGERDUTY", "STATUSPAGE", "JIRA", "INCIDENTIO", "OPSGENIE"):
-        monkeypatch.setenv(f"{name}_RATE_LIMIT", "0")
-    ups = await Upstreams().start()
-    yield ups
-    await ups.close()
-
-
 async def test_without_incidentio_an_incident_gets_its_own_channel_with_a_living_message(
         redis_url: str, redis: Any, upstreams: Upstreams, fake: FakeSlackApi) -> None:
     alert = copy.deepcopy(load("datadog_alert_triggered.json"))

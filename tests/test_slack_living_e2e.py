@@ -5,7 +5,6 @@ place, with the other Slack steps as thread replies."""
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,23 +13,6 @@ from tests.fakes.slack import BOT_TOKEN, FakeSlackApi
 from tests.test_workflows_e2e import DATADOG_TOKEN, INCIDENT_KEY, Hub, Upstreams, incident_payload, load
 
 CHANNEL = "C0INCIDENT"
-
-
-@pytest.fixture
-async def upstreams(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Upstreams]:
-    for name in ("SLACK", "PAGERDUTY", "STATUSPAGE", "JIRA", "INCIDENTIO", "OPSGENIE"):
-        monkeypatch.setenv(f"{name}_RATE_LIMIT", "0")
-    ups = await Upstreams().start()
-    yield ups
-    await ups.close()
-
-
-@pytest.fixture
-async def slack_api() -> AsyncIterator[FakeSlackApi]:
-    fake = FakeSlackApi()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 def api_settings(redis_url: str, ups: Upstreams, fake: FakeSlackApi) -> Any:

@@ -17,7 +17,7 @@ from hub.storage.event_store import now_ms
 from hub.worker.storm import StormSummaries
 from tests.fakes.slack import BOT_TOKEN, FakeSlackApi
 from tests.grouping_rules import DEFAULTS
-from tests.test_alert_groups import TOKEN, notification, triggers, upstreams  # noqa: F401
+from tests.test_alert_groups import TOKEN, notification, triggers
 from tests.test_correlation import AUTH
 from tests.test_workflows_e2e import Hub, Upstreams
 
@@ -69,7 +69,7 @@ async def wait_until(check: Any, timeout: float = 15.0) -> None:
 
 
 async def test_a_storm_gets_one_summary_per_interval_and_nothing_per_alert(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path))
     async with Hub(settings, redis) as hub:
         first = await hub.send("alertmanager", group(8))  # 1 opens, 7 join within a minute: > 3
@@ -98,7 +98,7 @@ async def test_a_storm_gets_one_summary_per_interval_and_nothing_per_alert(
         assert first["state"] == "done" and triggers(upstreams) == [key]  # one page throughout
 
 
-async def test_below_the_threshold_nothing_changes(redis_url: str, redis: Any, upstreams: Upstreams,  # noqa: F811
+async def test_below_the_threshold_nothing_changes(redis_url: str, redis: Any, upstreams: Upstreams,
                                                    tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path))
     async with Hub(settings, redis) as hub:
@@ -111,7 +111,7 @@ async def test_below_the_threshold_nothing_changes(redis_url: str, redis: Any, u
     assert summaries(upstreams) == [] and len(upstreams.incidentio.created) == 1
 
 
-async def test_a_restart_mid_storm_still_summarises_once(redis_url: str, redis: Any, upstreams: Upstreams,  # noqa: F811
+async def test_a_restart_mid_storm_still_summarises_once(redis_url: str, redis: Any, upstreams: Upstreams,
                                                         tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path))
     async with Hub(settings, redis) as hub:
@@ -128,7 +128,7 @@ async def test_a_restart_mid_storm_still_summarises_once(redis_url: str, redis: 
     assert len(notes(upstreams)) == 1
 
 
-async def test_a_summary_recorded_twice_is_sent_once(redis_url: str, redis: Any, upstreams: Upstreams,  # noqa: F811
+async def test_a_summary_recorded_twice_is_sent_once(redis_url: str, redis: Any, upstreams: Upstreams,
                                                      tmp_path: Path) -> None:
     """A sweep that died after recording the summary and before moving its mark records it again:
     the same delivery id, deduplicated."""
@@ -147,7 +147,7 @@ async def test_a_summary_recorded_twice_is_sent_once(redis_url: str, redis: Any,
 
 
 async def test_label_values_are_escaped_for_slack_and_plain_for_incidentio(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:
     settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path))
     async with Hub(settings, redis) as hub:
         await hub.send("alertmanager", group(8, alertname="<!channel> & <@U1>"))
@@ -160,7 +160,7 @@ async def test_label_values_are_escaped_for_slack_and_plain_for_incidentio(
 
 
 async def test_with_a_bot_token_the_living_message_is_not_edited_per_alert(
-        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Upstreams, tmp_path: Path) -> None:
     slack = await FakeSlackApi().start()
     try:
         settings = upstreams.settings(redis_url, alertmanager_webhook_token=TOKEN, hub_config=rules(tmp_path),

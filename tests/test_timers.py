@@ -14,14 +14,13 @@ import pytest
 
 from hub.storage.event_store import ARQ_QUEUE, now_ms
 from tests.conftest import wait_for
-from tests.test_workflows_e2e import (  # noqa: F401  (the upstreams fixture is used by name)
+from tests.test_workflows_e2e import (
     INCIDENT_ID,
     INCIDENT_KEY,
     RULES,
     Hub,
     Upstreams,
     incident_payload,
-    upstreams,
 )
 
 L2_KEY = "L2KEY00000000000000000000000000A"
@@ -42,7 +41,7 @@ def pd_ack(incident_key: str, event_id: str = "01EVACK00000000000000001") -> dic
 
 
 @pytest.fixture
-def escalation(upstreams: Upstreams, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:  # noqa: F811
+def escalation(upstreams: Upstreams, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("PD_KEY_L2", L2_KEY)
     upstreams.seed_incident()
     return upstreams.settings(redis_url, hub_config=RULES / "escalation.yaml")
@@ -52,7 +51,7 @@ def escalation_records(actions: dict[str, dict[str, Any]]) -> dict[str, dict[str
     return {a["id"].rsplit(":", 1)[-1]: a for a in actions.values() if a.get("timer")}
 
 
-async def test_escalation_fires_when_nobody_acknowledges(redis, upstreams, escalation) -> None:  # noqa: F811
+async def test_escalation_fires_when_nobody_acknowledges(redis, upstreams, escalation) -> None:
     async with Hub(escalation, redis) as hub:
         declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
         timers = await hub.incidents.timers(INCIDENT_KEY)
@@ -82,7 +81,7 @@ async def test_escalation_fires_when_nobody_acknowledges(redis, upstreams, escal
     assert "timer_fired" in [e["type"] for e in await hub.incidents.timeline(INCIDENT_KEY)]
 
 
-async def test_escalation_does_not_fire_after_a_pagerduty_ack(redis, upstreams, escalation) -> None:  # noqa: F811
+async def test_escalation_does_not_fire_after_a_pagerduty_ack(redis, upstreams, escalation) -> None:
     async with Hub(escalation, redis) as hub:
         declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
         ack = await hub.send("pagerduty", pd_ack(INCIDENT_KEY))
@@ -100,7 +99,7 @@ async def test_escalation_does_not_fire_after_a_pagerduty_ack(redis, upstreams, 
     assert state["escalation_level"] == 0
 
 
-async def test_leaving_triage_counts_as_acknowledged(redis, upstreams, escalation) -> None:  # noqa: F811
+async def test_leaving_triage_counts_as_acknowledged(redis, upstreams, escalation) -> None:
     async with Hub(escalation, redis) as hub:
         declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical",
                                                                  status=("Triage", "triage")))
@@ -117,7 +116,7 @@ async def test_leaving_triage_counts_as_acknowledged(redis, upstreams, escalatio
     assert len(upstreams.pagerduty.calls("/v2/enqueue")) == 1
 
 
-async def test_escalation_fires_once_with_two_workers(redis, upstreams, escalation) -> None:  # noqa: F811
+async def test_escalation_fires_once_with_two_workers(redis, upstreams, escalation) -> None:
     async with Hub(escalation, redis, workers=2) as hub:
         declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
 
@@ -131,7 +130,7 @@ async def test_escalation_fires_once_with_two_workers(redis, upstreams, escalati
     assert len(upstreams.slack.requests) == 1 and len(upstreams.incidentio.timeline) == 1
 
 
-async def test_concurrent_firings_of_one_timer_run_it_once(redis, upstreams, escalation) -> None:  # noqa: F811
+async def test_concurrent_firings_of_one_timer_run_it_once(redis, upstreams, escalation) -> None:
     """Two workers handed the same due timer at once (arq retries, a sweeper): one performs it."""
     from hub.worker.app import shutdown, startup
 
@@ -162,7 +161,7 @@ async def test_concurrent_firings_of_one_timer_run_it_once(redis, upstreams, esc
         INCIDENT_KEY, f"{INCIDENT_KEY}:escalation-1"]
 
 
-async def test_raised_severity_brings_the_escalation_forward(redis, upstreams, escalation) -> None:  # noqa: F811
+async def test_raised_severity_brings_the_escalation_forward(redis, upstreams, escalation) -> None:
     async with Hub(escalation, redis) as hub:
         declared = await hub.send("incidentio", incident_payload("incident_created_v2"))  # SEV2: 60 s
         (timer_id,) = await hub.incidents.timers(INCIDENT_KEY)
@@ -179,7 +178,7 @@ async def test_raised_severity_brings_the_escalation_forward(redis, upstreams, e
     assert "timer_moved" in [e["type"] for e in await hub.incidents.timeline(INCIDENT_KEY)]
 
 
-async def test_lowered_severity_defers_the_escalation(redis, upstreams, escalation) -> None:  # noqa: F811
+async def test_lowered_severity_defers_the_escalation(redis, upstreams, escalation) -> None:
     """SEV1 → SEV2 before the SEV1 deadline: at the SEV1 deadline the timer re-checks and waits for SEV2's."""
     async with Hub(escalation, redis) as hub:
         declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
@@ -197,7 +196,7 @@ async def test_lowered_severity_defers_the_escalation(redis, upstreams, escalati
     assert {r["state"] for r in recs.values()} == {"pending"}
 
 
-async def test_reminders_repeat_until_resolved_then_stop(redis, redis_url, upstreams) -> None:  # noqa: F811
+async def test_reminders_repeat_until_resolved_then_stop(redis, redis_url, upstreams) -> None:
     settings = upstreams.settings(redis_url, hub_config=RULES / "reminders.yaml")
     async with Hub(settings, redis) as hub:
         declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
@@ -218,11 +217,11 @@ async def test_reminders_repeat_until_resolved_then_stop(redis, redis_url, upstr
     assert len(timeline) == 1 and "incident-resolved" in timeline[0]["reason"]
 
 
-async def _count(upstreams: Upstreams, n: int) -> bool:  # noqa: F811
+async def _count(upstreams: Upstreams, n: int) -> bool:
     return len(upstreams.slack.requests) >= n
 
 
-async def test_timer_survives_worker_and_redis_restart(tmp_path, upstreams, monkeypatch) -> None:  # noqa: F811
+async def test_timer_survives_worker_and_redis_restart(tmp_path, upstreams, monkeypatch) -> None:
     from hub.storage.connection import connect
     from hub.storage.embedded_redis import EmbeddedRedis
 
@@ -316,7 +315,7 @@ def test_invalid_rules_refuse_to_start_the_worker(tmp_path, redis_url) -> None:
     assert "the rules file is invalid" in str(e.value) and f"{path}:3:9" in str(e.value)
 
 
-async def test_operator_ack_stops_the_escalation(redis, upstreams, escalation) -> None:  # noqa: F811
+async def test_operator_ack_stops_the_escalation(redis, upstreams, escalation) -> None:
     async with Hub(escalation, redis) as hub:
         declared = await hub.send("incidentio", incident_payload("incident_created_v2", severity="Critical"))
         assert await hub.incidents.acknowledge(INCIDENT_KEY, by="operator:dana") is True
@@ -346,7 +345,7 @@ async def test_a_timer_is_queued_once_and_never_again_after_it_ran(redis) -> Non
     assert await timers.schedule(redis, spec, now_ms(), 3600) is False
 
 
-async def test_a_delayed_action_gets_its_connector_deadline_from_when_it_fires(redis, redis_url, upstreams,  # noqa: F811
+async def test_a_delayed_action_gets_its_connector_deadline_from_when_it_fires(redis, redis_url, upstreams,
                                                                              monkeypatch) -> None:
     """Slack gives up on a message after its deadline; a reminder hours into an incident is not late."""
     from connectors.base import RetryPolicy
@@ -365,7 +364,7 @@ async def test_a_delayed_action_gets_its_connector_deadline_from_when_it_fires(r
     assert upstreams.slack.requests[0].json()["text"].startswith("reminder 1:")
 
 
-async def test_a_firing_that_outlives_the_job_timeout_runs_again_and_finishes(redis, redis_url, upstreams,  # noqa: F811
+async def test_a_firing_that_outlives_the_job_timeout_runs_again_and_finishes(redis, redis_url, upstreams,
                                                                               monkeypatch) -> None:
     """arq would count a timed-out job as finished (and a finished timer is never queued again)."""
     from tests.fakes.base import Fault

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connectors.base import loads_json
-from tests.test_workflows_e2e import DATADOG_TOKEN, PAGERDUTY_SECRET, Hub, load, upstreams  # noqa: F401
+from tests.test_workflows_e2e import DATADOG_TOKEN, Hub, load
 
 HALF = "\ud83d"  # the first half of 😀, alone
 
@@ -26,7 +26,7 @@ def test_loads_json_replaces_lone_surrogates_and_keeps_pairs() -> None:
 
 @pytest.mark.parametrize("source", ["datadog", "alertmanager", "pagerduty"])
 async def test_an_authentic_webhook_with_lone_surrogates_is_accepted_and_finishes(
-        redis_url: str, redis: Any, upstreams: Any, source: str) -> None:  # noqa: F811
+        redis_url: str, redis: Any, upstreams: Any, source: str) -> None:
     if source == "datadog":
         payload = load("datadog_alert_triggered.json")
         payload.update(id=payload["id"] + HALF, title=payload["title"] + " " + HALF)

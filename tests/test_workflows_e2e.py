@@ -11,11 +11,9 @@ import contextlib
 import copy
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from hub.core.registry import sources
@@ -94,18 +92,6 @@ class Upstreams:
     def seed_incident(self, incident_id: str = INCIDENT_ID) -> None:
         """An incident.io incident the fake knows (timeline items need one)."""
         self.incidentio.incidents[incident_id] = {"id": incident_id, "name": "seeded", "summary": ""}
-
-
-@pytest.fixture
-async def upstreams(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Upstreams]:
-    for name in ("SLACK", "PAGERDUTY", "STATUSPAGE", "JIRA", "INCIDENTIO", "OPSGENIE"):
-        monkeypatch.setenv(f"{name}_RATE_LIMIT", "0")  # pacing is tested elsewhere; keep these fast
-    from connectors.jira import Jira
-
-    monkeypatch.setattr(Jira, "index_grace", 0.0)
-    ups = await Upstreams().start()
-    yield ups
-    await ups.close()
 
 
 class Hub:
