@@ -263,11 +263,12 @@ class IndexWalker:
 RowsOf = Callable[[list[tuple[int, str]]], Awaitable[list[dict[str, Any] | None]]]
 
 
-async def page_of_index(redis: Redis, index: str, cursor: str | None, limit: int, rows_of: RowsOf, kind: str, *,
-                        filtered: bool = False, lo: int | None = None, hi: int | None = None) -> Page:
-    """One page of a single index, newest first, below `cursor`: batches are read until the page
-    is full, the index ends or the scan budget is spent (a filter that matches little then
-    answers a short page with a cursor to go on from)."""
+async def page_of_index(redis: Redis, index: str | list[str], cursor: str | None, limit: int, rows_of: RowsOf,
+                        kind: str, *, filtered: bool = False, lo: int | None = None, hi: int | None = None) -> Page:
+    """One page of an index (or of the union of several), newest first, below `cursor`: batches
+    are read until the page is full, the index ends or the scan budget is spent (a filter that
+    matches little then answers a short page with a cursor to go on from)."""
+    indexes = [index] if isinstance(index, str) else index
     pos = Cursor.decode(cursor) if cursor else None
     walker = IndexWalker(redis)
     budget = max(SCAN_MIN, limit * SCAN_FACTOR)
@@ -277,7 +278,7 @@ async def page_of_index(redis: Redis, index: str, cursor: str | None, limit: int
     last = pos
     while len(items) < limit and scanned < budget:
         want = min(max(limit - len(items), 10) + (limit if filtered else 0), budget - scanned)
-        batch = await walker.below([index], last, want, lo, hi)
+        batch = await walker.below(indexes, last, want, lo, hi)
         if not batch:
             exhausted = True
             break
@@ -350,40 +351,19 @@ async def _driver(redis: Redis, flt: EventFilter) -> tuple[str, list[str]]:
 
 async def list_events(redis: Redis, flt: EventFilter, limit: int = 50, cursor: str | None = None) -> Page:
     """One page of events matching `flt`, newest first (see the module docstring)."""
-    pos = Cursor.decode(cursor) if cursor else None
     name, keys = await _driver(redis, flt)
-    walker = IndexWalker(redis)
-    budget = max(SCAN_MIN, limit * SCAN_FACTOR)
-    items: list[dict[str, Any]] = []
-    scanned = 0
-    exhausted = False
-    last: Cursor | None = pos
-    filtered = sum(bool(x) for x in (flt.states, flt.source, flt.kind)) > (0 if name == "all" else 1)
-    while len(items) < limit and scanned < budget:
-        want = min(max(limit - len(items), 10) * (2 if filtered else 1), budget - scanned)
-        batch = await walker.below(keys, last, want, flt.since, flt.until)
-        if not batch:
-            exhausted = True
-            break
+
+    async def rows_of(batch: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
         async with redis.pipeline(transaction=False) as p:
             for _, event_id in batch:
                 p.hmget(ev_key(event_id), ROW_FIELDS)
             values = await p.execute()
-        for (score, event_id), vals in zip(batch, values, strict=True):
-            scanned += 1
-            last = Cursor(score, event_id)
-            row = _row(event_id, vals)
-            if row is not None and _matches(row, flt):
-                items.append(row)
-                if len(items) == limit:
-                    break
-        if len(batch) < want and len(items) < limit:
-            exhausted = True
-            break
-    next_cursor = None
-    if not exhausted and last is not None and last != pos:
-        next_cursor = last.encode()
-    return Page(items, next_cursor, scanned, name)
+        rows = [_row(event_id, vals) for (_, event_id), vals in zip(batch, values, strict=True)]
+        return [row if row is not None and _matches(row, flt) else None for row in rows]
+
+    filtered = sum(bool(x) for x in (flt.states, flt.source, flt.kind)) > (0 if name == "all" else 1)
+    return await page_of_index(redis, keys, cursor, limit, rows_of, name, filtered=filtered,
+                               lo=flt.since, hi=flt.until)
 
 
 def _decode_payload(body: bytes | None) -> tuple[Any, str | None]:
