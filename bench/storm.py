@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.inproc import ROUTING_KEY, running_worker
+from hub.core.registry import connector_classes
 from hub.core.settings import Settings
 from hub.storage.connection import connect
 from hub.storage.embedded_redis import EmbeddedRedis
 from hub.storage.event_store import FINAL_STATES, Store
 from hub.storage.incidents import INDEX, IncidentStore
+from hub.storage.ratelimit import parse_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 INBOUND = ROOT / "tests" / "fixtures" / "inbound"
@@ -78,8 +80,11 @@ def dd_alert(i: int, transition: str) -> bytes:
     return json.dumps(body).encode()
 
 
-#: The connectors' default limits the worker runs with (seconds between calls), as the limiter reads them.
-LIMITS = {"pagerduty": 0.5, "incidentio": 0.05, "slack": 1.0, "statuspage": 1.0}
+def interval(connector: str) -> float:
+    """Seconds between calls at the connector's default limit (the worker runs with them)."""
+    rate = parse_rate(connector_classes()[connector].default_rate_limit)
+    assert rate is not None, f"{connector} has no default rate limit"
+    return rate
 
 
 def pace_report(started: float, elapsed: float, arrived: float, calls: dict[str, list[float]]) -> dict[str, Any]:
@@ -95,8 +100,8 @@ def pace_report(started: float, elapsed: float, arrived: float, calls: dict[str,
         if not times:
             continue
         times = sorted(t - started for t in times)
-        interval = LIMITS[name]
-        floor = (len(times) - 1) * interval
+        every = interval(name)
+        floor = (len(times) - 1) * every
         bound = max(bound, floor)
         per[name] = {"calls": len(times), "first_s": round(times[0], 1), "last_s": round(times[-1], 1),
                      "at_limit_s": round(floor, 1)}
