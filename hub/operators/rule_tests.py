@@ -51,7 +51,7 @@ def _at_ms(hook: Webhook, default_ms: int) -> int:
 def storm_body(body: bytes, given: list[Outcome]) -> bytes:
     """A storm summary's body with its `incident` filled in when the case leaves it out: the
     incident the last `given` webhook opened or joined (a key the hub derives, e.g. a hash of
-    an Alertmanager groupKey, that a test file should not have to spell)."""
+    a sender's group key, that a test file should not have to spell)."""
     try:
         data = json.loads(body)
     except ValueError:
