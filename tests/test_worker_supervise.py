@@ -18,6 +18,12 @@ from hub.worker import app as worker_mod
 from tests.conftest import make_settings
 
 
+@pytest.fixture(autouse=True)
+def _no_heap_freeze(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`supervise` freezes its process's heap (hub.core.heap): that is the worker's, not the test runner's."""
+    monkeypatch.setattr(worker_mod.heap, "settle", lambda: None)
+
+
 class StandIn:
     """Runs like an arq Worker: raises `error`, or waits for the stop signal."""
 

@@ -23,8 +23,9 @@ from hub.ingress.interactions import add_interactions
 from hub.ingress.shared import SETTINGS, STORE, error, text
 from hub.ingress.verify import AuthError
 from hub.operators.admin import admin_app
-from hub.storage.connection import REDIS_UNAVAILABLE, connect
+from hub.storage.connection import REDIS_UNAVAILABLE, SOCKET_TIMEOUT, connect
 from hub.storage.event_store import ARQ_QUEUE, DEAD, PENDING, Store
+from hub.storage.lane import CommandLane
 
 __all__ = ["REDIS_UNAVAILABLE", "SETTINGS", "STORE", "create_app", "error", "text"]
 
@@ -205,8 +206,14 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     async def open_store(app: web.Application) -> Any:
         own = store is None
         redis = connect(settings.redis_url or "redis://127.0.0.1:6379/0") if own else None
-        app[STORE] = store or Store(redis, settings)  # type: ignore[arg-type]
+        app[STORE] = opened = store or Store(redis, settings)  # type: ignore[arg-type]
+        lane = None
+        if opened.lane is None:  # the ingest's own connections (hub.storage.lane)
+            opened.lane = lane = CommandLane(opened.redis, timeout=SOCKET_TIMEOUT)
         yield
+        if lane is not None:
+            opened.lane = None
+            await lane.aclose()
         if own and redis is not None:
             await redis.aclose()
 

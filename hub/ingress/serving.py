@@ -24,6 +24,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from hub.core import heap
+
 
 def _timeout_response(timeout: float) -> bytes:
     body = json.dumps({"error": "header_timeout",
@@ -134,6 +136,7 @@ def serve(app: web.Application, host: str, port: int, *, header_timeout: float, 
                 await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
             except OSError as e:
                 raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+            heap.settle()  # after the app and its stores are built (hub.core.heap)
             on_ready()
             await stop.wait()
         finally:

@@ -45,6 +45,7 @@ from redis.exceptions import NoScriptError
 from hub.core.settings import Settings
 from hub.storage import keys
 from hub.storage.batch import Batch
+from hub.storage.lane import CommandLane, pack
 from hub.storage.records import ActionRecord, EventRecord
 
 PREFIX = keys.PREFIX
@@ -187,10 +188,15 @@ def row_summary(events: list[dict[str, Any]]) -> dict[str, str]:
 
 
 class Store:
-    """Async access to the data model above. Cheap to construct; holds no state of its own."""
+    """Async access to the data model above. Cheap to construct; holds no state of its own.
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    `lane`: connections of the web process's own for `ingest` (`hub.storage.lane`); without
+    one, `ingest` goes through the client's pool like every other command.
+    """
+
+    def __init__(self, redis: Redis, settings: Settings, lane: CommandLane | None = None) -> None:
         self.redis = redis
+        self.lane = lane
         self.settings = settings  # what the store was opened with: the planner of a dry run reads it
         self.retention = int(settings.hub_retention)
         self.dedup_window = int(settings.hub_dedup_window)
@@ -208,15 +214,17 @@ class Store:
         entry = fast_dumps({"at": ms, "type": "received", "source": source, "delivery_id": delivery_id,
                             "size": len(body), "verified": verified})
         source_key = _SOURCE_KEYS.get(source) or _SOURCE_KEYS.setdefault(source, source_idx(source).encode())
+        # EVALSHA straight away: redis-py's Script wrapper re-checks for a pipeline (with an
+        # import) and copies the arguments on every call; constant keys go as bytes.
+        command = (b"EVALSHA", self._ingest_sha, b"9", dedup_key(source, delivery_id), ev_key(event_id), _IDX_ALL_B,
+                   source_key, _ACCEPTED_IDX_B, _PENDING_B, ARQ_JOB_PREFIX + event_id, _ARQ_QUEUE_B,
+                   timeline_key(event_id), event_id, str(ms), entry, source, delivery_id, content_type,
+                   fast_dumps(headers), verified, body)
         try:
-            # EVALSHA straight away: redis-py's Script wrapper re-checks for a pipeline (with an
-            # import) and copies the arguments on every call; constant keys go as bytes, which
-            # its encoder passes through untouched.
-            prev = await self.redis.execute_command(
-                "EVALSHA", self._ingest_sha, b"9", dedup_key(source, delivery_id), ev_key(event_id), _IDX_ALL_B,
-                source_key, _ACCEPTED_IDX_B, _PENDING_B, ARQ_JOB_PREFIX + event_id, _ARQ_QUEUE_B,
-                timeline_key(event_id), event_id, str(ms), entry, source, delivery_id, content_type,
-                fast_dumps(headers), verified, body)
+            if self.lane is not None:
+                prev = await self.lane.call(pack(command))
+            else:
+                prev = await self.redis.execute_command("EVALSHA", *command[1:])
         except NoScriptError:  # a Redis that lost its script cache (restart, SCRIPT FLUSH): load, run
             keys = [dedup_key(source, delivery_id), ev_key(event_id), IDX_ALL, source_idx(source),
                     state_idx("accepted"), PENDING, ARQ_JOB_PREFIX + event_id, ARQ_QUEUE, timeline_key(event_id)]

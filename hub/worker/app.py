@@ -21,7 +21,7 @@ from arq.connections import ArqRedis
 from redis import exceptions as redis_errors
 
 from connectors.base import Connector
-from hub.core import metrics
+from hub.core import heap, metrics
 from hub.core.interactions import ESCALATE_JOB
 from hub.core.registry import connector_classes
 from hub.core.settings import Settings
@@ -299,6 +299,7 @@ async def supervise(settings: Settings) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
     live = LiveRules(load_worker_rules(settings))  # invalid: RulesError, no start
     watch_sighup(settings, live)
+    heap.settle()  # modules, catalog and rules are loaded (hub.core.heap)
     delay = RESTART_MIN_S
     while not stop.is_set():
         current = make_worker(settings, handle_signals=False, live=live)

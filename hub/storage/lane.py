@@ -1,0 +1,104 @@
+"""A few Redis connections kept for one hot command: the ingress's ingest script.
+
+redis-py's pool does, for every command it lends a connection to, work the ingest does not
+need: it takes a pool-wide lock and, while holding it, probes the connection with a
+zero-timeout read (a timer, a cancelled future and one whole event-loop turn), so only one
+command per loop turn can leave; it packs arguments through a generic encoder and runs each
+send under `wait_for` (a task per send). Under load that is a fifth of the ingress's CPU and
+most of its tail latency (measured in `bench/README.md`).
+
+A `CommandLane` owns its connections (made from the client's own connection class and
+settings, so TCP, TLS, unix sockets and Sentinel alike) and lends each to one command at a
+time. What the pool's probe guarded against cannot happen here: a connection goes back to
+the lane only after its answer was read or after redis-py closed it (it does so on any error
+or cancellation in a send or a read). A connection the server closed while it was idle
+(a Redis restart) fails its next send or read; that command is sent again once on a new
+connection, which is safe for the command this lane is for: the ingest script answers a
+repeat with the first event's id (dedup), never a second event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+
+def pack(args: Sequence[bytes | str]) -> bytes:
+    """One command in the Redis protocol (RESP arrays of bulk strings). Text is UTF-8, strict,
+    as redis-py's own encoder writes it."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(parts)
+
+
+class CommandLane:
+    """Up to `size` connections, each lent to one command at a time (see the module docstring).
+
+    `timeout` bounds a command's send and read together (one timer, not one per step); when it
+    passes, the connection is closed and `asyncio.TimeoutError` is raised.
+    """
+
+    def __init__(self, redis: Redis, *, size: int = 32, timeout: float = 5.0) -> None:
+        pool = redis.connection_pool
+        # No per-step socket timeout on these connections: `call` bounds the whole command.
+        self._kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        self._connection_class = pool.connection_class
+        self._size = size
+        self._timeout = timeout
+        self._idle: list[AbstractConnection] = []
+        self._all: list[AbstractConnection] = []
+        self._waiting: deque[asyncio.Future[AbstractConnection]] = deque()
+
+    async def call(self, packed: bytes) -> Any:
+        """Send one packed command and return its parsed answer (a ResponseError is raised)."""
+        conn = self._idle.pop() if self._idle else await self._take()
+        try:
+            async with asyncio.timeout(self._timeout):
+                was_connected = conn.is_connected
+                try:
+                    await conn.send_packed_command(packed)
+                    return await conn.read_response()
+                except RedisConnectionError:
+                    if not was_connected:
+                        raise  # a fresh connection failed: Redis is away, not a stale socket
+                    # closed while idle (redis-py has closed our side): once more, newly connected
+                    await conn.send_packed_command(packed)
+                    return await conn.read_response()
+        finally:
+            self._give_back(conn)
+
+    async def _take(self) -> AbstractConnection:
+        if len(self._all) < self._size:
+            conn = self._connection_class(**self._kwargs)
+            self._all.append(conn)
+            return conn
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._give_back(waiter.result())  # handed over just as we were cancelled
+            raise
+
+    def _give_back(self, conn: AbstractConnection) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._idle.append(conn)
+
+    async def aclose(self) -> None:
+        """Close every connection (idle or not; a command still running fails)."""
+        conns, self._all, self._idle = self._all, [], []
+        for conn in conns:
+            await conn.disconnect(nowait=True)

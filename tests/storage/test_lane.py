@@ -1,0 +1,147 @@
+"""The ingest's own Redis connections (`hub.storage.lane`): against the real Redis of the root
+conftest, plus a silent TCP server for the timeout. What the pool's per-command probe used to
+guard (a connection holding an answer that is not the next command's) must hold here too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from hub.storage.event_store import Store
+from hub.storage.lane import CommandLane, pack
+from tests.storage.test_event_store import BODY
+
+
+@pytest.fixture
+async def lane(redis: Redis) -> AsyncIterator[CommandLane]:
+    lane = CommandLane(redis, size=2, timeout=2.0)
+    yield lane
+    await lane.aclose()
+
+
+@given(st.lists(st.one_of(st.binary(max_size=40), st.text(max_size=20)), min_size=1, max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_pack_writes_what_redis_pys_encoder_writes(args: list[Any]) -> None:
+    expected = b"".join(Connection().pack_command(b"ECHO", *args))
+    assert pack([b"ECHO", *args]) == expected
+
+
+async def test_a_call_answers_and_connections_are_reused_up_to_the_size(lane: CommandLane, redis: Redis) -> None:
+    answers = await asyncio.gather(*(lane.call(pack([b"ECHO", f"m{i}"])) for i in range(10)))
+    assert answers == [f"m{i}".encode() for i in range(10)]
+    names = [c["name"] for c in await redis.client_list()]
+    lib_clients = [c for c in await redis.client_list() if c["cmd"] == "echo"]
+    assert len(lib_clients) == 2, names  # size=2: ten calls went over two connections
+
+
+async def test_an_error_answer_is_raised_and_the_connection_stays_usable(lane: CommandLane) -> None:
+    with pytest.raises(ResponseError):
+        await lane.call(pack([b"NOSUCHCOMMAND"]))
+    assert await lane.call(pack([b"PING"])) in (b"PONG", "PONG", True)
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_error(
+        lane: CommandLane, redis: Redis) -> None:
+    """A Redis restart closes every idle connection; the next ingest must not fail for it."""
+    await lane.call(pack([b"CLIENT", b"SETNAME", b"lane-under-test"]))
+    killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    assert killed >= 1
+    assert await lane.call(pack([b"ECHO", b"after"])) == b"after"
+
+
+async def test_a_cancelled_call_leaves_no_answer_for_the_next_one(lane: CommandLane, redis: Redis) -> None:
+    """Cancelled while Redis still owes it an answer (a blocking pop): that answer must not be
+    read as the answer to the next command on the same connection."""
+    await redis.delete("lane:test:list")
+    one = CommandLane(redis, size=1, timeout=5.0)
+    try:
+        pending = asyncio.create_task(one.call(pack([b"BLPOP", b"lane:test:list", b"1"])))
+        await asyncio.sleep(0.2)
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+        await redis.rpush("lane:test:list", "late")  # the BLPOP's answer, had its connection lived
+        assert await one.call(pack([b"ECHO", b"mine"])) == b"mine"
+    finally:
+        await one.aclose()
+        await redis.delete("lane:test:list")
+
+
+async def test_callers_past_the_size_wait_and_a_cancelled_waiter_loses_no_connection(redis: Redis) -> None:
+    one = CommandLane(redis, size=1, timeout=5.0)
+    try:
+        first = asyncio.create_task(one.call(pack([b"BLPOP", b"lane:test:empty", b"0.3"])))
+        await asyncio.sleep(0.05)
+        gone = asyncio.create_task(one.call(pack([b"ECHO", b"never"])))
+        waiting = asyncio.create_task(one.call(pack([b"ECHO", b"second"])))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        assert await asyncio.wait_for(waiting, 3) == b"second"
+        assert await first is None
+        assert await one.call(pack([b"ECHO", b"third"])) == b"third"
+    finally:
+        await one.aclose()
+
+
+async def test_a_server_that_never_answers_times_out_and_a_later_call_starts_afresh(unused_tcp_port: int) -> None:
+    conns: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", unused_tcp_port)
+    client = Redis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0")
+    lane = CommandLane(client, size=1, timeout=0.3)
+    try:
+        for _ in range(2):  # the second call gets a new connection, not the stuck one
+            with pytest.raises(TimeoutError):
+                await lane.call(pack([b"PING"]))
+        assert len(conns) == 2
+    finally:
+        await lane.aclose()
+        await client.aclose()
+        server.close()
+        for w in conns:
+            w.close()
+        await server.wait_closed()
+
+
+async def test_redis_away_is_a_connection_error(unused_tcp_port: int) -> None:
+    client = Redis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0", socket_connect_timeout=1)
+    lane = CommandLane(client, size=1)
+    try:
+        with pytest.raises(RedisConnectionError):
+            await lane.call(pack([b"PING"]))
+    finally:
+        await lane.aclose()
+        await client.aclose()
+
+
+async def test_an_ingest_through_the_lane_writes_what_the_pool_path_writes(redis: Redis, settings: Any) -> None:
+    pooled, laned = Store(redis, settings), Store(redis, settings, lane=CommandLane(redis))
+    try:
+        a = await pooled.ingest("github", "lane-d-1", BODY, {"X-GitHub-Event": "ping"}, "application/json", "x")
+        b = await laned.ingest("github", "lane-d-2", BODY, {"X-GitHub-Event": "ping"}, "application/json", "x")
+        again = await laned.ingest("github", "lane-d-1", BODY, {}, "application/json", "x")
+        ra, rb = await pooled.get(a.event_id), await pooled.get(b.event_id)
+        assert ra is not None and rb is not None
+        different = {"id", "delivery_id", "received_at", "updated_at"}
+        assert {k: v for k, v in ra.items() if k not in different} == \
+               {k: v for k, v in rb.items() if k not in different}
+        assert again.duplicate and again.event_id == a.event_id
+        await redis.script_flush()  # a Redis that lost its scripts: loaded again, no error
+        c = await laned.ingest("github", "lane-d-3", BODY, {}, "application/json", "x")
+        assert not c.duplicate and await pooled.get(c.event_id) is not None
+    finally:
+        assert laned.lane is not None
+        await laned.lane.aclose()
