@@ -55,7 +55,7 @@ def measure(side: str, rnd: int, args: argparse.Namespace, generator: str, wrk: 
     run_id = f"{side}-r{rnd}-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix=f"bench-{side}-") as tmp:
         work = Path(tmp)
-        redis = PinnedRedis(work / "redis", load_pin).start()
+        redis = PinnedRedis(work / "redis", load_pin, tuple(args.redis_arg)).start()
         client = sync_redis.Redis.from_url(redis.url)
         server = None
         try:
@@ -200,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="result file (default bench/results/ingress-<date>.json)")
     parser.add_argument("--body", choices=payload.SIZES, default=os.environ.get("BENCH_BODY") or "10k",
                         help="the GitHub delivery sent: 10k (as GitHub sent the fixture) or 2k (bench/payload.py)")
+    parser.add_argument("--redis-arg", action="append", default=[], metavar="ARG",
+                        help="an extra redis-server argument for both sides, repeatable (e.g. "
+                             "--redis-arg=--auto-aof-rewrite-percentage --redis-arg=0: no AOF rewrite "
+                             "in the window)")
     args = parser.parse_args(argv)
     os.environ["BENCH_BODY"] = args.body  # the load generators and bench.instructions read it
 
@@ -216,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         "connections": args.connections, "duration_s": args.duration, "warmup_s": args.warmup,
         "rounds": args.rounds, "order": [s[0].upper() for s in order], "pinning": pin_desc,
         "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg()), "cpus": os.cpu_count(),
-        "python": platform.python_version(), "commit": _commit(), "body_bytes": len(payload.body()),
+        "python": platform.python_version(), "redis_args": args.redis_arg, "commit": _commit(),
+        "body_bytes": len(payload.body()),
     }
     runs = []
     for i, side in enumerate(order):

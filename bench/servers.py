@@ -29,8 +29,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class PinnedRedis(EmbeddedRedis):
     """The hub's embedded Redis (AOF, fsync every second), optionally pinned to CPUs."""
 
-    def __init__(self, data_dir: Path, pin: list[str]) -> None:
-        super().__init__(data_dir, appendonly=True)
+    def __init__(self, data_dir: Path, pin: list[str], extra_args: tuple[str, ...] = ()) -> None:
+        super().__init__(data_dir, appendonly=True, extra_args=extra_args)
         self.pin = pin
 
     def command(self) -> list[str]:

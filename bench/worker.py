@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.inproc import ROUTING_KEY
+from hub.core import heap
 
 #: Worker CPU per job of the last run of each side (ms): a side near its wall-clock time per
 #: job is CPU-bound; one well below it is bound by arq's polling (see the README).
@@ -124,6 +125,7 @@ async def _arq_side(redis_url: str, n: int, concurrency: int, job: Any, side: st
         await pool.enqueue_job(side, i, _job_id=f"{side}-{i}")
         if prepare is not None:
             await prepare(pool, i)
+    heap.settle()  # as `incident-hub worker` does once it has started (hub.core.heap)
     started = time.perf_counter()
     cpu_started = time.process_time()
     await worker.async_run()
@@ -208,6 +210,7 @@ async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: s
 
         stats_client = sync_redis.Redis.from_url(redis_url)
         before = snapshot(stats_client)
+    heap.settle()
     started = time.perf_counter()
     cpu_started = time.process_time()
     await worker.async_run()
