@@ -42,8 +42,8 @@ def pack(args: Sequence[bytes | str]) -> bytes:
 class CommandLane:
     """Up to `size` connections, each lent to one command at a time (see the module docstring).
 
-    `timeout` bounds a command's send and read together (one timer, not one per step); when it
-    passes, the connection is closed and `asyncio.TimeoutError` is raised.
+    `timeout` bounds a command's wait for a connection, send and read together (one timer, not
+    one per step); when it passes, a connection in use is closed and `TimeoutError` is raised.
     """
 
     def __init__(self, redis: Redis, *, size: int = 32, timeout: float = 5.0) -> None:
@@ -58,10 +58,14 @@ class CommandLane:
         self._waiting: deque[asyncio.Future[AbstractConnection]] = deque()
 
     async def call(self, packed: bytes) -> Any:
-        """Send one packed command and return its parsed answer (a ResponseError is raised)."""
-        conn = self._idle.pop() if self._idle else await self._take()
-        try:
-            async with asyncio.timeout(self._timeout):
+        """Send one packed command and return its parsed answer (a ResponseError is raised).
+
+        The timeout covers the wait for a free connection too: a Redis that has stopped
+        answering costs a caller `timeout`, not `timeout` per caller ahead of it.
+        """
+        async with asyncio.timeout(self._timeout):
+            conn = self._idle.pop() if self._idle else await self._take()
+            try:
                 was_connected = conn.is_connected
                 try:
                     await conn.send_packed_command(packed)
@@ -72,8 +76,8 @@ class CommandLane:
                     # closed while idle (redis-py has closed our side): once more, newly connected
                     await conn.send_packed_command(packed)
                     return await conn.read_response()
-        finally:
-            self._give_back(conn)
+            finally:
+                self._give_back(conn)
 
     async def _take(self) -> AbstractConnection:
         if len(self._all) < self._size:

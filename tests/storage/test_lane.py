@@ -116,6 +116,37 @@ async def test_a_server_that_never_answers_times_out_and_a_later_call_starts_afr
         await server.wait_closed()
 
 
+async def test_a_caller_waiting_for_a_connection_has_the_same_deadline(unused_tcp_port: int) -> None:
+    """Behind a Redis that stopped answering, a caller waiting for the lane's one connection
+    fails at its own deadline, not at the deadline of the call ahead of it plus its own."""
+    conns: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", unused_tcp_port)
+    client = Redis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0")
+    lane = CommandLane(client, size=1, timeout=2.0)
+    loop = asyncio.get_running_loop()
+    try:
+        ahead = asyncio.create_task(lane.call(pack([b"PING"])))
+        await asyncio.sleep(1.0)
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await lane.call(pack([b"PING"]))  # waits for `ahead`'s connection, which never frees in time
+        waited = loop.time() - started
+        with pytest.raises(TimeoutError):
+            await ahead
+        assert waited < 2.6, f"waited {waited:.2f}s: the wait for a connection was not inside the deadline"
+    finally:
+        await lane.aclose()
+        await client.aclose()
+        server.close()
+        for w in conns:
+            w.close()
+        await server.wait_closed()
+
+
 async def test_redis_away_is_a_connection_error(unused_tcp_port: int) -> None:
     client = Redis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0", socket_connect_timeout=1)
     lane = CommandLane(client, size=1)
