@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -93,40 +94,46 @@ async def test_callers_past_the_size_wait_and_a_cancelled_waiter_loses_no_connec
         await one.aclose()
 
 
-async def test_a_server_that_never_answers_times_out_and_a_later_call_starts_afresh(unused_tcp_port: int) -> None:
+@dataclass
+class Silent:
+    """A TCP server that accepts and never answers (a Redis that has stopped), and a client of it."""
+
+    client: Redis
+    conns: list[asyncio.StreamWriter]
+
+
+@pytest.fixture
+async def silent(unused_tcp_port: int) -> AsyncIterator[Silent]:
     conns: list[asyncio.StreamWriter] = []
 
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conns.append(writer)
 
-    server = await asyncio.start_server(silent, "127.0.0.1", unused_tcp_port)
+    server = await asyncio.start_server(accept, "127.0.0.1", unused_tcp_port)
     client = Redis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0")
-    lane = CommandLane(client, size=1, timeout=0.3)
+    yield Silent(client, conns)
+    await client.aclose()
+    server.close()
+    for w in conns:
+        w.close()
+    await server.wait_closed()
+
+
+async def test_a_server_that_never_answers_times_out_and_a_later_call_starts_afresh(silent: Silent) -> None:
+    lane = CommandLane(silent.client, size=1, timeout=0.3)
     try:
         for _ in range(2):  # the second call gets a new connection, not the stuck one
             with pytest.raises(TimeoutError):
                 await lane.call(pack([b"PING"]))
-        assert len(conns) == 2
+        assert len(silent.conns) == 2
     finally:
         await lane.aclose()
-        await client.aclose()
-        server.close()
-        for w in conns:
-            w.close()
-        await server.wait_closed()
 
 
-async def test_a_caller_waiting_for_a_connection_has_the_same_deadline(unused_tcp_port: int) -> None:
+async def test_a_caller_waiting_for_a_connection_has_the_same_deadline(silent: Silent) -> None:
     """Behind a Redis that stopped answering, a caller waiting for the lane's one connection
     fails at its own deadline, not at the deadline of the call ahead of it plus its own."""
-    conns: list[asyncio.StreamWriter] = []
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conns.append(writer)
-
-    server = await asyncio.start_server(silent, "127.0.0.1", unused_tcp_port)
-    client = Redis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0")
-    lane = CommandLane(client, size=1, timeout=2.0)
+    lane = CommandLane(silent.client, size=1, timeout=2.0)
     loop = asyncio.get_running_loop()
     try:
         ahead = asyncio.create_task(lane.call(pack([b"PING"])))
@@ -140,11 +147,6 @@ async def test_a_caller_waiting_for_a_connection_has_the_same_deadline(unused_tc
         assert waited < 2.6, f"waited {waited:.2f}s: the wait for a connection was not inside the deadline"
     finally:
         await lane.aclose()
-        await client.aclose()
-        server.close()
-        for w in conns:
-            w.close()
-        await server.wait_closed()
 
 
 async def test_redis_away_is_a_connection_error(unused_tcp_port: int) -> None:
