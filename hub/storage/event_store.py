@@ -222,7 +222,8 @@ class Store:
                    fast_dumps(headers), verified, body)
         try:
             if self.lane is not None:
-                prev = await self.lane.call(pack(command))
+                # a repeat is harmless: the script answers it with the first event's id (dedup)
+                prev = await self.lane.call(pack(command), resend=True)
             else:
                 prev = await self.redis.execute_command("EVALSHA", *command[1:])
         except NoScriptError:  # a Redis that lost its script cache (restart, SCRIPT FLUSH): load, run

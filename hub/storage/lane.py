@@ -4,17 +4,17 @@ redis-py's pool does, for every command it lends a connection to, work the inges
 need: it takes a pool-wide lock and, while holding it, probes the connection with a
 zero-timeout read (a timer, a cancelled future and one whole event-loop turn), so only one
 command per loop turn can leave; it packs arguments through a generic encoder and runs each
-send under `wait_for` (a task per send). Under load that is a fifth of the ingress's CPU and
-most of its tail latency (measured in `bench/README.md`).
+send under `wait_for` (a task per send). Under load that was 40 % of the ingress's CPU per request
+and half its throughput (measured in `bench/README.md`).
 
 A `CommandLane` owns its connections (made from the client's own connection class and
 settings, so TCP, TLS, unix sockets and Sentinel alike) and lends each to one command at a
 time. What the pool's probe guarded against cannot happen here: a connection goes back to
 the lane only after its answer was read or after redis-py closed it (it does so on any error
 or cancellation in a send or a read). A connection the server closed while it was idle
-(a Redis restart) fails its next send or read; that command is sent again once on a new
-connection, which is safe for the command this lane is for: the ingest script answers a
-repeat with the first event's id (dedup), never a second event.
+(a Redis restart) fails its next send or read. The caller says whether the command may then
+be sent once more on a new connection (`resend`): only a command whose repeat is harmless,
+such as the ingest script, which answers a repeat with the first event's id (dedup).
 """
 
 from __future__ import annotations
@@ -57,8 +57,12 @@ class CommandLane:
         self._all: list[AbstractConnection] = []
         self._waiting: deque[asyncio.Future[AbstractConnection]] = deque()
 
-    async def call(self, packed: bytes) -> Any:
+    async def call(self, packed: bytes, *, resend: bool = False) -> Any:
         """Send one packed command and return its parsed answer (a ResponseError is raised).
+
+        `resend`: when a connection that sat idle turns out closed by the server, send the
+        command once more on a new one (only for commands whose repeat is harmless). Without
+        it, that ConnectionError is raised like any other.
 
         The timeout covers the wait for a free connection too: a Redis that has stopped
         answering costs a caller `timeout`, not `timeout` per caller ahead of it.
@@ -71,8 +75,8 @@ class CommandLane:
                     await conn.send_packed_command(packed)
                     return await conn.read_response()
                 except RedisConnectionError:
-                    if not was_connected:
-                        raise  # a fresh connection failed: Redis is away, not a stale socket
+                    if not (resend and was_connected):
+                        raise  # not to be repeated, or a fresh connection failed: Redis is away
                     # closed while idle (redis-py has closed our side): once more, newly connected
                     await conn.send_packed_command(packed)
                     return await conn.read_response()

@@ -57,7 +57,20 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_
     await lane.call(pack([b"CLIENT", b"SETNAME", b"lane-under-test"]))
     killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
     assert killed >= 1
-    assert await lane.call(pack([b"ECHO", b"after"])) == b"after"
+    assert await lane.call(pack([b"ECHO", b"after"]), resend=True) == b"after"
+
+
+async def test_a_command_not_marked_for_resending_is_not_sent_twice(lane: CommandLane, redis: Redis) -> None:
+    """Without `resend`, the closed connection is an error for the caller to handle (the
+    command may not be harmless to repeat); the lane is usable again afterwards."""
+    await lane.call(pack([b"PING"]))
+    await redis.delete("lane:test:count")
+    await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    with pytest.raises(RedisConnectionError):
+        await lane.call(pack([b"INCR", b"lane:test:count"]))
+    assert await redis.get("lane:test:count") is None  # it never ran, and was not sent again
+    assert await lane.call(pack([b"INCR", b"lane:test:count"])) == 1
+    await redis.delete("lane:test:count")
 
 
 async def test_a_cancelled_call_leaves_no_answer_for_the_next_one(lane: CommandLane, redis: Redis) -> None:
