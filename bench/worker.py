@@ -81,6 +81,20 @@ def _serve_pagerduty(port: int, ready: Any) -> None:
 
 # -- workload -------------------------------------------------------------------------------------
 
+def start_fake_pagerduty() -> tuple[Any, str]:
+    """The fake PagerDuty in a child process of its own, running: (the process, its base URL)."""
+    from hub.storage.embedded_redis import free_port
+
+    port = free_port()
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    fake = ctx.Process(target=_serve_pagerduty, args=(port, ready), daemon=True)
+    fake.start()
+    ready.wait(10)
+    time.sleep(0.3)
+    return fake, f"http://127.0.0.1:{port}"
+
+
 def alert_body(i: int, run: str) -> bytes:
     """One Alertmanager webhook with one firing alert, unique per event."""
     fingerprint = f"{run}{i:08x}"
@@ -251,20 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     POLL_DELAY = args.poll_delay
 
     from hub.core.loop import install
-    from hub.storage.embedded_redis import EmbeddedRedis, free_port
+    from hub.storage.embedded_redis import EmbeddedRedis
 
     loop = install(args.loop)
     print(f"event loop: {loop}", flush=True)
 
     os.environ["PAGERDUTY_RATE_LIMIT"] = "0"
-    port = free_port()
-    ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    fake = ctx.Process(target=_serve_pagerduty, args=(port, ready), daemon=True)
-    fake.start()
-    ready.wait(10)
-    time.sleep(0.3)
-    pd_url = f"http://127.0.0.1:{port}"
+    fake, pd_url = start_fake_pagerduty()
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         redis = EmbeddedRedis(Path(tmp), appendonly=True).start()
         try:
