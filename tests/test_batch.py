@@ -116,6 +116,17 @@ async def test_unicode_and_json_values_are_stored_byte_for_byte(redis) -> None:
     assert (await redis.hget("h", "w")).decode() == "naïve ☃"
 
 
+async def test_text_that_is_not_unicode_is_refused_and_nothing_is_written(redis) -> None:
+    """A lone surrogate (text decoded from bytes that were not UTF-8) cannot be sent: the
+    batch fails as redis-py's strict encoder always made it fail, with nothing applied."""
+    p = Batch()
+    p.hset("h", "ok", "fine")
+    p.hset("h", "bad", "x\udcff")
+    with pytest.raises(UnicodeEncodeError):
+        await p.execute(redis)
+    assert await redis.exists("h") == 0
+
+
 def test_values_that_are_not_text_or_numbers_are_refused() -> None:
     p = Batch()
     with pytest.raises(TypeError):

@@ -31,6 +31,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from redis.exceptions import NoScriptError, ResponseError
 
 # ops: a JSON array of [command, key index, args...]; NOTED and RELEASE are the two compound
@@ -95,6 +96,16 @@ def _text(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value) if isinstance(value, float) else str(value)
     raise TypeError(f"cannot send {type(value).__name__} to Redis")
+
+
+def _payload(ops: list[list[Any]]) -> bytes:
+    """The ops as one JSON argument. They hold only text and ints (`_text`), which orjson writes
+    as the stdlib would (UTF-8, not \\u escapes); text it refuses (a lone surrogate) goes the
+    stdlib's way, to fail as redis-py's strict encoder always did."""
+    try:
+        return orjson.dumps(ops)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(ops, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class Reply:
@@ -221,7 +232,7 @@ class Batch:
         if not ops:
             return self._fill([None] * len(self._ops))
         keys = list(self._keys)
-        payload = json.dumps(ops, separators=(",", ":"), ensure_ascii=False)
+        payload = _payload(ops)
         try:
             raw = await redis.evalsha(_SHA, len(keys), *keys, payload)
         except NoScriptError:
