@@ -213,7 +213,8 @@ async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: s
     for i in range(n):
         await store.ingest("alertmanager", f"{run}-{i}", alert_body(i, run), {"User-Agent": "Alertmanager/0.27.0"},
                            "application/json", "bench")
-    worker = make_worker(settings, redis=pool, burst=True, handle_signals=False)
+    # the worker's own client, as `incident-hub worker` builds it (its lane included)
+    worker = make_worker(settings, burst=True, handle_signals=False)
     if POLL_DELAY is not None:
         worker.poll_delay_s = POLL_DELAY
     stats_client = before = None
@@ -239,6 +240,7 @@ async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: s
         stats_client.close()
     states = {s: int(await pool.zcard(state_idx(s))) for s in ("accepted", "processing", "done", "partially_failed",
                                                                "dead")}
+    await pool.aclose()
     paged = json.loads(urllib.request.urlopen(pd_url + "/stats", timeout=5).read())["events"]
     check: dict[str, Any] = {"states": states, "pagerduty_triggers": paged,
                              "worker_cpu_ms_per_event": round(cpu / n * 1000, 3)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from arq.connections import ArqRedis
@@ -17,6 +17,10 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
+
+from hub.storage.lane import LaneClient
+
+T = TypeVar("T", bound=ArqRedis)
 
 #: Short timeouts: the ingress must answer 503 quickly when Redis is away, not hang.
 SOCKET_TIMEOUT = 5.0
@@ -38,7 +42,7 @@ def json_loads(data: bytes) -> Any:
     return json.loads(data)
 
 
-def _json_jobs(client: ArqRedis) -> ArqRedis:
+def _json_jobs(client: T) -> T:
     client.job_serializer = json_dumps
     client.job_deserializer = json_loads
     return client
@@ -52,18 +56,28 @@ def connection_lost(e: WatchError) -> bool:
     return isinstance(cause, RedisConnectionError | RedisTimeoutError | ConnectionError | TimeoutError | OSError)
 
 
-def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT, max_connections: int | None = None) -> ArqRedis:
-    """An ArqRedis client (a redis.asyncio.Redis that can also enqueue arq jobs, as JSON)."""
+def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT, max_connections: int | None = None,
+            lane: int = 0) -> ArqRedis:
+    """An ArqRedis client (a redis.asyncio.Redis that can also enqueue arq jobs, as JSON).
+
+    `lane`: that many connections of its own for the hot commands (`hub.storage.lane.LaneClient`).
+    """
+    if lane:
+        return _json_jobs(_open(url, socket_timeout, max_connections, LaneClient)).use_lane(lane)
+    return _json_jobs(_open(url, socket_timeout, max_connections, ArqRedis))
+
+
+def _open(url: str, socket_timeout: float, max_connections: int | None, cls: type[T]) -> T:
     if url.startswith("redis+sentinel://"):
-        return _json_jobs(_sentinel(url, socket_timeout))
+        return _sentinel(url, socket_timeout, cls)
     kwargs = {"socket_timeout": socket_timeout, "socket_connect_timeout": CONNECT_TIMEOUT,
               "health_check_interval": 15}
     if max_connections:
         kwargs["max_connections"] = max_connections
-    return _json_jobs(ArqRedis.from_url(url, **kwargs))
+    return cls.from_url(url, **kwargs)
 
 
-def _sentinel(url: str, socket_timeout: float) -> ArqRedis:
+def _sentinel(url: str, socket_timeout: float, cls: type[T]) -> T:
     parts = urlsplit(url)
     password = unquote(parts.password) if parts.password else None
     hosts = []
@@ -78,5 +92,5 @@ def _sentinel(url: str, socket_timeout: float) -> ArqRedis:
     db = int(path[1]) if len(path) > 1 else 0
     sentinel = Sentinel(hosts, socket_timeout=socket_timeout, socket_connect_timeout=CONNECT_TIMEOUT,
                         sentinel_kwargs={"password": password} if password else None)
-    return sentinel.master_for(master, redis_class=ArqRedis, db=db, password=password,
+    return sentinel.master_for(master, redis_class=cls, db=db, password=password,
                                socket_timeout=socket_timeout, socket_connect_timeout=CONNECT_TIMEOUT)

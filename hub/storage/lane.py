@@ -15,6 +15,12 @@ or cancellation in a send or a read). A connection the server closed while it wa
 (a Redis restart) fails its next send or read. The caller says whether the command may then
 be sent once more on a new connection (`resend`): only a command whose repeat is harmless,
 such as the ingest script, which answers a repeat with the first event's id (dedup).
+A connection whose end-of-stream has already arrived is reconnected before it is used, as
+the pool's probe would, without the probe's loop turn: that command was never sent.
+
+`LaneClient` is a client whose few hot commands (`LANE_COMMANDS`) take a lane, and every
+other command, pipeline and transaction redis-py's pool: the worker's, for the scripts and
+reads each event makes (`hub.worker.app`).
 """
 
 from __future__ import annotations
@@ -24,9 +30,15 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+#: The commands a `LaneClient` sends through its lane: those every event's run makes (the
+#: worker's scripts, its record and window reads). Each is answered by one reply.
+LANE_COMMANDS = frozenset({"EVALSHA", "EVAL", "HGETALL", "HGET", "HMGET"})
 
 
 def pack(args: Sequence[bytes | str]) -> bytes:
@@ -70,6 +82,8 @@ class CommandLane:
         async with asyncio.timeout(self._timeout):
             conn = self._idle.pop() if self._idle else await self._take()
             try:
+                if conn.is_connected and _closed_by_server(conn):
+                    await conn.disconnect()  # the server hung up while it sat idle: nothing was sent
                 was_connected = conn.is_connected
                 try:
                     await conn.send_packed_command(packed)
@@ -82,6 +96,10 @@ class CommandLane:
                     return await conn.read_response()
             finally:
                 self._give_back(conn)
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
 
     async def _take(self) -> AbstractConnection:
         if len(self._all) < self._size:
@@ -110,3 +128,51 @@ class CommandLane:
         conns, self._all, self._idle = self._all, [], []
         for conn in conns:
             await conn.disconnect(nowait=True)
+
+
+def _closed_by_server(conn: AbstractConnection) -> bool:
+    """Whether the server's end-of-stream has arrived on an idle connection (a Redis restart).
+
+    A cheap, synchronous form of the pool's probe: redis-py keeps an asyncio StreamReader,
+    which marks the end as soon as the event loop sees it."""
+    reader = getattr(conn, "_reader", None)
+    return isinstance(reader, asyncio.StreamReader) and reader.at_eof()
+
+
+class LaneClient(ArqRedis):
+    """An ArqRedis whose `LANE_COMMANDS` go through a `CommandLane` of `lane_size` connections.
+
+    Answers are parsed by the same response callbacks as on the pool (HGETALL is a dict), a
+    lane timeout is redis-py's `TimeoutError` as on the pool, and nothing is sent twice
+    (`resend` is never used here: these commands include writes). Pipelines, transactions
+    and every other command use the pool, unchanged.
+    """
+
+    lane: CommandLane | None = None
+
+    def use_lane(self, size: int) -> LaneClient:
+        """Give this client a lane of `size` connections, with the pool's socket timeout as its deadline."""
+        timeout = self.connection_pool.connection_kwargs.get("socket_timeout") or 30.0
+        self.lane = CommandLane(self, size=size, timeout=timeout)
+        self._encode = self.connection_pool.get_encoder().encode
+        return self
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        lane = self.lane
+        # `keys` is redis-py's note for its client-side cache (not used here); any other option
+        # changes how the answer is parsed: the pool's path then
+        if lane is None or args[0] not in LANE_COMMANDS or (options and options.keys() - {"keys"}):
+            return await super().execute_command(*args, **options)
+        command = args[0]
+        try:
+            response = await lane.call(pack([a if type(a) is bytes else self._encode(a) for a in args]))
+        except TimeoutError as e:
+            raise RedisTimeoutError(f"Redis did not answer {command} within {lane.timeout:g}s") from e
+        callback = self.response_callbacks.get(command)
+        return callback(response) if callback is not None else response
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        lane, self.lane = self.lane, None
+        if lane is not None:
+            await lane.aclose()
+        await super().aclose(close_connection_pool)

@@ -48,6 +48,8 @@ HEARTBEAT_S = 5.0
 SHUTDOWN_WAIT_S = 20
 RESTART_MIN_S = 0.5
 RESTART_MAX_S = 10.0
+#: Lane connections beyond one per concurrent job: the sweeper and heartbeat jobs.
+LANE_SPARE = 4
 
 
 class LiveRules:
@@ -258,7 +260,10 @@ def make_worker(settings: Settings, redis: ArqRedis | None = None, live: LiveRul
                 **overrides: Any) -> Worker:
     """An arq Worker; the rules are loaded here (RulesError: refuse to start) unless `live` holds them."""
     live = live if live is not None else LiveRules(load_worker_rules(settings))
-    pool = redis or connect(settings.redis_url or "redis://127.0.0.1:6379/0", socket_timeout=10)
+    # the scripts and reads of every event's run on connections of their own (hub.storage.lane):
+    # one per job that can run at once, and a few for the cron jobs
+    pool = redis or connect(settings.redis_url or "redis://127.0.0.1:6379/0", socket_timeout=10,
+                            lane=settings.hub_worker_concurrency + LANE_SPARE)
     return Worker(redis_pool=pool, **{**worker_options(settings, live), **overrides})
 
 

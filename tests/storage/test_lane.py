@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from hub.storage.connection import connect
 from hub.storage.event_store import Store
-from hub.storage.lane import CommandLane, pack
+from hub.storage.lane import CommandLane, LaneClient, pack
 from tests.storage.test_event_store import BODY
 
 
@@ -60,17 +62,65 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_
     assert await lane.call(pack([b"ECHO", b"after"]), resend=True) == b"after"
 
 
-async def test_a_command_not_marked_for_resending_is_not_sent_twice(lane: CommandLane, redis: Redis) -> None:
-    """Without `resend`, the closed connection is an error for the caller to handle (the
-    command may not be harmless to repeat); the lane is usable again afterwards."""
+async def test_a_connection_seen_closed_while_idle_is_reconnected_before_the_command_is_sent(
+        lane: CommandLane, redis: Redis) -> None:
+    """Once the server's hang-up has reached the event loop, the command was not sent yet:
+    it goes out once, on a new connection, even without `resend`."""
     await lane.call(pack([b"PING"]))
     await redis.delete("lane:test:count")
     await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-    with pytest.raises(RedisConnectionError):
-        await lane.call(pack([b"INCR", b"lane:test:count"]))
-    assert await redis.get("lane:test:count") is None  # it never ran, and was not sent again
+    await asyncio.sleep(0.1)  # the hang-up arrives
     assert await lane.call(pack([b"INCR", b"lane:test:count"])) == 1
+    assert await redis.get("lane:test:count") == b"1"
     await redis.delete("lane:test:count")
+
+
+@dataclass
+class HangUp:
+    """A server that hangs up on INCR, unanswered, and answers PING (and the connection
+    set-up); what it received."""
+
+    client: Redis
+    received: list[bytes]
+
+
+@pytest.fixture
+async def hang_up(unused_tcp_port: int) -> AsyncIterator[HangUp]:
+    received: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        while data := await reader.read(65536):
+            received.append(data)
+            if b"INCR" in data:
+                writer.close()
+                return
+            # redis-py's connection set-up (CLIENT SETINFO) and PING
+            writer.write(b"+OK\r\n" * data.count(b"CLIENT") + b"+PONG\r\n" * data.count(b"PING"))
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", unused_tcp_port)
+    client = Redis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0")
+    yield HangUp(client, received)
+    await client.aclose()
+    server.close()
+    for w in writers:
+        w.close()
+    await server.wait_closed()
+
+
+async def test_a_command_not_marked_for_resending_is_not_sent_twice(hang_up: HangUp) -> None:
+    """A connection lost with the command unanswered (it may have run): without `resend` the
+    ConnectionError is the caller's to handle, and the command was sent once only."""
+    lane = CommandLane(hang_up.client, size=1, timeout=2.0)
+    try:
+        assert await lane.call(pack([b"PING"])) in (b"PONG", "PONG", True)
+        with pytest.raises(RedisConnectionError):
+            await lane.call(pack([b"INCR", b"lane:test:count"]))
+        assert sum(chunk.count(b"INCR") for chunk in hang_up.received) == 1
+    finally:
+        await lane.aclose()
 
 
 async def test_a_cancelled_call_leaves_no_answer_for_the_next_one(lane: CommandLane, redis: Redis) -> None:
@@ -191,3 +241,67 @@ async def test_an_ingest_through_the_lane_writes_what_the_pool_path_writes(redis
     finally:
         assert laned.lane is not None
         await laned.lane.aclose()
+
+
+# -- LaneClient: the worker's client, its hot commands through a lane ---------------------------
+
+
+@pytest.fixture
+async def laned(redis_url: str) -> AsyncIterator[LaneClient]:
+    client = connect(redis_url, lane=1)
+    assert isinstance(client, LaneClient)
+    yield client
+    await client.aclose()
+
+
+async def _lane_connections(redis: Redis, command: str) -> int:
+    return sum(1 for c in await redis.client_list() if c["cmd"] == command)
+
+
+async def test_a_lane_client_answers_its_hot_commands_as_the_pool_does(laned: LaneClient, redis: Redis) -> None:
+    await redis.hset("lane:test:h", mapping={"a": "1", "é": "ü"})
+    assert await laned.hgetall("lane:test:h") == await redis.hgetall("lane:test:h") == {b"a": b"1",
+                                                                                       "é".encode(): "ü".encode()}
+    assert await laned.hgetall("lane:test:missing") == {}
+    assert await laned.hget("lane:test:h", "a") == b"1"
+    assert await laned.hmget("lane:test:h", ["a", "zz"]) == [b"1", None]
+    # numbers are sent as redis-py writes them; a boolean is refused, as by the pool
+    assert await laned.eval("return {ARGV[1], ARGV[2]}", 0, 12, 1.5) == [b"12", b"1.5"]
+    with pytest.raises(DataError):
+        await laned.eval("return 1", 0, True)
+    await redis.delete("lane:test:h")
+
+
+async def test_a_lane_client_sends_its_hot_commands_over_its_lane_and_the_rest_over_the_pool(
+        laned: LaneClient, redis: Redis) -> None:
+    before = await _lane_connections(redis, "hgetall")
+    for _ in range(5):
+        await laned.hgetall("lane:test:h")
+    assert await _lane_connections(redis, "hgetall") == before + 1  # lane=1: one connection, reused
+    await laned.set("lane:test:s", "1")  # not a hot command: the pool
+    assert await _lane_connections(redis, "hgetall") == before + 1
+    await laned.aclose()
+    assert await _lane_connections(redis, "hgetall") == before
+    await redis.delete("lane:test:s")
+
+
+async def test_a_lane_client_raises_redis_errors_and_reloads_a_lost_script(laned: LaneClient, redis: Redis) -> None:
+    await redis.set("lane:test:s", "x")
+    with pytest.raises(ResponseError):  # WRONGTYPE
+        await laned.hgetall("lane:test:s")
+    with pytest.raises(NoScriptError):
+        await laned.evalsha("0" * 40, 0)
+    script = laned.register_script("return redis.call('GET', KEYS[1])")
+    await redis.script_flush()
+    assert await script(keys=["lane:test:s"]) == b"x"  # NoScriptError, loaded, run once
+    await redis.delete("lane:test:s")
+
+
+async def test_a_lane_client_times_out_with_redis_pys_timeout_error(silent: Silent, unused_tcp_port: int) -> None:
+    """Callers (the worker's actions among them) tell Redis timeouts from their own by class."""
+    client = LaneClient.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0", socket_timeout=0.3).use_lane(1)
+    try:
+        with pytest.raises(RedisTimeoutError):
+            await client.hget("h", "f")
+    finally:
+        await client.aclose()
