@@ -193,6 +193,27 @@ async def test_enter_reports_what_blocks_it(redis: Any) -> None:
     assert await redis.hget(event, "runs") == b"1"
 
 
+async def test_enter_reads_the_run_time_maintenance_windows_in_the_same_round_trip_when_asked(
+        redis: Any) -> None:
+    """A first run decides its maintenance holds right after entering: the windows come with
+    the record instead of in a round trip of their own."""
+    incidents = IncidentStore(redis, 3600)
+    event, actions = keys.event("ev_0123456789ab01234567"), keys.event_actions("ev_0123456789ab01234567")
+    await redis.hset(keys.MAINTENANCE_WINDOWS, mapping={"w1": '{"id":"w1"}', "w2": '{"id":"w2"}'})
+    without = await incidents.enter(event, actions, ["k"], [False], 5.0, resolve=True)  # script loaded here
+    assert without.locked and without.windows is None
+    await incidents.unlock(without.lock_keys, without.token)
+    reads_before = (await redis.info("stats"))["total_reads_processed"]
+    entered = await incidents.enter(event, actions, ["k"], [False], 5.0, resolve=True, windows=True)
+    assert (await redis.info("stats"))["total_reads_processed"] - reads_before == 2  # the script, and this INFO
+    assert entered.locked and sorted(entered.windows or []) == [b'{"id":"w1"}', b'{"id":"w2"}']
+    await incidents.unlock(entered.lock_keys, entered.token)
+    await redis.delete(keys.MAINTENANCE_WINDOWS)
+    none = await incidents.enter(event, actions, ["k"], [False], 5.0, resolve=True, windows=True)
+    assert none.windows == []
+    await incidents.unlock(none.lock_keys, none.token)
+
+
 def test_a_deploy_is_dated_by_its_sender_never_later_than_received() -> None:
     from datetime import UTC, datetime
 

@@ -253,7 +253,9 @@ end
 if recount == '1' and redis.call('HEXISTS', KEYS[1], 'runs') == 1 then redis.call('HINCRBY', KEYS[1], 'runs', 1) end
 local incidents = {}
 for j, k in ipairs(locks) do incidents[j] = redis.call('HGETALL', KEYS[4 * first[k] + 1]) end
-return {1, resolved, locks, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), incidents}
+local out = {1, resolved, locks, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), incidents}
+if string.sub(ARGV[3], 3, 3) == '1' then out[7] = redis.call('HVALS', KEYS[#KEYS]) end
+return out
 """
 #: Calls of `_ENTER` before giving up on aliases that keep changing under it.
 ENTER_TRIES = 5
@@ -306,6 +308,8 @@ class Entered:
     released: bool = False
     #: Why the locks were not taken: "busy" (another worker), else the type found at a lock's name.
     blocked: str = ""
+    #: The maintenance windows made at run time, as stored (JSON), when asked for (`windows=True`).
+    windows: list[bytes] | None = None
 
 
 class IncidentStore:
@@ -481,7 +485,7 @@ class IncidentStore:
         cls.release_into(p, entered.lock_keys, entered.token)
 
     async def enter(self, event_key: str, actions_key: str, names: list[str | None], pages: list[bool],
-                    lease_s: float, *, resolve: bool, recount: bool = False) -> Entered:
+                    lease_s: float, *, resolve: bool, recount: bool = False, windows: bool = False) -> Entered:
         """Resolve the event's incident names, lock them, read the event: one round trip
         (two when an alias is involved: see `_ENTER`).
 
@@ -490,16 +494,21 @@ class IncidentStore:
         the run is counted again if the locks are had now.
         When one of the incidents cannot be locked nothing is locked (`locked` is False, and
         `blocked` says why: ``busy``, or the type of a foreign key at the lock's name).
+        `windows`: also read the run-time maintenance windows (`Entered.windows`), in the same
+        round trip, for a run that decides its maintenance holds (`hub.worker.quiet`).
         """
         token = secrets.token_hex(8)
         guesses = [name or "" for name in names]
         for _ in range(ENTER_TRIES):
             key_names: list[str] = [event_key, actions_key]
-            argv: list[Any] = [token, int(lease_s * 1000), ("1" if resolve else "0") + ("1" if recount else "0")]
+            flags = ("1" if resolve else "0") + ("1" if recount else "0") + ("1" if windows else "0")
+            argv: list[Any] = [token, int(lease_s * 1000), flags]
             for name, page, guess in zip(names, pages, guesses, strict=True):
                 key_names += [layout.incident(name or ""), layout.incident_alias(name or ""), layout.incident(guess),
                               layout.incident_lock(guess)]
                 argv += [name or "", "1" if page else "0", guess]
+            if windows:
+                key_names.append(layout.MAINTENANCE_WINDOWS)
             out = await self._enter(keys=key_names, args=argv)
             resolved = [_text(k) for k in out[1]]
             if out[0] != 2:
@@ -514,7 +523,8 @@ class IncidentStore:
         record = dict(zip(out[3][::2], out[3][1::2], strict=True))
         actions = dict(zip(out[4][::2], out[4][1::2], strict=True))
         incidents = {k: _decode_state(raw) for k, raw in zip(lock_keys, out[5], strict=True)}
-        return Entered(True, token, found, lock_keys, record, actions, incidents)
+        return Entered(True, token, found, lock_keys, record, actions, incidents,
+                       windows=list(out[6]) if windows else None)
 
     # -- deploys -------------------------------------------------------------------------------
 

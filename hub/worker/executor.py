@@ -39,7 +39,7 @@ from hub.worker.claims import Claims
 from hub.worker.grouping import Correlator
 from hub.worker.heartbeats import Heartbeats
 from hub.worker.planner import PIN_FIELD, Planner
-from hub.worker.quiet import Quiet
+from hub.worker.quiet import QUIET_FIELD, Quiet
 from hub.worker.recording import Recorder, Saves
 from hub.worker.steps import StepRunner
 from hub.worker.timers import Timers
@@ -140,7 +140,8 @@ class Executor:
         else:
             names = await self.correlator.names(self.planner.rules, events, [incident_key(ev) for ev in events])
             pages = [ev.kind in PAGE_KINDS for ev in events]
-        entered = await self._enter(ev_key(event_id), actions_key(event_id), names, pages, resolve=pinned is None)
+        entered = await self._enter(ev_key(event_id), actions_key(event_id), names, pages, resolve=pinned is None,
+                                    windows=QUIET_FIELD not in rec)  # read for a first maintenance decision
         if not entered.locked:
             if entered.blocked != "busy":  # never clears by itself: the run stays counted
                 await self.store.redis.hset(ev_key(event_id), "last_error",
@@ -156,17 +157,18 @@ class Executor:
             await self._leave(entered)
 
     async def _enter(self, event_key: str, actions_key: str, names: list[str | None], pages: list[bool], *,
-                     resolve: bool) -> Entered:
+                     resolve: bool, windows: bool = False) -> Entered:
         """Lock the event's incidents (`IncidentStore.enter`); when one is busy, wait in this
         process's line for it (`hub.worker.turns`) for a while before giving up."""
-        entered = await self.incidents.enter(event_key, actions_key, names, pages, self.lock_lease, resolve=resolve)
+        entered = await self.incidents.enter(event_key, actions_key, names, pages, self.lock_lease, resolve=resolve,
+                                             windows=windows)
         deadline = time.monotonic() + self.turns.max_wait
         while not entered.locked and entered.blocked == "busy":
             key, left = Turns.key(entered.lock_keys), deadline - time.monotonic()
             if key is None or left <= 0 or not await self.turns.wait(key, left):
                 break
             entered = await self.incidents.enter(event_key, actions_key, names, pages, self.lock_lease,
-                                                 resolve=resolve, recount=True)
+                                                 resolve=resolve, recount=True, windows=windows)
         return entered
 
     async def _leave(self, entered: Entered) -> None:
@@ -331,7 +333,7 @@ class Executor:
                                entered=entered, chunk=chunk)
             return None
         first = chunk.lo if chunk else 0
-        held, held_now = await self.quiet.decide(rec, events, first)
+        held, held_now = await self.quiet.decide(rec, events, first, entered.windows)
         if held:
             steps = [s for s in steps if s.event_index not in held]
         saves: Saves = {}

@@ -51,9 +51,13 @@ RETRY_MS = 30_000
 
 async def runtime_windows(redis: Redis) -> list[dict[str, Any]]:
     """Every window made at run time that has not been purged (ended ones included)."""
-    raw = await redis.hgetall(keys.MAINTENANCE_WINDOWS)
+    return stored_windows((await redis.hgetall(keys.MAINTENANCE_WINDOWS)).values())
+
+
+def stored_windows(raw: Iterable[bytes]) -> list[dict[str, Any]]:
+    """Windows made at run time, from their stored JSON (one that is not JSON is skipped)."""
     out = []
-    for v in raw.values():
+    for v in raw:
         try:
             out.append(json.loads(v))
         except ValueError:
@@ -61,9 +65,13 @@ async def runtime_windows(redis: Redis) -> list[dict[str, Any]]:
     return out
 
 
-async def open_windows(redis: Redis, rules: Rules, at_ms: int) -> list[OpenWindow]:
-    """The windows open at `at_ms`: the file's, then those made at run time."""
-    return file_windows_open(rules.config.maintenance, at_ms) + runtime_open(await runtime_windows(redis), at_ms)
+async def open_windows(redis: Redis, rules: Rules, at_ms: int, stored: list[dict[str, Any]] | None = None
+                       ) -> list[OpenWindow]:
+    """The windows open at `at_ms`: the file's, then those made at run time (`stored`, when
+    already read; else read now)."""
+    if stored is None:
+        stored = await runtime_windows(redis)
+    return file_windows_open(rules.config.maintenance, at_ms) + runtime_open(stored, at_ms)
 
 
 def runtime_open(stored: Iterable[dict[str, Any]], at_ms: int) -> list[OpenWindow]:
@@ -115,10 +123,11 @@ class Quiet:
         self._rules = rules
         self.heartbeats = heartbeats
 
-    async def decide(self, rec: dict[str, Any], events: list[NormalisedEvent],
-                     first: int = 0) -> tuple[dict[int, dict[str, Any]], bool]:
+    async def decide(self, rec: dict[str, Any], events: list[NormalisedEvent], first: int = 0,
+                     windows: list[bytes] | None = None) -> tuple[dict[int, dict[str, Any]], bool]:
         """The events (by absolute index) a window holds back, and whether this was decided now
-        (not read from the pin)."""
+        (not read from the pin). `windows`: the run-time windows as stored, when the run has
+        read them already (`IncidentStore.enter`); else they are read here."""
         if rec.get(QUIET_FIELD) is not None:
             pinned = json.loads(rec[QUIET_FIELD])
             return {int(i): w for i, w in pinned.items()}, False
@@ -126,13 +135,13 @@ class Quiet:
         if not candidates:
             return {}, True
         rules = self._rules()
-        windows = await open_windows(self.redis, rules, now_ms())
+        opened = await open_windows(self.redis, rules, now_ms(), None if windows is None else stored_windows(windows))
         held: dict[int, dict[str, Any]] = {}
         for i, ev in candidates:
             if (beat := watchdog_of(rules, ev)) is not None:
                 held[i] = {"id": f"heartbeat:{beat}", "name": beat, "until": 0, "ping": beat}
                 continue
-            w = holding(windows, facts(rules, ev))
+            w = holding(opened, facts(rules, ev))
             if w is not None:
                 held[i] = {"id": w.id, "name": w.name, "until": w.end_ms}
         return held, True
