@@ -38,6 +38,7 @@ from hub.worker.chunks import CHUNK_JOB
 from hub.worker.flapping import FlapReleases
 from hub.worker.heartbeats import CHECK_EVERY_S
 from hub.worker.interactions import escalate_now
+from hub.worker.job_claim import ClaimingWorker
 from hub.worker.processor import Processor
 from hub.worker.self_heartbeat import self_heartbeat
 from hub.worker.storm import StormSummaries
@@ -264,7 +265,7 @@ def make_worker(settings: Settings, redis: ArqRedis | None = None, live: LiveRul
     # one per job that can run at once, and a few for the cron jobs
     pool = redis or connect(settings.redis_url or "redis://127.0.0.1:6379/0", socket_timeout=10,
                             lane=settings.hub_worker_concurrency + LANE_SPARE)
-    return Worker(redis_pool=pool, **{**worker_options(settings, live), **overrides})
+    return ClaimingWorker(redis_pool=pool, **{**worker_options(settings, live), **overrides})
 
 
 async def close_worker(worker: Worker) -> None:
