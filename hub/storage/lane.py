@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -39,6 +40,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 #: The commands a `LaneClient` sends through its lane: those every event's run makes (the
 #: worker's scripts, its record and window reads). Each is answered by one reply.
 LANE_COMMANDS = frozenset({"EVALSHA", "EVAL", "HGETALL", "HGET", "HMGET"})
+
+T = TypeVar("T")
 
 
 def pack(args: Sequence[bytes | str]) -> bytes:
@@ -94,6 +97,22 @@ class CommandLane:
                     # closed while idle (redis-py has closed our side): once more, newly connected
                     await conn.send_packed_command(packed)
                     return await conn.read_response()
+            finally:
+                self._give_back(conn)
+
+    async def run(self, use: Callable[[AbstractConnection], Awaitable[T]]) -> T:
+        """`use(connection)` on a lent connection, under the same deadline as `call` (for a
+        transaction: several commands written at once, every answer read). If `use` raises,
+        the connection is closed: what it still owes cannot be read as a later answer."""
+        async with asyncio.timeout(self._timeout):
+            conn = self._idle.pop() if self._idle else await self._take()
+            try:
+                if conn.is_connected and _closed_by_server(conn):
+                    await conn.disconnect()
+                return await use(conn)
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
             finally:
                 self._give_back(conn)
 
@@ -171,8 +190,39 @@ class LaneClient(ArqRedis):
         callback = self.response_callbacks.get(command)
         return callback(response) if callback is not None else response
 
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        pipe = LanePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.lane = self.lane
+        return pipe
+
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         lane, self.lane = self.lane, None
         if lane is not None:
             await lane.aclose()
         await super().aclose(close_connection_pool)
+
+
+class LanePipeline(Pipeline):
+    """A pipeline of a `LaneClient`: queued commands (MULTI/EXEC or not) sent over the lane.
+
+    redis-py's own code writes the commands and reads every answer (so errors, EXECABORT
+    and response callbacks are exactly the pool's); what the lane saves is the pool's probe
+    and a timer per answer (one deadline for the whole exchange). A pipeline that WATCHes
+    (its commands run at once on a pool connection), has scripts to load, or has no lane
+    takes redis-py's path unchanged.
+    """
+
+    lane: CommandLane | None = None
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        lane, stack = self.lane, self.command_stack
+        if lane is None or not stack or self.watching or self.connection is not None or self.scripts:
+            return await super().execute(raise_on_error)
+        send = (self._execute_transaction if self.is_transaction or self.explicit_transaction
+                else self._execute_pipeline)
+        try:
+            return await lane.run(lambda conn: send(conn, stack, raise_on_error))  # type: ignore[arg-type]
+        except TimeoutError as e:
+            raise RedisTimeoutError(f"Redis did not answer a pipeline within {lane.timeout:g}s") from e
+        finally:
+            await self.reset()

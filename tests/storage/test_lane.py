@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError, ResponseError
+from redis.exceptions import DataError, NoScriptError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.storage.connection import connect
@@ -305,3 +305,69 @@ async def test_a_lane_client_times_out_with_redis_pys_timeout_error(silent: Sile
             await client.hget("h", "f")
     finally:
         await client.aclose()
+
+
+async def test_a_lane_clients_transaction_answers_as_the_pools_does(laned: LaneClient, redis: Redis) -> None:
+    await redis.set("lane:test:s", "x")
+    await redis.hset("lane:test:h", "a", "1")
+    results = []
+    for client in (laned, redis):
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.get("lane:test:s")
+            pipe.incr("lane:test:n")
+            pipe.expire("lane:test:n", 60)
+            pipe.hgetall("lane:test:h")
+            results.append(await pipe.execute())
+    assert results[0] == [b"x", 1, True, {b"a": b"1"}]
+    assert results[1] == [b"x", 2, True, {b"a": b"1"}]
+    async with laned.pipeline(transaction=False) as pipe:
+        pipe.get("lane:test:s")
+        pipe.hget("lane:test:h", "a")
+        assert await pipe.execute() == [b"x", b"1"]
+    await redis.delete("lane:test:s", "lane:test:h", "lane:test:n")
+
+
+async def test_a_lane_clients_transaction_goes_over_its_lane(laned: LaneClient, redis: Redis) -> None:
+    before = await _lane_connections(redis, "exec")
+    for _ in range(3):
+        async with laned.pipeline(transaction=True) as pipe:
+            pipe.incr("lane:test:n")
+            await pipe.execute()
+    assert await _lane_connections(redis, "exec") == before + 1  # lane=1: one connection, reused
+    await laned.set("lane:test:s", "1")  # the pool's connection, not the lane's
+    assert await _lane_connections(redis, "exec") == before + 1
+    await redis.delete("lane:test:n", "lane:test:s")
+
+
+async def test_an_error_in_a_lane_transaction_is_raised_and_the_next_one_runs(laned: LaneClient, redis: Redis) -> None:
+    await redis.set("lane:test:s", "x")
+    async with laned.pipeline(transaction=True) as pipe:
+        pipe.incr("lane:test:n")
+        pipe.hgetall("lane:test:s")  # WRONGTYPE when it runs; MULTI/EXEC still runs the rest
+        with pytest.raises(ResponseError):
+            await pipe.execute()
+    assert await redis.get("lane:test:n") == b"1"
+    async with laned.pipeline(transaction=True) as pipe:
+        pipe.incr("lane:test:n")
+        assert await pipe.execute() == [2]
+    async with laned.pipeline(transaction=True) as pipe:
+        pipe.execute_command("NOSUCHCOMMAND")  # refused when queued: EXECABORT, nothing runs
+        pipe.incr("lane:test:n")
+        with pytest.raises(ResponseError):
+            await pipe.execute()
+    assert await redis.get("lane:test:n") == b"2"
+    await redis.delete("lane:test:s", "lane:test:n")
+
+
+async def test_a_watching_pipeline_of_a_lane_client_keeps_redis_pys_semantics(laned: LaneClient, redis: Redis) -> None:
+    await redis.set("lane:test:w", "1")
+    async with laned.pipeline(transaction=True) as pipe:
+        await pipe.watch("lane:test:w")
+        assert await pipe.get("lane:test:w") == b"1"
+        await redis.set("lane:test:w", "2")  # changed under the WATCH
+        pipe.multi()
+        pipe.set("lane:test:w", "3")
+        with pytest.raises(WatchError):
+            await pipe.execute()
+    assert await redis.get("lane:test:w") == b"2"
+    await redis.delete("lane:test:w")
