@@ -5,6 +5,8 @@ left alone, and the in-progress mark is arq's own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from typing import Any
 
 from arq import Worker, func
@@ -108,6 +110,29 @@ async def test_without_the_parts_it_relies_on_arqs_own_start_runs(redis_url: str
         await asyncio.gather(*worker.tasks.values())
         assert await pool.get("claim:test:plain") == b"1"
         assert isinstance(worker, Worker)
+        await worker.close()
+    finally:
+        await pool.aclose()
+
+
+async def test_no_job_is_started_once_a_graceful_shutdown_began(redis_url: str) -> None:
+    """SIGTERM while every slot is busy and more jobs were read: the running one finishes,
+    the waiting ones are left queued for another worker (not started when the slot frees)."""
+    pool = connect(redis_url)
+    try:
+        for i in range(3):
+            await pool.enqueue_job("count", f"g{i}", 0.3, _job_id=f"g{i}")
+        worker = _worker(pool, max_jobs=1, poll_delay=2.0, burst=False, job_completion_wait=5)
+        run = asyncio.create_task(worker.async_run())
+        await asyncio.sleep(0.1)  # g0 runs, start_jobs waits for its slot with g1 and g2 read
+        worker.handle_sig_wait_for_completion(signal.SIGTERM)
+        await asyncio.sleep(0.6)
+        assert [await pool.get(f"claim:test:g{i}") for i in range(3)] == [b"1", None, None]
+        assert worker.jobs_complete == 1
+        assert sorted(await pool.zrange(default_queue_name, 0, -1)) == [b"g1", b"g2"]
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
         await worker.close()
     finally:
         await pool.aclose()

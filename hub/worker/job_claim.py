@@ -53,6 +53,10 @@ class ClaimingWorker(Worker):
         if not self._own_start:
             log.warning("this arq's Worker lacks what the one-script job start needs; using arq's own")
 
+    def _picking(self) -> bool:
+        """False once a graceful shutdown began (arq's `handle_sig_wait_for_completion`)."""
+        return bool(getattr(self, "allow_pick_jobs", True))
+
     async def _slot_frees(self) -> bool:
         """Every slot is busy and we hold arq's spare permit: wait up to one poll delay for a
         job to finish (its permit), and keep one permit. arq instead gives the spare back and
@@ -74,9 +78,11 @@ class ClaimingWorker(Worker):
             self._take = self.pool.register_script(_TAKE)
         timeout_ms = int(self.in_progress_timeout_s * 1000)
         for raw in job_ids:
+            if not self._picking():
+                return None
             await self.sem.acquire()
-            if self.job_counter >= self.max_jobs and not await self._slot_frees():
-                self.sem.release()
+            if (self.job_counter >= self.max_jobs and not await self._slot_frees()) or not self._picking():
+                self.sem.release()  # no slot in time, or told to stop taking jobs while it waited
                 return None
             self.job_counter += 1
             job_id = raw.decode()
