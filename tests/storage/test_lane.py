@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,13 +84,34 @@ class HangUp:
     received: list[bytes]
 
 
+@contextlib.asynccontextmanager
+async def _fake_redis(port: int, serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+                      ) -> AsyncIterator[tuple[Redis, list[asyncio.StreamWriter]]]:
+    """A TCP server on `port` whose connections `serve` handles, a client of it, and the
+    server's side of each connection (closed at the end)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await serve(reader, writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", port)
+    client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    try:
+        yield client, writers
+    finally:
+        await client.aclose()
+        server.close()
+        for w in writers:
+            w.close()
+        await server.wait_closed()
+
+
 @pytest.fixture
 async def hang_up(unused_tcp_port: int) -> AsyncIterator[HangUp]:
     received: list[bytes] = []
-    writers: list[asyncio.StreamWriter] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
         while data := await reader.read(65536):
             received.append(data)
             if b"INCR" in data:
@@ -100,14 +121,8 @@ async def hang_up(unused_tcp_port: int) -> AsyncIterator[HangUp]:
             writer.write(b"+OK\r\n" * data.count(b"CLIENT") + b"+PONG\r\n" * data.count(b"PING"))
             await writer.drain()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", unused_tcp_port)
-    client = Redis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0")
-    yield HangUp(client, received)
-    await client.aclose()
-    server.close()
-    for w in writers:
-        w.close()
-    await server.wait_closed()
+    async with _fake_redis(unused_tcp_port, serve) as (client, _):
+        yield HangUp(client, received)
 
 
 async def test_a_command_not_marked_for_resending_is_not_sent_twice(hang_up: HangUp) -> None:
@@ -167,19 +182,11 @@ class Silent:
 
 @pytest.fixture
 async def silent(unused_tcp_port: int) -> AsyncIterator[Silent]:
-    conns: list[asyncio.StreamWriter] = []
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        return None  # the connection stays open, unanswered
 
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conns.append(writer)
-
-    server = await asyncio.start_server(accept, "127.0.0.1", unused_tcp_port)
-    client = Redis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0")
-    yield Silent(client, conns)
-    await client.aclose()
-    server.close()
-    for w in conns:
-        w.close()
-    await server.wait_closed()
+    async with _fake_redis(unused_tcp_port, never_answer) as (client, writers):
+        yield Silent(client, writers)
 
 
 async def test_a_server_that_never_answers_times_out_and_a_later_call_starts_afresh(silent: Silent) -> None:
