@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from urllib.parse import quote
 
 MASK = "***"
@@ -45,13 +46,15 @@ _KEY_FIELD = re.compile(
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/\s@\"'<>]+)@", re.I)
 
 
-def _forms(secret: str) -> set[str]:
-    """The secret and how it travels encoded: base64 (std, URL-safe, unpadded), percent-encoded."""
+@lru_cache(maxsize=256)
+def _forms(secret: str) -> frozenset[str]:
+    """The secret and how it travels encoded: base64 (std, URL-safe, unpadded), percent-encoded.
+    Kept per secret: they are the process's own credentials (few), scrubbed on every attempt."""
     raw = secret.encode("utf-8", "surrogatepass")
     b64 = base64.b64encode(raw).decode()
     forms = {secret, b64, b64.rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("="),
              quote(secret, safe=""), quote(secret)}
-    return {f for f in forms if f}
+    return frozenset(f for f in forms if f)
 
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:

@@ -186,6 +186,8 @@ def _unset(refs: Mapping[str, str | None], env: Mapping[str, str]) -> dict[str, 
 
 #: The manager of a team that names none (every key at its default).
 _NO_CONTACT = Contact()
+#: What a name outside the catalog gets (read only, like every catalog entry).
+_NO_SERVICE, _NO_TEAM = Service(), Team()
 
 
 def _secret_refs(place: str, entry: Any, prefix: str = "") -> dict[str, str | None]:
@@ -257,7 +259,7 @@ class Rules:
         return out
 
     def service_view(self, name: str | None, world: World) -> dict[str, Any]:
-        svc = self.config.catalog.services.get(name or "") or Service()
+        svc = self.config.catalog.services.get(name or "") or _NO_SERVICE
         in_catalog = name in self.config.catalog.services
         env = envref.environment()
         ctx = CatalogView(env, self.config.catalog, name, in_catalog, svc.display_name or name or "our service",
@@ -273,7 +275,7 @@ class Rules:
               else (name or "")}
 
     def team_view(self, name: str | None) -> dict[str, Any]:
-        team = self.config.catalog.teams.get(name or "") or Team()
+        team = self.config.catalog.teams.get(name or "") or _NO_TEAM
         env = envref.environment()
         ctx = CatalogView(env, self.config.catalog, name, name in self.config.catalog.teams)
         contact = team.manager or _NO_CONTACT
