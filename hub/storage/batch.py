@@ -147,8 +147,14 @@ class Batch:
         return reply
 
     def _op(self, cmd: str, name: str, *args: Any) -> Reply:
-        self._ops.append([cmd, self._key(name), *map(_text, args)])
-        return self._reply()
+        idx = self._keys.get(name)
+        if idx is None:
+            idx = self._keys[name] = len(self._keys) + 1
+        # text as it is (the common case, no call); anything else through `_text`
+        self._ops.append([cmd, idx, *[a if type(a) is str else _text(a) for a in args]])
+        reply = Reply()
+        self._replies.append(reply)
+        return reply
 
     # -- the commands the worker uses ----------------------------------------------------------
 
