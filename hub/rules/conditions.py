@@ -32,59 +32,62 @@ class Facts:
 
 
 def matches(cond: Condition | None, f: Facts) -> bool:
-    """True when every key of the condition holds (an absent condition always holds)."""
+    """True when every key of the condition holds (an absent condition always holds); the
+    first key that does not hold decides (the checks only read)."""
     if cond is None:
         return True
     ev = f.event
-    checks: list[bool] = []
-    if cond.kind is not None:
-        checks.append(any(fnmatch.fnmatchcase(ev.kind, k) for k in cond.kind))
-    if cond.source is not None:
-        checks.append(ev.source in cond.source)
-    if cond.severity is not None:
-        checks.append(_severity(cond.severity, _current_severity(f)))
+    if cond.kind is not None and not any(fnmatch.fnmatchcase(ev.kind, k) for k in cond.kind):
+        return False
+    if cond.source is not None and ev.source not in cond.source:
+        return False
+    if cond.severity is not None and not _severity(cond.severity, _current_severity(f)):
+        return False
     if cond.service is not None:
         wanted = {s.casefold() for s in cond.service}
-        checks.append(any(s.casefold() in wanted for s in f.services))
-    if cond.team is not None:
-        checks.append(any(t in cond.team for t in f.teams))
-    if cond.environment is not None:
-        checks.append((ev.environment or "").casefold() in {e.casefold() for e in cond.environment})
-    if cond.status is not None:
-        checks.append((ev.status or "").casefold() in {s.casefold() for s in cond.status})
-    if cond.labels is not None:
-        checks.append(all(_label(ev, k, v) for k, v in cond.labels.items()))
-    if cond.attributes is not None:
-        checks.append(all(_attribute(ev, k, v) for k, v in cond.attributes.items()))
-    if cond.acknowledged is not None:
-        checks.append(bool(f.incident and f.incident.get("acknowledged_at")) == cond.acknowledged)
-    if cond.resolved is not None:
-        checks.append(bool(f.incident and f.incident.get("resolved_at")) == cond.resolved)
-    if cond.escalated is not None:
-        checks.append(bool(f.incident and f.incident.get("escalated_at")) == cond.escalated)
-    if cond.escalation_level is not None:
-        checks.append(int((f.incident or {}).get("escalation_level") or 0) >= cond.escalation_level)
-    if cond.changed is not None:
-        checks.append(any(_changed(name, f) for name in cond.changed))  # type: ignore[union-attr]
-    if cond.exists is not None:
-        checks.append(all(_present(lookup(f.values, p)) for p in cond.exists))
-    if cond.pager is not None:
-        checks.append(f.pager == cond.pager)
-    if cond.configured is not None:
-        checks.append(all(c in f.configured for c in cond.configured))
+        if not any(s.casefold() in wanted for s in f.services):
+            return False
+    if cond.team is not None and not any(t in cond.team for t in f.teams):
+        return False
+    if cond.environment is not None and \
+            (ev.environment or "").casefold() not in {e.casefold() for e in cond.environment}:
+        return False
+    if cond.status is not None and (ev.status or "").casefold() not in {s.casefold() for s in cond.status}:
+        return False
+    if cond.labels is not None and not all(_label(ev, k, v) for k, v in cond.labels.items()):
+        return False
+    if cond.attributes is not None and not all(_attribute(ev, k, v) for k, v in cond.attributes.items()):
+        return False
+    incident = f.incident or {}
+    if cond.acknowledged is not None and bool(incident.get("acknowledged_at")) != cond.acknowledged:
+        return False
+    if cond.resolved is not None and bool(incident.get("resolved_at")) != cond.resolved:
+        return False
+    if cond.escalated is not None and bool(incident.get("escalated_at")) != cond.escalated:
+        return False
+    if cond.escalation_level is not None and int(incident.get("escalation_level") or 0) < cond.escalation_level:
+        return False
+    if cond.changed is not None and not any(_changed(name, f) for name in cond.changed):  # type: ignore[union-attr]
+        return False
+    if cond.exists is not None and not all(_present(lookup(f.values, p)) for p in cond.exists):
+        return False
+    if cond.pager is not None and f.pager != cond.pager:
+        return False
+    if cond.configured is not None and not all(c in f.configured for c in cond.configured):
+        return False
     for name, path in registry.condition_paths():  # keys the connectors add (`CatalogField.condition_path`)
         wanted = getattr(cond, name, None)
-        if wanted is not None:
-            checks.append(bool(lookup(f.values, path)) == wanted)
-    if cond.deployed_within is not None:
-        checks.append(bool(recent_deploys(f.deploys, cond.deployed_within, f.now_ms)))
-    if cond.any is not None:
-        checks.append(any(matches(c, f) for c in cond.any))
-    if cond.all is not None:
-        checks.append(all(matches(c, f) for c in cond.all))
-    if cond.not_ is not None:
-        checks.append(not matches(cond.not_, f))
-    return all(checks)
+        if wanted is not None and bool(lookup(f.values, path)) != wanted:
+            return False
+    if cond.deployed_within is not None and not recent_deploys(f.deploys, cond.deployed_within, f.now_ms):
+        return False
+    if cond.any is not None and not any(matches(c, f) for c in cond.any):
+        return False
+    if cond.all is not None and not all(matches(c, f) for c in cond.all):
+        return False
+    if cond.not_ is not None and matches(cond.not_, f):
+        return False
+    return True
 
 
 def _current_severity(f: Facts) -> Severity | None:
