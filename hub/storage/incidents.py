@@ -262,7 +262,23 @@ ENTER_TRIES = 5
 
 
 #: json.dumps(v, default=str), byte for byte, without building an encoder per call.
-_encode = json.JSONEncoder(default=str).encode
+_encode_any = json.JSONEncoder(default=str).encode
+_encode_text = json.encoder.encode_basestring_ascii  # what that encoder does with a str
+
+
+def _encode(value: Any) -> str:
+    """`_encode_any`, with the scalars most incident fields hold written directly (the
+    encoder builds a fresh C encoder for anything but a str on every call)."""
+    kind = type(value)
+    if kind is str:
+        return _encode_text(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    return _encode_any(value)
 
 
 def _text(value: Any) -> str:

@@ -3,12 +3,15 @@ claims, locks, timers and deploys. Against the real Redis of the root conftest."
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import pytest
 
 from hub.core.events import Kind, NormalisedEvent, Severity
 from hub.storage import keys
 from hub.storage.batch import Batch
-from hub.storage.incidents import IncidentStore, advance, duration_ms, incident_key
+from hub.storage.incidents import IncidentStore, _encode, advance, duration_ms, incident_key
 from hub.storage.records import IncidentRecord
 
 T0 = 1_700_000_000_000
@@ -171,3 +174,9 @@ async def test_deploys_are_found_by_service_in_any_environment_newest_first(redi
     assert [d["sha"] for d in await incidents.deploys(["WEB"], T0)] == ["b2", "a1"]
     assert [d["sha"] for d in await incidents.deploys(["web"], T0 + 5)] == ["b2"]
     assert await incidents.deploys([], T0) == [] and await incidents.deploys(["api"], T0) == []
+
+
+@pytest.mark.parametrize("value", ["text", "naïve ☃ \"q\" \\ \n", "", None, True, False, 0, -7, 2**70, 1.5,
+                                   float("nan"), ["a", 1], {"k": None}, ("t",)])
+def test_an_incident_field_is_encoded_as_json_dumps_with_default_str_writes_it(value: object) -> None:
+    assert _encode(value) == json.dumps(value, default=str)
