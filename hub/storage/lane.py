@@ -1,4 +1,4 @@
-"""A few Redis connections kept for one hot command: the ingress's ingest script.
+"""Redis connections kept for the hot path: the ingress's ingest script, the worker's exchanges.
 
 redis-py's pool does, for every command it lends a connection to, work the ingest does not
 need: it takes a pool-wide lock and, while holding it, probes the connection with a
@@ -18,9 +18,10 @@ such as the ingest script, which answers a repeat with the first event's id (ded
 A connection whose end-of-stream has already arrived is reconnected before it is used, as
 the pool's probe would, without the probe's loop turn: that command was never sent.
 
-`LaneClient` is a client whose few hot commands (`LANE_COMMANDS`) take a lane, and every
-other command, pipeline and transaction redis-py's pool: the worker's, for the scripts and
-reads each event makes (`hub.worker.app`).
+`LaneClient` is the worker's client (`hub.worker.app`): its hot commands (`LANE_COMMANDS`:
+the scripts and reads each event makes) and its pipelines and MULTI/EXEC transactions
+(arq's own among them) take its lane; a pipeline that WATCHes, and every other command,
+take redis-py's pool as before.
 """
 
 from __future__ import annotations
@@ -159,12 +160,12 @@ def _closed_by_server(conn: AbstractConnection) -> bool:
 
 
 class LaneClient(ArqRedis):
-    """An ArqRedis whose `LANE_COMMANDS` go through a `CommandLane` of `lane_size` connections.
+    """An ArqRedis whose `LANE_COMMANDS` and pipelines go through a `CommandLane` (`use_lane`).
 
     Answers are parsed by the same response callbacks as on the pool (HGETALL is a dict), a
     lane timeout is redis-py's `TimeoutError` as on the pool, and nothing is sent twice
-    (`resend` is never used here: these commands include writes). Pipelines, transactions
-    and every other command use the pool, unchanged.
+    (`resend` is never used here: these commands include writes). Every other command, and
+    a pipeline that WATCHes, use the pool, unchanged.
     """
 
     lane: CommandLane | None = None
