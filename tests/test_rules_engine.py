@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 
 from hub.core.events import Kind, Link, NormalisedEvent, Severity
 from hub.rules import Rules, World, load_rules, load_text
-from hub.rules.conditions import Facts, matches
+from hub.rules.conditions import Facts, kind_matches, matches
 from hub.rules.model import Condition
 from hub.rules.templating import render_value
 from hub.storage.incidents import advance
@@ -349,3 +350,10 @@ def test_a_step_read_only_for_its_outcome_is_watched_not_needed() -> None:
     assert templating.outcome_reads(text) == {"page"}
     assert templating.outcome_reads("{{ steps.page.state }} {{ steps.page.result.id }}") == set()
     assert templating.outcome_reads("{{ steps.open.result.id }}") == set()
+
+
+@pytest.mark.parametrize("pattern", ["alert.firing", "alert.*", "*", "incident.?eclared", "alert.[fr]*", "incident",
+                                     "alert.firing.x", "ALERT.firing", "[", "alert.firin"])
+@pytest.mark.parametrize("kind", ["alert.firing", "alert.resolved", "incident.declared", "deploy.finished", ""])
+def test_a_kind_matches_a_pattern_exactly_as_fnmatch_says(pattern: str, kind: str) -> None:
+    assert kind_matches(kind, [pattern]) is fnmatch.fnmatchcase(kind, pattern)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +31,22 @@ class Facts:
     values: Mapping[str, Any] = field(default_factory=dict)
 
 
+def kind_matches(kind: str, patterns: Iterable[str]) -> bool:
+    """`kind` matches one of the glob patterns (`alert.*`); a pattern without a wildcard is
+    compared as it is (fnmatch would say the same, after a regex lookup per pattern)."""
+    for p in patterns:
+        if p == kind or (("*" in p or "?" in p or "[" in p) and fnmatch.fnmatchcase(kind, p)):
+            return True
+    return False
+
+
 def matches(cond: Condition | None, f: Facts) -> bool:
     """True when every key of the condition holds (an absent condition always holds); the
     first key that does not hold decides (the checks only read)."""
     if cond is None:
         return True
     ev = f.event
-    if cond.kind is not None and not any(fnmatch.fnmatchcase(ev.kind, k) for k in cond.kind):
+    if cond.kind is not None and not kind_matches(ev.kind, cond.kind):
         return False
     if cond.source is not None and ev.source not in cond.source:
         return False

@@ -14,7 +14,6 @@ fingerprint (`per: fingerprint`) or the event itself (`per: event`). A repeating
 
 from __future__ import annotations
 
-import fnmatch
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from connectors.base import CatalogView
 from hub.core import envref, registry
 from hub.core.events import NormalisedEvent, Severity
 from hub.rules import templating
-from hub.rules.conditions import Facts, matches, recent_deploys
+from hub.rules.conditions import Facts, kind_matches, matches, recent_deploys
 from hub.rules.grouping import deferred
 from hub.rules.model import PAGERS, Condition, Contact, HubConfig, Service, Step, Team, Workflow
 from hub.rules.problems import Loaded
@@ -386,7 +385,7 @@ class Rules:
         # a storm (`hub.storage.storm`): an alert that only adds to the incident's alerts says nothing per event
         storm_quiet = storm_is_quiet(before, after, ev, self.storm_policy(), world.received_ms)
         for wf in self.config.workflows:
-            if not wf.enabled or not any(fnmatch.fnmatchcase(ev.kind, k) for k in wf.on):
+            if not wf.enabled or not kind_matches(ev.kind, wf.on):
                 continue
             if storm_quiet and wf.per == "event":
                 continue

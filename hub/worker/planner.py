@@ -10,7 +10,6 @@ event the first of its incident, no deploys, no claims.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -23,6 +22,7 @@ from hub.core.interactions import SOURCE as INTERACTION_SOURCE
 from hub.core.interactions import InteractionEvents
 from hub.core.registry import sources
 from hub.rules import Rules
+from hub.rules.conditions import kind_matches
 from hub.rules.engine import DEPLOY_LOOKBACK_S, PlannedStep, World, configured_connectors
 from hub.rules.heartbeats import SOURCE as HEARTBEAT_SOURCE
 from hub.rules.heartbeats import HeartbeatSource
@@ -210,7 +210,7 @@ class Planner:
         for ev in events:
             # a workflow for a connector (or mode) this hub has not configured is not worth naming
             listening = [wf.name for wf in self.rules.config.workflows
-                         if wf.enabled and any(fnmatch.fnmatchcase(ev.kind, k) for k in wf.on)
+                         if wf.enabled and kind_matches(ev.kind, wf.on)
                          and (wf.if_ is None or wf.if_.configured is None
                               or all(c in configured for c in wf.if_.configured))]
             what = f"{ev.kind}" + (f" {ev.severity.value}" if ev.severity else "")
