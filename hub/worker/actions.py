@@ -31,6 +31,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from connectors.base import RESPONSE_KEEP, ActionCall, ActionFn, Connector, Outcome, RetryPolicy
@@ -50,8 +51,10 @@ ATTEMPT_RESPONSE_KEEP = 500
 OnSuccess = Callable[[ActionRecord], Callable[[Any], None] | None]
 
 
+@lru_cache(maxsize=4096)
 def is_secret_param(name: str) -> bool:
-    """Whether a parameter of this name holds a secret (what `redact` masks)."""
+    """Whether a parameter of this name holds a secret (what `redact` masks). Kept per name,
+    up to a bound: most are the rules' and connectors' own, asked on every action."""
     return bool(_SECRET_PARAM.search(name))
 
 
@@ -59,7 +62,7 @@ def redact(params: dict[str, Any]) -> dict[str, Any]:
     """Params as they may be stored and shown: secret-looking values replaced, at any depth."""
     out: dict[str, Any] = {}
     for k, v in params.items():
-        if _SECRET_PARAM.search(str(k)) and v:
+        if v and is_secret_param(str(k)):
             out[k] = "***"
         else:
             out[k] = _redact_value(v)
