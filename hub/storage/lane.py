@@ -169,12 +169,16 @@ class LaneClient(ArqRedis):
     """
 
     lane: CommandLane | None = None
+    _text_as_is = False
 
     def use_lane(self, size: int) -> LaneClient:
         """Give this client a lane of `size` connections, with the pool's socket timeout as its deadline."""
         timeout = self.connection_pool.connection_kwargs.get("socket_timeout") or 30.0
         self.lane = CommandLane(self, size=size, timeout=timeout)
-        self._encode = self.connection_pool.get_encoder().encode
+        encoder = self.connection_pool.get_encoder()
+        # text as UTF-8, strict, directly when that is how the client encodes (the default)
+        self._text_as_is = (encoder.encoding.lower().replace("-", "") == "utf8" and encoder.encoding_errors == "strict")
+        self._encode = encoder.encode
         return self
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
@@ -185,7 +189,8 @@ class LaneClient(ArqRedis):
             return await super().execute_command(*args, **options)
         command = args[0]
         try:
-            response = await lane.call(pack([a if type(a) is bytes else self._encode(a) for a in args]))
+            response = await lane.call(pack([a if type(a) is bytes or (type(a) is str and self._text_as_is)
+                                              else self._encode(a) for a in args]))
         except TimeoutError as e:
             raise RedisTimeoutError(f"Redis did not answer {command} within {lane.timeout:g}s") from e
         callback = self.response_callbacks.get(command)

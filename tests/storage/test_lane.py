@@ -378,3 +378,15 @@ async def test_a_watching_pipeline_of_a_lane_client_keeps_redis_pys_semantics(la
             await pipe.execute()
     assert await redis.get("lane:test:w") == b"2"
     await redis.delete("lane:test:w")
+
+
+async def test_a_lane_client_encodes_text_as_the_client_is_configured_to(redis_url: str) -> None:
+    """UTF-8 text goes out as it is; a client set to another encoding still gets that one."""
+    latin = LaneClient.from_url(redis_url, encoding="latin-1").use_lane(1)
+    try:
+        await latin.execute_command("HSET", "lane:test:enc", "é", "1")  # not a lane command: the pool
+        assert await latin.hget("lane:test:enc", "é") == b"1"  # the lane, encoded the same way
+        assert await latin.hgetall("lane:test:enc") == {"é".encode("latin-1"): b"1"}
+    finally:
+        await latin.delete("lane:test:enc")
+        await latin.aclose()
