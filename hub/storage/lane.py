@@ -38,6 +38,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from hub.core.deadlines import Deadlines
+
 #: The commands a `LaneClient` sends through its lane: those every event's run makes (the
 #: worker's scripts, its record and window reads). Each is answered by one reply.
 LANE_COMMANDS = frozenset({"EVALSHA", "EVAL", "HGETALL", "HGET", "HMGET"})
@@ -58,8 +60,9 @@ def pack(args: Sequence[bytes | str]) -> bytes:
 class CommandLane:
     """Up to `size` connections, each lent to one command at a time (see the module docstring).
 
-    `timeout` bounds a command's wait for a connection, send and read together (one timer, not
-    one per step); when it passes, a connection in use is closed and `TimeoutError` is raised.
+    `timeout` bounds a command's wait for a connection, send and read together (one deadline,
+    not one per step; `hub.core.deadlines`: one timer for all commands in flight); when it
+    passes, a connection in use is closed and `TimeoutError` is raised.
     """
 
     def __init__(self, redis: Redis, *, size: int = 32, timeout: float = 5.0) -> None:
@@ -69,6 +72,7 @@ class CommandLane:
         self._connection_class = pool.connection_class
         self._size = size
         self._timeout = timeout
+        self._deadlines = Deadlines(timeout)  # one timer for every command in flight
         self._idle: list[AbstractConnection] = []
         self._all: list[AbstractConnection] = []
         self._waiting: deque[asyncio.Future[AbstractConnection]] = deque()
@@ -83,7 +87,7 @@ class CommandLane:
         The timeout covers the wait for a free connection too: a Redis that has stopped
         answering costs a caller `timeout`, not `timeout` per caller ahead of it.
         """
-        async with asyncio.timeout(self._timeout):
+        with self._deadlines.bound():
             conn = self._idle.pop() if self._idle else await self._take()
             try:
                 if conn.is_connected and _closed_by_server(conn):
@@ -105,7 +109,7 @@ class CommandLane:
         """`use(connection)` on a lent connection, under the same deadline as `call` (for a
         transaction: several commands written at once, every answer read). If `use` raises,
         the connection is closed: what it still owes cannot be read as a later answer."""
-        async with asyncio.timeout(self._timeout):
+        with self._deadlines.bound():
             conn = self._idle.pop() if self._idle else await self._take()
             try:
                 if conn.is_connected and _closed_by_server(conn):
