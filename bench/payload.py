@@ -11,11 +11,14 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 from pathlib import Path
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "inbound" / \
     "github_deployment_status_failure.json"
-SECRET = "bench-github-secret"
+#: The webhook secret of a run: drawn per run, not a secret-shaped literal. The processes of a
+#: run (servers, the Python load generator) inherit it through the environment.
+SECRET = os.environ.setdefault("BENCH_GITHUB_SECRET", secrets.token_urlsafe(24))
 EVENT = "deployment_status"
 PATH = "/webhooks/github"
 
