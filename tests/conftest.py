@@ -186,10 +186,8 @@ def github_deploy_failure(n: int | str) -> tuple[bytes, dict[str, str]]:
 @pytest.fixture
 async def slack_api() -> AsyncIterator[FakeSlackApi]:
     """Slack's Web API, faked over loopback (tests that run the hub with a bot token)."""
-    fake = FakeSlackApi()
-    await fake.start()
-    yield fake
-    await fake.close()
+    async with FakeSlackApi() as fake:
+        yield fake
 
 
 @pytest.fixture

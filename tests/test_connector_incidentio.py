@@ -20,10 +20,8 @@ CREATE = {"name": "Checkout is down", "summary": "Error rate 40% on checkout", "
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeIncidentIO]:
-    fake = FakeIncidentIO()
-    await fake.start()
-    yield fake
-    await fake.close()
+    async with FakeIncidentIO() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -27,10 +27,8 @@ def jira_settings(redis_url: str, url: str) -> Any:
 
 @pytest.fixture(params=["Server", "Cloud"])
 async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeJira]:
-    fake = FakeJira(deployment=request.param)
-    await fake.start()
-    yield fake
-    await fake.close()
+    async with FakeJira(deployment=request.param) as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -21,10 +21,8 @@ CREATE = {"message": "Checkout error rate above 10% " + "x" * 200, "alias": "fp-
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpsGenie]:
-    fake = FakeOpsGenie()
-    await fake.start()
-    yield fake
-    await fake.close()
+    async with FakeOpsGenie() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -19,10 +19,8 @@ OTHER_KEY = "0THERKEY0123456789abcdefABCDEF00"
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakePagerDuty]:
-    fake = FakePagerDuty()
-    await fake.start()
-    yield fake
-    await fake.close()
+    async with FakePagerDuty() as fake:
+        yield fake
 
 
 @pytest.fixture

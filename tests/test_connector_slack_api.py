@@ -22,11 +22,9 @@ LIVING = {"key": "incidentio:01ABC", "episode": 1, "channel": CHANNEL, "title": 
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeSlackApi]:
-    fake = FakeSlackApi()
-    await fake.start()
-    yield fake
-    await fake.close()
+def fake(slack_api: FakeSlackApi) -> FakeSlackApi:
+    """Slack's Web API, faked over loopback (the root conftest's `slack_api`)."""
+    return slack_api
 
 
 @pytest.fixture

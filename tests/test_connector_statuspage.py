@@ -23,10 +23,8 @@ OPEN = {"key": "inc-42", "name": "Checkout errors", "status": "investigating", "
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeStatuspage]:
-    fake = FakeStatuspage()
-    await fake.start()
-    yield fake
-    await fake.close()
+    async with FakeStatuspage() as fake:
+        yield fake
 
 
 def sp_settings(redis_url: str, fake: FakeStatuspage) -> Any:

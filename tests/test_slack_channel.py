@@ -23,11 +23,9 @@ NAME = "inc-20251201-p1-high-cpu-on-web-01-channel"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeSlackApi]:
-    fake = FakeSlackApi()
-    await fake.start()
-    yield fake
-    await fake.close()
+def fake(slack_api: FakeSlackApi) -> FakeSlackApi:
+    """Slack's Web API, faked over loopback (the root conftest's `slack_api`)."""
+    return slack_api
 
 
 @pytest.fixture
