@@ -109,6 +109,13 @@ def alert_body(i: int, run: str) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+async def ingest_alerts(store: Any, numbers: range, run: str) -> None:
+    """Record `alert_body(i, run)` for each i as the ingress would (`Store.ingest`, one round trip each)."""
+    for i in numbers:
+        await store.ingest("alertmanager", f"{run}-{i}", alert_body(i, run), {"User-Agent": "Alertmanager/0.27.0"},
+                           "application/json", "bench")
+
+
 async def _noop(ctx: dict[str, Any], *args: Any) -> None:
     return None
 
@@ -210,9 +217,7 @@ async def hub_rate(redis_url: str, pd_url: str, n: int, concurrency: int, run: s
     await pool.flushall()
     urllib.request.urlopen(urllib.request.Request(pd_url + "/reset", method="POST"), timeout=5).read()
     store = Store(pool, settings)
-    for i in range(n):
-        await store.ingest("alertmanager", f"{run}-{i}", alert_body(i, run), {"User-Agent": "Alertmanager/0.27.0"},
-                           "application/json", "bench")
+    await ingest_alerts(store, range(n), run)
     # the worker's own client, as `incident-hub worker` builds it (its lane included)
     worker = make_worker(settings, burst=True, handle_signals=False)
     if POLL_DELAY is not None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from bench.inproc import ROUTING_KEY
 from bench.instructions import _total, available
 from bench.servers import PinnedRedis
-from bench.worker import alert_body, start_fake_pagerduty
+from bench.worker import ingest_alerts, start_fake_pagerduty
 
 
 async def _ingest(redis_url: str, first: int, count: int) -> None:
@@ -41,9 +41,7 @@ async def _ingest(redis_url: str, first: int, count: int) -> None:
 
     pool = connect(redis_url)
     store = Store(pool, load_settings(redis_url=redis_url))
-    for i in range(first, first + count):
-        await store.ingest("alertmanager", f"ir-{i}", alert_body(i, "ir"), {"User-Agent": "Alertmanager/0.27.0"},
-                           "application/json", "bench")
+    await ingest_alerts(store, range(first, first + count), "ir")
     await pool.aclose()
 
 
