@@ -256,6 +256,19 @@ async def test_event_detail_has_record_events_actions_timeline_payload(client: T
     assert "body" not in d
 
 
+async def test_event_detail_is_strict_json_when_the_payload_held_nan(client: TestClient, redis: Any) -> None:
+    """JSON has no NaN; a sender that writes it must not make the event unreadable on the admin page."""
+    eid = await seed_event(redis, body=b'{"deployment": {"id": 7, "ratio": NaN, "limit": -Infinity}}')
+    resp = await client.get(f"/admin/events/{eid}", headers=AUTH)
+    assert resp.status == 200
+    d = json.loads(await resp.text(), parse_constant=_refuse)
+    assert d["payload"] == {"deployment": {"id": 7, "ratio": None, "limit": None}}
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"not JSON: {name}")
+
+
 async def test_unknown_event_is_404_and_bad_id_is_400(client: TestClient) -> None:
     resp = await client.get("/admin/events/ev_000000000000deadbeef", headers=AUTH)
     assert resp.status == 404 and (await resp.json())["error"] == "not_found"

@@ -19,7 +19,7 @@ from rich.segment import Segment
 
 from hub.core.escape import terminal
 from hub.core.settings import Settings, SettingsError, load_settings
-from hub.storage.event_store import Store
+from hub.storage.event_store import Store, dumps
 
 T = TypeVar("T")
 
@@ -71,7 +71,8 @@ def with_store(fn: Callable[[Store], Awaitable[T]]) -> T:
 
 
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    """Indented strict JSON (a payload's NaN as null, as `dumps` writes records), so jq reads it."""
+    print(json.dumps(json.loads(dumps(obj)), indent=2))
 
 
 def when(ms: int | None) -> str:

@@ -22,7 +22,7 @@ import json
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,11 @@ from hub.operators.replay import (
 )
 from hub.storage import keys
 from hub.storage.connection import REDIS_UNAVAILABLE
-from hub.storage.event_store import STATES, Store
+from hub.storage.event_store import STATES, Store, dumps
+
+#: The admin API's answers as strict JSON (`dumps`): a payload's NaN shows as null, which the
+#: admin page's JSON.parse can read.
+json_response = partial(web.json_response, dumps=dumps)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BULK_TASKS = web.AppKey("admin_bulk_tasks", set)
@@ -174,7 +178,7 @@ def _event_id(request: web.Request) -> str:
 async def get_events(request: web.Request) -> web.Response:
     """GET /admin/events?limit&cursor&status&source&kind&since&until"""
     flt = EventFilter.from_params(request.query)
-    return web.json_response(await operations.events_page(_store(request), flt,
+    return json_response(await operations.events_page(_store(request), flt,
                                                           parse_limit(request.query.get("limit")),
                                                           request.query.get("cursor") or None))
 
@@ -185,7 +189,7 @@ async def get_event(request: web.Request) -> web.Response:
     detail = await event_detail(_store(request).redis, event_id)
     if detail is None:
         return error(404, "not_found", f"no event {event_id!r} (unknown, or expired past HUB_RETENTION)")
-    return web.json_response(detail)
+    return json_response(detail)
 
 
 async def post_event_replay(request: web.Request) -> web.Response:
@@ -194,8 +198,8 @@ async def post_event_replay(request: web.Request) -> web.Response:
     force = _flag(request, "force")
     store = _store(request)
     if _flag(request, "dry_run"):
-        return web.json_response(await dry_run(store, event_id, force=force, settings=_settings(request)))
-    return web.json_response(await replay_event(store, event_id, force=force, by=request[WHO]), status=202)
+        return json_response(await dry_run(store, event_id, force=force, settings=_settings(request)))
+    return json_response(await replay_event(store, event_id, force=force, by=request[WHO]), status=202)
 
 
 # -- bulk replay ------------------------------------------------------------------------------
@@ -255,7 +259,7 @@ async def post_bulk_replay(request: web.Request) -> web.Response:
     tasks = request.app[BULK_TASKS]
     tasks.add(task)
     task.add_done_callback(tasks.discard)
-    return web.json_response({**job, "job_id": job["id"], "status_url": f"/admin/replays/{job['id']}"}, status=202)
+    return json_response({**job, "job_id": job["id"], "status_url": f"/admin/replays/{job['id']}"}, status=202)
 
 
 async def get_replay_job(request: web.Request) -> web.Response:
@@ -266,12 +270,12 @@ async def get_replay_job(request: web.Request) -> web.Response:
     status = await bulk_status(_store(request).redis, job_id, results=_flag(request, "results"))
     if status is None:
         return error(404, "not_found", f"no replay job {job_id!r} (unknown, or older than 7 days)")
-    return web.json_response(status)
+    return json_response(status)
 
 
 async def get_replay_jobs(request: web.Request) -> web.Response:
     """GET /admin/replays: the most recent bulk replays."""
-    return web.json_response({"replays": await recent_jobs(_store(request).redis,
+    return json_response({"replays": await recent_jobs(_store(request).redis,
                                                            parse_limit(request.query.get("limit"), 20))})
 
 
@@ -280,14 +284,14 @@ async def get_replay_jobs(request: web.Request) -> web.Response:
 async def get_dead_letters(request: web.Request) -> web.Response:
     """GET /admin/dead-letters?limit&cursor&source&connector&since"""
     q = request.query
-    return web.json_response(await operations.dead_letters_page(
+    return json_response(await operations.dead_letters_page(
         _store(request), parse_limit(q.get("limit")), q.get("cursor") or None, source=q.get("source") or None,
         since=parse_time(q["since"]) if q.get("since") else None, connector=q.get("connector") or None))
 
 
 async def delete_dead_letter(request: web.Request) -> web.Response:
     """DELETE /admin/dead-letters/{event id}/{action id}: purge one dead letter (recorded)."""
-    return web.json_response(await operations.purge(_store(request), request.match_info["id"], request[WHO]))
+    return json_response(await operations.purge(_store(request), request.match_info["id"], request[WHO]))
 
 
 # -- incidents --------------------------------------------------------------------------------
@@ -295,7 +299,7 @@ async def delete_dead_letter(request: web.Request) -> web.Response:
 async def get_incidents(request: web.Request) -> web.Response:
     """GET /admin/incidents?limit&cursor&state=open|resolved&since: newest declared first."""
     q = request.query
-    return web.json_response(await operations.incidents_page(
+    return json_response(await operations.incidents_page(
         _store(request), parse_limit(q.get("limit")), q.get("cursor") or None, state=parse_state(q.get("state")),
         since=parse_time(q["since"]) if q.get("since") else None))
 
@@ -307,7 +311,7 @@ async def get_incident(request: web.Request) -> web.Response:
     if detail is None:
         return error(404, "not_found", f"no incident {name[:200]!r} (incident key or alias; unknown, or expired "
                                        "past HUB_RETENTION)")
-    return web.json_response(detail)
+    return json_response(detail)
 
 
 async def post_incident_ack(request: web.Request) -> web.Response:
@@ -316,7 +320,7 @@ async def post_incident_ack(request: web.Request) -> web.Response:
     result = await operations.acknowledge(_store(request), name, request[WHO])
     if result is None:
         return error(404, "not_found", f"no incident {name!r} (incident key or alias)")
-    return web.json_response(result)
+    return json_response(result)
 
 
 # -- maintenance windows ----------------------------------------------------------------------
@@ -344,13 +348,13 @@ async def post_maintenance(request: web.Request) -> web.Response:
         raise QueryError("; ".join(parts)) from None
     except ValueError as e:
         raise QueryError(str(e)) from None
-    return web.json_response({**window, "active": True}, status=201)
+    return json_response({**window, "active": True}, status=201)
 
 
 async def get_maintenance(request: web.Request) -> web.Response:
     """GET /admin/maintenance: the windows open now and the upcoming ones (file and run time)."""
     rules = maintenance.file_rules(_settings(request))
-    return web.json_response(await maintenance.listing(_store(request), rules))
+    return json_response(await maintenance.listing(_store(request), rules))
 
 
 async def delete_maintenance(request: web.Request) -> web.Response:
@@ -359,13 +363,13 @@ async def delete_maintenance(request: web.Request) -> web.Response:
     result = await maintenance.end(_store(request), window_id, request[WHO])
     if result is None:
         return error(404, "not_found", f"no open run-time maintenance window {window_id[:80]!r}")
-    return web.json_response(result)
+    return json_response(result)
 
 
 async def get_heartbeats(request: web.Request) -> web.Response:
     """GET /admin/heartbeats: each heartbeat of the rules file with its last ping, due time, paused, missed."""
     rules = maintenance.file_rules(_settings(request))
-    return web.json_response(await heartbeats.listing(_store(request), rules))
+    return json_response(await heartbeats.listing(_store(request), rules))
 
 
 async def post_heartbeat(request: web.Request) -> web.Response:
@@ -375,21 +379,21 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     result = await act(_store(request), maintenance.file_rules(_settings(request)), name, request[WHO])
     if result is None:
         return error(404, "not_found", "no such heartbeat in the rules file")
-    return web.json_response(result)
+    return json_response(result)
 
 
 # -- overview and audit -----------------------------------------------------------------------
 
 async def get_summary(request: web.Request) -> web.Response:
     """GET /admin/summary: events per state, dead letters, queue depth; and who you are."""
-    return web.json_response({"you": request[WHO], **await operations.summary(_store(request))})
+    return json_response({"you": request[WHO], **await operations.summary(_store(request))})
 
 
 async def get_audit(request: web.Request) -> web.Response:
     """GET /admin/audit?limit&cursor: operator actions, newest first."""
     entries, cursor = await audit.recent(_store(request).redis, parse_limit(request.query.get("limit"), 100),
                                          request.query.get("cursor") or None)
-    return web.json_response({"audit": entries, "next_cursor": cursor})
+    return json_response({"audit": entries, "next_cursor": cursor})
 
 
 # -- public: page and API description ---------------------------------------------------------
@@ -418,7 +422,7 @@ async def admin_page(request: web.Request) -> web.Response:
 
 @public
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return json_response(openapi_document())
 
 
 async def _cancel_bulk(app: web.Application) -> None:

@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from hub.core.events import Kind, NormalisedEvent
+from hub.core.strict_json import dumps
 from hub.storage import keys as layout
 from hub.storage.batch import Batch
 
@@ -30,7 +31,6 @@ TITLE_ATTR = "group_title"
 #: The timeline entry type that carries an alert of a group (`save_member_into` stores it too).
 MEMBER_ENTRY = "alert"
 
-_encode = json.JSONEncoder(default=str).encode
 
 
 def group_of(event: NormalisedEvent) -> str | None:
@@ -73,7 +73,7 @@ def save_member_into(p: Batch, key: str, entry: dict[str, Any], at_ms: int, rete
     fingerprint = str(entry.get("fingerprint") or "")
     record = {k: entry.get(k) for k in ("status", "title", "source", "event_id", "received_at")}
     p.hset_newer(layout.incident_alerts(key), fingerprint, int(entry.get("received_at") or 0),
-                 _encode({**record, "last_seen": at_ms}))
+                 dumps({**record, "last_seen": at_ms}))
     p.hsetnx(layout.incident_alerts_first(key), fingerprint, at_ms)
     p.expire(layout.incident_alerts(key), retention_s)
     p.expire(layout.incident_alerts_first(key), retention_s)

@@ -59,7 +59,7 @@ from hub.core.events import Kind, NormalisedEvent
 from hub.storage import alert_groups, flapping, storm
 from hub.storage import keys as layout
 from hub.storage.batch import Batch, Reply
-from hub.storage.event_store import now_ms
+from hub.storage.event_store import dumps, now_ms
 from hub.storage.records import IncidentRecord
 
 PREFIX = layout.INCIDENT_PREFIX
@@ -261,14 +261,12 @@ return out
 ENTER_TRIES = 5
 
 
-#: json.dumps(v, default=str), byte for byte, without building an encoder per call.
-_encode_any = json.JSONEncoder(default=str).encode
-_encode_text = json.encoder.encode_basestring_ascii  # what that encoder does with a str
+_encode_text = json.encoder.encode_basestring_ascii  # what json.dumps does with a str
 
 
 def _encode(value: Any) -> str:
-    """`_encode_any`, with the scalars most incident fields hold written directly (the
-    encoder builds a fresh C encoder for anything but a str on every call)."""
+    """An incident field as strict JSON (`hub.core.strict_json.dumps`), with the scalars most
+    fields hold written directly, byte for byte as json.dumps writes them."""
     kind = type(value)
     if kind is str:
         return _encode_text(value)
@@ -278,7 +276,7 @@ def _encode(value: Any) -> str:
         return "true" if value else "false"
     if kind is int:
         return int.__repr__(value)
-    return _encode_any(value)
+    return dumps(value)
 
 
 def _text(value: Any) -> str:

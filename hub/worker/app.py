@@ -21,7 +21,7 @@ from arq.connections import ArqRedis
 from redis import exceptions as redis_errors
 
 from connectors.base import Connector
-from hub.core import heap, metrics
+from hub.core import heap, metrics, strict_json
 from hub.core.interactions import ESCALATE_JOB
 from hub.core.registry import connector_classes
 from hub.core.settings import Settings
@@ -79,7 +79,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     await upgrade.ensure(redis)  # data of an older key layout is renamed before any job runs
     store = Store(redis, settings)
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
-                                 headers={"User-Agent": "incident-hub/0.1"})
+                                 headers={"User-Agent": "incident-hub/0.1"}, json_serialize=strict_json.dumps_body)
     connectors = build_connectors(settings, http, redis)
     runner = ActionRunner(store, connectors, RateLimiter(redis, settings.rate_limits))
     live: LiveRules | None = ctx.get("live")

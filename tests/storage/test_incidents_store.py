@@ -4,6 +4,7 @@ claims, locks, timers and deploys. Against the real Redis of the root conftest."
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -178,5 +179,13 @@ async def test_deploys_are_found_by_service_in_any_environment_newest_first(redi
 
 @pytest.mark.parametrize("value", ["text", "naïve ☃ \"q\" \\ \n", "", None, True, False, 0, -7, 2**70, 1.5,
                                    float("nan"), ["a", 1], {"k": None}, ("t",)])
-def test_an_incident_field_is_encoded_as_json_dumps_with_default_str_writes_it(value: object) -> None:
-    assert _encode(value) == json.dumps(value, default=str)
+def test_an_incident_field_reads_back_as_json_dumps_wrote_it_strictly(value: object) -> None:
+    """Text, null, booleans and ints byte for byte; anything else the same value, with NaN as null."""
+    if value is None or type(value) in (str, bool, int):
+        assert _encode(value) == json.dumps(value, default=str)
+    expected = None if isinstance(value, float) and math.isnan(value) else json.loads(json.dumps(value, default=str))
+    assert json.loads(_encode(value), parse_constant=_refuse) == expected
+
+
+def _refuse(name: str) -> object:
+    raise ValueError(f"not JSON: {name}")
