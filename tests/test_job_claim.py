@@ -1,6 +1,7 @@
 """Taking queued jobs with one script (`hub.worker.job_claim.ClaimingWorker`), against the real
 Redis of the root conftest: each job runs once, what is running elsewhere or not yet due is
-left alone, and the in-progress mark is arq's own."""
+left alone, and the in-progress mark is arq's own. A job that ends itself in its own last
+write (`JobEnd`) is not finished again by arq."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import contextlib
 import signal
 from typing import Any
 
-from arq import Worker, func
-from arq.constants import default_queue_name, in_progress_key_prefix
+import pytest
+from arq import Retry, Worker, func
+from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
+from hub.storage.batch import Batch
 from hub.storage.connection import connect, json_dumps, json_loads
-from hub.worker.job_claim import ClaimingWorker
+from hub.worker.job_claim import ClaimingWorker, current_job_end
 
 
 async def _count(ctx: dict[str, Any], name: str, sleep: float = 0.0) -> None:
@@ -22,10 +25,37 @@ async def _count(ctx: dict[str, Any], name: str, sleep: float = 0.0) -> None:
         await asyncio.sleep(sleep)
 
 
+async def _end_itself(ctx: dict[str, Any], name: str, then: str = "") -> None:
+    """Counts its run and ends its job in that same batch, then returns, retries or fails."""
+    end = current_job_end.get()
+    assert end is not None and end.job_id == ctx["job_id"]
+    p = Batch()
+    p.hset(f"claim:test:end:{name}", "ended", "1")
+    if then == "broken":
+        p.hset(f"claim:test:not-a-hash:{name}", "x", "1")  # a string key: this write fails
+    end.into(p)
+    await ctx["redis"].incr(f"claim:test:{name}")
+    await p.execute(ctx["redis"])
+    end.written()
+    if then == "retry":
+        raise Retry(defer=0.05)
+    if then == "fail":
+        raise RuntimeError("failed after its end was written")
+
+
+async def _note_try(ctx: dict[str, Any], name: str, retries: int = 0) -> None:
+    """Notes each try's number; asks for `retries` more tries."""
+    await ctx["redis"].rpush(f"claim:test:tries:{name}", ctx["job_try"])
+    if ctx["job_try"] <= retries:
+        raise Retry(defer=0.01)
+
+
 def _worker(redis: Any, **options: Any) -> ClaimingWorker:
     base: dict[str, Any] = {"burst": True, "handle_signals": False, "keep_result": 0, "poll_delay": 0.05,
                             "job_serializer": json_dumps, "job_deserializer": json_loads, "max_jobs": 5}
-    worker = ClaimingWorker(functions=[func(_count, name="count")], redis_pool=redis, **{**base, **options})
+    worker = ClaimingWorker(functions=[func(_count, name="count"), func(_end_itself, name="end"),
+                                       func(_note_try, name="tries")],
+                            redis_pool=redis, **{**base, **options})
     worker.ctx["redis"] = redis  # arq sets it when it runs; these tests also call start_jobs alone
     return worker
 
@@ -121,3 +151,126 @@ async def test_no_job_is_started_once_a_graceful_shutdown_began(redis: Any) -> N
     with contextlib.suppress(asyncio.CancelledError):
         await run
     await worker.close()
+
+
+@pytest.fixture
+def arq_finishes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The job ids arq's own finishing transaction ran for."""
+    seen: list[str] = []
+    original = Worker.finish_job
+
+    async def finish_job(self: Worker, job_id: str, *args: Any, **kwargs: Any) -> None:
+        seen.append(job_id)
+        await original(self, job_id, *args, **kwargs)
+
+    monkeypatch.setattr(Worker, "finish_job", finish_job)
+    return seen
+
+
+async def _job_keys(pool: Any, job_id: str) -> list[str]:
+    keys = [in_progress_key_prefix + job_id, retry_key_prefix + job_id, job_key_prefix + job_id]
+    left = [k for k in keys if await pool.exists(k)]
+    if await pool.zscore(default_queue_name, job_id) is not None:
+        left.append(default_queue_name)
+    return left
+
+
+@pytest.mark.parametrize("then", ["", "retry", "fail"])
+async def test_a_job_that_ended_itself_is_not_finished_again_by_arq(redis: Any, arq_finishes: list[str],
+                                                                    then: str) -> None:
+    """Its own write took it off the queue and deleted arq's keys for it; arq's transaction is
+    skipped, and a Retry or failure raised after that write does not run it again."""
+    pool = redis
+    await pool.enqueue_job("end", "self", then, _job_id="self")
+    await pool.enqueue_job("count", "plain", _job_id="plain")
+    worker = _worker(pool)
+    await worker.async_run()
+    await asyncio.sleep(0.2)  # a retry, had it been queued, would be due by now
+    await worker.async_run()
+    assert await pool.get("claim:test:self") == b"1"  # ran once
+    assert await pool.hget("claim:test:end:self", "ended") == b"1"
+    assert await _job_keys(pool, "self") == []
+    assert arq_finishes == ["plain"]  # the job that did not end itself is arq's to finish
+    assert await _job_keys(pool, "plain") == []
+    assert worker._ended == set()
+    await worker.close()
+
+
+async def test_a_job_whose_own_end_failed_is_finished_by_arq(redis: Any, arq_finishes: list[str]) -> None:
+    pool = redis
+    await pool.set("claim:test:not-a-hash:broken", "text")
+    await pool.enqueue_job("end", "broken", "broken", _job_id="broken")
+    worker = _worker(pool)
+    await worker.async_run()
+    assert worker.jobs_failed == 1
+    assert arq_finishes == ["broken"]
+    assert await _job_keys(pool, "broken") == []
+    await worker.close()
+
+
+async def test_an_event_ends_its_own_job_in_its_final_write(redis_url: str, redis: Any, running_worker: Any,
+                                                            arq_finishes: list[str]) -> None:
+    """The worker's final write of an event also ends the event's job: no arq transaction after it."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from hub.ingress.app import create_app
+    from hub.storage.event_store import FINAL_STATES, Store
+    from tests.conftest import fixture_request, make_settings, wait_for
+
+    settings = make_settings(redis_url)
+    store = Store(redis, settings)
+    body, headers = fixture_request("github_deployment_status_failure.json")
+    async with TestClient(TestServer(create_app(settings))) as c, running_worker(settings):
+        event_id = (await (await c.post("/webhooks/github", data=body, headers=headers)).json())["event_id"]
+
+        async def final() -> dict[str, Any] | None:
+            rec = await store.get(event_id)
+            return rec if rec and rec["state"] in FINAL_STATES and not await _job_keys(redis, event_id) else None
+
+        rec = await wait_for(final, timeout=15)
+        await asyncio.sleep(0.1)
+    assert rec["state"] == "done"
+    assert event_id not in arq_finishes
+
+
+async def _multis(redis: Any) -> int:
+    return int((await redis.info("commandstats")).get("cmdstat_multi", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("lane", [4, 0])
+async def test_a_jobs_try_is_counted_once_per_run(redis_url: str, lane: int) -> None:
+    """Each try's number as arq counts it (1, 2, 3), whether the take began the try (the lane
+    client: arq's own transaction for it is answered, not sent) or arq's transaction did."""
+    pool = connect(redis_url, lane=lane)
+    try:
+        await pool.enqueue_job("tries", "t", 2, _job_id="t")
+        worker = _worker(pool)
+        multis = await _multis(pool)
+        await worker.async_run()
+        sent = await _multis(pool) - multis
+        assert await pool.lrange("claim:test:tries:t", 0, -1) == [b"1", b"2", b"3"]
+        assert await _job_keys(pool, "t") == []
+        # arq's finish (3 runs), plus its begin when the take did not do it
+        assert sent == (3 if lane else 6)
+        await worker.close()
+    finally:
+        await pool.aclose()
+
+
+async def test_a_transaction_other_than_the_one_run_ahead_is_sent(redis_url: str) -> None:
+    from hub.storage.lane import Answered, answered_ahead
+
+    pool = connect(redis_url, lane=2)
+    try:
+        answered_ahead.set(Answered([("GET", "claim:test:a")], [b"from the script"]))
+        async with pool.pipeline(transaction=True) as pipe:
+            pipe.set("claim:test:b", "1")
+            assert await pipe.execute() == [True]  # sent: not what was run ahead
+        assert answered_ahead.get() is None  # used up either way
+        answered_ahead.set(Answered([("GET", "claim:test:a")], [b"from the script"]))
+        async with pool.pipeline(transaction=True) as pipe:
+            pipe.get("claim:test:a")
+            assert await pipe.execute() == [b"from the script"]
+        assert await pool.get("claim:test:b") == b"1"
+    finally:
+        await pool.aclose()

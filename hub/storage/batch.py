@@ -176,6 +176,9 @@ class Batch:
     def hdel(self, name: str, *keys: str) -> Reply:
         return self._op("HDEL", name, *keys)
 
+    def delete(self, name: str) -> Reply:
+        return self._op("DEL", name)
+
     def expire(self, name: str, seconds: int) -> Reply:
         self._expires[self._key(name)] = _text(int(seconds))
         self._ops.append(["", 0])  # keeps reply positions; replaced by None

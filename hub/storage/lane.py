@@ -21,14 +21,17 @@ the pool's probe would, without the probe's loop turn: that command was never se
 `LaneClient` is the worker's client (`hub.worker.app`): its hot commands (`LANE_COMMANDS`:
 the scripts and reads each event makes) and its pipelines and MULTI/EXEC transactions
 (arq's own among them) take its lane; a pipeline that WATCHes, and every other command,
-take redis-py's pool as before.
+take redis-py's pool as before. A transaction a script has already run for the task
+(`answered_ahead`) is answered from that script's result instead of being sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
@@ -45,6 +48,25 @@ from hub.core.deadlines import Deadlines
 LANE_COMMANDS = frozenset({"EVALSHA", "EVAL", "HGETALL", "HGET", "HMGET"})
 
 T = TypeVar("T")
+
+log = logging.getLogger("hub.storage.lane")
+
+
+class Answered:
+    """A transaction that a script already ran atomically for this task, with its answers
+    (as the pipeline would give them: after the response callbacks)."""
+
+    __slots__ = ("answers", "commands")
+
+    def __init__(self, commands: list[tuple[Any, ...]], answers: list[Any]) -> None:
+        self.commands = commands
+        self.answers = answers
+
+
+#: Set for one task: that task's next `LanePipeline` transaction is answered from it, without
+#: a round trip, if it queues exactly `commands` (else it is sent, with a warning: the script
+#: ran them already). Used once, either way.
+answered_ahead: ContextVar[Answered | None] = ContextVar("answered_ahead", default=None)
 
 
 def pack(args: Sequence[bytes | str]) -> bytes:
@@ -226,6 +248,13 @@ class LanePipeline(Pipeline):
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         lane, stack = self.lane, self.command_stack
+        ahead = answered_ahead.get()
+        if ahead is not None and self.is_transaction and stack:
+            answered_ahead.set(None)
+            if [args for args, _options in stack] == ahead.commands:
+                await self.reset()
+                return list(ahead.answers)
+            log.warning("a transaction differs from the one run ahead for it; sending it: %r", stack[0][0])
         if lane is None or not stack or self.watching or self.connection is not None or self.scripts:
             return await super().execute(raise_on_error)
         send = (self._execute_transaction if self.is_transaction or self.explicit_transaction

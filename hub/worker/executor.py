@@ -38,6 +38,7 @@ from hub.worker.chunks import Chunks, bounds, chunk_key
 from hub.worker.claims import Claims
 from hub.worker.grouping import Correlator
 from hub.worker.heartbeats import Heartbeats
+from hub.worker.job_claim import current_job_end
 from hub.worker.planner import PIN_FIELD, Planner
 from hub.worker.quiet import QUIET_FIELD, Quiet
 from hub.worker.recording import Recorder, Saves
@@ -419,7 +420,14 @@ class Executor:
                                        **({"reason": note["reason"]} if "reason" in note else {}))
         if entered is not None:
             self.incidents.unlock_into(p, entered)
+        job_end = current_job_end.get()
+        if job_end is not None and job_end.job_id == rec["id"] and chunk is None:
+            job_end.into(p)  # this event's own job ends in the same write (`hub.worker.job_claim`)
+        else:
+            job_end = None
         await p.execute(self.store.redis)
+        if job_end is not None:
+            job_end.written()
         if entered is not None:
             entered.released = True
         if chunk is not None:

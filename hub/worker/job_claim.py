@@ -12,43 +12,104 @@ exactly as arq sets it. Everything after that (running, retrying, finishing the 
 arq's own. If arq's worker no longer has the attributes this relies on, arq's own
 `start_jobs` runs.
 
+The same script also begins the job's try as arq's `run_job` begins it, in its first
+transaction: it reads the job, counts the try (INCRBY of the retry key) and sets the retry
+key's expiry. `run_job` then queues exactly that transaction, and the worker's client answers
+it from the script's result (`hub.storage.lane.answered_ahead`) instead of sending it: one
+round trip fewer per job, and the take and the try are one atomic step. This needs the lane
+client (whose pipelines know to look) and no abort support (arq's transaction then has one
+command more); without either, the script only takes the job.
+
 When every slot is busy it waits up to one poll delay for a slot to free (`_slot_frees`)
 rather than leave the rest of the jobs it read for the next poll.
+
+A job can also end itself (`JobEnd`): arq's finishing writes for a job that finished (its
+in-progress, retry and job keys deleted, the job taken off the queue and the abort set) are
+queued into the job's own last atomic write, and arq's separate finishing transaction is then
+skipped. The event worker does this when it writes an event's final state: one round trip
+fewer per event, and the event's end and its job's end are one atomic write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 from arq import Worker
-from arq.constants import in_progress_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
+
+from hub.storage.lane import Answered, LaneClient, answered_ahead
+
+if TYPE_CHECKING:
+    from hub.storage.batch import Batch
 
 log = logging.getLogger("hub.worker.job_claim")
 
-# KEYS: the job's in-progress key, the queue. ARGV: job id, now (ms), in-progress timeout (ms).
-# Returns the job's score when it was taken, else false.
+# KEYS: the job's in-progress key, the queue, the job's key, its retry key. ARGV: job id, now
+# (ms), in-progress timeout (ms), the retry key's expiry (s) or '' to only take the job.
+# Returns false when the job was not taken; else {score}, or {score, job, try} with its try begun.
 _TAKE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
 redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-return score
+if ARGV[4] == '' then return {score} end
+local job = redis.call('GET', KEYS[3])
+local try = redis.call('INCRBY', KEYS[4], 1)
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+return {score, job, try}
 """
+#: The retry key's expiry (s) in arq's first transaction of a run (the same from 0.26 to 0.28).
+RUN_RETRY_EXPIRY_S = 88400
 
 #: What `start_jobs` below uses of arq's Worker (arq 0.26 to 0.28).
 _ARQ_PARTS = ("sem", "job_counter", "max_jobs", "tasks", "queue_name", "in_progress_timeout_s", "loop", "poll_delay_s",
               "_release_sem_dec_counter_on_complete", "run_job")
 
 
+class JobEnd:
+    """The end of one running job, for the job's own last write (`current_job_end`).
+
+    `into` queues exactly what arq's `finish_job` writes for a job that finished and keeps no
+    result; once that batch has run, `written` tells the worker, which then skips arq's own
+    finishing transaction for the job. If the batch fails, nothing is marked and arq finishes
+    the job as usual (its deletes are harmless repeats if the batch did get through).
+    """
+
+    __slots__ = ("_worker", "job_id")
+
+    def __init__(self, worker: ClaimingWorker, job_id: str) -> None:
+        self._worker = worker
+        self.job_id = job_id
+
+    def into(self, p: Batch) -> None:
+        job_id = self.job_id
+        for key in (in_progress_key_prefix + job_id, retry_key_prefix + job_id, job_key_prefix + job_id):
+            p.delete(key)
+        p.zrem(abort_jobs_ss, job_id)
+        p.zrem(self._worker.queue_name, job_id)
+
+    def written(self) -> None:
+        self._worker._ended.add(self.job_id)
+
+
+#: The job this task runs, set by `ClaimingWorker.run_job` (tasks the job starts inherit it,
+#: so a user checks `job_id` against what it finishes).
+current_job_end: ContextVar[JobEnd | None] = ContextVar("current_job_end", default=None)
+
+
 class ClaimingWorker(Worker):
-    """An arq Worker that takes each job with one script (see the module docstring)."""
+    """An arq Worker that takes each job with one script, and lets a job end itself (see the
+    module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._take: Any = None
+        self._ended: set[str] = set()  # jobs whose own last write ended them (`JobEnd.written`)
+        self._begun: dict[str, Answered] = {}  # jobs whose try the take began, until run_job starts
         self._own_start = all(hasattr(self, part) for part in _ARQ_PARTS)
         if not self._own_start:
             log.warning("this arq's Worker lacks what the one-script job start needs; using arq's own")
@@ -77,6 +138,8 @@ class ClaimingWorker(Worker):
         if self._take is None:
             self._take = self.pool.register_script(_TAKE)
         timeout_ms = int(self.in_progress_timeout_s * 1000)
+        # the try begun in the take only where run_job's transaction will be answered from it
+        begin = RUN_RETRY_EXPIRY_S if isinstance(self.pool, LaneClient) and not self.allow_abort_jobs else ""
         for raw in job_ids:
             if not self._picking():
                 return None
@@ -86,18 +149,40 @@ class ClaimingWorker(Worker):
                 return None
             self.job_counter += 1
             job_id = raw.decode()
+            job_key, retry_key = job_key_prefix + job_id, retry_key_prefix + job_id
             try:
-                score = await self._take(keys=[in_progress_key_prefix + job_id, self.queue_name],
-                                         args=[job_id, timestamp_ms(), timeout_ms])
+                taken = await self._take(keys=[in_progress_key_prefix + job_id, self.queue_name, job_key, retry_key],
+                                         args=[job_id, timestamp_ms(), timeout_ms, begin])
             except BaseException:  # Redis away: the slot is free again; the poll loop fails as arq's would
                 self.job_counter -= 1
                 self.sem.release()
                 raise
-            if not score:  # running elsewhere, finished and gone, or deferred again meanwhile
+            if not taken:  # running elsewhere, finished and gone, or deferred again meanwhile
                 self.job_counter -= 1
                 self.sem.release()
                 continue
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            if len(taken) == 3:  # arq's first transaction, as run_job queues it, and its answers
+                self._begun[job_id] = Answered(
+                    [("GET", job_key), ("INCRBY", retry_key, 1), ("EXPIRE", retry_key, RUN_RETRY_EXPIRY_S)],
+                    [taken[1], int(taken[2]), True])
+            task = self.loop.create_task(self.run_job(job_id, int(float(taken[0]))))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
         return None
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        # both in this task's context only: each job sees its own
+        answered_ahead.set(self._begun.pop(job_id, None))  # used by run_job's first transaction
+        current_job_end.set(JobEnd(self, job_id))
+        try:
+            await super().run_job(job_id, score)
+        finally:
+            self._ended.discard(job_id)
+
+    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        """arq's finishing transaction, unless the job's own last write already ended it. Even
+        if the job then failed or was cancelled: its event is final, and the job is off the
+        queue, so nothing may run it again."""
+        if job_id in self._ended:
+            return None
+        return await super().finish_job(job_id, *args, **kwargs)
