@@ -37,12 +37,16 @@ class Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
 
 
+_TEXTUAL = (str, int, float)
+_NUMBERS = (int, float)
+
+
 def _scalar_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str | int | float):
+    if isinstance(value, _TEXTUAL):
         return str(value)
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -138,7 +142,7 @@ def parse_time(value: Any) -> datetime | None:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
             return None if parsed.year <= 1 else parsed
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBERS):
         return None
     seconds = value / 1000 if value > 100_000_000_000 else value  # Datadog sends milliseconds
     try:

@@ -42,6 +42,9 @@ _KEY_FIELD = re.compile(
     r"""(?P<name>\b(?:x-)?(?:api[-_]?key|apikey|api[-_]?token|access[-_]?token|auth[-_]?token|private[-_]?token|"""
     r"""routing[-_]?key|integration[-_]?key|token|password|passwd|secret|client[-_]?secret)["']?\s*[:=]\s*["']?)"""
     r"""(?P<cred>[^\s"',;&}\]]+)""", re.I)
+#: Words one of which each pattern above needs (its schemes; every field name ends in one).
+_SCHEMES = ("basic", "bearer", "token", "geniekey", "oauth", "digest", "apikey", "ssws", "splunk")
+_KEY_WORDS = ("key", "token", "passw", "secret")
 #: Credentials in a URL's user-info: `scheme://user:pass@host` or `scheme://token@host`.
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/\s@\"'<>]+)@", re.I)
 
@@ -68,7 +71,15 @@ def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
             forms |= _forms(str(s))
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(form, MASK)
-    text = _AUTH_HEADER.sub(lambda m: m["name"] + (m["scheme"] or "") + MASK, text)
-    text = _SCHEME_CRED.sub(lambda m: m["scheme"] + " " + MASK, text)
-    text = _KEY_FIELD.sub(lambda m: m["name"] + (m["cred"] if m["cred"] == MASK else MASK), text)
+    # Each pattern is run only where the words it needs occur. For ASCII text that check is
+    # exact (lower() is all that IGNORECASE does there); other text runs every pattern.
+    low = text.lower() if text.isascii() else None
+    if low is None or "authorization" in low:
+        text = _AUTH_HEADER.sub(lambda m: m["name"] + (m["scheme"] or "") + MASK, text)
+    if low is None or any(word in low for word in _SCHEMES):
+        text = _SCHEME_CRED.sub(lambda m: m["scheme"] + " " + MASK, text)
+    if low is None or any(word in low for word in _KEY_WORDS):
+        text = _KEY_FIELD.sub(lambda m: m["name"] + (m["cred"] if m["cred"] == MASK else MASK), text)
+    if "://" not in text:
+        return text
     return _URL_USERINFO.sub(lambda m: m["scheme"] + MASK + "@", text)

@@ -196,7 +196,7 @@ def environment(fmt: str | None = None) -> _Env:
         esc = formats()[fmt]
 
         def finalize(value: Any) -> Any:
-            if isinstance(value, Trusted | Placeholder) or value is None or isinstance(value, bool | int | float):
+            if isinstance(value, (Trusted, Placeholder, bool, int, float)) or value is None:
                 return value
             return esc(value if isinstance(value, str) else str(value))
     env = _Env(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, finalize=finalize)
@@ -209,13 +209,21 @@ def environment(fmt: str | None = None) -> _Env:
     return env
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_SEQUENCES = (list, tuple)
+_SCALARS = (str, int, float, bool)
+
+
 def native(value: Any) -> Any:
     """Plain JSON-able data out of an expression result."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _PLAIN:  # the common case, decided without the ABC check below
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {str(k): native(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, _SEQUENCES):
         return [native(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
+    if isinstance(value, _SCALARS):
         return value
     return str(value)
 

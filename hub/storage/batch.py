@@ -84,6 +84,9 @@ return out
 _SHA = hashlib.sha1(_APPLY.encode()).hexdigest()
 
 
+_NUMBERS = (int, float)
+
+
 def _text(value: Any) -> str:
     if type(value) is str:
         return value
@@ -93,7 +96,7 @@ def _text(value: Any) -> str:
         return value.decode()
     if isinstance(value, bool):
         raise TypeError("a boolean is not a Redis value; pass 0/1 or text")
-    if isinstance(value, int | float):
+    if isinstance(value, _NUMBERS):
         return repr(value) if isinstance(value, float) else str(value)
     raise TypeError(f"cannot send {type(value).__name__} to Redis")
 

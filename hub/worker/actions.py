@@ -69,10 +69,13 @@ def redact(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_SEQUENCES = (list, tuple)
+
+
 def _redact_value(v: Any) -> Any:
     if isinstance(v, dict):
         return redact(v)
-    if isinstance(v, list | tuple):
+    if isinstance(v, _SEQUENCES):
         return [_redact_value(x) for x in v]
     return v
 
