@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,21 @@ async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
         await asyncio.sleep(interval)
+
+
+async def final_record(store: Store, event_id: str, timeout: float = 15.0,
+                       until: Callable[[], Awaitable[bool]] | None = None) -> dict[str, Any]:
+    """The event's record once it is in a final state (and `until()` holds, when given)."""
+    from hub.storage.event_store import FINAL_STATES
+
+    async def final() -> dict[str, Any] | None:
+        rec = await store.get(event_id)
+        if rec and rec["state"] in FINAL_STATES and (until is None or await until()):
+            return rec
+        return None
+
+    result: dict[str, Any] = await wait_for(final, timeout=timeout)
+    return result
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from hub.ingress.app import create_app
 from hub.rules.loader import RulesError, load_file
 from hub.storage.event_store import Store
 from hub.storage.ratelimit import RateLimiter, parse_limit
-from tests.conftest import GITHUB_SECRET, fixture_request, wait_for
+from tests.conftest import GITHUB_SECRET, final_record, fixture_request
 from tests.fakes.base import FakeUpstream
 
 DATA = Path(__file__).parent / "data"
@@ -98,12 +98,7 @@ async def test_an_event_reaches_the_toy_end_to_end(toy_plugin: type, redis_url: 
         body, headers = fixture_request("github_deployment_status_failure.json")
         async with TestClient(TestServer(create_app(settings))) as c, running_worker(settings):
             event_id = (await (await c.post("/webhooks/github", data=body, headers=headers)).json())["event_id"]
-
-            async def final() -> dict[str, Any] | None:
-                rec = await store.get(event_id)
-                return rec if rec and rec["state"] in ("done", "partially_failed", "dead") else None
-
-            rec = await wait_for(final, timeout=15)
+            rec = await final_record(store, event_id)
     finally:
         await fake.close()
     assert rec["state"] == "done"

@@ -214,8 +214,8 @@ async def test_an_event_ends_its_own_job_in_its_final_write(redis_url: str, redi
     from aiohttp.test_utils import TestClient, TestServer
 
     from hub.ingress.app import create_app
-    from hub.storage.event_store import FINAL_STATES, Store
-    from tests.conftest import fixture_request, make_settings, wait_for
+    from hub.storage.event_store import Store
+    from tests.conftest import final_record, fixture_request, make_settings
 
     settings = make_settings(redis_url)
     store = Store(redis, settings)
@@ -223,11 +223,10 @@ async def test_an_event_ends_its_own_job_in_its_final_write(redis_url: str, redi
     async with TestClient(TestServer(create_app(settings))) as c, running_worker(settings):
         event_id = (await (await c.post("/webhooks/github", data=body, headers=headers)).json())["event_id"]
 
-        async def final() -> dict[str, Any] | None:
-            rec = await store.get(event_id)
-            return rec if rec and rec["state"] in FINAL_STATES and not await _job_keys(redis, event_id) else None
+        async def job_gone() -> bool:
+            return not await _job_keys(redis, event_id)
 
-        rec = await wait_for(final, timeout=15)
+        rec = await final_record(store, event_id, until=job_gone)
         await asyncio.sleep(0.1)
     assert rec["state"] == "done"
     assert event_id not in arq_finishes
