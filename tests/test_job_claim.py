@@ -1,7 +1,7 @@
 """Taking queued jobs with one script (`hub.worker.job_claim.ClaimingWorker`), against the real
 Redis of the root conftest: each job runs once, what is running elsewhere or not yet due is
 left alone, and the in-progress mark is arq's own. A job that ends itself in its own last
-write (`JobEnd`) is not finished again by arq."""
+write (`RunningJob.into`) is not finished again by arq; an event job's take also starts its run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from arq.constants import default_queue_name, in_progress_key_prefix, job_key_pr
 
 from hub.storage.batch import Batch
 from hub.storage.connection import connect, json_dumps, json_loads
-from hub.worker.job_claim import ClaimingWorker, current_job_end
+from hub.worker.job_claim import ClaimingWorker, current_job
 
 
 async def _count(ctx: dict[str, Any], name: str, sleep: float = 0.0) -> None:
@@ -27,7 +27,7 @@ async def _count(ctx: dict[str, Any], name: str, sleep: float = 0.0) -> None:
 
 async def _end_itself(ctx: dict[str, Any], name: str, then: str = "") -> None:
     """Counts its run and ends its job in that same batch, then returns, retries or fails."""
-    end = current_job_end.get()
+    end = current_job.get()
     assert end is not None and end.job_id == ctx["job_id"]
     p = Batch()
     p.hset(f"claim:test:end:{name}", "ended", "1")
@@ -208,18 +208,30 @@ async def test_a_job_whose_own_end_failed_is_finished_by_arq(redis: Any, arq_fin
     await worker.close()
 
 
-async def test_an_event_ends_its_own_job_in_its_final_write(redis_url: str, redis: Any, running_worker: Any,
-                                                            arq_finishes: list[str]) -> None:
-    """The worker's final write of an event also ends the event's job: no arq transaction after it."""
+async def test_an_events_job_starts_its_run_in_the_take_and_ends_in_its_final_write(
+        redis_url: str, redis: Any, running_worker: Any, arq_finishes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The script that takes an event's job also counts the event's run and reads its record
+    (the job does not start it again), and the event's final write also ends the job: no arq
+    transaction after it."""
     from aiohttp.test_utils import TestClient, TestServer
 
     from hub.ingress.app import create_app
     from hub.storage.event_store import Store
     from tests.conftest import final_record, fixture_request, make_settings
 
+    starts: list[str] = []
+    original_start = Store.start
+
+    async def start(self: Store, event_id: str, key: str | None = None) -> Any:
+        starts.append(event_id)
+        return await original_start(self, event_id, key)
+
+    monkeypatch.setattr(Store, "start", start)
     settings = make_settings(redis_url)
     store = Store(redis, settings)
     body, headers = fixture_request("github_deployment_status_failure.json")
+    counted = int((await redis.info("commandstats")).get("cmdstat_hincrby", {}).get("calls", 0))
     async with TestClient(TestServer(create_app(settings))) as c, running_worker(settings):
         event_id = (await (await c.post("/webhooks/github", data=body, headers=headers)).json())["event_id"]
 
@@ -230,6 +242,26 @@ async def test_an_event_ends_its_own_job_in_its_final_write(redis_url: str, redi
         await asyncio.sleep(0.1)
     assert rec["state"] == "done"
     assert event_id not in arq_finishes
+    assert starts == []  # the take started the run
+    assert int((await redis.info("commandstats"))["cmdstat_hincrby"]["calls"]) - counted == 1  # counted once
+
+
+async def test_a_job_that_does_not_run_the_event_of_its_id_starts_no_run(redis: Any, redis_url: str) -> None:
+    """A job whose id looks like an event's but runs another function leaves the record alone."""
+    from hub.storage.event_store import ev_key
+
+    event_id = "ev_0123456789abcdef0123"
+    await redis.hset(ev_key(event_id), mapping={"state": "accepted", "received_at": 1})
+    await redis.enqueue_job("count", event_id, _job_id=event_id)
+    pool = connect(redis_url, lane=2)
+    try:
+        worker = _worker(pool)
+        await worker.async_run()
+        assert await pool.get(f"claim:test:{event_id}") == b"1"
+        assert await pool.hget(ev_key(event_id), "runs") is None
+        await worker.close()
+    finally:
+        await pool.aclose()
 
 
 async def _multis(redis: Any) -> int:

@@ -145,15 +145,20 @@ def _ingest_script(dedup_window: int, retention: int) -> str:
                               job_expires_ms=ARQ_JOB_EXPIRES_MS, function=PROCESS_JOB)
 
 
-# A job's start: count the run (of an event not final yet) before anything else can fail,
-# and read the record. KEYS: the event hash.
-_START_LUA = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state and state ~= 'done' and state ~= 'partially_failed' and state ~= 'dead' then
-  redis.call('HINCRBY', KEYS[1], 'runs', 1)
+#: A job's start, as a Lua function: count the run (of an event not final yet) before anything
+#: else can fail, and read the record (HGETALL's flat list). Also run by the script that takes
+#: an event's job from the queue (`hub.worker.job_claim`).
+START_RUN_LUA = """
+local function start_run(key)
+  local state = redis.call('HGET', key, 'state')
+  if state and state ~= 'done' and state ~= 'partially_failed' and state ~= 'dead' then
+    redis.call('HINCRBY', key, 'runs', 1)
+  end
+  return redis.call('HGETALL', key)
 end
-return redis.call('HGETALL', KEYS[1])
 """
+# KEYS: the event hash.
+_START_LUA = START_RUN_LUA + "return start_run(KEYS[1])\n"
 
 
 _IDX_ALL_B, _PENDING_B, _ARQ_QUEUE_B = IDX_ALL.encode(), PENDING.encode(), ARQ_QUEUE.encode()
@@ -238,7 +243,12 @@ class Store:
         wait for another worker's incident lock gives its count back (`hub.storage.incidents`).
         """
         flat = await self._start(keys=[key or ev_key(event_id)])  # `key`: a chunk's own record
-        return self.decode_record(event_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        return self.started(event_id, flat)
+
+    @classmethod
+    def started(cls, event_id: str, flat: list[bytes]) -> EventRecord | None:
+        """The record of a started run from `START_RUN_LUA`'s answer."""
+        return cls.decode_record(event_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     @staticmethod
     def decode_record(event_id: str, raw: dict[bytes, bytes]) -> EventRecord | None:

@@ -38,7 +38,7 @@ from hub.worker.chunks import Chunks, bounds, chunk_key
 from hub.worker.claims import Claims
 from hub.worker.grouping import Correlator
 from hub.worker.heartbeats import Heartbeats
-from hub.worker.job_claim import current_job_end
+from hub.worker.job_claim import current_job
 from hub.worker.planner import PIN_FIELD, Planner
 from hub.worker.quiet import QUIET_FIELD, Quiet
 from hub.worker.recording import Recorder, Saves
@@ -100,14 +100,18 @@ class Executor:
 
         Round trips on the common path: count the run and read the record (`Store.start`:
         every job start counts, so a poison event ends as a dead letter after
-        HUB_MAX_EVENT_RUNS whatever fails); one script that resolves the incidents, locks them
+        HUB_MAX_EVENT_RUNS whatever fails; done by the script that took the event's job when
+        it did, `hub.worker.job_claim`); one script that resolves the incidents, locks them
         and re-reads the record, its actions and the incidents; one transaction for
         processing + pin + incident + parsed + claims; the actions; one transaction that
-        finishes the event and releases the locks.
+        finishes the event, releases the locks and ends the job.
         """
         if chunk is not None:
             return await self._run_chunk(event_id, chunk, force)
-        rec = await self.store.start(event_id)  # counts this run before anything can fail
+        job = current_job.get()
+        started = job.started_run(event_id) if job is not None else None  # by the script that took the job
+        # counts this run before anything can fail
+        rec = self.store.started(event_id, started) if started is not None else await self.store.start(event_id)
         if rec is None:
             return None  # expired past retention: nothing left to do
         if rec["state"] in FINAL_STATES:
@@ -420,7 +424,7 @@ class Executor:
                                        **({"reason": note["reason"]} if "reason" in note else {}))
         if entered is not None:
             self.incidents.unlock_into(p, entered)
-        job_end = current_job_end.get()
+        job_end = current_job.get()
         if job_end is not None and job_end.job_id == rec["id"] and chunk is None:
             job_end.into(p)  # this event's own job ends in the same write (`hub.worker.job_claim`)
         else:

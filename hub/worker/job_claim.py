@@ -20,10 +20,15 @@ round trip fewer per job, and the take and the try are one atomic step. This nee
 client (whose pipelines know to look) and no abort support (arq's transaction then has one
 command more); without either, the script only takes the job.
 
+For an event's own job (`process_event` of the event whose id is the job id), the script also
+starts the event's run as the job would first do (`hub.storage.event_store.START_RUN_LUA`:
+the run counted, the record read), and the job takes that record instead of starting the run
+again (`RunningJob.started_run`): one more round trip saved.
+
 When every slot is busy it waits up to one poll delay for a slot to free (`_slot_frees`)
 rather than leave the rest of the jobs it read for the next poll.
 
-A job can also end itself (`JobEnd`): arq's finishing writes for a job that finished (its
+A job can also end itself (`RunningJob.into`): arq's finishing writes for a job that finished (its
 in-progress, retry and job keys deleted, the job taken off the queue and the abort set) are
 queued into the job's own last atomic write, and arq's separate finishing transaction is then
 skipped. The event worker does this when it writes an event's final state: one round trip
@@ -41,6 +46,8 @@ from arq import Worker
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
 
+from hub.storage.event_store import PROCESS_JOB, START_RUN_LUA, ev_key
+from hub.storage.keys import is_event_id
 from hub.storage.lane import Answered, LaneClient, answered_ahead
 
 if TYPE_CHECKING:
@@ -48,10 +55,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hub.worker.job_claim")
 
-# KEYS: the job's in-progress key, the queue, the job's key, its retry key. ARGV: job id, now
-# (ms), in-progress timeout (ms), the retry key's expiry (s) or '' to only take the job.
-# Returns false when the job was not taken; else {score}, or {score, job, try} with its try begun.
-_TAKE = """
+# KEYS: the job's in-progress key, the queue, the job's key, its retry key, and for an event's
+# job its record. ARGV: job id, now (ms), in-progress timeout (ms), the retry key's expiry (s)
+# or '' to only take the job, the event job's function or ''. Returns false when the job was
+# not taken; else {score}; {score, job, try} with its try begun; {score, job, try, record}
+# with its event's run started too.
+_TAKE = START_RUN_LUA + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
@@ -60,7 +69,13 @@ if ARGV[4] == '' then return {score} end
 local job = redis.call('GET', KEYS[3])
 local try = redis.call('INCRBY', KEYS[4], 1)
 redis.call('EXPIRE', KEYS[4], ARGV[4])
-return {score, job, try}
+if ARGV[5] == '' or not job then return {score, job, try} end
+local ok, data = pcall(cjson.decode, job)
+if not (ok and type(data) == 'table' and data['f'] == ARGV[5] and type(data['a']) == 'table'
+        and data['a'][1] == ARGV[1]) then
+  return {score, job, try}
+end
+return {score, job, try, start_run(KEYS[5])}
 """
 #: The retry key's expiry (s) in arq's first transaction of a run (the same from 0.26 to 0.28).
 RUN_RETRY_EXPIRY_S = 88400
@@ -70,20 +85,30 @@ _ARQ_PARTS = ("sem", "job_counter", "max_jobs", "tasks", "queue_name", "in_progr
               "_release_sem_dec_counter_on_complete", "run_job")
 
 
-class JobEnd:
-    """The end of one running job, for the job's own last write (`current_job_end`).
+class RunningJob:
+    """One running job, for its own code (`current_job`).
 
-    `into` queues exactly what arq's `finish_job` writes for a job that finished and keeps no
-    result; once that batch has run, `written` tells the worker, which then skips arq's own
-    finishing transaction for the job. If the batch fails, nothing is marked and arq finishes
-    the job as usual (its deletes are harmless repeats if the batch did get through).
+    `started_run` hands over the event run the take started (once). `into` queues exactly
+    what arq's `finish_job` writes for a job that finished and keeps no result; once that
+    batch has run, `written` tells the worker, which then skips arq's own finishing
+    transaction for the job. If the batch fails, nothing is marked and arq finishes the job
+    as usual (its deletes are harmless repeats if the batch did get through).
     """
 
-    __slots__ = ("_worker", "job_id")
+    __slots__ = ("_started", "_worker", "job_id")
 
-    def __init__(self, worker: ClaimingWorker, job_id: str) -> None:
+    def __init__(self, worker: ClaimingWorker, job_id: str, started: list[bytes] | None = None) -> None:
         self._worker = worker
         self.job_id = job_id
+        self._started = started
+
+    def started_run(self, event_id: str) -> list[bytes] | None:
+        """The record (`START_RUN_LUA`'s answer) of the run of `event_id` the take started, or
+        None (not this job's event, not started there, or already handed over)."""
+        if event_id != self.job_id:
+            return None
+        started, self._started = self._started, None
+        return started
 
     def into(self, p: Batch) -> None:
         job_id = self.job_id
@@ -97,8 +122,8 @@ class JobEnd:
 
 
 #: The job this task runs, set by `ClaimingWorker.run_job` (tasks the job starts inherit it,
-#: so a user checks `job_id` against what it finishes).
-current_job_end: ContextVar[JobEnd | None] = ContextVar("current_job_end", default=None)
+#: so a user checks `job_id` against what it starts or finishes).
+current_job: ContextVar[RunningJob | None] = ContextVar("current_job", default=None)
 
 
 class ClaimingWorker(Worker):
@@ -108,8 +133,9 @@ class ClaimingWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._take: Any = None
-        self._ended: set[str] = set()  # jobs whose own last write ended them (`JobEnd.written`)
+        self._ended: set[str] = set()  # jobs whose own last write ended them (`RunningJob.written`)
         self._begun: dict[str, Answered] = {}  # jobs whose try the take began, until run_job starts
+        self._started: dict[str, list[bytes]] = {}  # event jobs whose run the take started, the same
         self._own_start = all(hasattr(self, part) for part in _ARQ_PARTS)
         if not self._own_start:
             log.warning("this arq's Worker lacks what the one-script job start needs; using arq's own")
@@ -150,9 +176,13 @@ class ClaimingWorker(Worker):
             self.job_counter += 1
             job_id = raw.decode()
             job_key, retry_key = job_key_prefix + job_id, retry_key_prefix + job_id
+            keys = [in_progress_key_prefix + job_id, self.queue_name, job_key, retry_key]
+            event_job = bool(begin) and is_event_id(job_id)
+            if event_job:
+                keys.append(ev_key(job_id))
             try:
-                taken = await self._take(keys=[in_progress_key_prefix + job_id, self.queue_name, job_key, retry_key],
-                                         args=[job_id, timestamp_ms(), timeout_ms, begin])
+                taken = await self._take(keys=keys, args=[job_id, timestamp_ms(), timeout_ms, begin,
+                                                          PROCESS_JOB if event_job else ""])
             except BaseException:  # Redis away: the slot is free again; the poll loop fails as arq's would
                 self.job_counter -= 1
                 self.sem.release()
@@ -161,10 +191,12 @@ class ClaimingWorker(Worker):
                 self.job_counter -= 1
                 self.sem.release()
                 continue
-            if len(taken) == 3:  # arq's first transaction, as run_job queues it, and its answers
+            if len(taken) >= 3:  # arq's first transaction, as run_job queues it, and its answers
                 self._begun[job_id] = Answered(
                     [("GET", job_key), ("INCRBY", retry_key, 1), ("EXPIRE", retry_key, RUN_RETRY_EXPIRY_S)],
                     [taken[1], int(taken[2]), True])
+            if len(taken) == 4:
+                self._started[job_id] = taken[3]
             task = self.loop.create_task(self.run_job(job_id, int(float(taken[0]))))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
@@ -173,7 +205,7 @@ class ClaimingWorker(Worker):
     async def run_job(self, job_id: str, score: int) -> None:
         # both in this task's context only: each job sees its own
         answered_ahead.set(self._begun.pop(job_id, None))  # used by run_job's first transaction
-        current_job_end.set(JobEnd(self, job_id))
+        current_job.set(RunningJob(self, job_id, self._started.pop(job_id, None)))
         try:
             await super().run_job(job_id, score)
         finally:
