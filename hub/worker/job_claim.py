@@ -1,4 +1,4 @@
-"""Taking a queued job in one round trip instead of arq's four.
+"""A job's take, first try and end on as few round trips as the hub's own work allows.
 
 arq marks a job it starts as in progress with an optimistic transaction: WATCH the job's
 in-progress key, EXISTS it, ZSCORE the job in the queue, then MULTI / PSETEX / EXEC. Four
