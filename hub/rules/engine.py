@@ -233,6 +233,10 @@ class Rules:
         for name, svc in self.config.catalog.services.items():
             for alias in (name, *svc.aliases):
                 self._aliases.setdefault(alias.casefold(), name)
+        # per step of these rules (by id, the step kept with it): what its parameters read of
+        # earlier steps, and its guard's names. They depend on the rules alone.
+        self._step_reads: dict[int, tuple[Step, tuple[str, ...], tuple[str, ...]]] = {}
+        self._guards: dict[int, tuple[Step, tuple[str, ...]]] = {}
         self.loaded_at = time.time()
 
     # -- catalog -------------------------------------------------------------------------------
@@ -419,9 +423,17 @@ class Rules:
             timer = timer_spec(step, world.received_ms)
             timer_id = f"timer:{scope}:{wf.name}:{step.id}{suffix}"
         out = []
+        guard = self._guards.get(id(step))
+        if guard is None or guard[0] is not step:
+            guard = self._guards[id(step)] = (step, guard_names(step.unless))
+        unless = guard[1]
         for sub in members:
             if step.do and not matches(sub.if_, facts):
                 continue
+            reads = self._step_reads.get(id(sub))
+            if reads is None or reads[0] is not sub:
+                reads = self._step_reads[id(sub)] = (sub, tuple(sorted(_needs(sub.with_))),
+                                                     tuple(sorted(_watches(sub.with_))))
             assert sub.action is not None and sub.id is not None
             connector, _, action = sub.action.partition(".")
             identity = f"{scope}:{sub.identity}" if sub.identity else f"{scope}:{wf.name}:{sub.id}"
@@ -430,10 +442,10 @@ class Rules:
             delay = timer.delay(severity, occurrence) if timer else 0.0
             ps = PlannedStep(
                 id=identity, connector=connector, action=action, idempotency_key=identity,
-                delay=float(delay or 0.0), unless=guard_names(step.unless), workflow=wf.name,
+                delay=float(delay or 0.0), unless=unless, workflow=wf.name,
                 step_id=sub.id, event_index=index, incident_key=key, subject=subject,
                 template=dict(sub.with_), record=dict(sub.record), context={**ctx, "occurrence": occurrence},
-                needs=tuple(sorted(_needs(sub.with_))), watches=tuple(sorted(_watches(sub.with_))),
+                needs=reads[1], watches=reads[2],
                 timer=timer, timer_id=timer_id, occurrence=occurrence,
                 builtin=connector == "hub")
             if preview:
