@@ -133,6 +133,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if stopping:
             return  # once: a second Ctrl-C must not cut the children's shutdown short
         stopping = True
+        # Ignored from now on, not only handled: Python resets a handled signal to its default
+        # as it exits, so a second Ctrl-C landing then would kill this process (exit -2) after
+        # a clean stop. An ignored one stays ignored.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         for c in children:
             if c.poll() is None:
                 c.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
