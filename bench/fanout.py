@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.inproc import ROUTING_KEY, running_worker
+from bench.inproc import ADMIN_TOKEN, ROUTING_KEY, WEBHOOK_TOKEN, running_worker
 from hub.core.settings import Settings
 from hub.storage.connection import connect
 from hub.storage.embedded_redis import EmbeddedRedis
@@ -58,7 +58,7 @@ async def run(alerts: int, job_timeout: float, per_job: int | None, rate_limits:
             await asyncio.sleep(latency)
         pd.on_request = inc.on_request = slow
     values: dict[str, Any] = {
-        "redis_url": server.url, "hub_admin_token": "bench-admin-token", "alertmanager_webhook_token": "bench",
+        "redis_url": server.url, "hub_admin_token": ADMIN_TOKEN, "alertmanager_webhook_token": WEBHOOK_TOKEN,
         "hub_job_timeout": job_timeout, "pagerduty_routing_key": ROUTING_KEY,
         "pagerduty_events_url": pd.events_url, "incidentio_api_key": fake_incidentio.API_KEY,
         "incidentio_api_url": inc.url,

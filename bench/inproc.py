@@ -12,6 +12,10 @@ from hub.core.settings import Settings
 #: The PagerDuty routing key the benches page with: drawn per run (32 characters, as PagerDuty's
 #: are), so no key-shaped literal sits in the repository; the fakes accept any.
 ROUTING_KEY = secrets.token_hex(16)
+#: The admin token and the inbound sources' webhook token of a run, drawn the same way (the
+#: benches ingest through the store, so no sender presents them; they only set the sources up).
+ADMIN_TOKEN = secrets.token_urlsafe(24)
+WEBHOOK_TOKEN = secrets.token_urlsafe(24)
 
 
 @contextlib.asynccontextmanager

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.inproc import ROUTING_KEY, running_worker
+from bench.inproc import ADMIN_TOKEN, ROUTING_KEY, WEBHOOK_TOKEN, running_worker
 from hub.core.registry import connector_classes
 from hub.core.settings import Settings
 from hub.storage.connection import connect
@@ -125,8 +125,8 @@ async def run(mode: str, seconds: float, slack_mode: str = "webhook") -> dict[st
     api = {"slack_bot_token": BOT_TOKEN, "slack_api_url": slack_api.api_url, "slack_channel": "C0INCIDENT"} \
         if slack_mode == "api" else {}
     settings = Settings(_env_file=None, **{  # type: ignore[arg-type]
-        "redis_url": server.url, "hub_admin_token": "bench-admin-token", "alertmanager_webhook_token": "bench",
-        "datadog_webhook_token": "bench", "hub_config": rules(mode, tmp),
+        "redis_url": server.url, "hub_admin_token": ADMIN_TOKEN, "alertmanager_webhook_token": WEBHOOK_TOKEN,
+        "datadog_webhook_token": WEBHOOK_TOKEN, "hub_config": rules(mode, tmp),
         "pagerduty_routing_key": ROUTING_KEY, "pagerduty_events_url": pd.events_url,
         "incidentio_api_key": fake_incidentio.API_KEY, "incidentio_api_url": inc.url,
         "slack_webhook_url": slack.webhook_url, "statuspage_api_key": fake_statuspage.API_KEY,
