@@ -104,7 +104,7 @@ async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05
 
 
 async def final_record(store: Store, event_id: str, timeout: float = 15.0,
-                       until: Callable[[], Awaitable[bool]] | None = None) -> dict[str, Any]:
+                       until: Callable[[], Awaitable[bool]] | None = None, interval: float = 0.05) -> dict[str, Any]:
     """The event's record once it is in a final state (and `until()` holds, when given)."""
     from hub.storage.event_store import FINAL_STATES
 
@@ -114,7 +114,7 @@ async def final_record(store: Store, event_id: str, timeout: float = 15.0,
             return rec
         return None
 
-    result: dict[str, Any] = await wait_for(final, timeout=timeout)
+    result: dict[str, Any] = await wait_for(final, timeout=timeout, interval=interval)
     return result
 
 

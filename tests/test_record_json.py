@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from hub.core.events import Severity
-from hub.core.strict_json import dumps, dumps_body
+from hub.core.strict_json import dumps, dumps_body, dumps_indented
 from tests.test_ingress_fast_paths import VALUES, same
 
 
@@ -83,3 +83,10 @@ def test_an_outbound_body_is_strict_json_with_the_values_json_dumps_sent(value: 
 def test_an_outbound_body_keeps_big_integers_exact() -> None:
     assert strict_loads(dumps_body({"n": 2**70, "v": 1.5})) == {"n": 2**70, "v": 1.5}
     assert dumps_body({"v": float("nan"), "w": [float("-inf")]}) == '{"v":null,"w":[null]}'
+
+
+@pytest.mark.parametrize("value", [{"v": float("nan"), "t": ["é", 1]}, {"n": 2**70, "v": float("inf")}])
+def test_the_indented_form_is_strict_json_indented_as_json_dumps_indents(value: Any) -> None:
+    text = dumps_indented(value)
+    assert strict_loads(text) == json.loads(json.dumps(finite(value)))
+    assert text.splitlines()[1].startswith('  "')  # two spaces, one key per line

@@ -22,7 +22,7 @@ from hub.ingress.app import create_app
 from hub.storage.connection import connect
 from hub.storage.embedded_redis import EmbeddedRedis
 from hub.storage.event_store import Store
-from tests.conftest import GITHUB_SECRET, fixture_request, github_deploy_failure, make_settings, wait_for
+from tests.conftest import GITHUB_SECRET, final_record, fixture_request, github_deploy_failure, make_settings, wait_for
 from tests.fakes.slack import FakeSlack
 
 pytestmark = pytest.mark.slow
@@ -93,10 +93,7 @@ async def test_worker_sigkilled_mid_call_event_completes_once(own_redis, slack_s
             first.kill()
         second = worker_process(own_redis.url, slack_stalling.webhook_url, tmp_path)
         try:
-            async def final():
-                rec = await store.get(event_id)
-                return rec if rec["state"] in ("done", "dead", "partially_failed") else None
-            rec = await wait_for(final, timeout=40, interval=0.2)
+            rec = await final_record(store, event_id, timeout=40, interval=0.2)
         finally:
             second.terminate()
             second.wait(10)

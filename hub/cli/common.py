@@ -8,7 +8,6 @@ client per command, closed on the way out.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -19,7 +18,8 @@ from rich.segment import Segment
 
 from hub.core.escape import terminal
 from hub.core.settings import Settings, SettingsError, load_settings
-from hub.storage.event_store import Store, dumps
+from hub.core.strict_json import dumps_indented
+from hub.storage.event_store import Store
 
 T = TypeVar("T")
 
@@ -71,8 +71,8 @@ def with_store(fn: Callable[[Store], Awaitable[T]]) -> T:
 
 
 def print_json(obj: Any) -> None:
-    """Indented strict JSON (a payload's NaN as null, as `dumps` writes records), so jq reads it."""
-    print(json.dumps(json.loads(dumps(obj)), indent=2))
+    """Indented strict JSON (a payload's NaN as null, as records are written), so jq reads it."""
+    print(dumps_indented(obj))
 
 
 def when(ms: int | None) -> str:

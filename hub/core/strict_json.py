@@ -33,6 +33,14 @@ def dumps(obj: Any) -> str:
         return _COMPACT.encode(finite(obj))
 
 
+def dumps_indented(obj: Any) -> str:
+    """`dumps`, indented by two spaces (what the CLI prints for people and jq)."""
+    try:
+        return orjson.dumps(obj, default=str, option=_RECORD_OPTIONS | orjson.OPT_INDENT_2).decode()
+    except TypeError:
+        return json.dumps(finite(obj), indent=2, default=str)
+
+
 def dumps_body(obj: Any) -> str:
     """An outbound request's JSON body (the worker session's `json_serialize`): what json.dumps
     sent, strict. A type JSON cannot hold raises TypeError, as with json.dumps."""

@@ -31,6 +31,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hub.core.settings import Settings
+from hub.core.strict_json import dumps
 from hub.ingress.shared import SETTINGS, STORE, error, text
 from hub.ingress.verify import tokens_equal
 from hub.operators import audit, heartbeats, maintenance, operations
@@ -60,7 +61,7 @@ from hub.operators.replay import (
 )
 from hub.storage import keys
 from hub.storage.connection import REDIS_UNAVAILABLE
-from hub.storage.event_store import STATES, Store, dumps
+from hub.storage.event_store import STATES, Store
 
 #: The admin API's answers as strict JSON (`dumps`): a payload's NaN shows as null, which the
 #: admin page's JSON.parse can read.

@@ -32,7 +32,6 @@ TITLE_ATTR = "group_title"
 MEMBER_ENTRY = "alert"
 
 
-
 def group_of(event: NormalisedEvent) -> str | None:
     """The incident key of the event's notification group, or None (an alert of its own)."""
     if event.kind not in (Kind.ALERT_FIRING, Kind.ALERT_RESOLVED):

@@ -56,10 +56,11 @@ from redis.asyncio import Redis
 
 from hub.core import registry
 from hub.core.events import Kind, NormalisedEvent
+from hub.core.strict_json import dumps
 from hub.storage import alert_groups, flapping, storm
 from hub.storage import keys as layout
 from hub.storage.batch import Batch, Reply
-from hub.storage.event_store import dumps, now_ms
+from hub.storage.event_store import now_ms
 from hub.storage.records import IncidentRecord
 
 PREFIX = layout.INCIDENT_PREFIX

@@ -424,14 +424,14 @@ class Executor:
                                        **({"reason": note["reason"]} if "reason" in note else {}))
         if entered is not None:
             self.incidents.unlock_into(p, entered)
-        job_end = current_job.get()
-        if job_end is not None and job_end.job_id == rec["id"] and chunk is None:
-            job_end.into(p)  # this event's own job ends in the same write (`hub.worker.job_claim`)
+        job = current_job.get()
+        if job is not None and job.job_id == rec["id"] and chunk is None:
+            job.into(p)  # this event's own job ends in the same write (`hub.worker.job_claim`)
         else:
-            job_end = None
+            job = None
         await p.execute(self.store.redis)
-        if job_end is not None:
-            job_end.written()
+        if job is not None:
+            job.written()
         if entered is not None:
             entered.released = True
         if chunk is not None:
